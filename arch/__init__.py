@@ -1,0 +1,1 @@
+"""Architecture backends for kpatch-core (installed as ``kpatch_arch``)."""

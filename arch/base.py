@@ -1,0 +1,121 @@
+"""The Backend protocol: what the core asks an architecture, with the kernel's ``__weak`` defaults.
+
+A backend is a class whose attributes are the architecture's facts (breakpoint bytes, pt_regs
+layout, kprobe_events register names, argument registers) and whose methods mirror the kernel's
+arch hooks (``arch_adjust_kprobe_addr``, ``arch_within_kprobe_blacklist``,
+``arch_prepare_kprobe``, ``ftrace_call_adjust``...).  Register a subclass in the
+``kpatch_core.backends`` entry-point group; the core finds it by ELF machine and endianness.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import attrs
+
+from kpatch_core.verdict import Execution, Refusal
+
+if TYPE_CHECKING:
+    from kpatch_core.image import Image, KernelVersion
+    from kpatch_core.symbols import KSym
+
+
+@attrs.frozen
+class PrepareContext:
+    """What ``arch_prepare_kprobe`` may look at: the image, the address and its function."""
+
+    image: "Image"
+    addr: int
+    func: "KSym"  # kallsyms symbol containing addr (first alias, kernel size)
+
+    @property
+    def version(self) -> "KernelVersion":
+        return self.image.version
+
+
+@attrs.frozen
+class PtRegsField:
+    """One ``struct pt_regs`` member: kprobe_events name, byte offset, size."""
+
+    name: str
+    offset: int
+    size: int = 8
+
+
+class Backend:
+    """Base class of every architecture backend; override what the architecture overrides."""
+
+    # -- identity ---------------------------------------------------------------------------
+    name: ClassVar[str] = ""
+    elf_machine: ClassVar[str] = ""  # pyelftools e_machine name, e.g. "EM_X86_64"
+    little_endian: ClassVar[bool] = True
+    capstone_arch: ClassVar[int] = 0
+    capstone_mode: ClassVar[int] = 0
+    relative_reloc_type: ClassVar[int | None] = None  # R_*_RELATIVE in .rela.dyn, if any
+
+    # -- encodings --------------------------------------------------------------------------
+    breakpoint: ClassVar[bytes] = b""  # BREAKPOINT_INSTRUCTION as stored in memory
+    insn_align: ClassVar[int] = 1
+
+    # -- kernel tables ----------------------------------------------------------------------
+    extable_entry_size: ClassVar[int] = 12  # struct exception_table_entry, insn is s32 at +0
+    static_call_inline: ClassVar[bool] = False  # HAVE_STATIC_CALL_INLINE
+    kretprobe_blacklist: ClassVar[tuple[str, ...]] = ()  # kretprobe_blacklist[]
+    have_kprobes_on_ftrace: ClassVar[bool] = True  # HAVE_KPROBES_ON_FTRACE (6.1)
+    have_optprobes: ClassVar[bool] = False
+
+    # -- registers and calling convention -----------------------------------------------------
+    pt_regs_size: ClassVar[int] = 0
+    pt_regs: ClassVar[tuple[PtRegsField, ...]] = ()
+    arg_regs: ClassVar[tuple[str, ...]] = ()  # $arg1.. in pt_regs names
+    retval_reg: ClassVar[str] = ""
+    stack_reg: ClassVar[str] = ""
+    syscall_prefix: ClassVar[str] = ""  # ARCH_HAS_SYSCALL_WRAPPER entry prefix
+
+    # -- hooks (weak defaults) ----------------------------------------------------------------
+    def kprobes_on_ftrace(self, version: "KernelVersion") -> bool:
+        """``CONFIG_KPROBES_ON_FTRACE`` when the image gives no evidence either way."""
+        return self.have_kprobes_on_ftrace
+
+    def blacklist_areas(self, version: "KernelVersion") -> tuple[tuple[str, str], ...]:
+        """``arch_populate_kprobe_blacklist``: (start, end) linker symbols of blacklisted areas."""
+        return ()
+
+    def within_arch_blacklist(self, image: "Image", addr: int) -> bool:
+        """Extra ``arch_within_kprobe_blacklist`` ranges beyond ``.kprobes.text``."""
+        return False
+
+    def ftrace_call_adjust(self, image: "Image", record: int) -> int:
+        """``ftrace_call_adjust``: the ftrace site address for one ``__mcount_loc`` record."""
+        return record
+
+    def lookup_name(self, image: "Image", name: str) -> int | None:
+        """``kprobe_lookup_name`` (weak: ``kallsyms_lookup_name``)."""
+        return image.kallsyms.lookup(name)
+
+    def adjust_kprobe_addr(self, image: "Image", sym_addr: int, offset: int) -> tuple[int, bool]:
+        """``arch_adjust_kprobe_addr``: (probed address, on_func_entry)."""
+        return sym_addr + offset, offset == 0
+
+    def jump_label_size(self, image: "Image", code: int) -> int:
+        """Bytes a ``__jump_table`` site reserves (``JUMP_LABEL_NOP_SIZE``)."""
+        return 4
+
+    def runtime_bytes(self, image: "Image", start: int, end: int) -> bytes:
+        """Text ``[start, end)`` as the running kernel holds it (boot-time patching applied)."""
+        return image.read(start, end - start)
+
+    def prepare(self, ctx: PrepareContext) -> Execution | Refusal:
+        """``arch_prepare_kprobe``: how the instruction at ``ctx.addr`` runs, or why not."""
+        raise NotImplementedError(f"{self.name}: arch_prepare_kprobe not implemented")
+
+    def optimizable(self, ctx: PrepareContext) -> bool:
+        """``can_optimize`` + ``arch_prepare_optimized_kprobe``: would the probe be [OPTIMIZED]?"""
+        return False
+
+    # -- derived facts ------------------------------------------------------------------------
+    def register(self, name: str) -> PtRegsField | None:
+        """The pt_regs field a kprobe_events ``%name`` reads, or None."""
+        for f in self.pt_regs:
+            if f.name == name:
+                return f
+        return None

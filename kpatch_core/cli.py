@@ -1,0 +1,136 @@
+"""``kpatch-analyze``: argument parsing and printing only.
+
+    kpatch-analyze VMLINUX                         summary of the image
+    kpatch-analyze check VMLINUX [TARGET ...] [--targets FILE] [--json] [--config FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from .errors import KpatchError, UsageError
+from .image import Image
+from .probe import check
+from .target import parse_target, read_targets
+
+COMMANDS = ("check", "summary")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _add_image_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("vmlinux", help="vmlinux ELF image (unstripped)")
+    p.add_argument("--config", metavar="FILE", help="kernel config (/boot/config-*) to read facts from")
+    p.add_argument("--set", metavar="FACT=y|n", action="append", default=[],
+                   help="override one configuration or runtime fact (e.g. PREEMPTION=n)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kpatch-analyze",
+                description="Offline kprobe placement: where the kernel accepts a kprobe, how it "
+                            "runs it, and why it refuses it.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    c = sub.add_parser("check", help="verdicts for probe targets")
+    _add_image_args(c)
+    c.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="SYM, SYM+OFF, 0xADDR or MOD:SYM; prefix 'r ' (quoted) for a return probe")
+    c.add_argument("--targets", dest="targets_file", metavar="FILE",
+                   help="file with one target per line ('#' comments, 'r ' return probes)")
+    c.add_argument("--json", action="store_true", help="one JSON object per target")
+    s = sub.add_parser("summary", help="summary of an image (the default command)")
+    _add_image_args(s)
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return p
+
+
+def _open(args: argparse.Namespace) -> Image:
+    image = Image.open(args.vmlinux, args.config)
+    if args.set:
+        from .config import KernelConfig
+        overrides = {}
+        for item in args.set:
+            name, _, val = item.partition("=")
+            if not name or val.lower() not in ("y", "n", "1", "0", "yes", "no"):
+                raise UsageError(f"--set {item!r}: expected FACT=y or FACT=n")
+            overrides[name.removeprefix("CONFIG_")] = val.lower() in ("y", "1", "yes")
+        image.__dict__["config"] = KernelConfig.for_image(image, args.config, overrides)
+    return image
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    targets = [parse_target(t) for t in args.targets]
+    if args.targets_file:
+        targets += read_targets(args.targets_file)
+    if not targets:
+        raise UsageError("check: no targets; give TARGET arguments or --targets FILE")
+    image = _open(args)
+    any_refused = False
+    out = sys.stdout
+    for t in targets:
+        v = check(image, t)
+        any_refused |= not v.ok
+        if args.json:
+            out.write(json.dumps(v.to_json()) + "\n")
+        elif v.ok:
+            flags = "".join(f"[{f}]" for f in v.flags)
+            out.write(f"{str(t):40s} ok   {v.symbol or ''} {hex(v.address) if v.address else ''} "
+                      f"{v.method.value if v.method else ''} {flags}".rstrip() + "\n")
+        else:
+            j = v.to_json()
+            out.write(f"{str(t):40s} {v.errno:7s} {v.message}: {j['why']} [{j['kernel_function']}]\n")
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from .report import summarize
+    image = _open(args)
+    s = summarize(image)
+    if getattr(args, "json", False):
+        import attrs
+        print(json.dumps(attrs.asdict(s), indent=1))
+        return 0
+    print(f"image        {image.path}")
+    print(f"arch         {s.arch}")
+    print(f"kernel       {s.version} (rules {s.rules}) {s.banner[:80]}")
+    print(f"build-id     {s.build_id}")
+    print("config facts:")
+    for name, val, src in s.facts:
+        print(f"  {name:26s} {'y' if val else 'n'}   {src}")
+    print(f"functions    {s.functions}")
+    print(f"ftrace sites {s.ftrace_sites}    blacklist entries {s.blacklist_entries}")
+    share = 100.0 * s.probeable_entries / max(s.functions, 1)
+    print(f"probeable function entries {s.probeable_entries} ({share:.1f}%)")
+    for m, c in s.methods:
+        print(f"  {m:24s} {c:7d}")
+    print("rejected entries by reason:")
+    for r, e, c in s.rejected:
+        print(f"  {r:24s} {e:13s} {c:7d}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kpatch-analyze``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "summary")
+    try:
+        args = _parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("give a vmlinux, or a command: check, summary (see kpatch-analyze --help)")
+        return {"check": _cmd_check, "summary": _cmd_summary}[args.command](args)
+    except KpatchError as e:
+        print(f"kpatch-analyze: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Open a vmlinux: ELF headers, bytes by address, kernel version, and the backend that reads it.
+
+Loading is lazy: the file is memory-mapped once, and the symbol table, kallsyms view, kernel
+tables and configuration are each built on first use and cached on the :class:`Image`.
+
+>>> img = Image.open("testdata/x86_64/vmlinux")   # doctest: +SKIP
+>>> img.backend.name, img.version                 # doctest: +SKIP
+('x86_64', KernelVersion(major=6, minor=1, patch=0))
+"""
+from __future__ import annotations
+
+import bisect
+import functools
+import mmap
+import os
+import re
+from typing import TYPE_CHECKING
+
+import attrs
+import numpy as np
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from .errors import InputError
+from .registry import backend_for
+
+if TYPE_CHECKING:
+    from kpatch_arch.base import Backend
+
+    from .config import KernelConfig
+    from .symbols import Kallsyms, SymbolTable
+    from .tables import KernelTables
+
+ET_DYN = 3
+SHF_ALLOC = 0x2
+SHT_NOBITS = 8
+SHT_RELA = 4
+
+
+@attrs.frozen(order=True)
+class KernelVersion:
+    """The kernel release read from ``linux_banner`` (``6.1.176`` -> (6, 1, 176))."""
+
+    major: int
+    minor: int
+    patch: int = 0
+
+    def at_least(self, major: int, minor: int) -> bool:
+        """True when this kernel is ``major.minor`` or newer; e.g. ``v.at_least(6, 12)``."""
+        return (self.major, self.minor) >= (major, minor)
+
+    @property
+    def rules(self) -> str:
+        """The rule set that decides probes on this kernel: ``"6.12"`` or ``"6.1"``."""
+        return "6.12" if self.at_least(6, 6) else "6.1"
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+@attrs.frozen
+class Section:
+    """One ELF section header, with the fields the engine uses."""
+
+    name: str
+    addr: int
+    size: int
+    offset: int
+    type: int
+    flags: int
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.size
+
+
+class Image:
+    """A kernel image opened for analysis (one per vmlinux file; cheap to keep open)."""
+
+    def __init__(self, path: str, config_path: str | None = None) -> None:
+        self.path = path
+        self.config_path = config_path
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file; give the path of a vmlinux ELF image") from None
+        except IsADirectoryError:
+            raise InputError(f"{path}: is a directory; give the path of a vmlinux ELF image") from None
+        except OSError as e:
+            raise InputError(f"{path}: cannot open ({e.strerror})") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < 64:
+                raise InputError(f"{path}: not an ELF file (only {size} bytes); give a vmlinux image")
+            self.data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        if self.data[:4] != b"\x7fELF":
+            raise InputError(f"{path}: not an ELF file (bad magic); give an uncompressed vmlinux, "
+                             "not a vmlinuz/bzImage")
+        if self.data[4] != 2:
+            raise InputError(f"{path}: 32-bit ELF; only 64-bit kernels are supported")
+        self.little_endian = self.data[5] == 1
+        self._stream = _MmapStream(self.data)
+        try:
+            self.elf = ELFFile(self._stream)
+            self.e_type_dyn = self.elf.header["e_type"] == "ET_DYN"
+            self.machine: str = self.elf.header["e_machine"]
+            shoff, shnum, shentsize = (self.elf.header["e_shoff"], self.elf.header["e_shnum"],
+                                       self.elf.header["e_shentsize"])
+            if shoff + shnum * shentsize > size:
+                raise InputError(f"{path}: truncated ELF (section headers end at "
+                                 f"{shoff + shnum * shentsize}, file has {size} bytes); "
+                                 "download the image again")
+            sections = []
+            for s in self.elf.iter_sections():
+                sections.append(Section(s.name, s["sh_addr"], s["sh_size"], s["sh_offset"],
+                                        s.header["sh_type"] if isinstance(s.header["sh_type"], int)
+                                        else _SHT.get(s.header["sh_type"], -1), s["sh_flags"]))
+        except ELFError as e:
+            raise InputError(f"{path}: malformed ELF ({e}); give a vmlinux image") from None
+        for s in sections:
+            if s.type != SHT_NOBITS and s.size and s.offset + s.size > size:
+                raise InputError(f"{path}: truncated ELF (section {s.name} ends at "
+                                 f"{s.offset + s.size}, file has {size} bytes); download the image again")
+        self.sections = sections
+        self._by_name = {s.name: s for s in sections}
+        alloc = sorted((s for s in sections if s.flags & SHF_ALLOC and s.size and s.type != SHT_NOBITS),
+                       key=lambda s: s.addr)
+        self._alloc = alloc
+        self._alloc_starts = [s.addr for s in alloc]
+        self.backend: Backend = backend_for(self.machine, self.little_endian, path)
+        self.endian = "<" if self.little_endian else ">"
+
+    @classmethod
+    def open(cls, path: str, config_path: str | None = None) -> "Image":
+        """Open ``path`` as a kernel image; raises :class:`InputError` with a one-line reason."""
+        return cls(path, config_path)
+
+    # -- bytes ------------------------------------------------------------------------------
+    def section(self, name: str) -> Section | None:
+        """The section called ``name``, or None."""
+        return self._by_name.get(name)
+
+    def section_at(self, addr: int) -> Section | None:
+        """The allocated section holding file bytes at ``addr``, or None."""
+        i = bisect.bisect_right(self._alloc_starts, addr) - 1
+        if i >= 0 and addr < self._alloc[i].end:
+            return self._alloc[i]
+        return None
+
+    def read(self, addr: int, n: int) -> bytes:
+        """``n`` bytes at virtual address ``addr`` (fewer at the end of a section, b'' outside)."""
+        s = self.section_at(addr)
+        if s is None:
+            return b""
+        off = s.offset + (addr - s.addr)
+        end = min(off + n, s.offset + s.size)
+        return self.data[off:end]
+
+    def read_words(self, start: int, end: int, dtype: str) -> np.ndarray:
+        """The array of ``dtype`` (numpy code without byte order, e.g. 'u8') in ``[start, end)``."""
+        raw = self.read(start, max(0, end - start))
+        dt = np.dtype(self.endian + dtype)
+        return np.frombuffer(raw[: len(raw) - len(raw) % dt.itemsize], dtype=dt)
+
+    def read_pointers(self, start: int, end: int) -> np.ndarray:
+        """Absolute 64-bit pointers in ``[start, end)``, with R_*_RELATIVE relocations applied.
+
+        arm64 links vmlinux with --no-apply-dynamic-relocs, so pointer tables read as zero in the
+        file and their values live in .rela.dyn; other arches store the values directly.
+        """
+        vals = self.read_words(start, end, "u8").astype(np.uint64).copy()
+        offs, addends = self._relative_relocs
+        if len(offs) and len(vals):
+            lo, hi = np.searchsorted(offs, [start, end])
+            for o, a in zip(offs[lo:hi], addends[lo:hi]):
+                if (int(o) - start) % 8 == 0:
+                    vals[(int(o) - start) // 8] = a
+        return vals
+
+    @functools.cached_property
+    def _relative_relocs(self) -> tuple[np.ndarray, np.ndarray]:
+        rtype = self.backend.relative_reloc_type
+        s = self.section(".rela.dyn")
+        if s is None or rtype is None:
+            return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+        dt = np.dtype([("off", self.endian + "u8"), ("info", self.endian + "u8"),
+                       ("add", self.endian + "i8")])
+        raw = self.data[s.offset:s.offset + s.size]
+        rel = np.frombuffer(raw[: len(raw) - len(raw) % 24], dtype=dt)
+        rel = rel[(rel["info"] & 0xFFFFFFFF) == rtype]
+        order = np.argsort(rel["off"], kind="stable")
+        return rel["off"][order].astype(np.uint64), rel["add"][order].astype(np.uint64)
+
+    # -- lazily built views ---------------------------------------------------------------
+    @functools.cached_property
+    def symtab(self) -> "SymbolTable":
+        """Every ELF symbol (raw .symtab), read with numpy."""
+        from .symbols import SymbolTable
+        return SymbolTable.read(self)
+
+    @functools.cached_property
+    def kallsyms(self) -> "Kallsyms":
+        """The symbols /proc/kallsyms would show, with the kernel's sizes and alias order."""
+        from .symbols import Kallsyms
+        return Kallsyms.build(self.symtab)
+
+    @functools.cached_property
+    def tables(self) -> "KernelTables":
+        """The kernel's special tables (blacklist, jump labels, ftrace sites...)."""
+        from .tables import KernelTables
+        return KernelTables(self)
+
+    @functools.cached_property
+    def config(self) -> "KernelConfig":
+        """The configuration facts verdicts depend on (inferred, or read from --config)."""
+        from .config import KernelConfig
+        return KernelConfig.for_image(self, self.config_path)
+
+    @functools.cached_property
+    def banner(self) -> str:
+        """The ``linux_banner`` string (``Linux version 6.1.0-50-amd64 ...``)."""
+        addr = self.symtab.value("linux_banner")
+        raw = self.read(addr, 512) if addr is not None else b""
+        if not raw.startswith(b"Linux version"):
+            i = self.data.find(b"Linux version ")
+            raw = self.data[i:i + 512] if i >= 0 else b""
+        return raw.split(b"\0", 1)[0].decode("ascii", "replace").strip()
+
+    @functools.cached_property
+    def version(self) -> KernelVersion:
+        """The kernel version; 6.1 rules are assumed (and said) when no banner is found."""
+        m = re.search(r"Linux version (\d+)\.(\d+)(?:\.(\d+))?", self.banner)
+        if not m:
+            return KernelVersion(6, 1, 0)
+        return KernelVersion(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+    @functools.cached_property
+    def build_id(self) -> str | None:
+        """The GNU build-id note as hex, or None."""
+        for name in (".notes", ".note.gnu.build-id"):
+            s = self.section(name)
+            if s is None:
+                continue
+            raw = self.data[s.offset:s.offset + s.size]
+            i = 0
+            while i + 12 <= len(raw):
+                namesz, descsz, ntype = np.frombuffer(raw[i:i + 12], self.endian + "u4")
+                name_end = i + 12 + ((int(namesz) + 3) & ~3)
+                if ntype == 3 and raw[i + 12:i + 12 + int(namesz)].rstrip(b"\0") == b"GNU":
+                    return raw[name_end:name_end + int(descsz)].hex()
+                i = name_end + ((int(descsz) + 3) & ~3)
+        return None
+
+
+_SHT = {"SHT_NULL": 0, "SHT_PROGBITS": 1, "SHT_SYMTAB": 2, "SHT_STRTAB": 3, "SHT_RELA": 4,
+        "SHT_NOBITS": 8, "SHT_NOTE": 7, "SHT_REL": 9}
+
+
+class _MmapStream:
+    """A file-like view of an mmap for pyelftools (it seeks and reads small headers)."""
+
+    def __init__(self, data: mmap.mmap) -> None:
+        self._d = data
+        self._pos = 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else len(self._d) + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._d) if n < 0 else self._pos + n
+        out = self._d[self._pos:end]
+        self._pos += len(out)
+        return out

@@ -1,0 +1,226 @@
+"""The placement pipeline, in the kernel's order: kprobe_events layer, then register_kprobe.
+
+``check(image, target)`` answers what ``echo 'p:grp/ev TARGET' >> kprobe_events`` would do on the
+kernel the image came from: the first failing rule decides, exactly as in
+kernel/trace/trace_kprobe.c (__trace_kprobe_create, __register_trace_kprobe) and
+kernel/kprobes.c (register_kprobe, check_kprobe_address_safe) plus the backend's
+arch_prepare_kprobe.
+
+>>> v = check(Image.open("vmlinux"), "vfs_read+4")     # doctest: +SKIP
+>>> v.ok, v.errno, v.message                            # doctest: +SKIP
+(False, 'EILSEQ', 'Probe point is not an instruction boundary')
+"""
+from __future__ import annotations
+
+import attrs
+
+from kpatch_arch.base import PrepareContext
+
+from .image import Image
+from .symbols import base_name
+from .target import Target, parse_target
+from .verdict import Execution, Method, Reason, Refusal, Verdict, reason_errno
+
+
+@attrs.frozen
+class _Resolved:
+    addr: int
+    on_func_entry: bool
+
+
+class _Refused(Exception):
+    def __init__(self, reason: Reason, detail: str = "", errno: str | None = None,
+                 addr: int | None = None) -> None:
+        self.reason, self.detail, self.errno, self.addr = reason, detail, errno, addr
+
+
+def _kprobe_addr(image: Image, target: Target) -> _Resolved:
+    """``_kprobe_addr``: lookup, +offset, first alias, ``arch_adjust_kprobe_addr``."""
+    backend = image.backend
+    if target.symbol is not None:
+        base = backend.lookup_name(image, target.symbol)
+        if base is None:
+            raise _Refused(Reason.NO_SYMBOL, target.symbol)
+        addr = base + target.offset
+    else:
+        assert target.address is not None
+        addr = target.address
+    sym = image.kallsyms.containing(addr)
+    if sym is None or not (image.tables.is_core_text(addr) or image.tables.is_init_text(addr)
+                           or sym.addr <= addr < sym.end):
+        raise _Refused(Reason.NOT_IN_KALLSYMS, hex(addr), addr=addr)
+    adj, entry = backend.adjust_kprobe_addr(image, sym.addr, addr - sym.addr)
+    return _Resolved(adj, entry)
+
+
+def _kallsyms_name(image: Image, addr: int) -> str | None:
+    s = image.kallsyms.containing(addr)
+    return None if s is None else f"{s.name}+{addr - s.addr:#x}"
+
+
+def _within_notrace_func(image: Image, addr: int) -> bool:
+    """trace_kprobe.c ``within_notrace_func``: no ftrace record in the containing function
+    (and none in the base function of a ``foo.part.0``-style clone)."""
+    tables = image.tables
+
+    def no_record(a: int) -> bool:
+        s = image.kallsyms.containing(a)
+        if s is None:
+            return False
+        return not tables.has_ftrace_record(s.addr, s.size)
+
+    if not no_record(addr):
+        return False
+    s = image.kallsyms.containing(addr)
+    if s is not None:
+        if "." not in s.name:
+            return True
+        base = image.backend.lookup_name(image, base_name(s.name))
+        if base:
+            return no_record(base)
+    return True
+
+
+def _check_address_safe(image: Image, addr: int) -> bool:
+    """``check_kprobe_address_safe`` (+ ``check_ftrace_location``); returns True if ftrace-based."""
+    tables = image.tables
+    ftrace = False
+    if tables.is_ftrace_site(addr):  # check_ftrace_location
+        if not image.config.enabled("KPROBES_ON_FTRACE"):
+            raise _Refused(Reason.FTRACE_SITE, hex(addr))
+        ftrace = True
+    if not tables.is_core_text(addr):  # core_kernel_text after boot
+        raise _Refused(Reason.NOT_TEXT, hex(addr))
+    hit = tables.blacklist_hit(addr)  # within_kprobe_blacklist
+    if hit:
+        raise _Refused(hit[0], hit[1])
+    site = tables.jump_label_hit(addr)  # jump_label_text_reserved
+    if site is not None:
+        raise _Refused(Reason.JUMP_LABEL, f"site {site:#x}")
+    site = tables.static_call_hit(addr)  # static_call_text_reserved
+    if site is not None:
+        raise _Refused(Reason.STATIC_CALL, f"site {site:#x}")
+    if tables.is_bug_site(addr):  # find_bug
+        raise _Refused(Reason.BUG_SITE, hex(addr))
+    sym = image.kallsyms.containing(addr)  # is_cfi_preamble_symbol
+    if sym and sym.name.startswith(("__cfi_", "__pfx_")):
+        raise _Refused(Reason.CFI_PREAMBLE, sym.name)
+    return ftrace
+
+
+def _register_kprobe(image: Image, target: Target) -> tuple[_Resolved, Execution | None]:
+    """``register_kprobe``: address resolution, safety checks, then ``arch_prepare_kprobe``."""
+    r = _kprobe_addr(image, target)
+    if _check_address_safe(image, r.addr):
+        return r, Execution(Method.FTRACE)  # arch_prepare_kprobe_ftrace: no decoding
+    func = image.kallsyms.containing(r.addr)
+    assert func is not None
+    backend = image.backend
+    if r.addr % backend.insn_align:
+        raise _Refused(Reason.MISALIGNED, hex(r.addr), addr=r.addr)
+    out = backend.prepare(PrepareContext(image, r.addr, func))
+    if isinstance(out, Refusal):
+        raise _Refused(out.reason, out.detail, out.errno, addr=r.addr)
+    return r, out
+
+
+def check(image: Image, target: Target | str) -> Verdict:
+    """The kernel's verdict for one kprobe_events target on ``image``.
+
+    >>> check(img, "r vfs_read+4").errno          # doctest: +SKIP
+    'EINVAL'
+    """
+    t = parse_target(target) if isinstance(target, str) else target
+    rules = image.version.rules
+    resolved: _Resolved | None = None
+    try:
+        if t.module is not None:
+            # A module that is not loaded: trace_kprobe defers the probe (-ENOENT -> accepted)
+            return Verdict(t.text, t.kind, True, detail="module not loaded; probe deferred",
+                           rules=rules)
+        if t.symbol is not None:
+            _events_symbol_checks(image, t, rules)
+        probe_addr = _events_address(image, t)
+        if probe_addr is not None and _within_notrace_func(image, probe_addr) \
+                and not image.config.enabled("KPROBE_EVENTS_ON_NOTRACE"):
+            s = image.kallsyms.containing(probe_addr)
+            raise _Refused(Reason.NOTRACE, s.name if s else hex(probe_addr))
+        if t.kind == "r":
+            resolved = _kprobe_addr(image, t)  # register_kretprobe: kprobe_on_func_entry
+            if not resolved.on_func_entry:
+                raise _Refused(Reason.RETPROBE_NOT_ENTRY, "", "EINVAL", addr=resolved.addr)
+            name = image.kallsyms.containing(resolved.addr)
+            if name and name.name in image.backend.kretprobe_blacklist:
+                raise _Refused(Reason.KRETPROBE_BLACKLIST, name.name, addr=resolved.addr)
+        resolved, execution = _register_kprobe(image, t)
+    except _Refused as e:
+        if e.reason == Reason.NOT_IN_KALLSYMS and t.address is not None:
+            # trace_kprobe: -ENOENT from register_kprobe on an address is taken as "module not
+            # loaded yet" and accepted without a kprobe behind it
+            return Verdict(t.text, t.kind, True, address=t.address,
+                           detail="accepted but not registered (no kallsyms symbol)", rules=rules)
+        addr = e.addr if e.addr is not None else (resolved.addr if resolved else None)
+        return Verdict(t.text, t.kind, False, address=addr,
+                       symbol=_kallsyms_name(image, addr) if addr is not None else None,
+                       reason=e.reason, errno=e.errno or reason_errno(e.reason), detail=e.detail,
+                       rules=rules)
+    flags: tuple[str, ...] = ()
+    if execution and execution.method == Method.FTRACE:
+        flags = ("FTRACE",)
+    elif image.config.enabled("OPTPROBES") and image.backend.have_optprobes:
+        func = image.kallsyms.containing(resolved.addr)
+        if func and image.backend.optimizable(PrepareContext(image, resolved.addr, func)):
+            flags = ("OPTIMIZED",)
+    return Verdict(t.text, t.kind, True, address=resolved.addr,
+                   symbol=_kallsyms_name(image, resolved.addr),
+                   method=execution.method if execution else None, flags=flags,
+                   on_func_entry=resolved.on_func_entry,
+                   insn=execution.insn if execution else b"",
+                   mnemonic=execution.mnemonic if execution else "", rules=rules)
+
+
+def _events_symbol_checks(image: Image, t: Target, rules: str) -> None:
+    """__trace_kprobe_create's parse-time checks on a symbol target, in each version's order."""
+    assert t.symbol is not None
+
+    def unique() -> None:  # validate_probe_symbol / number_of_same_symbols
+        n = image.kallsyms.count(t.symbol)
+        if n > 1:
+            raise _Refused(Reason.NON_UNIQUE_SYMBOL, f"{n} symbols",
+                           "EINVAL" if rules == "6.12" else "EADDRNOTAVAIL")
+        if n == 0:
+            raise _Refused(Reason.NO_SYMBOL, t.symbol, "EINVAL" if rules == "6.12" else "ENOENT")
+
+    def retprobe_at_entry() -> None:  # kprobe_on_func_entry at parse time
+        if t.kind != "r":
+            return
+        try:
+            r = _kprobe_addr(image, t)
+        except _Refused as e:
+            if e.reason in (Reason.NO_SYMBOL, Reason.NOT_IN_KALLSYMS):
+                return  # -ENOENT is deferred to registration
+            raise
+        if not r.on_func_entry:
+            raise _Refused(Reason.RETPROBE_NOT_ENTRY, "", "EINVAL", addr=r.addr)
+
+    if t.offset < 0:
+        raise _Refused(Reason.NO_SYMBOL, f"negative offset {t.offset}", "EINVAL")
+    if rules == "6.12":
+        unique()
+        retprobe_at_entry()
+    else:
+        retprobe_at_entry()
+        unique()
+
+
+def _events_address(image: Image, t: Target) -> int | None:
+    """``trace_kprobe_address``: kallsyms_lookup_name(sym) + offset, or the raw address."""
+    if t.symbol is not None:
+        base = image.kallsyms.lookup(t.symbol)
+        return None if base is None else base + t.offset
+    return t.address
+
+
+def check_many(image: Image, targets: list[Target]) -> list[Verdict]:
+    """Verdicts for several targets on one image (tables are built once)."""
+    return [check(image, t) for t in targets]
