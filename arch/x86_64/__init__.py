@@ -16,7 +16,7 @@ import numpy as np
 from kpatch_core.tables import relative_table
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from .base import Backend, PrepareContext, PtRegsField
+from ..base import Backend, PrepareContext, PtRegsField
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image, KernelVersion
