@@ -234,7 +234,10 @@ class Image:
         m = re.search(r"Linux version (\d+)\.(\d+)(?:\.(\d+))?", self.banner)
         if not m:
             return KernelVersion(6, 1, 0)
-        return KernelVersion(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+        major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+        # Debian's ABI name says 6.1.0-50; the upstream release follows "Debian"
+        d = re.search(rf"Debian {major}\.{minor}\.(\d+)", self.banner)
+        return KernelVersion(major, minor, int(d.group(1)) if d else patch)
 
     @functools.cached_property
     def build_id(self) -> str | None:

@@ -43,10 +43,9 @@ _LINKER_PROVIDED = re.compile(r"^__(start_|stop_|end_).|^__.*(_start|_end)$")
 
 def kallsyms_keeps(name: str) -> bool:
     """True when kallsyms keeps a symbol called ``name``; e.g. ``kallsyms_keeps('$x')`` is False."""
-    if not name or name in _IGNORED_NAMES:
-        return False
-    return not (name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES)
-                or any(s in name for s in _IGNORED_INFIXES))
+    return bool(name) and not (name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES)
+                               or name in _IGNORED_NAMES
+                               or ("_branch." in name and any(s in name for s in _IGNORED_INFIXES)))
 
 
 def base_name(name: str) -> str:
@@ -104,6 +103,11 @@ class SymbolTable:
         return self._first.get(name)
 
 
+def _is_linker_provided(name: str) -> bool:
+    """scripts/kallsyms.c ``may_be_linker_script_provide_symbol``."""
+    return len(name) > 8 and bool(_LINKER_PROVIDED.match(name))
+
+
 @attrs.frozen
 class KSym:
     """One kallsyms entry: name, start, and the kernel's size (to the next higher symbol)."""
@@ -147,18 +151,27 @@ class Kallsyms:
         bind = st.info >> 4
         keep = (st.shndx != SHN_UNDEF) & (typ != STT_SECTION) & (typ != STT_FILE)
         keep &= ~((st.shndx == SHN_ABS) & (bind == STB_LOCAL))  # nm 'a': dropped by mksysmap
-        idx = [i for i in np.nonzero(keep)[0].tolist() if kallsyms_keeps(st.names[i])]
-        names = [st.names[i] for i in idx]
+        all_names = st.names
+        idx = [i for i in np.nonzero(keep)[0].tolist() if kallsyms_keeps(all_names[i])]
+        names = [all_names[i] for i in idx]
         idx_arr = np.array(idx, dtype=np.int64)
         addrs = st.values[idx_arr]
-        weak = (bind[idx_arr] == STB_WEAK).astype(np.int8)
-        provided = np.array([bool(_LINKER_PROVIDED.match(n)) and len(n) > 8 for n in names], np.int8)
-        unders = np.array([len(n) - len(n.lstrip("_")) for n in names], np.int16)
-        # nm -n breaks address ties by name; scripts/kallsyms.c: compare_symbols refines that
-        name_rank = np.empty(len(names), dtype=np.int64)
-        name_rank[sorted(range(len(names)), key=lambda i: names[i].encode())] = np.arange(len(names))
-        order = np.lexsort((name_rank, unders, provided, weak, addrs))
-        return cls(addrs[order], [names[i] for i in order.tolist()], idx_arr[order], st)
+        order = np.argsort(addrs, kind="stable")
+        addrs_sorted = addrs[order]
+        # aliases (equal addresses): scripts/kallsyms.c compare_symbols -- non-weak first, then not
+        # linker-provided, then fewer leading '_', then nm -n order (by name)
+        same = np.nonzero(addrs_sorted[1:] == addrs_sorted[:-1])[0]
+        order_l = order.tolist()
+        if len(same):
+            weak = bind[idx_arr] == STB_WEAK
+            runs = np.split(same, np.nonzero(np.diff(same) != 1)[0] + 1)
+            for run in runs:
+                lo, hi = int(run[0]), int(run[-1]) + 2
+                group = order_l[lo:hi]
+                group.sort(key=lambda i: (bool(weak[i]), _is_linker_provided(names[i]),
+                                          len(names[i]) - len(names[i].lstrip("_")), names[i].encode()))
+                order_l[lo:hi] = group
+        return cls(addrs[order_l], [names[i] for i in order_l], idx_arr[order_l], st)
 
     def __len__(self) -> int:
         return len(self.names)
