@@ -8,6 +8,7 @@ Prints entries only the kernel has, only we have, and the counts; exit 0 when th
 """
 from __future__ import annotations
 
+import collections
 import gzip
 import sys
 
@@ -20,18 +21,21 @@ def main() -> int:
         return 2
     vmlinux, path = sys.argv[1:]
     op = gzip.open if path.endswith(".gz") else open
-    kernel = {}
+    kernel: dict[tuple[int, int], str] = {}
+    kcount: collections.Counter[tuple[int, int]] = collections.Counter()
     with op(path, "rt") as f:
         for line in f:
             rng, _, name = line.rstrip("\n").partition("\t")
             a, b = rng.split("-")
             kernel[(int(a, 16), int(b, 16))] = name
+            kcount[(int(a, 16), int(b, 16))] += 1
     image = Image.open(vmlinux)
     ours = {(b.start, b.end): f"{b.symbol} ({b.source})" for b in image.tables.blacklist}
-    only_k = sorted(set(kernel) - set(ours))
-    only_o = sorted(set(ours) - set(kernel))
-    print(f"{image.backend.name}: kernel {len(kernel)} entries, ours {len(ours)}; "
-          f"only kernel {len(only_k)}, only ours {len(only_o)}")
+    ocount = collections.Counter((b.start, b.end) for b in image.tables.blacklist)
+    only_k = sorted((kcount - ocount).elements())
+    only_o = sorted((ocount - kcount).elements())
+    print(f"{image.backend.name}: kernel {sum(kcount.values())} entries, ours {sum(ocount.values())} "
+          f"(duplicates counted); only kernel {len(only_k)}, only ours {len(only_o)}")
     for k in only_k[:20]:
         print(f"  only kernel: {k[0]:#x}-{k[1]:#x} {kernel[k]}")
     for k in only_o[:20]:
