@@ -8,11 +8,13 @@ arch hooks (``arch_adjust_kprobe_addr``, ``arch_within_kprobe_blacklist``,
 """
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
-from kpatch_core.verdict import Execution, Refusal
+from kpatch_core.verdict import Execution, Reason, Refusal
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image, KernelVersion
@@ -51,10 +53,12 @@ class Backend:
     capstone_arch: ClassVar[int] = 0
     capstone_mode: ClassVar[int] = 0
     relative_reloc_type: ClassVar[int | None] = None  # R_*_RELATIVE in .rela.dyn, if any
+    absolute_reloc_type: ClassVar[int | None] = None  # R_*_64 against a .dynsym symbol, if any
 
     # -- encodings --------------------------------------------------------------------------
     breakpoint: ClassVar[bytes] = b""  # BREAKPOINT_INSTRUCTION as stored in memory
     insn_align: ClassVar[int] = 1
+    misaligned_reason: ClassVar[Reason] = Reason.MISALIGNED  # arch_prepare_kprobe's `addr & (align-1)`
 
     # -- kernel tables ----------------------------------------------------------------------
     extable_entry_size: ClassVar[int] = 12  # struct exception_table_entry, insn is s32 at +0
@@ -70,11 +74,29 @@ class Backend:
     retval_reg: ClassVar[str] = ""
     stack_reg: ClassVar[str] = ""
     syscall_prefix: ClassVar[str] = ""  # ARCH_HAS_SYSCALL_WRAPPER entry prefix
+    # regs_get_kernel_argument: argument n >= len(arg_regs) is $stack(arg_stack_base + n -
+    # len(arg_regs)) (x86_64: 1, s390x: 20); None: the arch reads 0 past its registers
+    arg_stack_base: ClassVar[int | None] = None
+    thread_size: ClassVar[int] = 16384  # THREAD_SIZE (PARAM_MAX_STACK = THREAD_SIZE / 8)
 
     # -- hooks (weak defaults) ----------------------------------------------------------------
     def kprobes_on_ftrace(self, version: "KernelVersion") -> bool:
         """``CONFIG_KPROBES_ON_FTRACE`` when the image gives no evidence either way."""
         return self.have_kprobes_on_ftrace
+
+    def fetch_args_supported(self, version: "KernelVersion") -> bool:
+        """``CONFIG_HAVE_FUNCTION_ARG_ACCESS_API`` ($argN in kprobe_events); weak: yes when the
+        backend lists argument registers."""
+        return bool(self.arg_regs)
+
+    def syscall_prefix_for(self, version: "KernelVersion") -> str:
+        """The syscall entry prefix on ``version`` (weak: :attr:`syscall_prefix` on every kernel)."""
+        return self.syscall_prefix
+
+    def default_facts(self) -> dict[str, bool]:
+        """Runtime facts the image cannot show (CPU features that boot-time patching depends on),
+        with the value assumed; ``--set NAME=y|n`` or a config file overrides them."""
+        return {}
 
     def blacklist_areas(self, version: "KernelVersion") -> tuple[tuple[str, str], ...]:
         """``arch_populate_kprobe_blacklist``: (start, end) linker symbols of blacklisted areas."""
@@ -88,8 +110,8 @@ class Backend:
         """``ftrace_call_adjust``: the ftrace site address for one ``__mcount_loc`` record."""
         return record
 
-    def lookup_name(self, image: "Image", name: str) -> int | None:
-        """``kprobe_lookup_name`` (weak: ``kallsyms_lookup_name``)."""
+    def lookup_name(self, image: "Image", name: str, offset: int = 0) -> int | None:
+        """``kprobe_lookup_name(name, offset)`` (weak: ``kallsyms_lookup_name``, offset unused)."""
         return image.kallsyms.lookup(name)
 
     def adjust_kprobe_addr(self, image: "Image", sym_addr: int, offset: int) -> tuple[int, bool]:
@@ -111,6 +133,35 @@ class Backend:
     def optimizable(self, ctx: PrepareContext) -> bool:
         """``can_optimize`` + ``arch_prepare_optimized_kprobe``: would the probe be [OPTIMIZED]?"""
         return False
+
+    def slot_support(self) -> ModuleType | None:
+        """The backend's out-of-line execution module (``<backend package>.slot``): slot building,
+        simulation and the executor's CPU facts; None when the architecture has none yet."""
+        name = f"{type(self).__module__}.slot"
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                return None
+            raise
+
+    # -- bulk analysis (kpatch_core.analyze; defaults are slow but correct) --------------------
+    # arch_adjust_kprobe_addr returns (sym + offset, False) for every offset >= this window
+    adjust_window: ClassVar[int] = 16
+
+    def bulk_classifier(self, image: "Image") -> object | None:
+        """A fast whole-image classifier, or None: the core then decodes with capstone and calls
+        :meth:`prepare` per address.  Default: ``classifier(backend, image)`` from a ``bulk``
+        module beside the backend's module, when there is one (see arch/x86_64/bulk.py)."""
+        import importlib
+        name = f"{type(self).__module__}.bulk"
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                return None
+            raise
+        return mod.classifier(self, image)
 
     # -- derived facts ------------------------------------------------------------------------
     def register(self, name: str) -> PtRegsField | None:

@@ -10,12 +10,13 @@ import json
 import sys
 from typing import Sequence
 
+from . import event_cmd
 from .errors import KpatchError, UsageError
 from .image import Image
 from .probe import check
 from .target import parse_target, read_targets
 
-COMMANDS = ("check", "summary")
+COMMANDS = ("check", "summary", "event")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="summary of an image (the default command)")
     _add_image_args(s)
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    event_cmd.add_parser(sub)
     return p
 
 
@@ -119,10 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "summary")
     try:
-        args = _parser().parse_args(argv)
+        args, extra = _parser().parse_known_args(argv)
+        # targets may follow options (`check VMLINUX --json T`): argparse leaves them over
+        bad = [a for a in extra if a.startswith("-") or args.command != "check"]
+        if bad:
+            raise UsageError(f"unrecognized arguments: {' '.join(bad)} (see kpatch-analyze --help)")
+        if extra:
+            args.targets += extra
         if args.command is None:
             raise UsageError("give a vmlinux, or a command: check, summary (see kpatch-analyze --help)")
-        return {"check": _cmd_check, "summary": _cmd_summary}[args.command](args)
+        return {"check": _cmd_check, "summary": _cmd_summary, "event": event_cmd.run}[args.command](args)
     except KpatchError as e:
         print(f"kpatch-analyze: error: {e}", file=sys.stderr)
         return e.exit_code

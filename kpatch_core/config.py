@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 import attrs
+import numpy as np
 
 from .errors import InputError
 
@@ -75,6 +76,11 @@ class KernelConfig:
                                               f"inferred: {image.backend.name} {image.version.rules}")
         for name, v in DEFAULTS.items():
             facts[name] = Fact(name, v, "default")
+        for name, v in image.backend.default_facts().items():
+            facts.setdefault(name, Fact(name, v, f"default ({image.backend.name} CPU assumption)"))
+        kall = _kallsyms_all(image)
+        if kall is not None:
+            facts["KALLSYMS_ALL"] = Fact("KALLSYMS_ALL", *kall)
         if config_path:
             for name, v in read_config_file(config_path).items():
                 if name in facts or name in SYMBOL_EVIDENCE:
@@ -132,3 +138,32 @@ def _bug_entry_size(image: "Image") -> int:
         if score > best_score:
             best, best_score = stride, score
     return best
+
+
+def _kallsyms_all(image: "Image") -> tuple[bool, str] | None:
+    """CONFIG_KALLSYMS_ALL from ``kallsyms_num_syms`` (a ``.long``): is the kernel's symbol count
+    nearer to all kept symbols or to those inside ``_stext.._etext`` / ``_sinittext.._einittext``?"""
+    from .symbols import kallsyms_keeps
+    st = image.symtab
+    at = st.value("kallsyms_num_syms")
+    raw = image.read(at, 4) if at is not None else b""
+    if len(raw) < 4:
+        return None
+    n = int.from_bytes(raw, "little" if image.little_endian else "big")
+    v = st.value
+    ranges = [(v(a), v(b)) for a, b in (("_stext", "_etext"), ("_sinittext", "_einittext"))
+              if v(a) is not None and v(b) is not None]
+    typ = st.info & 0xF
+    keep = (st.shndx != 0) & (typ != 3) & (typ != 4)  # defined, not STT_SECTION / STT_FILE
+    inside = keep.copy()
+    inside[:] = False
+    for lo, hi in ranges:
+        inside |= (st.values >= np.uint64(lo)) & (st.values <= np.uint64(hi))
+    names = st.names
+    idx = keep.nonzero()[0]
+    kept = np.fromiter((kallsyms_keeps(names[i]) for i in idx.tolist()), dtype=bool, count=len(idx))
+    total = int(kept.sum())
+    text = int((kept & inside[idx]).sum())
+    if total == text:
+        return None
+    return abs(n - total) <= abs(n - text), f"inferred: kallsyms_num_syms {n} (all {total}, text {text})"

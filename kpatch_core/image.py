@@ -14,6 +14,7 @@ import functools
 import mmap
 import os
 import re
+import stat
 from typing import TYPE_CHECKING
 
 import attrs
@@ -89,10 +90,15 @@ class Image:
         except OSError as e:
             raise InputError(f"{path}: cannot open ({e.strerror})") from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):  # open(O_RDONLY) succeeds on a directory
+                raise InputError(f"{path}: is a directory; give the path of a vmlinux ELF image")
+            size = st.st_size
             if size < 64:
                 raise InputError(f"{path}: not an ELF file (only {size} bytes); give a vmlinux image")
             self.data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except OSError as e:
+            raise InputError(f"{path}: cannot read ({e.strerror})") from None
         finally:
             os.close(fd)
         if self.data[:4] != b"\x7fELF":
@@ -189,9 +195,25 @@ class Image:
                        ("add", self.endian + "i8")])
         raw = self.data[s.offset:s.offset + s.size]
         rel = np.frombuffer(raw[: len(raw) - len(raw) % 24], dtype=dt)
-        rel = rel[(rel["info"] & 0xFFFFFFFF) == rtype]
-        order = np.argsort(rel["off"], kind="stable")
-        return rel["off"][order].astype(np.uint64), rel["add"][order].astype(np.uint64)
+        offs = rel["off"][(rel["info"] & 0xFFFFFFFF) == rtype]
+        vals = rel["add"][(rel["info"] & 0xFFFFFFFF) == rtype].astype(np.uint64)
+        atype, dynsym = self.backend.absolute_reloc_type, self.section(".dynsym")
+        if atype is not None and dynsym is not None:  # e.g. s390 R_390_64 to a global asm symbol
+            sdt = np.dtype([("name", self.endian + "u4"), ("info", "u1"), ("other", "u1"),
+                            ("shndx", self.endian + "u2"), ("value", self.endian + "u8"),
+                            ("size", self.endian + "u8")])
+            sraw = self.data[dynsym.offset:dynsym.offset + dynsym.size]
+            syms = np.frombuffer(sraw[: len(sraw) - len(sraw) % 24], dtype=sdt)
+            absr = rel[(rel["info"] & 0xFFFFFFFF) == atype]
+            idx = (absr["info"] >> np.uint64(32)).astype(np.int64)
+            absr = absr[idx < len(syms)]
+            idx = idx[idx < len(syms)]
+            with np.errstate(over="ignore"):
+                avals = syms["value"][idx].astype(np.uint64) + absr["add"].astype(np.uint64)
+            offs = np.concatenate([offs, absr["off"]])
+            vals = np.concatenate([vals, avals])
+        order = np.argsort(offs, kind="stable")
+        return offs[order].astype(np.uint64), vals[order]
 
     # -- lazily built views ---------------------------------------------------------------
     @functools.cached_property
@@ -204,7 +226,12 @@ class Image:
     def kallsyms(self) -> "Kallsyms":
         """The symbols /proc/kallsyms would show, with the kernel's sizes and alias order."""
         from .symbols import Kallsyms
-        return Kallsyms.build(self.symtab)
+        if self.config.enabled("KALLSYMS_ALL"):
+            return Kallsyms.build(self.symtab)
+        v = self.symtab.value  # without KALLSYMS_ALL: text symbols only (scripts/kallsyms.c)
+        ranges = tuple((v(a), v(b)) for a, b in (("_stext", "_etext"), ("_sinittext", "_einittext"))
+                       if v(a) is not None and v(b) is not None)
+        return Kallsyms.build(self.symtab, ranges)
 
     @functools.cached_property
     def tables(self) -> "KernelTables":

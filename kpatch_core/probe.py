@@ -38,7 +38,7 @@ def _kprobe_addr(image: Image, target: Target) -> _Resolved:
     """``_kprobe_addr``: lookup, +offset, first alias, ``arch_adjust_kprobe_addr``."""
     backend = image.backend
     if target.symbol is not None:
-        base = backend.lookup_name(image, target.symbol)
+        base = backend.lookup_name(image, target.symbol, target.offset)
         if base is None:
             raise _Refused(Reason.NO_SYMBOL, target.symbol)
         addr = base + target.offset
@@ -117,7 +117,7 @@ def _register_kprobe(image: Image, target: Target) -> tuple[_Resolved, Execution
     assert func is not None
     backend = image.backend
     if r.addr % backend.insn_align:
-        raise _Refused(Reason.MISALIGNED, hex(r.addr), addr=r.addr)
+        raise _Refused(backend.misaligned_reason, hex(r.addr), addr=r.addr)
     out = backend.prepare(PrepareContext(image, r.addr, func))
     if isinstance(out, Refusal):
         raise _Refused(out.reason, out.detail, out.errno, addr=r.addr)

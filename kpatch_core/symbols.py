@@ -145,14 +145,28 @@ class Kallsyms:
         self._by_name: dict[str, list[int]] | None = None
 
     @classmethod
-    def build(cls, st: SymbolTable) -> "Kallsyms":
-        """Apply the kernel's filter and sort to a raw symbol table."""
+    def build(cls, st: SymbolTable, text_ranges: tuple[tuple[int, int], ...] | None = None) -> "Kallsyms":
+        """Apply the kernel's filter and sort to a raw symbol table.
+
+        ``text_ranges`` (inclusive ``[start, end]`` pairs, e.g. ``_stext.._etext``) is given
+        without CONFIG_KALLSYMS_ALL: scripts/kallsyms.c symbol_valid then keeps only symbols
+        inside them, and drops those at an end address other than the end symbol itself.
+        """
         typ = st.info & 0xF
         bind = st.info >> 4
         keep = (st.shndx != SHN_UNDEF) & (typ != STT_SECTION) & (typ != STT_FILE)
         keep &= ~((st.shndx == SHN_ABS) & (bind == STB_LOCAL))  # nm 'a': dropped by mksysmap
+        if text_ranges is not None:
+            inside = np.zeros(len(keep), dtype=bool)
+            for lo, hi in text_ranges:
+                inside |= (st.values >= np.uint64(lo)) & (st.values <= np.uint64(hi))
+            keep &= inside
         all_names = st.names
         idx = [i for i in np.nonzero(keep)[0].tolist() if kallsyms_keeps(all_names[i])]
+        if text_ranges is not None:  # symbol_valid's corner case at _etext / _einittext
+            ends = {hi for _, hi in text_ranges}
+            idx = [i for i in idx if int(st.values[i]) not in ends
+                   or all_names[i] in ("_etext", "_einittext")]
         names = [all_names[i] for i in idx]
         idx_arr = np.array(idx, dtype=np.int64)
         addrs = st.values[idx_arr]

@@ -162,7 +162,10 @@ class Verdict:
         """The kprobe_events error_log message the kernel would print, or None when accepted."""
         if self.ok or self.reason is None:
             return None
-        return LOG_MESSAGES[reason_log_id(self.reason)]
+        log = reason_log_id(self.reason)
+        if log == "BAD_INSN_BNDRY" and self.errno != "EILSEQ":
+            log = "FAIL_REG_PROBE"  # __trace_kprobe_create logs BAD_INSN_BNDRY for -EILSEQ only
+        return LOG_MESSAGES[log]
 
     def to_json(self) -> dict:
         """A JSON-ready dict (the ``check --json`` schema)."""

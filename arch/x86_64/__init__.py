@@ -155,6 +155,7 @@ class X86_64Backend(Backend):
     arg_regs = ("di", "si", "dx", "cx", "r8", "r9")
     retval_reg = "ax"
     stack_reg = "sp"
+    arg_stack_base = 1  # regs_get_kernel_argument: $arg7 = *(sp + 8), above the return address
     syscall_prefix = "__x64_sys_"
 
     def __init__(self) -> None:
@@ -231,11 +232,15 @@ class X86_64Backend(Backend):
                     _overlay(buf, start, s, RET_INT3)
         return bytes(buf)
 
+    def optimizable(self, ctx: PrepareContext) -> bool:
+        from . import optprobe  # opt.c: can_optimize + arch_prepare_optimized_kprobe
+        return optprobe.can_optimize(ctx)
+
     # -- decoding -----------------------------------------------------------------------------
     def insn_length(self, code: bytes) -> int:
         """Length of the instruction at the start of ``code``, 0 if the kernel cannot decode it."""
-        for _, size, _, _ in self._cs.disasm_lite(code[:MAX_INSN_SIZE], 0, 1):
-            return size
+        for _, size, mnem, _ in self._cs.disasm_lite(code[:MAX_INSN_SIZE], 0, 1):
+            return _ud1_size(code, mnem, size)
         for gap, size in CAPSTONE_GAPS.items():
             if code.startswith(gap):
                 return size
@@ -248,8 +253,11 @@ class X86_64Backend(Backend):
         n = len(code)
         while off < n:
             start = off
-            for _, size, _, _ in self._cs.disasm_lite(code[off:], base + off):
+            for _, size, mnem, _ in self._cs.disasm_lite(code[off:], base + off):
                 out.append(base + off)
+                if mnem == "ud1":  # restart after the kernel's length (see _ud1_size)
+                    off += _ud1_size(code[off:], mnem, size)
+                    break
                 off += size
             if off == start or off < n:
                 size = self.insn_length(code[off:])
@@ -274,8 +282,8 @@ class X86_64Backend(Backend):
         modrm = code[op_end] if x.modrm_offset else None
         if modrm is None and x.modrm:
             modrm = x.modrm
-        return KInsn(x.size, opcode, prefixes, rex, modrm, x.addr_size or 8, vex, rip,
-                     x.disp_offset, f"{x.mnemonic} {x.op_str}".strip())
+        return KInsn(_ud1_size(code, x.mnemonic, x.size), opcode, prefixes, rex, modrm,
+                     x.addr_size or 8, vex, rip, x.disp_offset, f"{x.mnemonic} {x.op_str}".strip())
 
     # -- arch_prepare_kprobe ------------------------------------------------------------------
     def prepare(self, ctx: PrepareContext) -> Execution | Refusal:
@@ -314,9 +322,10 @@ class X86_64Backend(Backend):
         if isinstance(emulated, Refusal):
             return emulated
         boostable = self._can_boost(image, insn, addr, rules)
-        if emulated is None and insn.length >= MAX_INSN_SIZE:
-            if not (boostable and not image.config.enabled("PREEMPTION")):
-                return Refusal(Reason.INSN_TOO_LONG, insn.mnemonic)
+        # prepare_singlestep (also run for emulated insns): a boost needs 5 spare slot bytes and
+        # the int3 one, so a 15-byte instruction gets -ENOSPC whatever can_boost says
+        if insn.length >= MAX_INSN_SIZE:
+            return Refusal(Reason.INSN_TOO_LONG, insn.mnemonic)
         if boostable and not image.config.enabled("PREEMPTION") \
                 and MAX_INSN_SIZE - insn.length >= JMP32_INSN_SIZE:
             method = Method.BOOST
@@ -378,6 +387,23 @@ def _is_exception_insn(insn: KInsn) -> bool:
     if insn.opcode[0] == 0x0F:
         return len(insn.opcode) > 1 and insn.opcode[1] in EXCEPTION_OPCODES_0F
     return insn.opcode[0] in EXCEPTION_OPCODES_1
+
+
+def _ud1_size(code: bytes, mnemonic: str, size: int) -> int:
+    """Capstone 5 decodes UD1 (``0f b9``) without a ModRM byte; the kernel's decoder reads one
+    (x86-opcode-map.txt: ``b9: Grp10 (1A)``), as objdump does.  UD0 (``0f ff``) has none there."""
+    if mnemonic != "ud1" or code[size - 2:size] != b"\x0f\xb9" or len(code) <= size:
+        return size
+    modrm = code[size]
+    mod, rm = modrm >> 6, modrm & 7
+    n = 1
+    if mod != 3 and rm == 4:  # SIB
+        n += 1
+        if mod == 0 and len(code) > size + 1 and code[size + 1] & 7 == 5:
+            n += 4
+    elif mod == 0 and rm == 5:  # disp32 (RIP-relative)
+        n += 4
+    return size + n + {1: 1, 2: 4}.get(mod, 0)
 
 
 def add_nops(n: int) -> bytes:

@@ -8,7 +8,6 @@ find_insn), each group keeping the byte/mask of its first member's format type.
     python3 testdata/s390x/gen_opcodes.py ~/.cache/kpatch-ksrc/linux-source-6.1 \
         ~/.cache/kpatch-ksrc/linux-source-6.12 > arch/s390x/opcodes.py
 """
-import re
 import sys
 
 # insn_type_table[] of gen_opcode_table.c: (byte, mask, formats)

@@ -1,0 +1,130 @@
+"""s390x out-of-line execution: the slot copy, the PER single-step and its PSW fixups.
+
+Slot [arch/s390/kernel/kprobes.c: copy_instruction]: the instruction, with the RI2 field of a
+relative-long (RIL-b/RIL-c) instruction rewritten to ``((addr + 2*disp) - slot) / 2``.  It is
+single-stepped by hardware (PER), so there is no trailing breakpoint; then
+``resume_execution`` fixes the PSW address and, for bras/brasl/bas/basr, the return register
+(``probe_get_fixup_type``).  Nothing is emulated.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
+import unicorn
+import unicorn.s390x_const as us
+
+from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
+from kpatch_core.verdict import Execution, Method, Reason, Refusal
+
+from . import Fixup, fixup_type, insn_length, is_relative_long
+
+if TYPE_CHECKING:
+    from kpatch_core.emulate import Machine
+    from kpatch_core.image import Image
+
+    from . import S390xBackend
+
+KPROBES_INSN_PAGE_DEFAULT = 0x00F1E000  # 6.1 vmlinux: kprobes_insn_page (in .text, < 2 GiB)
+SLOT_SIZE = 6  # MAX_INSN_SIZE halfwords * 2
+MASK64 = (1 << 64) - 1
+PSW_MASK_CC = 0x0000300000000000  # condition code bits 18-19 of the PSW mask
+
+CPU = CpuFacts(
+    uc_arch=unicorn.UC_ARCH_S390X, uc_mode=unicorn.UC_MODE_BIG_ENDIAN,
+    regs={**{f"r{n}": getattr(us, f"UC_S390X_REG_R{n}") for n in range(16)},
+          "psw.addr": us.UC_S390X_REG_PC, "psw.mask": us.UC_S390X_REG_PSWM},
+    pc="psw.addr", sp="r15", link="r14", rebase=0,
+    breakpoint_pc_advance=False, interrupt_numbers=(3,),  # 0x0002: operation exception at the site
+    flags_mask={"psw.mask": PSW_MASK_CC},
+    protect_text=False,  # unicorn 2.1 s390x raises UC_ERR_EXCEPTION fetching from r-x pages
+)
+FLAGS_FIXED: dict[str, int] = {}
+
+
+def trap_site(machine: "Machine", intno: int, pc: int) -> int | None:
+    """unicorn raises interrupt 3 for every program check: ours only when the PSW points at
+    the 0x0002 breakpoint (an operation exception).  unicorn s390x also raises it when the
+    *next* instruction fetch hits an unmapped page (no UC_HOOK_MEM_UNMAPPED for fetches):
+    that page is mapped like any other lazily filled page and -1 says "not an event"."""
+    page = pc & ~(machine.cpu.page - 1)
+    if machine.lazy and page not in machine.mapped:
+        try:
+            machine.map(page, 1)
+        except unicorn.UcError:
+            return None
+        return -1
+    try:
+        return pc if machine.read(pc, 2) == b"\x00\x02" else None
+    except unicorn.UcError:
+        return None
+
+
+def default_slot_addr(image: "Image | None" = None) -> int:
+    """6.1: ``kprobes_insn_page`` in the kernel image (s390_get_insn_slot for kernel text)."""
+    if image is not None and hasattr(image, "symtab"):
+        a = image.symtab.value("kprobes_insn_page")
+        if a is not None:
+            return a
+    return KPROBES_INSN_PAGE_DEFAULT
+
+
+def build_slot(backend: "S390xBackend", execution: Execution, addr: int,
+               slot_addr: int) -> Slot | Refusal:
+    """``copy_instruction``: the copy, relative-long displacement rewritten for ``slot_addr``."""
+    insn = execution.insn[:insn_length(execution.insn[0])]
+    code = insn
+    if is_relative_long(insn):
+        code = _relocate(insn, addr, slot_addr)
+        if code is None:
+            return Refusal(Reason.RIP_DISP_RANGE,
+                           f"relative-long displacement cannot reach {addr:#x} from {slot_addr:#x}")
+    return Slot(addr, slot_addr, insn, code, Method.SINGLESTEP, addr + len(insn), None,
+                execution.mnemonic, "PER single-step, then resume_execution fixups")
+
+
+def _relocate(insn: bytes, addr: int, slot_addr: int) -> bytes | None:
+    """``new_disp = ((addr + disp * 2) - new_addr) / 2`` in the kernel's u64/s64 arithmetic
+    (wrapping), None when it does not fit the s32 RI2 field."""
+    disp = int.from_bytes(insn[2:6], "big", signed=True)
+    d = (addr + 2 * disp - slot_addr) & MASK64
+    d = d - (1 << 64) if d >> 63 else d
+    new = int(d / 2)  # C division truncates toward zero
+    if not -(1 << 31) <= new < (1 << 31):
+        return None
+    return insn[:2] + (new & 0xFFFFFFFF).to_bytes(4, "big") + insn[6:]
+
+
+def after_step(machine: "Machine", slot: Slot, pc: int) -> None:
+    """``resume_execution``: PSW address and return-register fixups after the step."""
+    ip = pc
+    fix = fixup_type(slot.code)
+    if fix & Fixup.PSW_NORMAL:
+        ip += slot.addr - slot.slot_addr
+    if fix & Fixup.BRANCH_NOT_TAKEN:
+        ilen = insn_length(slot.code[0])
+        if ip - slot.slot_addr == ilen:
+            ip = slot.addr + ilen
+    if fix & Fixup.RETURN_REGISTER:
+        reg = (int.from_bytes(slot.code[:2], "big") & 0xF0) >> 4
+        machine.set(f"r{reg}", (machine.get(f"r{reg}") + slot.addr - slot.slot_addr) & MASK64)
+    machine.set("psw.addr", ip & MASK64)
+
+
+def simulate(backend: "S390xBackend", insn: bytes, addr: int, regs: Mapping[str, int],
+             read: ReadMem) -> Effect:
+    """s390 emulates nothing: every accepted instruction is single-stepped."""
+    raise ValueError("s390x kprobes never emulate")
+
+
+def pc_relative_target(backend: "S390xBackend", code: bytes, addr: int) -> int | None:
+    """The target of a relative-long operand (RIL-b/c: ``addr + 2 * RI2``)."""
+    if not is_relative_long(code):
+        return None
+    return (addr + 2 * int.from_bytes(code[2:6], "big", signed=True)) & MASK64
+
+
+def reachable(target: int, slot_addr: int, length: int) -> bool:
+    """Can a copy at ``slot_addr`` name ``target`` with a signed 32-bit halfword count?"""
+    d = (target - slot_addr) & MASK64
+    d = d - (1 << 64) if d >> 63 else d
+    return -(1 << 31) <= int(d / 2) < (1 << 31)

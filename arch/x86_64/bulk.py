@@ -1,0 +1,176 @@
+"""Fast x86_64 classification for full-image analysis (kpatch_core.analyze).
+
+``arch_prepare_kprobe`` on x86 depends only on the instruction's kernel opcode (legacy prefixes,
+REX, 1/2-byte opcode, ModRM.reg/mod), its length, whether it has an exception-table entry, and the
+PREEMPTION fact.  Here that decision is a numpy table lookup over all instructions at once, with
+the same tables the backend uses (TWOBYTE_BOOSTABLE, NOT_BOOSTABLE, GROUP_BOOSTABLE, EMULATED...).
+Everything unusual (VEX/EVEX, 3-byte opcodes, indirect call/jmp through ModRM, UD2 and the Xen/KVM
+emulate prefix, capstone gaps, 15-byte instructions, odd prefix runs) is left to the backend's
+``prepare`` (the code SLOW), so the two paths cannot drift on rare encodings.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kpatch_core.analyze import SLOW, ok_code, refused_code
+from kpatch_core.verdict import Method, Reason
+
+from . import (EMULATED, EMULATION_REFUSED, ENDBR, EXCEPTION_OPCODES_0F, EXCEPTION_OPCODES_1,
+               GROUP_BOOSTABLE, INT3, JMP32_INSN_SIZE, LEGACY_PREFIXES, MAX_INSN_SIZE,
+               NOT_BOOSTABLE, TWOBYTE_BOOSTABLE)
+
+if TYPE_CHECKING:
+    from kpatch_core.image import Image
+    from kpatch_core.symbols import KSym
+    from kpatch_core.verdict import Execution, Refusal
+
+    from . import X86_64Backend
+
+
+def _table(values) -> np.ndarray:
+    t = np.zeros(256, bool)
+    t[list(values)] = True
+    return t
+
+
+_LEGACY = _table(LEGACY_PREFIXES)
+_EMUL1 = _table(EMULATED)
+_EMUL_REFUSED1 = _table(EMULATION_REFUSED)
+_EXC1 = _table(EXCEPTION_OPCODES_1)
+_EXC2 = _table(EXCEPTION_OPCODES_0F)
+_NOTBOOST1 = _table(NOT_BOOSTABLE)
+_BOOST2 = _table(TWOBYTE_BOOSTABLE)
+
+
+def _group_tables(rules: str) -> tuple[np.ndarray, np.ndarray]:
+    """(is group opcode, bitmask of boostable ModRM.reg values) per one-byte opcode."""
+    is_group = np.zeros(256, bool)
+    regs = np.zeros(256, np.uint8)
+    for op, allowed in GROUP_BOOSTABLE[rules].items():
+        is_group[op] = True
+        for r in allowed:
+            regs[op] |= 1 << r
+    return is_group, regs
+
+
+class X86BulkClassifier:
+    """Vectorised ``arch_prepare_kprobe`` for one x86_64 image."""
+
+    def __init__(self, backend: "X86_64Backend", image: "Image") -> None:
+        self.backend = backend
+        self.image = image
+        self.rules = image.version.rules
+        self.preemption = image.config.enabled("PREEMPTION")
+        self.ibt = image.config.enabled("X86_KERNEL_IBT")
+        self.extable = image.tables.extable
+        self.is_group, self.group_regs = _group_tables(self.rules)
+
+    def fallback_length(self, code: bytes) -> int:
+        """Length where capstone gives up (CAPSTONE_GAPS); 0 stops the walk like ``can_probe``."""
+        return self.backend.insn_length(code)
+
+    def length_fixup(self, code: np.ndarray, offs: np.ndarray, sizes: np.ndarray
+                     ) -> tuple[int, int] | None:
+        """The first instruction whose kernel length differs from capstone's (UD1 reads a ModRM
+        byte in the kernel's decoder, see ``_ud1_size``), as (index, kernel length)."""
+        end = offs + sizes
+        cand = np.nonzero((code[np.maximum(end - 2, 0)] == 0x0F) & (code[end - 1] == 0xB9))[0]
+        for k in cand.tolist():
+            o = int(offs[k])
+            n = self.backend.insn_length(code[o:o + 2 * MAX_INSN_SIZE].tobytes())
+            if n and n != int(sizes[k]):
+                return k, n
+        return None
+
+    def prepare_at(self, addr: int, func: "KSym") -> "Execution | Refusal":
+        """``prepare`` for an address known to be an instruction boundary: x86's prepare uses
+        ``func`` only as the start of the can_probe walk, so start the walk at ``addr``."""
+        from kpatch_arch.base import PrepareContext
+        from kpatch_core.symbols import KSym
+        here = KSym(func.name, addr, max(func.end - addr, 1))
+        return self.backend.prepare(PrepareContext(self.image, addr, here))
+
+    def adjust(self, fstart: np.ndarray, offs: np.ndarray, aa: np.ndarray) -> np.ndarray:
+        """``arch_adjust_kprobe_addr`` for many addresses: with IBT, SYM+0 moves past ENDBR."""
+        if not self.ibt:
+            return aa
+        out = aa.copy()
+        for j in np.nonzero(offs == 0)[0].tolist():
+            if self.image.read(int(fstart[j]), 4) in ENDBR:
+                out[j] = fstart[j] + np.uint64(4)
+        return out
+
+    def classify(self, code: np.ndarray, base: int, addrs: np.ndarray, rel: np.ndarray,
+                 lens: np.ndarray) -> np.ndarray:
+        """Outcome codes for the instructions at ``addrs`` (``rel`` = offsets into ``code``,
+        the runtime bytes from ``base``; ``lens`` their lengths, -1 when unknown); SLOW where
+        the backend's ``prepare`` must decide."""
+        n = len(addrs)
+        out = np.full(n, SLOW, np.uint16)
+        if n == 0:
+            return out
+        limit = len(code) - 1
+        slow = (lens <= 0) | (lens >= MAX_INSN_SIZE) | (rel + MAX_INSN_SIZE > limit)
+        rel = np.where(slow, 0, rel)
+        # kernel_opcode: legacy prefixes, REX, VEX, 0F escapes (within MAX_INSN_SIZE bytes)
+        p = rel.copy()
+        has_2e67 = np.zeros(n, bool)
+        for _ in range(MAX_INSN_SIZE):
+            b = code[p]
+            m = _LEGACY[b] & (p - rel < MAX_INSN_SIZE - 4)
+            if not m.any():
+                break
+            has_2e67 |= m & ((b == 0x2E) | (b == 0x67))
+            p = p + m
+        slow |= _LEGACY[code[p]]  # prefix run too long for the table path
+        b = code[p]
+        rex = (b & 0xF0) == 0x40
+        p = p + rex
+        b = code[p]
+        slow |= (b == 0xC4) | (b == 0xC5) | (b == 0x62)  # VEX / EVEX
+        two = b == 0x0F
+        b1 = code[p + 1]
+        slow |= two & ((b1 == 0x38) | (b1 == 0x3A))  # 3-byte opcodes
+        slow |= two & (b1 == 0x0B) & (p == rel)  # ud2, Xen/KVM emulate prefix
+        op_end = np.where(two, p + 2, p + 1)
+        modrm = code[np.minimum(op_end, limit)]
+        reg = (modrm >> 3) & 7
+        mod = modrm >> 6
+        one = ~two
+        slow |= one & (b == 0xFF) & (reg >= 2) & (reg <= 5)  # call/jmp through ModRM
+        fast = ~slow
+        # prepare(): exception insns (6.12 can_probe), int3, exception-masking moves
+        refused = np.zeros(n, np.uint16)
+        if self.rules == "6.12":
+            exc = (one & _EXC1[b]) | (two & _EXC2[b1])
+            refused = np.where(exc & (refused == 0), refused_code(Reason.EXCEPTION_INSN), refused)
+        refused = np.where(one & (b == INT3) & (refused == 0), refused_code(Reason.BREAKPOINT_INSN),
+                           refused)
+        mask_exc = one & ((b == 0x17) | ((b == 0x8E) & (reg == 2)))
+        refused = np.where(mask_exc & (refused == 0), refused_code(Reason.PROHIBITED_INSN), refused)
+        # prepare_emulation
+        emul_ref = (one & _EMUL_REFUSED1[b]) | (two & (b1 == 0x01) & (reg == 0) & (mod == 3))
+        refused = np.where(emul_ref & (refused == 0), refused_code(Reason.EMULATE_UNSUPPORTED),
+                           refused)
+        emulated = (one & _EMUL1[b]) | (two & ((b1 & 0xF0) == 0x80))
+        # can_boost
+        has_ex = np.zeros(n, bool)
+        if len(self.extable):
+            i = np.minimum(np.searchsorted(self.extable, addrs), len(self.extable) - 1)
+            has_ex = self.extable[i] == addrs
+        boost1 = ~has_2e67 & ~_NOTBOOST1[b] & np.where(
+            self.is_group[b], (self.group_regs[b] >> reg) & 1 == 1, True)
+        boostable = ~has_ex & np.where(two, _BOOST2[b1], boost1)
+        use_boost = boostable & (not self.preemption) & (MAX_INSN_SIZE - lens >= JMP32_INSN_SIZE)
+        method = np.where(use_boost, ok_code(Method.BOOST),
+                          np.where(emulated, ok_code(Method.EMULATE), ok_code(Method.SINGLESTEP)))
+        res = np.where(refused != 0, refused, method).astype(np.uint16)
+        out[fast] = res[fast]
+        return out
+
+
+def classifier(backend: "X86_64Backend", image: "Image") -> X86BulkClassifier:
+    """The bulk classifier ``Backend.bulk_classifier`` finds for x86_64."""
+    return X86BulkClassifier(backend, image)

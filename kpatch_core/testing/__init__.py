@@ -1,0 +1,293 @@
+"""Test helpers shared by kpatch-core's suites and other tools.
+
+:class:`RawImage` stands in for :class:`kpatch_core.image.Image` over a few raw bytes, so a
+backend's real ``arch_prepare_kprobe`` can judge generated instructions without a vmlinux.
+:mod:`kpatch_core.testing.strategies` holds the hypothesis strategies.
+
+>>> img = RawImage(backend)                                         # doctest: +SKIP
+>>> prepare_raw(img, bytes.fromhex("4889e5"), 0xffffffff81000000)   # doctest: +SKIP
+Execution(method=<Method.SINGLESTEP: 'singlestep'>, insn=b'H\\x89\\xe5', ...)
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kpatch_core.image import KernelVersion
+from kpatch_core.symbols import KSym
+from kpatch_core.verdict import Execution, Refusal
+
+if TYPE_CHECKING:
+    from kpatch_arch.base import Backend
+
+__all__ = ["RawImage", "prepare_raw", "differential", "diff_states", "data_pointers",
+           "register_names", "initial_flags", "prop_same_end_state", "prop_install_remove",
+           "prop_breakpoint_traps", "prop_displacement_reach"]
+
+
+class _NoSymbols:
+    def value(self, name: str) -> int | None:
+        return None
+
+
+class _Config:
+    def __init__(self, facts: dict[str, bool]) -> None:
+        self.facts = facts
+
+    def enabled(self, name: str) -> bool:
+        return self.facts.get(name, False)
+
+
+class _Tables:
+    def __init__(self) -> None:
+        self.extable: set[int] = set()
+        self.ftrace: list[int] = []
+
+    def ftrace_sites_in(self, start: int, end: int) -> list[int]:
+        return [s for s in self.ftrace if start <= s < end]
+
+    def is_ftrace_site(self, addr: int) -> bool:
+        return addr in self.ftrace
+
+    def has_extable(self, addr: int) -> bool:
+        return addr in self.extable
+
+    def extable_in(self, start: int, end: int):
+        return iter(sorted(a for a in self.extable if start <= a < end))
+
+    def jump_label_hit(self, addr: int) -> int | None:
+        return None
+
+    def area(self, start: str, end: str) -> tuple[int, int] | None:
+        return None
+
+    def static_call_hit(self, addr: int) -> int | None:
+        return None
+
+
+class RawImage:
+    """Raw code at a base address, with just enough of ``Image`` for a backend's ``prepare``.
+
+    One instance can be reloaded with :meth:`load` (backends cache per image object).
+    ``config`` holds the facts ``prepare`` reads (default: Debian's, PREEMPTION on).
+    """
+
+    def __init__(self, backend: "Backend", version: KernelVersion | None = None,
+                 config: dict[str, bool] | None = None) -> None:
+        self.backend = backend
+        if version is None:  # the rule set of the real kernel we test against
+            mod = backend.slot_support()
+            version = KernelVersion(*getattr(mod, "TEST_KERNEL", (6, 1)), 0)
+        self.version = version
+        self.symtab = _NoSymbols()
+        self.config = _Config({"PREEMPTION": True, **(config or {})})
+        self.tables = _Tables()
+        self.little_endian = backend.little_endian
+        self.endian = "<" if backend.little_endian else ">"
+        self.base = 0
+        self.code = b""
+
+    def load(self, code: bytes, base: int) -> "RawImage":
+        """Replace the bytes (the code starts at ``base``)."""
+        self.code, self.base = bytes(code), base
+        return self
+
+    def read(self, addr: int, n: int) -> bytes:
+        off = addr - self.base
+        if off < 0 or off >= len(self.code):
+            return b""
+        return self.code[off:off + n]
+
+    def read_words(self, start: int, end: int, dtype: str) -> np.ndarray:
+        raw = self.read(start, end - start)
+        dt = np.dtype(self.endian + dtype)
+        return np.frombuffer(raw[:len(raw) - len(raw) % dt.itemsize], dtype=dt)
+
+
+def prepare_raw(image: RawImage, code: bytes, addr: int) -> Execution | Refusal:
+    """``arch_prepare_kprobe`` on ``code`` placed at ``addr`` (its own one-function symbol)."""
+    from kpatch_arch.base import PrepareContext
+
+    image.load(code, addr)
+    return image.backend.prepare(PrepareContext(image, addr, KSym("raw", addr, len(code))))
+
+
+# --- differential execution: a run with the probe installed against one without -------------
+DATA_BASE = 0xFFFF888000100000  # x86 direct map; any page the engine can map works
+STACK_TOP = 0xFFFFC90000004000
+
+
+def _state(ex: "object", outcome: "object", skip_pages: set[int]) -> dict:
+    from kpatch_core.emulate import Outcome  # noqa: F401 (type only)
+
+    cpu = ex.cpu
+    regs = ex.regs()
+    for name, mask in cpu.flags_mask.items():
+        regs[name] &= mask
+    return {"outcome": None if outcome is None else (outcome.reason, outcome.pc, outcome.detail),
+            "regs": regs, "pages": {p for p in ex.mapped if p not in skip_pages}}
+
+
+def differential(backend: "Backend", image: RawImage, code: bytes, addr: int, slot_addr: int,
+                 regs: dict[str, int], post: bool = False) -> tuple[dict, dict] | Refusal:
+    """Run the instruction ``code`` at ``addr`` once plainly and once with a kprobe (slot at
+    ``slot_addr``); return both end states (outcome, registers, flags, touched memory) or the
+    kernel's refusal of the probe.  Register values are engine values (see ``Machine.ptr``)."""
+    from kpatch_core.emulate import Executor
+
+    execution = prepare_raw(image, code + b"\x90" * 16, addr)
+    if isinstance(execution, Refusal):
+        return execution
+    states = []
+    machines = []
+    for probed in (False, True):
+        ex = Executor(backend, slot_base=slot_addr)
+        ex.map_code(addr, code)
+        ex.set_regs(regs)
+        ex.set(ex.cpu.sp, ex.ptr(STACK_TOP) - 0x100)
+        ex.set(ex.cpu.pc, addr)
+        skip = {a & ~(ex.cpu.page - 1) for a in (addr, addr + len(code) - 1, ex.trampoline)}
+        hits: list[int] = []
+        if probed:
+            p = ex.add_kprobe(addr, execution, pre=lambda r: hits.append(r[ex.cpu.pc]),
+                              post=(lambda r: None) if post else None, slot_addr=slot_addr)
+            if isinstance(p, Refusal):
+                return p
+            skip |= {a & ~(ex.cpu.page - 1) for a in (slot_addr, slot_addr + 15)}
+        out = ex.step()
+        if probed:  # the breakpoint trapped and the pre-handler ran exactly once
+            assert len(hits) == 1, f"{code.hex()}: pre-handler ran {len(hits)} times ({out})"
+        if out is not None and out.reason == "fault":
+            ex.set(ex.cpu.pc, addr)  # kprobe_fault_handler: reported at the probed address
+        states.append((ex, out, skip))
+        machines.append(ex)
+    skip_all = states[0][2] | states[1][2]
+    a, b = (_state(ex, out, skip_all) for ex, out, _ in states)
+    pages = sorted(a["pages"] | b["pages"])
+    a["memory"] = {p: machines[0].read(p, machines[0].cpu.page) for p in pages}
+    b["memory"] = {p: machines[1].read(p, machines[1].cpu.page) for p in pages}
+    del a["pages"], b["pages"]
+    return a, b
+
+
+def diff_states(a: dict, b: dict) -> list[str]:
+    """Human-readable differences between two :func:`differential` states."""
+    out = []
+    if a["outcome"] != b["outcome"]:
+        out.append(f"outcome {a['outcome']} != {b['outcome']}")
+    for k in a["regs"]:
+        if a["regs"][k] != b["regs"].get(k):
+            out.append(f"{k}: {a['regs'][k]:#x} != {b['regs'].get(k, 0):#x}")
+    for p in a["memory"]:
+        if a["memory"][p] != b["memory"][p]:
+            i = next(i for i, (x, y) in enumerate(zip(a["memory"][p], b["memory"][p])) if x != y)
+            out.append(f"memory at {p + i:#x} differs")
+    return out
+
+
+# --- the properties (shared by tests/test_properties.py and benchmarks/properties_long.py) ----
+def data_pointers(backend: "Backend", n: int = 4) -> tuple[int, ...]:
+    """Engine values of ``n`` data pages (register values that point at mapped memory)."""
+    cpu = backend.slot_support().CPU
+    return tuple(((DATA_BASE + i * 0x1000) - cpu.rebase) & ((1 << 64) - 1) for i in range(n))
+
+
+def register_names(backend: "Backend") -> tuple[str, ...]:
+    """General registers a property may set (not the PC, SP or flags)."""
+    cpu = backend.slot_support().CPU
+    return tuple(n for n in cpu.regs if n not in (cpu.pc, cpu.sp) and n not in cpu.flags_mask)
+
+
+def initial_flags(backend: "Backend", bits: int) -> dict[str, int]:
+    """Flag registers from random ``bits``, limited to what the property compares."""
+    cpu = backend.slot_support().CPU
+    fixed = getattr(backend.slot_support(), "FLAGS_FIXED", {})
+    return {n: (bits & m & ~fixed.get(n, 0)) | fixed.get(n, 0) for n, m in cpu.flags_mask.items()}
+
+
+def prop_same_end_state(backend: "Backend", image: RawImage, code: bytes, addr: int,
+                        slot_addr: int, regs: dict[str, int]) -> str:
+    """(a) the probed run ends like the plain run: returns "ok" or "refused:<reason>",
+    raises AssertionError with the differences."""
+    mod = backend.slot_support()
+    target = getattr(mod, "pc_relative_target", lambda *a: None)(backend, code, addr)
+    page = mod.CPU.page
+    if target is not None and {target // page, (target + 15) // page} & \
+            {slot_addr // page, (slot_addr + 31) // page}:
+        return "skipped:target-in-slot-page"  # it would read the slot bytes (harness artefact)
+    r = differential(backend, image, code, addr, slot_addr, regs)
+    if isinstance(r, Refusal):
+        return f"refused:{r.reason.value}"
+    d = diff_states(*r)
+    assert not d, f"{code.hex()} at {addr:#x} slot {slot_addr:#x}: " + "; ".join(d[:6])
+    return "ok"
+
+
+def prop_install_remove(backend: "Backend", image: RawImage, codes: list[bytes], base: int,
+                        order: list[int]) -> int:
+    """(b) install probes on the instructions ``codes`` laid out from ``base`` in ``order``
+    (indices; repeats aggregate), then remove them in reverse: the bytes are restored exactly
+    and each armed site holds the breakpoint meanwhile.  Returns the number armed."""
+    from kpatch_core.patching import ProbeSet, TextBuffer, breakpoint_for
+
+    text_bytes = b"".join(codes)
+    starts = []
+    a = base
+    for c in codes:
+        starts.append(a)
+        a += len(c)
+    buf = TextBuffer(base, bytearray(text_bytes))
+    ps = ProbeSet(backend, buf)
+    armed = []
+    for i in order:
+        e = prepare_raw(image, text_bytes[starts[i] - base:] + b"\0" * 16, starts[i])
+        if isinstance(e, Refusal):
+            continue
+        p = ps.apply(starts[i], e)
+        if isinstance(p, Refusal):
+            continue
+        armed.append(starts[i])
+        bp = breakpoint_for(backend, e.insn)
+        assert buf.read(starts[i], len(bp)) == bp
+        assert ps.recovered(base, len(text_bytes)) == text_bytes
+    for s in reversed(armed):
+        assert ps.remove(s)
+    assert bytes(buf.buf) == text_bytes and not ps.probes
+    return len(armed)
+
+
+def prop_breakpoint_traps(backend: "Backend", addr: int) -> None:
+    """(d) the breakpoint encoding, executed at ``addr``, traps with its site reported."""
+    from kpatch_core.emulate import Executor
+
+    for bp in getattr(backend.slot_support(), "BREAKPOINTS", (backend.breakpoint,)):
+        ex = Executor(backend, lazy=False)
+        ex.map_code(addr, bp + b"\0" * 8)
+        ex.set(ex.cpu.pc, addr)
+        out = ex.step()
+        assert out is not None and out.reason == "trap" and out.pc == addr, (bp.hex(), out)
+
+
+def prop_displacement_reach(backend: "Backend", image: RawImage, code: bytes, addr: int,
+                            slot_addr: int) -> str:
+    """(c) a PC-relative operand copied to ``slot_addr`` names the same target, or the probe is
+    refused because it cannot (``RIP_DISP_RANGE``) -- never wrong bytes."""
+    from kpatch_core.slot import Slot, build_slot
+
+    mod = backend.slot_support()
+    e = prepare_raw(image, code + b"\x90" * 16, addr)
+    if isinstance(e, Refusal):
+        return f"refused:{e.reason.value}"
+    target = mod.pc_relative_target(backend, code, addr)
+    s = build_slot(backend, e, addr, slot_addr)
+    if target is None:
+        assert isinstance(s, Slot), s
+        return "no-pc-relative"
+    if isinstance(s, Refusal):
+        assert s.reason.value == "RIP_DISP_RANGE", s
+        assert not mod.reachable(target, slot_addr, len(e.insn))
+        return "refused:RIP_DISP_RANGE"
+    assert mod.reachable(target, slot_addr, len(e.insn))
+    assert mod.pc_relative_target(backend, s.code, slot_addr) == target
+    return "retargeted"

@@ -1,0 +1,279 @@
+"""Hypothesis strategies for kprobe tests: valid instructions per architecture, probe and slot
+addresses, initial register files.
+
+Instructions are generated as raw encodings and kept when capstone decodes them (no
+assembler in the loop, so encodings an assembler would never emit are covered too).
+
+>>> from hypothesis import given
+>>> @given(instruction("x86_64"), text_address("x86_64"))       # doctest: +SKIP
+... def test(insn, addr): ...
+"""
+from __future__ import annotations
+
+import functools
+import random
+from typing import Callable
+
+import capstone
+from hypothesis import assume
+from hypothesis import strategies as st
+
+__all__ = ["instruction", "rip_relative_instruction", "text_address", "slot_address",
+           "register_file", "ARCHES", "decode_one"]
+
+MASK64 = (1 << 64) - 1
+
+# per-arch ranges: (kernel text start, size) and module area (slot) (start, size)
+TEXT = {"x86_64": (0xFFFFFFFF81000000, 0x1000000), "arm64": (0xFFFF800008010000, 0x1000000),
+        "riscv64": (0xFFFFFFFF80002000, 0x1000000), "s390x": (0x100000, 0x1000000)}
+MODULES = {"x86_64": (0xFFFFFFFFC0000000, 0x3F000000), "arm64": (0xFFFF800000000000, 0x8000000),
+           "riscv64": (0xFFFFFFFF01000000, 0x7F000000), "s390x": (0x1000000, 0x7F000000)}
+
+# x86 instructions whose result is not a function of registers and memory (time, randomness),
+# that change privilege/control state, or that the kernel never single-steps in practice
+X86_EXCLUDED_MNEMONICS = frozenset("""
+rdtsc rdtscp rdrand rdseed rdpmc rdpid hlt syscall sysret sysretq sysenter sysexit iret iretd iretq
+int int1 into in insb insw insd out outsb outsw outsd swapgs wrmsr rdmsr lgdt lidt lldt ltr clts
+invd wbinvd invlpg invlpga invpcid xsetbv xgetbv monitor mwait monitorx mwaitx vmcall vmlaunch
+vmresume vmxoff vmxon vmclear vmptrld vmptrst vmread vmwrite vmfunc vmrun vmload vmsave vmmcall
+stgi clgi skinit getsec rsm cpuid xbegin xabort xend xtest lret retf enclu encls enclv
+pconfig wbnoinvd rdpkru wrpkru ud1 ud0 sgdt sidt sldt str smsw lsl lar verr verw lmsw
+clac stac xsave xsaves xsavec xsaveopt xrstor xrstors xsave64 xsaves64 xsavec64 xsaveopt64
+xrstor64 xrstors64 fxsave fxsave64 fxrstor fxrstor64 rdfsbase rdgsbase wrfsbase wrgsbase
+fnstenv fstenv fldenv fnsave fsave frstor fninit finit emms femms fxch
+""".split())
+
+
+X86_STRING_OPS = frozenset({"movs", "stos", "lods", "cmps", "scas", "ins", "outs"})
+
+
+@functools.cache
+def _cs(arch: str) -> capstone.Cs:
+    modes = {"x86_64": (capstone.CS_ARCH_X86, capstone.CS_MODE_64),
+             "arm64": (capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM),
+             "riscv64": (capstone.CS_ARCH_RISCV, capstone.CS_MODE_RISCV64 | capstone.CS_MODE_RISCVC),
+             "s390x": (capstone.CS_ARCH_SYSZ, capstone.CS_MODE_BIG_ENDIAN)}
+    cs = capstone.Cs(*modes[arch])
+    cs.detail = True
+    return cs
+
+
+def decode_one(arch: str, code: bytes, addr: int = 0) -> capstone.CsInsn | None:
+    """The first instruction capstone decodes from ``code`` at ``addr``, or None."""
+    return next(_cs(arch).disasm(code, addr, 1), None)
+
+
+# --- x86_64 ------------------------------------------------------------------------------------
+_X86_PREFIXES = [0x66, 0xF2, 0xF3, 0x2E, 0x3E, 0x26, 0x64, 0x65, 0x36, 0xF0, 0x67]
+_X86_MODRM_OPS = [b"\x8b", b"\x89", b"\x03", b"\x01", b"\x3b", b"\x39", b"\x8d", b"\xc7", b"\xf7",
+                  b"\x85", b"\x0f\xb6", b"\x0f\xb7", b"\x0f\xaf", b"\x0f\x10", b"\x0f\x28",
+                  b"\x80", b"\x81", b"\x83", b"\xc6", b"\x88", b"\x8a", b"\xff", b"\xfe",
+                  b"\x0f\x44", b"\x0f\xba", b"\x63", b"\x87", b"\x0f\xb1", b"\xd1"]
+
+
+# prepare_emulation's opcodes (jcc, jmp, call, loop, ret, pushf/popf, cli/sti, call/jmp *reg)
+_X86_EMULATED_OPS = [bytes([b]) for b in (*range(0x70, 0x80), 0xE0, 0xE1, 0xE2, 0xE3, 0xE8,
+                                          0xE9, 0xEB, 0xC3, 0x9C, 0x9D, 0xFA, 0xFB)] + \
+    [bytes([0x0F, b]) for b in range(0x80, 0x90)] + \
+    [bytes([0xFF, 0xD0 | r]) for r in range(8)] + [bytes([0xFF, 0xE0 | r]) for r in range(8)]
+
+
+def _x86_ok(insn: capstone.CsInsn) -> bool:
+    if insn.mnemonic in X86_EXCLUDED_MNEMONICS or insn.mnemonic.startswith(("vm", "xsave", "xrstor")):
+        return False
+    # kprobe_emulate_ret treats ret imm16 / lret as a plain near ret: kernel != hardware
+    if insn.opcode[0] in (0xC2, 0xCA, 0xCB) and insn.opcode[1] == 0:
+        return False
+    prefixes = set(insn.prefix) - {0}
+    # unicorn counts each iteration of a REP string instruction as one instruction: a single
+    # step of the plain run is one iteration, not the instruction (engine artefact)
+    if prefixes & {0xF2, 0xF3} and insn.mnemonic.split()[-1].rstrip("bwdq") in X86_STRING_OPS:
+        return False
+    # 66-prefixed near branches: unicorn (QEMU, AMD-style) truncates the target to 16 bits,
+    # the kernel's int3_emulate_* (Intel-style) does not; 67-prefixed loop/jecxz: the kernel
+    # decrements only ECX and keeps RCX[63:32], the engine zero-extends.  Kernel != engine.
+    if capstone.x86.X86_GRP_BRANCH_RELATIVE in insn.groups and prefixes & {0x66, 0x67}:
+        return False
+    if {capstone.x86.X86_GRP_JUMP, capstone.x86.X86_GRP_CALL} & set(insn.groups) and 0x66 in prefixes:
+        return False  # call/jmp *reg with 0x66: likewise 16-bit on the engine, 64-bit in the kernel
+    # 66-prefixed ret pops 2 bytes on the CPU, 8 in kprobe_emulate_ret
+    if insn.opcode[0] == 0xC3 and insn.opcode[1] == 0 and 0x66 in prefixes:
+        return False
+    g = set(insn.groups)
+    bad = {capstone.x86.X86_GRP_PRIVILEGE, capstone.x86.X86_GRP_INT, capstone.x86.X86_GRP_IRET,
+           capstone.x86.X86_GRP_VM, capstone.x86.X86_GRP_SGX, capstone.x86.X86_GRP_RTM}
+    return not g & bad
+
+
+@st.composite
+def _x86_instruction(draw: Callable) -> bytes:
+    prefixes = bytes(draw(st.lists(st.sampled_from(_X86_PREFIXES), max_size=2)))
+    rex = draw(st.sampled_from([b""] * 3 + [bytes([r]) for r in range(0x40, 0x50)]))
+    op = draw(st.one_of(st.integers(0, 255).map(lambda b: bytes([b])),
+                        st.integers(0, 255).map(lambda b: bytes([0x0F, b])),
+                        st.sampled_from(_X86_MODRM_OPS),
+                        st.sampled_from(_X86_EMULATED_OPS)))
+    tail = draw(st.binary(min_size=12, max_size=12))
+    raw = prefixes + rex + op + tail
+    # a REX byte must come last before the opcode; REX + legacy prefix (or a second REX) is
+    # ill-formed: the CPU ignores that REX, the kernel's decoder takes the prefix as the opcode
+    assume(not (rex and (op[0] in _X86_PREFIXES or 0x40 <= op[0] <= 0x4F)))
+    insn = decode_one("x86_64", raw[:15])
+    assume(insn is not None and _x86_ok(insn))
+    return raw[:insn.size]
+
+
+@st.composite
+def _x86_rip_relative(draw: Callable) -> bytes:
+    op = draw(st.sampled_from([o for o in _X86_MODRM_OPS if o not in (b"\xff", b"\xfe")]))
+    rex = draw(st.sampled_from([b"", b"\x48", b"\x4c", b"\x41"]))
+    reg = draw(st.integers(0, 7))
+    disp = draw(st.one_of(st.integers(-(1 << 31), (1 << 31) - 1),
+                          st.sampled_from([0, 1, -1, 0x7FFFFFFF, -0x80000000, 0x100, -0x100])))
+    imm = draw(st.binary(min_size=4, max_size=4))
+    raw = rex + op + bytes([(reg << 3) | 5]) + (disp & 0xFFFFFFFF).to_bytes(4, "little") + imm
+    insn = decode_one("x86_64", raw)
+    assume(insn is not None and _x86_ok(insn))
+    # a read that covers the probed byte sees the int3 (the kernel's text is patched)
+    assume(not -insn.size - 32 <= disp < -insn.size + 1)
+    assume(any(o.type == capstone.x86.X86_OP_MEM and o.mem.base == capstone.x86.X86_REG_RIP
+               for o in insn.operands))
+    return raw[:insn.size]
+
+
+# --- arm64 / riscv64: raw words filtered by capstone --------------------------------------------
+def _arm64_reads_itself(word: int) -> bool:
+    """A literal load whose 4/8 bytes overlap the instruction: with the probe armed it reads
+    the BRK (the kernel simulates on live text), so it is no test of equivalence."""
+    literal = word & 0x3B000000 == 0x18000000  # ldr/ldrsw/prfm/ldr (SIMD) literal
+    return literal and ((word >> 5) & 0x7FFFF) in (0, 0x7FFFF)
+
+
+@st.composite
+def _word_instruction(draw: Callable, arch: str) -> bytes:
+    word = draw(st.one_of(st.integers(0, 0xFFFFFFFF),
+                          # bias towards the classes kprobes simulate (branches, adr, literals)
+                          st.tuples(st.sampled_from([0x14000000, 0x94000000, 0x54000000, 0x34000000,
+                                                     0x36000000, 0x10000000, 0x90000000, 0x18000000,
+                                                     0x58000000, 0x98000000, 0xD61F0000]),
+                                    st.integers(0, 0x03FFFFFF)).map(lambda t: t[0] | t[1])))
+    raw = word.to_bytes(4, "little")
+    insn = decode_one(arch, raw)
+    assume(insn is not None and insn.size == 4)
+    assume(not _arm64_reads_itself(word))
+    return raw
+
+
+@st.composite
+def _riscv_instruction(draw: Callable) -> bytes:
+    kind = draw(st.integers(0, 3))
+    if kind == 0:  # compressed
+        raw = draw(st.integers(0, 0xFFFF)).to_bytes(2, "little")
+        assume(raw[0] & 3 != 3)
+    elif kind == 1:  # the classes kprobes simulate: jal, jalr, auipc, branch
+        opc = draw(st.sampled_from([0x6F, 0x67, 0x17, 0x63]))
+        raw = ((draw(st.integers(0, (1 << 25) - 1)) << 7) | opc).to_bytes(4, "little")
+    else:
+        raw = (draw(st.integers(0, 0xFFFFFFFF)) | 3).to_bytes(4, "little")
+    insn = decode_one("riscv64", raw)
+    assume(insn is not None and insn.size == len(raw))
+    return raw
+
+
+@st.composite
+def _s390x_instruction(draw: Callable) -> bytes:
+    first = draw(st.one_of(st.integers(0, 255),
+                           st.sampled_from([0xA7, 0xC0, 0xC4, 0xC6, 0x05, 0x0D, 0x07, 0x47, 0xE3,
+                                            0xEB, 0xEC, 0x45, 0x4D, 0x86, 0x87, 0x46, 0x06])))
+    n = 2 if first < 0x40 else (4 if first < 0xC0 else 6)
+    raw = bytes([first]) + draw(st.binary(min_size=n - 1, max_size=n - 1))
+    insn = decode_one("s390x", raw)
+    assume(insn is not None and insn.size == n)
+    assume(insn.mnemonic not in S390_EXCLUDED)
+    return raw
+
+
+# privileged / I/O / clock / service instructions whose effect is not a function of
+# registers and memory under an emulator
+S390_EXCLUDED = frozenset("""stck stckf stcke stckc sck sckc spt stpt svc diag sie sigp ssm stnsm
+stosm lpsw lpswe lpswey epsw spm ipm lctl lctlg stctl stctg ptlb ipte idte iske sske rrbe
+stfl stfle stidp stap lra lrag tprot sac sacf mvcp mvcs pc pt pr bsa bakr bsg ssar esar
+trap2 trap4 sclp stsi stcps tpi tsch ssch csch hsch rsch xsch msch stcrw chsc sal schm rchp
+ex exrl""".split())
+
+ARCHES = ("x86_64", "arm64", "riscv64", "s390x")
+
+
+def instruction(arch: str) -> st.SearchStrategy[bytes]:
+    """One valid instruction encoding of ``arch`` (exactly its bytes)."""
+    if arch == "x86_64":
+        return st.one_of(_x86_instruction(), _x86_rip_relative())
+    if arch == "riscv64":
+        return _riscv_instruction()
+    if arch == "s390x":
+        return _s390x_instruction()
+    return _word_instruction(arch)
+
+
+def rip_relative_instruction() -> st.SearchStrategy[bytes]:
+    """An x86_64 instruction with a RIP-relative memory operand."""
+    return _x86_rip_relative()
+
+
+def text_address(arch: str) -> st.SearchStrategy[int]:
+    """A kernel text address (instruction-aligned for the architecture)."""
+    start, size = TEXT[arch]
+    align = {"x86_64": 1, "arm64": 4, "riscv64": 2, "s390x": 2}[arch]
+    return st.integers(0, size // align - 1).map(lambda i: start + i * align)
+
+
+def slot_address(arch: str) -> st.SearchStrategy[int]:
+    """An instruction-slot address in the module area (slot-size aligned)."""
+    start, size = MODULES[arch]
+    return st.integers(0, size // 16 - 1).map(lambda i: start + i * 16)
+
+
+def pc_relative_instruction(arch: str) -> st.SearchStrategy[bytes]:
+    """An instruction whose copy needs relocation (x86 RIP-relative, s390 relative-long)."""
+    if arch == "x86_64":
+        return _x86_rip_relative()
+    if arch == "s390x":  # RIL-b/c: larl, brasl, brcl, lgrl, lrl, stgrl, exrl ... (first byte C0/C4/C6)
+        return st.tuples(st.sampled_from([b"\xc0\x00", b"\xc0\x05", b"\xc0\xf4", b"\xc4\x08",
+                                          b"\xc4\x0d", b"\xc4\x0b", b"\xc6\x0d", b"\xc6\x02"]),
+                         st.integers(-(1 << 31), (1 << 31) - 1)).map(
+            lambda t: t[0][:1] + bytes([t[0][1] | 0x10]) + (t[1] & 0xFFFFFFFF).to_bytes(4, "big"))
+    return instruction(arch)
+
+
+def register_file(names: tuple[str, ...], pointers: tuple[int, ...]) -> st.SearchStrategy[dict]:
+    """Register values: mostly ``pointers`` (engine addresses of mapped data) plus small
+    offsets, sometimes small integers or arbitrary 64-bit values.  Drawn from one seed (cheap
+    to generate: the long runs are dominated by example generation otherwise)."""
+    def build(seed: int) -> dict[str, int]:
+        r = random.Random(seed)
+        out = {}
+        for n in names:
+            k = r.random()
+            if k < 0.6:
+                out[n] = (r.choice(pointers) + r.randint(-256, 256) * 8) & MASK64
+            elif k < 0.8:
+                out[n] = r.randint(0, 64)
+            else:
+                out[n] = r.getrandbits(64)
+        return out
+    return st.integers(0, MASK64).map(build)
+
+
+def register_profiles() -> None:
+    """Hypothesis profiles: ``ci`` (bounded, deterministic) and ``long`` (>= 100,000 examples
+    per architecture, used by benchmarks/properties_long.py)."""
+    from hypothesis import HealthCheck, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
+    settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True,
+                              suppress_health_check=quiet)
+    settings.register_profile("long", max_examples=100_000, deadline=None, database=None,
+                              suppress_health_check=quiet)
+
+
+register_profiles()

@@ -1,0 +1,71 @@
+"""Shared fixtures: the committed x86_64 test images and helpers to look inside them.
+
+The images are built by testdata/x86_64/build.sh from the sources next to them; tests run from
+those committed files only.  Tests that need a real Debian vmlinux carry ``@pytest.mark.realkernel``
+and skip when ``~/.cache/kpatch-kernels/<arch>/vmlinux`` is absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from kpatch_core.config import KernelConfig
+from kpatch_core.image import Image
+
+TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
+X86_VMLINUX = TESTDATA / "x86_64" / "vmlinux"
+X86_VMLINUX_612 = TESTDATA / "x86_64" / "vmlinux-6.12"
+KERNEL_CACHE = Path.home() / ".cache" / "kpatch-kernels"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "realkernel: needs a cached real vmlinux (~/.cache/kpatch-kernels); skipped when absent")
+
+
+def open_image(path: Path, **facts: bool) -> Image:
+    """A fresh Image of ``path`` with configuration facts overridden (like ``--set FACT=y``)."""
+    image = Image.open(str(path))
+    if facts:
+        image.__dict__["config"] = KernelConfig.for_image(image, None, facts)
+    return image
+
+
+@pytest.fixture(scope="session")
+def x86() -> Image:
+    """The 6.1 test image (shared; never mutate it: use ``x86_with`` for other facts)."""
+    return Image.open(str(X86_VMLINUX))
+
+
+@pytest.fixture(scope="session")
+def x86_612() -> Image:
+    """The same code with a 6.12 banner: 6.12 rules."""
+    return Image.open(str(X86_VMLINUX_612))
+
+
+@pytest.fixture
+def x86_with() -> Callable[..., Image]:
+    """``x86_with(PREEMPTION=False, path=X86_VMLINUX_612)``: a fresh image with facts set."""
+    def make(path: Path = X86_VMLINUX, **facts: bool) -> Image:
+        return open_image(path, **facts)
+    return make
+
+
+@pytest.fixture(scope="session")
+def label() -> Callable[[Image, str], int]:
+    """Address of a symbol kallsyms does not show (the ``.L`` labels of insns.S) or any symbol."""
+    def find(image: Image, name: str) -> int:
+        addr = image.symtab.value(name)
+        assert addr is not None, f"{name} missing from the test image: rebuild with build.sh"
+        return addr
+    return find
+
+
+def real_vmlinux(arch: str) -> Path:
+    """The cached real vmlinux of ``arch``, or skip the test."""
+    p = KERNEL_CACHE / arch / "vmlinux"
+    if not p.is_file():
+        pytest.skip(f"no cached real kernel at {p}")
+    return p

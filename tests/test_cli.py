@@ -1,0 +1,231 @@
+"""``kpatch-analyze`` on good and bad input: one stderr line per error, exit 1 (input) / 2 (usage)."""
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import X86_VMLINUX, X86_VMLINUX_612
+from kpatch_core.cli import main
+
+VMLINUX = str(X86_VMLINUX)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error(err: str, code: int, want_code: int, *needles: str) -> str:
+    """The single stderr line of a failed run, checked for the prefix, exit code and words."""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kpatch-analyze: error: "), lines[0]
+    assert code == want_code, (code, lines[0])
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+# --- generated bad images ----------------------------------------------------------------------
+
+def elf_header(ei_class: int, machine: int) -> bytes:
+    """A minimal ELF header with no sections (64-bit layout padded for 32-bit too)."""
+    ident = b"\x7fELF" + bytes([ei_class, 1, 1, 0]) + bytes(8)
+    if ei_class == 2:
+        return ident + struct.pack("<HHIQQQIHHHHHH", 2, machine, 1, 0, 0, 0, 0, 64, 56, 0, 64, 0, 0)
+    return (ident + struct.pack("<HHIIIIIHHHHHH", 2, machine, 1, 0, 0, 0, 0, 52, 32, 0, 40, 0, 0)
+            + bytes(12))
+
+
+def stripped_copy(tmp_path) -> Path:
+    """The test image with its .symtab section header turned into SHT_NULL (as if stripped)."""
+    data = bytearray(X86_VMLINUX.read_bytes())
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    for i in range(shnum):
+        off = shoff + i * shentsize
+        if struct.unpack_from("<I", data, off + 4)[0] == 2:  # SHT_SYMTAB
+            struct.pack_into("<I", data, off + 4, 0)
+    p = tmp_path / "vmlinux-stripped"
+    p.write_bytes(bytes(data))
+    return p
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "text", "tiny", "truncated", "elf32",
+                                  "mips", "stripped", "no_stext"])
+def test_bad_images(capsys, tmp_path, kind):
+    p = tmp_path / "vmlinux"
+    needle = {"missing": "no such file", "directory": "is a directory", "text": "not an ELF",
+              "tiny": "not an ELF", "truncated": "truncated ELF", "elf32": "32-bit",
+              "mips": "unsupported architecture EM_MIPS", "stripped": "stripped",
+              "no_stext": "_stext"}[kind]
+    data = X86_VMLINUX.read_bytes()
+    if kind == "directory":
+        p.mkdir()
+    elif kind == "text":
+        p.write_text("this is not a kernel image, just text that is long enough to be read\n" * 3)
+    elif kind == "tiny":
+        p.write_bytes(b"\x7fELF\x02\x01")
+    elif kind == "truncated":
+        p.write_bytes(data[: len(data) // 2])
+    elif kind == "elf32":
+        p.write_bytes(elf_header(1, 3))
+    elif kind == "mips":
+        p.write_bytes(elf_header(2, 8))
+    elif kind == "stripped":
+        p = stripped_copy(tmp_path)
+    elif kind == "no_stext":
+        p.write_bytes(data.replace(b"\0_stext\0", b"\0_stexX\0"))
+    path = str(p)
+    for argv in (["check", path, "plain_func"], [path]):
+        code, out, err = run(capsys, *argv)
+        one_error(err, code, 1, needle)
+        assert out == ""
+
+
+@pytest.mark.skipif(shutil.which("objcopy") is None, reason="binutils objcopy not installed")
+def test_objcopy_stripped_image(capsys, tmp_path):
+    p = tmp_path / "vmlinux"
+    subprocess.run(["objcopy", "--strip-all", VMLINUX, str(p)], check=True)
+    code, _, err = run(capsys, "check", str(p), "plain_func")
+    one_error(err, code, 1, "stripped", "unstripped")
+
+
+# --- usage errors ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,needle", [
+    ([], "give a vmlinux"),
+    (["check", VMLINUX], "no targets"),
+    (["check", VMLINUX, "vfs read"], "malformed target"),
+    (["check", VMLINUX, "plain_func+0xzz"], "is not a number"),
+    (["check", VMLINUX, "--bogus"], "unrecognized arguments"),
+    (["check", "--set", "PREEMPTION", VMLINUX, "plain_func"], "expected FACT=y or FACT=n"),
+    (["--frobnicate"], "unrecognized arguments"),
+])
+def test_usage_errors(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    one_error(err, code, 2, needle)
+    assert out == ""
+
+
+def test_malformed_targets_file_line(capsys, tmp_path):
+    p = tmp_path / "probes.txt"
+    p.write_text("plain_func\n# comment\nplain func\n")
+    code, out, err = run(capsys, "check", VMLINUX, "--targets", str(p))
+    one_error(err, code, 2, "probes.txt:3", "malformed target")
+    assert out == ""
+
+
+def test_missing_targets_file_and_config(capsys, tmp_path):
+    code, _, err = run(capsys, "check", VMLINUX, "--targets", str(tmp_path / "none.txt"))
+    one_error(err, code, 1, "cannot read targets file")
+    code, _, err = run(capsys, "check", "--config", str(tmp_path / "config"), VMLINUX, "plain_func")
+    one_error(err, code, 1, "cannot read config file")
+
+
+def test_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--help"])
+    assert e.value.code == 0
+    assert "--targets" in capsys.readouterr().out
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    """The installed entry point, as a user runs it: missing file and a malformed target."""
+    exe = shutil.which("kpatch-analyze")
+    base = [exe] if exe else [sys.executable, "-m", "kpatch_core.cli"]
+    p = subprocess.run(base + ["check", str(tmp_path / "nope"), "x"], capture_output=True, text=True)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("kpatch-analyze: error: ")
+    p = subprocess.run(base + ["check", VMLINUX, "a b"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.startswith("kpatch-analyze: error: malformed target")
+    assert "Traceback" not in p.stderr
+
+
+# --- good input -----------------------------------------------------------------------------------
+
+def test_unknown_symbol_is_a_verdict_not_an_error(capsys):
+    # like `echo 'p nosuch' > kprobe_events`: the kernel's answer is ENOENT, printed as a verdict
+    code, out, err = run(capsys, "check", VMLINUX, "no_such_function")
+    assert code == 0 and err == ""
+    assert "ENOENT" in out and "Invalid probed address or symbol" in out
+
+
+def test_check_text_output(capsys):
+    code, out, err = run(capsys, "check", VMLINUX, "plain_func", "plain_func+1", "nokprobe_func")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert "ok" in lines[0] and "ftrace [FTRACE]" in lines[0] and "plain_func+0x4" in lines[0]
+    assert "EILSEQ" in lines[1] and "[can_probe]" in lines[1]
+    assert "EINVAL" in lines[2] and "NOKPROBE_SYMBOL" in lines[2]
+
+
+def test_check_json_output(capsys, tmp_path):
+    p = tmp_path / "probes.txt"
+    p.write_text("plain_func\nr plain_func+9\ndup_static\n")
+    code, out, err = run(capsys, "check", VMLINUX, "insn_refused+9", "--targets", str(p), "--json")
+    assert code == 0 and err == ""
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["target"], r["kind"], r["ok"], r["errno"]) for r in rows] == [
+        ("insn_refused+9", "p", False, "EOPNOTSUPP"),
+        ("plain_func", "p", True, None),
+        ("plain_func+9", "r", False, "EINVAL"),
+        ("dup_static", "p", False, "EADDRNOTAVAIL"),
+    ]
+    assert rows[1]["method"] == "ftrace" and rows[2]["message"].startswith("Retprobe address")
+
+
+def test_check_6_12_image(capsys):
+    code, out, _ = run(capsys, "check", str(X86_VMLINUX_612), "--json", "dup_static")
+    assert json.loads(out)["errno"] == "EINVAL" and json.loads(out)["rules"] == "6.12"
+
+
+def test_set_before_the_image(capsys):
+    code, out, err = run(capsys, "check", "--set", "PREEMPTION=n", VMLINUX, "--json", "insn_boost+9")
+    assert code == 0 and json.loads(out)["method"] == "boost"
+    code, out, err = run(capsys, "check", VMLINUX, "insn_boost+9", "--json", "--set", "CONFIG_PREEMPTION=n")
+    assert code == 0 and json.loads(out)["method"] == "boost"
+
+
+def test_targets_after_options(capsys):
+    # argparse alone leaves positionals that follow an option unparsed; the CLI takes them
+    code, out, err = run(capsys, "check", VMLINUX, "--set", "PREEMPTION=n", "--json", "insn_boost+9",
+                         "plain_func")
+    assert code == 0 and err == ""
+    assert [json.loads(line)["method"] for line in out.splitlines()] == ["boost", "ftrace"]
+    code, out, err = run(capsys, "check", VMLINUX, "--json", "plain_func", "--nope")
+    one_error(err, code, 2, "unrecognized arguments: --nope")
+    code, out, err = run(capsys, VMLINUX, "--json", "plain_func")
+    one_error(err, code, 2, "unrecognized arguments: plain_func")
+
+
+def test_config_file_option(capsys, tmp_path):
+    cfg = tmp_path / "config"
+    cfg.write_text("# CONFIG_PREEMPTION is not set\n")
+    code, out, _ = run(capsys, "check", "--config", str(cfg), VMLINUX, "--json", "insn_boost+9")
+    assert code == 0 and json.loads(out)["method"] == "boost"
+
+
+def test_summary(capsys):
+    code, out, err = run(capsys, VMLINUX)
+    assert code == 0 and err == ""
+    assert "arch         x86_64" in out and "rules 6.1" in out
+    assert "KPROBES_ON_FTRACE          y   inferred: symbol arch_prepare_kprobe_ftrace" in out
+    assert "BLACKLIST_NOKPROBE" in out and "NOTRACE" in out
+
+
+def test_summary_json(capsys):
+    code, out, _ = run(capsys, "summary", str(X86_VMLINUX_612), "--json")
+    s = json.loads(out)
+    assert code == 0 and s["arch"] == "x86_64" and s["rules"] == "6.12"
+    assert s["functions"] == s["probeable_entries"] + sum(c for _, _, c in s["rejected"])
+    assert s["blacklist_entries"] == 6 and s["ftrace_sites"] > 25

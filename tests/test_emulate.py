@@ -1,0 +1,515 @@
+"""The executor: kprobe life cycle in unicorn (x86_64), patching, kretprobes, named cases."""
+from __future__ import annotations
+
+import keystone
+import pytest
+
+from kpatch_core.emulate import Executor
+from kpatch_core.patching import ProbeSet, TextBuffer
+from kpatch_core.registry import backend_named
+from kpatch_core.testing import RawImage, prepare_raw
+from kpatch_core.verdict import Execution, Method, Reason, Refusal
+
+B = backend_named("x86_64")
+TEXT = 0xFFFFFFFF81000000
+STACK = 0xFFFFC90000004000
+KS = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
+
+PROGRAM = """
+    mov rax, qword ptr [rip+0x100]
+    add rax, rdi
+    call g
+    test rax, rax
+    jz l
+    pushfq
+    popfq
+    nop
+l:  ret
+g:  lea rax, [rax+1]
+    cmp rax, rsi
+    jle m
+    mov rcx, rax
+m:  ret
+"""
+
+
+def asm(src: str, addr: int = TEXT) -> bytes:
+    enc, _ = KS.asm(src, addr)
+    return bytes(enc)
+
+
+def prep(code: bytes, addr: int, **config: bool) -> Execution | Refusal:
+    return prepare_raw(RawImage(B, config=config), code + b"\x90" * 16, addr)
+
+
+def boundaries(code: bytes, addr: int) -> list[int]:
+    return B.boundaries(code, addr)
+
+
+def machine(code: bytes, addr: int = TEXT, lazy: bool = True, **regs: int) -> tuple[Executor, int]:
+    ex = Executor(B, lazy=lazy)
+    ex.map_code(addr, code)
+    ex.set("sp", ex.ptr(STACK))
+    ret = 0xFFFFFFFF8DEAD000
+    ex.write(STACK, ex.ptr(ret).to_bytes(8, "little"))
+    ex.set("ip", addr)
+    for k, v in regs.items():
+        ex.set(k, v)
+    return ex, ret
+
+
+def test_probes_on_every_instruction_change_nothing() -> None:
+    code = asm(PROGRAM)
+    plain, ret = machine(code, di=5, si=7)
+    a = plain.run(TEXT, stop_at={ret})
+    probed, _ = machine(code, di=5, si=7)
+    seen = []
+    for addr in boundaries(code, TEXT):
+        e = prep(code[addr - TEXT:], addr)
+        assert isinstance(e, Execution)
+        p = probed.add_kprobe(addr, e, pre=lambda r, addr=addr: seen.append((addr, r.ip, r.arg(1))),
+                              post=lambda r: None)
+        assert not isinstance(p, Refusal)
+    b = probed.run(TEXT, stop_at={ret})
+    assert a.reason == b.reason == "stop"
+    assert plain.regs() == probed.regs()
+    # each pre-handler saw ip = addr + 1 (after the int3) and $arg1 = %di
+    assert seen and all(ip == addr + 1 and arg1 == 5 for addr, ip, arg1 in seen)
+    assert [s[0] for s in seen][:3] == boundaries(code, TEXT)[:3]
+    methods = {p.execution.method for p in probed.probes.probes.values()}
+    assert methods == {Method.SINGLESTEP, Method.EMULATE}
+
+
+def test_pt_regs_view_layout_and_args() -> None:
+    code = asm("nop")
+    ex, _ = machine(code, di=11, si=22, dx=33, cx=44, r8=55, r9=66)
+    got = {}
+
+    def pre(r):
+        got["args"] = [r.arg(i) for i in range(1, 7)]
+        got["raw"] = r.raw()
+    ex.add_kprobe(TEXT, prep(code, TEXT), pre=pre)
+    assert ex.step() is None
+    assert got["args"] == [11, 22, 33, 44, 55, 66]
+    raw = got["raw"]
+    assert len(raw) == 168
+    assert int.from_bytes(raw[128:136], "little") == TEXT + 1  # ip at offset 128
+    assert int.from_bytes(raw[112:120], "little") == 11  # di at 112
+
+
+def test_stack_argument_seven() -> None:
+    code = asm("nop")
+    ex, _ = machine(code)
+    ex.write(STACK + 8, (77).to_bytes(8, "little"))  # word 0 is the return address
+    got = []
+    ex.add_kprobe(TEXT, prep(code, TEXT), pre=lambda r: got.append(r.arg(7)))
+    ex.step()
+    assert got == [77]
+
+
+@pytest.mark.parametrize("code,flags,target", [
+    ("7480", 0x40, TEXT + 2 - 128),   # je -128, ZF set: the s8 is sign-extended
+    ("7480", 0x00, TEXT + 2),         # not taken
+    ("7f7f", 0x00, TEXT + 2 + 127),   # jg +127 (ZF=0, SF=OF)
+    ("7cff", 0x80, TEXT + 1),         # jl -1 (SF!=OF): lands inside itself
+    ("0f8400000080", 0x40, TEXT + 6 - 0x80000000),  # je rel32 -2 GiB
+])
+def test_one_byte_and_rel32_jcc(code: str, flags: int, target: int) -> None:
+    raw = bytes.fromhex(code)
+    plain, _ = machine(raw, flags=flags | 2)
+    plain.set("ip", TEXT)
+    plain.step()
+    probed, _ = machine(raw, flags=flags | 2)
+    e = prep(raw, TEXT)
+    assert isinstance(e, Execution) and e.method == Method.EMULATE
+    probed.add_kprobe(TEXT, e)
+    probed.set("ip", TEXT)
+    assert probed.step() is None
+    assert probed.pc == plain.pc == target
+
+
+def test_call_pushes_the_original_return_address() -> None:
+    code = asm("call 0xffffffff81000100")
+    ex, _ = machine(code)
+    e = prep(code, TEXT)
+    assert e.method == Method.EMULATE
+    ex.add_kprobe(TEXT, e)
+    ex.set("ip", TEXT)
+    ex.step()
+    sp = ex.get("sp")
+    assert sp == ex.ptr(STACK - 8)
+    assert int.from_bytes(ex.read(STACK - 8, 8), "little") == ex.ptr(TEXT + 5)
+    assert ex.pc == 0xFFFFFFFF81000100
+
+
+def test_indirect_call_through_register() -> None:
+    code = asm("call rax")
+    ex, _ = machine(code)
+    ex.set("ax", ex.ptr(TEXT + 0x40))
+    ex.add_kprobe(TEXT, prep(code, TEXT))
+    ex.set("ip", TEXT)
+    ex.step()
+    assert ex.pc == TEXT + 0x40
+    assert int.from_bytes(ex.read(STACK - 8, 8), "little") == ex.ptr(TEXT + 2)
+
+
+def test_kretprobe_sees_the_return_value() -> None:
+    code = asm(PROGRAM)
+    ex, ret = machine(code, di=5, si=1 << 40)
+    g = TEXT + code.index(asm("lea rax, [rax+1]", 0))
+    rets, entries = [], []
+    e = prep(code[g - TEXT:], g)
+    ex.add_kretprobe(g, e, handler=lambda r: rets.append((r.retval, r.ip)),
+                     entry=lambda r: entries.append(r.ip))
+    out = ex.run(TEXT, stop_at={ret})
+    assert out.reason == "stop"
+    assert entries == [g + 1]
+    # g returns rax+1 to the instruction after `call g`
+    call_end = TEXT + len(asm("mov rax, qword ptr [rip+0x100]\nadd rax, rdi\ncall g\ng:"))
+    assert len(rets) == 1 and rets[0][1] == call_end
+    assert rets[0][0] == ex.get("ax")
+
+
+def test_branch_into_a_probed_instruction_hits_the_probe() -> None:
+    code = asm("jmp t\nnop\nnop\nt: mov rax, rdi\nret")
+    t = TEXT + 4
+    hits = []
+    ex, ret = machine(code, di=9)
+    ex.add_kprobe(t, prep(code[4:], t), pre=lambda r: hits.append(r.ip))
+    assert ex.run(TEXT, stop_at={ret}).reason == "stop"
+    assert hits == [t + 1] and ex.get("ax") == 9
+
+
+def test_pre_handler_returning_true_skips_the_instruction() -> None:
+    code = asm("mov rax, 1\nmov rbx, 2")
+
+    def pre(r):
+        r.ip = TEXT + 7  # like a livepatch/error-injection handler: resume elsewhere
+        return True
+    ex, _ = machine(code, ax=0)
+    ex.add_kprobe(TEXT, prep(code, TEXT), pre=pre)
+    ex.set("ip", TEXT)
+    ex.step()
+    assert ex.pc == TEXT + 7 and ex.get("ax") == 0
+
+
+def test_handler_register_write_reaches_the_cpu() -> None:
+    code = asm("mov rax, rdi")
+    ex, _ = machine(code, di=1)
+    ex.add_kprobe(TEXT, prep(code, TEXT), pre=lambda r: r.__setitem__("di", 42))
+    ex.set("ip", TEXT)
+    ex.step()
+    assert ex.get("ax") == 42
+
+
+def test_boosted_slot_runs_and_jumps_back() -> None:
+    code = asm("mov rax, rdi\nnop")
+    e = prep(code, TEXT, PREEMPTION=False)
+    assert e.method == Method.BOOST
+    ex, _ = machine(code, di=3)
+    p = ex.add_kprobe(TEXT, e)
+    assert p.slot.code.endswith(b"\xe9" + ((TEXT + 3 - (p.slot.slot_addr + 8)) & 0xFFFFFFFF)
+                                .to_bytes(4, "little"))
+    ex.set("ip", TEXT)
+    assert ex.step() is None
+    assert ex.pc == TEXT + 3 and ex.get("ax") == 3
+
+
+def test_fault_in_the_slot_is_reported_at_the_probed_address() -> None:
+    code = asm("mov rax, qword ptr [rdi]")
+    ex, _ = machine(code, lazy=False, di=0x1000)  # nothing mapped there: faults
+    ex.add_kprobe(TEXT, prep(code, TEXT))
+    ex.set("ip", TEXT)
+    out = ex.step()
+    assert out is not None and out.reason == "fault" and out.pc == TEXT
+
+
+def test_store_to_kernel_text_faults() -> None:
+    code = asm("mov qword ptr [rip], rax")
+    ex, _ = machine(code)
+    ex.set("ip", TEXT)
+    out = ex.step()
+    assert out is not None and out.reason == "fault" and "WRITE_PROT" in out.detail
+
+
+# --- patching -----------------------------------------------------------------------------------
+def test_apply_remove_aggregate_and_overlap() -> None:
+    code = asm(PROGRAM)
+    text = TextBuffer(TEXT, bytearray(code))
+    ps = ProbeSet(B, text)
+    e0 = prep(code, TEXT)
+    p = ps.apply(TEXT, e0)
+    assert not isinstance(p, Refusal)
+    assert text.buf[0] == 0xCC and p.original == code[:1]
+    # a second probe at the same address is aggregated: no new bytes, count 2
+    again = ps.apply(TEXT, e0)
+    assert again is p and p.count == 2
+    # inside the probed instruction: refused as not a boundary
+    r = ps.apply(TEXT + 2, e0)
+    assert isinstance(r, Refusal) and r.reason == Reason.NOT_BOUNDARY
+    # recovered text is the original
+    assert ps.recovered(TEXT, len(code)) == code
+    assert ps.remove(TEXT) and text.buf[0] == 0xCC  # one registration left
+    assert ps.remove(TEXT) and bytes(text.buf) == code
+    assert not ps.remove(TEXT)
+
+
+def test_slot_refusal_writes_nothing() -> None:
+    code = bytes.fromhex("488b0500000000")
+    text = TextBuffer(TEXT, bytearray(code))
+    ps = ProbeSet(B, text, slot_base=TEXT - (1 << 33))
+    r = ps.apply(TEXT, prep(code, TEXT))
+    assert isinstance(r, Refusal) and r.reason == Reason.RIP_DISP_RANGE
+    assert bytes(text.buf) == code and not ps.probes
+
+
+def test_breakpoint_traps_at_its_site() -> None:
+    ex = Executor(B)
+    for addr in (TEXT, TEXT + 0x123457, 0xFFFFFFFFC0001001):
+        ex.map_code(addr, B.breakpoint + b"\x90")
+        ex.set("ip", addr)
+        out = ex.step()
+        assert out is not None and out.reason == "trap" and out.pc == addr
+
+
+# --- arm64 / riscv64 named cases ---------------------------------------------------------------
+def _arch(name: str):
+    b = backend_named(name)
+    if b.slot_support() is None:
+        pytest.skip(f"{name}: no slot support")
+    return b
+
+
+A64_TEXT = 0xFFFF800008010000
+
+
+def _a64_same(word: int, addr: int = A64_TEXT, **regs: int) -> dict:
+    from kpatch_core.testing import diff_states, differential
+    b = _arch("arm64")
+    r = differential(b, RawImage(b), word.to_bytes(4, "little"), addr, 0xFFFF800080000000,
+                     {"x0": 0, "x1": 0, **regs})
+    assert not isinstance(r, Refusal), r
+    assert not diff_states(*r), diff_states(*r)
+    return r[1]["regs"]
+
+
+def _adr(imm: int, page: bool = False, rd: int = 0) -> int:
+    imm &= (1 << 21) - 1
+    return (0x90000000 if page else 0x10000000) | (imm & 3) << 29 | (imm >> 2) << 5 | rd
+
+
+@pytest.mark.parametrize("imm", [0xFFFFF, -0x100000, 0, 4, -4])
+def test_arm64_adr_range(imm: int) -> None:
+    regs = _a64_same(_adr(imm))
+    assert regs["x0"] == (A64_TEXT + imm) & ((1 << 64) - 1)
+
+
+@pytest.mark.parametrize("imm", [0xFFFFF, -0x100000, 1, -1])
+def test_arm64_adrp_range(imm: int) -> None:
+    addr = A64_TEXT + 0x7FC  # not page aligned: ADRP uses the page of the PC
+    regs = _a64_same(_adr(imm, page=True), addr)
+    assert regs["x0"] == ((addr & ~0xFFF) + (imm << 12)) & ((1 << 64) - 1)
+
+
+@pytest.mark.parametrize("imm19", [0x3FFFF, -0x40000, 2, -2])
+@pytest.mark.parametrize("base", [0x58000000, 0x18000000, 0x98000000])  # ldr x, ldr w, ldrsw
+def test_arm64_ldr_literal_range(imm19: int, base: int) -> None:
+    word = base | (imm19 & 0x7FFFF) << 5 | 3
+    b = _arch("arm64")
+    e = prepare_raw(RawImage(b), word.to_bytes(4, "little"), A64_TEXT)
+    assert e.method == Method.SIMULATE
+    _a64_same(word)
+
+
+@pytest.mark.parametrize("word,x30", [(0x94000000 | 0x3FFFFFF, True), (0x17FFFFFF, False),
+                                      (0xD63F0020, True), (0xD65F03C0, False)])
+def test_arm64_branches_and_link(word: int, x30: bool) -> None:
+    regs = _a64_same(word, x1=0xFFFF800008020000, x30=0x1234)
+    assert (regs["x30"] == A64_TEXT + 4) == x30
+
+
+def test_arm64_llsc_window_is_refused() -> None:
+    b = _arch("arm64")
+    from kpatch_arch.base import PrepareContext
+    from kpatch_core.symbols import KSym
+    words = [0xC85F7C20, 0x91000400, 0xC8027C20, 0xD65F03C0]  # ldxr x0,[x1]; add; stxr; ret
+    code = b"".join(w.to_bytes(4, "little") for w in words)
+    img = RawImage(b).load(code, A64_TEXT)
+    f = KSym("f", A64_TEXT, len(code))
+    verdicts = [b.prepare(PrepareContext(img, A64_TEXT + 4 * i, f)) for i in range(4)]
+    assert isinstance(verdicts[0], Refusal)  # the exclusive load itself
+    assert isinstance(verdicts[1], Refusal) and verdicts[1].reason == Reason.EXCLUSIVE_WINDOW
+    assert isinstance(verdicts[2], Refusal)  # the exclusive store
+    assert isinstance(verdicts[3], Execution)  # after the window closes
+
+
+def test_arm64_slot_bytes_and_single_step() -> None:
+    b = _arch("arm64")
+    from kpatch_core.slot import build_slot
+    word = (0x8B020020).to_bytes(4, "little")  # add x0, x1, x2
+    e = prepare_raw(RawImage(b), word, A64_TEXT)
+    s = build_slot(b, e, A64_TEXT, 0xFFFF800080000000)
+    assert s.code == word + (0xD42000C0).to_bytes(4, "little")  # BRK #6
+    _a64_same(0x8B020020, x1=5, x2=6)
+
+
+RV_TEXT = 0xFFFFFFFF80002000
+
+
+def _rv_same(raw: bytes, addr: int = RV_TEXT, **regs: int) -> dict:
+    from kpatch_core.testing import diff_states, differential
+    b = _arch("riscv64")
+    r = differential(b, RawImage(b), raw, addr, 0xFFFFFFFF01000000, regs)
+    assert not isinstance(r, Refusal), r
+    assert not diff_states(*r), diff_states(*r)
+    return r[1]["regs"]
+
+
+@pytest.mark.parametrize("word", [0x80000517, 0x7FFFF517, 0x00000517])  # auipc a0, edges
+def test_riscv_auipc_range(word: int) -> None:
+    regs = _rv_same(word.to_bytes(4, "little"))
+    imm = word & 0xFFFFF000
+    imm = imm - (1 << 32) if imm >> 31 else imm
+    assert regs["a0"] == (RV_TEXT + imm) & ((1 << 64) - 1)
+
+
+@pytest.mark.parametrize("raw,a0", [("63050500", 0), ("63050500", 1),  # beq a0, zero, +10
+                                    ("ef0000fa", 0),  # jal ra, backwards (sign bit set)
+                                    ("0dc1", 0), ("0dc1", 3), ("0de1", 0), ("0de1", 3),  # c.beqz/c.bnez
+                                    ("8280", 0), ("0295", RV_TEXT + 0x40)])  # c.jr ra, c.jalr a0
+def test_riscv_simulated_branches(raw: str, a0: int) -> None:
+    code = bytes.fromhex(raw)
+    b = _arch("riscv64")
+    e = prepare_raw(RawImage(b), code + b"\0" * 4, RV_TEXT)
+    assert isinstance(e, Execution) and e.method == Method.SIMULATE, e
+    regs = _rv_same(code, a0=a0, ra=RV_TEXT + 0x80)
+    if raw == "0295":
+        assert regs["ra"] == RV_TEXT + 2 and regs["epc"] == RV_TEXT + 0x40
+
+
+def test_riscv_compressed_probe_uses_c_ebreak() -> None:
+    b = _arch("riscv64")
+    code = bytes.fromhex("0505")  # c.addi a0, 1
+    text = TextBuffer(RV_TEXT, bytearray(code + b"\x13\x00\x00\x00"))
+    ps = ProbeSet(b, text)
+    e = prepare_raw(RawImage(b), code + b"\0" * 4, RV_TEXT)
+    p = ps.apply(RV_TEXT, e)
+    assert text.buf[:2] == bytes.fromhex("0290") and p.slot.code == code + bytes.fromhex("73001000")
+    ps.remove(RV_TEXT)
+    assert bytes(text.buf[:2]) == code
+    _rv_same(code, a0=41)
+
+
+# --- where the kernel's emulation and the engine's CPU model differ (kernel semantics kept) ----
+def test_rep_string_insn_single_stepped_whole() -> None:
+    code = asm("rep movsb\nnop")
+    src, dst = 0xFFFF888000100000, 0xFFFF888000200000
+    results = []
+    for probed in (False, True):
+        ex, _ = machine(code)
+        ex.write(src, bytes(range(64)))
+        ex.set("si", ex.ptr(src))
+        ex.set("di", ex.ptr(dst))
+        ex.set("cx", 64)
+        if probed:
+            ex.add_kprobe(TEXT, prep(code, TEXT))
+        out = ex.run(TEXT, stop_at={TEXT + 2}, max_steps=1000)
+        assert out.reason == "stop"
+        results.append((ex.regs(), ex.read(dst, 64)))
+    assert results[0] == results[1] and results[1][1] == bytes(range(64))
+
+
+def test_addr32_loop_keeps_rcx_high_bits_like_the_kernel() -> None:
+    # kprobe_emulate_loop with asize 32 decrements *(u32 *)&regs->cx: RCX[63:32] survive
+    code = bytes.fromhex("67e2fe")  # loop (ecx) to itself
+    ex, _ = machine(code, cx=0x1234_0000_0002)
+    ex.add_kprobe(TEXT, prep(code, TEXT))
+    ex.step()
+    assert ex.get("cx") == 0x1234_0000_0001 and ex.pc == TEXT + 1
+
+
+def test_data16_jcc_is_not_truncated_like_the_kernel() -> None:
+    # Intel (and the kernel's int3_emulate_jcc) ignore 0x66 on near branches in 64-bit mode
+    code = bytes.fromhex("667410")  # je +0x10 with a data16 prefix
+    ex, _ = machine(code, flags=0x42)
+    e = prep(code, TEXT)
+    ex.add_kprobe(TEXT, e)
+    ex.step()
+    assert ex.pc == TEXT + len(e.insn) + 0x10
+
+
+# --- s390x: relative-long copies and resume_execution fixups -------------------------------------
+S390_TEXT = 0x100000
+S390_SLOT = 0xA32000  # kprobes_insn_page of the Debian 6.1 vmlinux
+
+
+def _s390_same(raw: bytes, addr: int = S390_TEXT, slot: int = S390_SLOT, **regs: int) -> dict:
+    from kpatch_core.testing import diff_states, differential
+    b = _arch("s390x")
+    r = differential(b, RawImage(b), raw, addr, slot, regs)
+    assert not isinstance(r, Refusal), r
+    assert not diff_states(*r), diff_states(*r)
+    return r[1]["regs"]
+
+
+def test_s390_larl_displacement_rewritten_and_equivalent() -> None:
+    from kpatch_core.slot import build_slot
+    b = _arch("s390x")
+    raw = bytes.fromhex("c01000000100")  # larl %r1, .+0x200
+    e = prepare_raw(RawImage(b), raw, S390_TEXT)
+    s = build_slot(b, e, S390_TEXT, S390_SLOT)
+    new = int.from_bytes(s.code[2:6], "big", signed=True)
+    assert S390_SLOT + 2 * new == S390_TEXT + 0x200
+    assert _s390_same(raw)["r1"] == S390_TEXT + 0x200
+
+
+def test_s390_unreachable_relative_long_is_refused() -> None:
+    from kpatch_core.slot import build_slot
+    b = _arch("s390x")
+    raw = bytes.fromhex("c01000000100")
+    e = prepare_raw(RawImage(b), raw, S390_TEXT)
+    r = build_slot(b, e, S390_TEXT, S390_TEXT + (1 << 33))
+    assert isinstance(r, Refusal) and r.reason == Reason.RIP_DISP_RANGE
+
+
+@pytest.mark.parametrize("raw", ["c0e500000100",  # brasl %r14: return register fixed up
+                                 "0de3",  # basr %r14,%r3
+                                 "a7f40010",  # j: PSW fixup
+                                 "a7740010",  # jne: branch-not-taken fixup when CC says so
+                                 "07f3",  # br %r3
+                                 "0700"])  # nopr: bcr 0 (never taken)
+@pytest.mark.parametrize("cc", [0, 0x0000100000000000])
+def test_s390_branch_fixups(raw: str, cc: int) -> None:
+    _s390_same(bytes.fromhex(raw), r3=0x140000, **{"psw.mask": cc})
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("arch", ["x86_64", "arm64", "riscv64", "s390x", "ppc64le"])
+def test_slot_for_on_real_kernels(arch: str) -> None:
+    import gzip
+    import json
+    from pathlib import Path
+
+    from conftest import real_vmlinux
+    from kpatch_core.image import Image
+    from kpatch_core.probe import check
+    from kpatch_core.slot import Slot, slot_for
+    res = Path(f"/work/shared/data/oracle/{arch}/results.jsonl.gz")
+    if not res.is_file():
+        pytest.skip("no oracle results")
+    img = Image.open(str(real_vmlinux(arch)))
+    if img.backend.slot_support() is None:
+        pytest.skip(f"{arch}: no slot support")
+    rows = [json.loads(x) for x in gzip.open(res, "rt")][:150]
+    used = 0
+    for r in rows:
+        v = check(img, r["target"] if r["kind"] == "p" else "r " + r["target"])
+        s = slot_for(img, v)
+        if not v.ok:
+            assert isinstance(s, Refusal)
+            continue
+        assert isinstance(s, Slot), (r["target"], s)
+        if s.code:
+            used += 1
+            assert s.addr == v.address and s.insn == v.insn[:len(s.insn)]
+    assert used > 0

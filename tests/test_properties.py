@@ -1,0 +1,106 @@
+"""Property-based cross-arch tests (bounded example counts; benchmarks/properties_long.py runs
+the same properties with the `long` profile).
+
+(a) a run with the probe installed ends in the same registers, flags, memory and next PC as a
+run without it; (b) install then remove restores the exact bytes; (c) an unreachable
+displacement is refused, not mis-encoded; (d) each breakpoint encoding traps on its arch.
+"""
+from __future__ import annotations
+
+import functools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kpatch_core.registry import backend_named
+from kpatch_core.testing import (RawImage, data_pointers, initial_flags, prop_breakpoint_traps,
+                                 prop_displacement_reach, prop_install_remove,
+                                 prop_same_end_state, register_names)
+from kpatch_core.testing import strategies as S
+
+CI = settings(max_examples=150, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@functools.cache
+def _backend(arch: str):
+    try:
+        b = backend_named(arch)
+    except Exception:
+        return None
+    try:
+        return b if b.slot_support() is not None else None
+    except Exception:
+        return None
+
+
+def need(arch: str):
+    b = _backend(arch)
+    if b is None:
+        pytest.skip(f"{arch}: no backend with slot support yet")
+    return b
+
+
+ARCHES = [a for a in S.ARCHES]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_a_probed_run_ends_like_the_plain_run(arch: str) -> None:
+    b = need(arch)
+    img = RawImage(b)
+    names, ptrs = register_names(b), data_pointers(b)
+    seen = []
+
+    @CI
+    @given(code=S.instruction(arch), addr=S.text_address(arch), slot=S.slot_address(arch),
+           regs=S.register_file(names, ptrs), bits=st.integers(0, (1 << 64) - 1))
+    def prop(code, addr, slot, regs, bits):
+        seen.append(prop_same_end_state(b, img, code, addr, slot, {**regs, **initial_flags(b, bits)}))
+    prop()
+    assert seen.count("ok") > len(seen) // 2, f"too few accepted examples: {seen[:20]}"
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_b_install_then_remove_restores_bytes(arch: str) -> None:
+    b = need(arch)
+    img = RawImage(b)
+    armed = []
+
+    @CI
+    @given(codes=st.lists(S.instruction(arch), min_size=1, max_size=6),
+           addr=S.text_address(arch), data=st.data())
+    def prop(codes, addr, data):
+        order = data.draw(st.lists(st.integers(0, len(codes) - 1), min_size=1, max_size=8))
+        armed.append(prop_install_remove(b, img, codes, addr, order))
+    prop()
+    assert sum(armed) > 0
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_c_unreachable_displacement_is_refused(arch: str) -> None:
+    b = need(arch)
+    if not hasattr(b.slot_support(), "pc_relative_target"):
+        pytest.skip(f"{arch}: PC-relative instructions are simulated, never copied")
+    img = RawImage(b)
+    kinds = []
+    far = st.integers(0, (1 << 64) - 16).map(lambda a: a & ~15)
+
+    @CI
+    @given(code=S.pc_relative_instruction(arch),
+           addr=S.text_address(arch), slot=st.one_of(S.slot_address(arch), far))
+    def prop(code, addr, slot):
+        kinds.append(prop_displacement_reach(b, img, code, addr, slot))
+    prop()
+    assert "retargeted" in kinds and "refused:RIP_DISP_RANGE" in kinds
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_d_breakpoint_traps(arch: str) -> None:
+    b = need(arch)
+
+    @settings(max_examples=30, deadline=None, derandomize=True)
+    @given(addr=S.text_address(arch))
+    def prop(addr):
+        prop_breakpoint_traps(b, addr)
+    prop()
