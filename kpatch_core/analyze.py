@@ -17,6 +17,19 @@ How it is fast (6.5 M x86 instructions in a few seconds) while equal to :func:`p
   address of a backend without one, goes through ``backend.prepare`` exactly as ``check`` does;
 - ranges of functions are analysed in parallel (fork, one process per core).
 
+A backend's bulk classifier (``<backend package>/bulk.py`` with ``classifier(backend, image)``,
+found by ``Backend.bulk_classifier``) may provide, all optional but ``classify``:
+
+- ``classify(code, base, addrs, rel, lens) -> uint16 codes``: the outcome of
+  ``arch_prepare_kprobe`` for sorted addresses (``code``: runtime bytes from ``base``, ``rel``
+  offsets into it, ``lens`` instruction lengths or -1), :data:`SLOW` where ``prepare`` must decide;
+- ``fallback_length(code) -> int``: a length where capstone stops (0 ends the walk there, as the
+  kernel's decoder does); without it the walk steps over ``insn_align`` bytes;
+- ``length_fixup(code, offs, sizes) -> (index, length) | None``: lengths the kernel decodes
+  differently from capstone (x86 UD1);
+- ``adjust(fstart, offs, aa) -> aa``: vectorised ``arch_adjust_kprobe_addr``;
+- ``prepare_at(addr, func)``: ``prepare`` for an address known to be a boundary (no walk).
+
 >>> a = analyze(Image.open("vmlinux"))                        # doctest: +SKIP
 >>> f = a.function("vfs_read"); [i.verdict for i in a.insns(f)][:2]   # doctest: +SKIP
 """
@@ -33,13 +46,13 @@ import numpy as np
 
 from kpatch_arch.base import Backend, PrepareContext
 
-from .symbols import STT_FUNC, STT_OBJECT, KSym, base_name
+from .symbols import _LINKER_PROVIDED, STT_FUNC, STT_OBJECT, KSym, base_name
 from .verdict import Execution, Method, Reason, Refusal, reason_errno
 
 if TYPE_CHECKING:
     from .image import Image
 
-ANALYZER_VERSION = "1"  # bump when verdict logic changes: cached results are keyed by it
+ANALYZER_VERSION = "3"  # bump when verdict logic changes: cached results are keyed by it
 
 # --- outcome codes: one uint16 per instruction -------------------------------------------------
 METHODS: tuple[Method, ...] = tuple(Method)
@@ -136,10 +149,48 @@ class LinearDecoder:
         return out.view(np.uint16).reshape(cnt).astype(np.int64)
 
 
+class Runs:
+    """Long runs of one byte value (alignment padding: 00, int3, nops) in a buffer, with the
+    size of the instruction that value repeats as (found by decoding 32 copies once)."""
+
+    MIN = 256
+
+    def __init__(self, code: np.ndarray, dec: "LinearDecoder") -> None:
+        if len(code) < 2:
+            self.starts = self.ends = np.zeros(0, np.int64)
+            self.period = np.zeros(0, np.int64)
+            return
+        change = np.flatnonzero(code[1:] != code[:-1]) + 1
+        st = np.concatenate(([0], change))
+        en = np.concatenate((change, [len(code)]))
+        long = (en - st) >= self.MIN
+        st, en = st[long], en[long]
+        period = []
+        cache: dict[int, int] = {}
+        for s in st.tolist():
+            b = int(code[s])
+            if b not in cache:
+                buf = ctypes.create_string_buffer(bytes([b]) * 32, 32)
+                sz = dec.sizes(ctypes.addressof(buf), 32, 0)
+                ok = len(sz) and (sz == sz[0]).all() and int(sz[0]) <= 8 and 32 % int(sz[0]) == 0
+                cache[b] = int(sz[0]) if ok and int(sz.sum()) == 32 else 0
+            period.append(cache[b])
+        keep = np.array(period, np.int64) > 0 if period else np.zeros(0, bool)
+        self.starts, self.ends = st[keep], en[keep]
+        self.period = np.array(period, np.int64)[keep] if period else np.zeros(0, np.int64)
+
+    def at(self, rel: int) -> tuple[int, int, int] | None:
+        """The run containing ``rel`` or the next one after it: (start, end, instruction size)."""
+        i = int(np.searchsorted(self.ends, rel, side="right"))
+        if i >= len(self.starts):
+            return None
+        return int(self.starts[i]), int(self.ends[i]), int(self.period[i])
+
+
 def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: int, addr: int,
                     fallback: Callable[[int], int], step: int, stop_on_fail: bool,
-                    fixup: Callable[[np.ndarray, np.ndarray], tuple[int, int] | None] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, int | None]:
+                    fixup: Callable[[np.ndarray, np.ndarray], tuple[int, int] | None] | None = None,
+                    runs: "Runs | None" = None) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Instruction (offsets, sizes) of one function decoded from its first byte, the way the
     kernel walks it (``can_probe``: from the symbol start).
 
@@ -149,6 +200,7 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
     the offset is returned as the failure point, else it moves on by ``step`` bytes.
     ``fixup(offsets, sizes)`` (offsets relative to ``ptr``) names the first instruction whose
     length the kernel's decoder sees differently, and that length; the walk resumes after it.
+    ``runs`` (long runs of one byte value: padding) are stepped through without decoding.
     """
     offs: list[np.ndarray] = []
     lens: list[np.ndarray] = []
@@ -159,6 +211,20 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
         n = min(avail - pos, want, LinearDecoder.WINDOW)
         if n <= 0:
             break
+        if runs is not None:
+            r = runs.at(start + pos)
+            if r is not None:
+                r_start, r_end, k = r
+                if r_start <= start + pos:  # inside a run: k-byte instructions up to its tail
+                    m = min(r_end - 16 - (start + pos), size - pos + k - 1) // k
+                    if m > 0:
+                        offs.append(pos + k * np.arange(m, dtype=np.int64))
+                        lens.append(np.full(m, k, np.int64))
+                        pos += m * k
+                        continue
+                elif r_start - (start + pos) < n:  # decode up to the run, then step through it
+                    n = r_start - (start + pos) + 15
+                    want = n + 1  # so the batch end counts as a window end
         s = dec.sizes(ptr + pos, n, addr + pos)
         begin = pos
         if len(s):
@@ -176,8 +242,7 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
             pos = stop_at
             if pos >= size:
                 break
-            if fx is not None or (n == LinearDecoder.WINDOW and n < want
-                                  and stop_at > begin + n - 15):
+            if fx is not None or (n < want and n < avail - begin and stop_at > begin + n - 15):
                 continue  # the window ended (or a length was fixed), not the decoding
         # capstone cannot decode at pos
         k = fallback(pos)
@@ -259,6 +324,9 @@ def _prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False) -
     _STATE["optimized"] = optimized
     _STATE["classifier"] = image.backend.bulk_classifier(image)
     _STATE["func_facts"] = _function_rules(image, syms)
+    if len(syms):  # fill the backend's per-image caches (patch sites) once, before forking
+        a0 = int(syms.addrs[0])
+        image.backend.runtime_bytes(image, a0, a0 + 16)
 
 
 def _function_rules(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
@@ -321,34 +389,40 @@ def _function_rules(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
             "cfi": cfi}
 
 
+def mark_ranges(aa: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per element of the sorted array ``aa``: inside any ``[starts[i], ends[i])``.  Costs
+    O(k log n) searches for k ranges plus one pass over ``aa`` (not n searches)."""
+    n = len(aa)
+    if not len(starts) or not n:
+        return np.zeros(n, bool)
+    if n > 1 and bool((aa[1:] < aa[:-1]).any()):  # an arch adjustment broke the order
+        order = np.argsort(aa, kind="stable")
+        out = np.empty(n, bool)
+        out[order] = mark_ranges(aa[order], starts, ends)
+        return out
+    lo = np.searchsorted(aa, starts, side="left")
+    hi = np.searchsorted(aa, ends, side="left")
+    keep = hi > lo
+    d = np.zeros(n + 1, np.int32)
+    np.add.at(d, lo[keep], 1)
+    np.add.at(d, hi[keep], -1)
+    return np.cumsum(d[:n]) > 0
+
+
 def _jump_label_mask(starts: np.ndarray, ends: np.ndarray, aa: np.ndarray) -> np.ndarray:
-    """Vectorised ``jump_label_text_reserved`` (KernelTables.jump_label_hit)."""
-    hit = np.zeros(len(aa), bool)
-    if not len(starts) or not len(aa):
-        return hit
-    i = np.searchsorted(starts, aa, side="right").astype(np.int64) - 1
-    active = i >= 0
-    for _ in range(64):
-        if not active.any():
-            break
-        j = np.maximum(i, 0)
-        active &= (starts[j] + np.uint64(8)) > aa
-        h = active & (starts[j] <= aa) & (aa < ends[j])
-        hit |= h
-        active &= ~h
-        i -= 1
-        active &= i >= 0
-    else:
-        raise RuntimeError("jump table too dense for the vectorised check")
-    return hit
+    """Vectorised ``jump_label_text_reserved`` (KernelTables.jump_label_hit) for sorted ``aa``.
+    The kernel scans back while ``start + 8 > addr``; a site is at most 8 bytes long, so that
+    is "some site contains addr"."""
+    if len(starts) and int((ends - starts).max()) > 8:
+        raise RuntimeError("jump label site longer than 8 bytes: the range form does not apply")
+    return mark_ranges(aa, starts, ends)
 
 
 def _member(sorted_arr: np.ndarray, aa: np.ndarray) -> np.ndarray:
+    """Per element of the sorted array ``aa``: equal to some element of ``sorted_arr``."""
     if not len(sorted_arr) or not len(aa):
         return np.zeros(len(aa), bool)
-    i = np.searchsorted(sorted_arr, aa)
-    i = np.minimum(i, len(sorted_arr) - 1)
-    return sorted_arr[i] == aa
+    return mark_ranges(aa, sorted_arr, sorted_arr + np.uint64(1))
 
 
 def _analyze_chunk(lo: int, hi: int) -> _Chunk:
@@ -375,7 +449,7 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
         dec = LinearDecoder(backend.capstone_arch, backend.capstone_mode, not backend.little_endian)
         _STATE["decoder"] = dec
     code_np = np.frombuffer(code, np.uint8)
-    fixup = None
+    runs = Runs(code_np[:B - A], dec) if dec is not None else None
     if clf is not None and hasattr(clf, "length_fixup"):
         def fixup_at(base_rel: int) -> Callable:
             return lambda o, s: clf.length_fixup(code_np, o + base_rel, s)
@@ -415,7 +489,7 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
         # of the stream (then the kernel's walk from its start sees the same instructions)
         cap_end = max(int(ends_rel[i]), min(s0 + LinearDecoder.WINDOW, total))
         o, ln, f = decode_function(dec, base_ptr + s0, s0, cap_end - s0, avail_total - s0, A + s0,
-                                   lambda p, r=s0: fallback(r + p), step, stop, fixup_at(s0))
+                                   lambda p, r=s0: fallback(r + p), step, stop, fixup_at(s0), runs)
         S = o + s0
         j_end = max(i + 1, int(np.searchsorted(ends_rel, cap_end, side="right")))
         j_end = min(j_end, nf)
@@ -488,11 +562,8 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
     codes[todo & _jump_label_mask(js, je, aa)] = refused_code(Reason.JUMP_LABEL)
     todo = codes == UNSET
     sc = tables.static_call_sites
-    if len(sc):
-        i = np.searchsorted(sc, aa, side="right").astype(np.int64) - 1
-        j = np.maximum(i, 0)
-        hit = (i >= 0) & (sc[j] <= aa) & (aa < sc[j] + np.uint64(5))
-        codes[todo & hit] = refused_code(Reason.STATIC_CALL)
+    if len(sc):  # static_call_text_reserved: site <= addr < site + 5
+        codes[todo & mark_ranges(aa, sc, sc + np.uint64(5))] = refused_code(Reason.STATIC_CALL)
         todo = codes == UNSET
     codes[todo & _member(tables.bug_sites, aa)] = refused_code(Reason.BUG_SITE)
     todo = codes == UNSET
@@ -508,10 +579,12 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
     if clf is not None and len(sel):
         rel_aa = (aa[sel] - np.uint64(A)).astype(np.int64)
         # the length of the instruction at the (possibly adjusted) address, -1 when unknown
-        k = np.minimum(np.searchsorted(addrs, aa[sel]), max(n - 1, 0))
-        at = addrs[k] == aa[sel]
-        sub = clf.classify(np.frombuffer(code, np.uint8), A, aa[sel], rel_aa,
-                           np.where(at, lens[k], -1))
+        sel_lens = lens[sel].copy()
+        moved = np.nonzero(aa[sel] != addrs[sel])[0]
+        if len(moved):
+            k = np.minimum(np.searchsorted(addrs, aa[sel][moved]), max(n - 1, 0))
+            sel_lens[moved] = np.where(addrs[k] == aa[sel][moved], lens[k], -1)
+        sub = clf.classify(np.frombuffer(code, np.uint8), A, aa[sel], rel_aa, sel_lens)
         codes[sel] = sub
     slow = np.nonzero((codes == UNSET) | (codes == SLOW))[0]
     for j in slow.tolist():
@@ -544,6 +617,10 @@ def _chunk_worker(args: tuple[int, int]) -> _Chunk:
     return _analyze_chunk(*args)
 
 
+def _indexed_worker(arg: tuple[int, tuple[int, int]]) -> tuple[int, _Chunk]:
+    return arg[0], _analyze_chunk(*arg[1])
+
+
 def _split(syms: TextSymbols, parts: int) -> list[tuple[int, int]]:
     """Function ranges of about equal byte size."""
     n = len(syms)
@@ -568,7 +645,9 @@ def clone_kind(name: str) -> str | None:
     if "." not in name:
         return None
     m = _CLONE.search(name)
-    return m.group(1) if m else name.split(".", 2)[1] if name.split(".", 2)[1] else "dot"
+    if m:
+        return m.group(1)
+    return name.split(".", 2)[1] or "dot"  # another suffix: its first word
 
 
 # subsystem from the name prefix (DWARF would be exact but costs minutes): prefix -> subsystem
@@ -664,6 +743,9 @@ def text_areas(image: "Image") -> list[tuple[int, int, str]]:
         s, e = st.value(n), st.value(end_name)
         if s is None or e is None or not (e > s) or not image.tables.is_core_text(s):
             continue
+        i, j = st.index(n), st.index(end_name)  # linker symbols are NOTYPE, functions are not
+        if i is None or j is None or int(st.info[i]) & 0xF != 0 or int(st.info[j]) & 0xF != 0:
+            continue
         label = "." + stem.replace("_text", "") + ".text" if n.endswith("_text_start") else "." + stem
         out.append((s, e, label))
     out.sort()
@@ -684,6 +766,7 @@ class Analysis:
     facts: list[dict]  # per symbol, the JSON fields that are not counts
     seconds: float = 0.0
     from_cache: bool = False
+    runtime: list[bytes] | None = None  # per symbol, its runtime bytes (+16), when kept
     _by_name: dict[str, list[int]] | None = None
 
     def __len__(self) -> int:
@@ -735,8 +818,29 @@ class Analysis:
         d["refused"] = refused
         return d
 
+    def ok_mask(self) -> np.ndarray:
+        """Per instruction: accepted."""
+        return (self.codes & np.uint16(0x7FFF)) < REFUSED_BASE
+
+    def per_symbol(self) -> tuple[np.ndarray, np.ndarray]:
+        """(instructions, probeable instructions) per symbol."""
+        func_of = np.repeat(np.arange(len(self.counts)), self.counts)
+        ok = np.bincount(func_of, weights=self.ok_mask(), minlength=len(self.counts))
+        return self.counts.astype(np.int64), ok.astype(np.int64)
+
+    def entry_codes(self) -> np.ndarray:
+        """Per symbol: the outcome code of a probe on its first address (0 when none)."""
+        out = np.zeros(len(self.counts), np.uint16)
+        has = (self.counts > 0)
+        idx = self.lo[has]
+        first = self.offs[idx] == 0
+        sel = np.nonzero(has)[0][first]
+        out[sel] = self.codes[self.lo[sel]]
+        return out
+
     def totals(self) -> dict:
-        """Whole-image counts: instructions by outcome label, functions, entries."""
+        """Whole-image counts: instructions by outcome, functions, entries by outcome (a probe on
+        each STT_FUNC symbol's address, as the summary always counted them)."""
         vals, cnts = np.unique(self.codes, return_counts=True)
         by: dict[str, int] = {}
         ok = 0
@@ -744,11 +848,49 @@ class Analysis:
             o = decode_code(v)
             by[o.label] = by.get(o.label, 0) + int(k)
             ok += int(k) if o.ok else 0
-        funcs = [f for f in self.facts if f["type"] == "func"]
-        entry_ok = sum(1 for f in funcs if f["entry"]["ok"])
-        return {"insns": int(len(self.codes)), "probeable_insns": ok, "by_outcome": by,
-                "symbols": len(self.facts), "functions": len(funcs),
-                "probeable_entries": entry_ok}
+        funcs = self.syms.types == 1
+        ec = self.entry_codes()[funcs]
+        entries: dict[str, int] = {}
+        rejected: dict[tuple[str, str], int] = {}
+        eok = 0
+        for v, k in zip(*[x.tolist() for x in np.unique(ec, return_counts=True)]):
+            if v == 0:
+                rejected[("NOT_BOUNDARY", "-")] = rejected.get(("NOT_BOUNDARY", "-"), 0) + k
+                continue
+            o = decode_code(v)
+            if o.ok:
+                eok += k
+                entries[o.label] = entries.get(o.label, 0) + k
+            else:
+                kk = (o.label, o.errno or "")
+                rejected[kk] = rejected.get(kk, 0) + k
+        return {"insns": int(len(self.codes)), "probeable_insns": ok,
+                "by_outcome": dict(sorted(by.items(), key=lambda x: -x[1])),
+                "symbols": len(self.syms), "functions": int(funcs.sum()),
+                "probeable_entries": eok,
+                "entry_methods": dict(sorted(entries.items(), key=lambda x: -x[1])),
+                "rejected_entries": [[r, e, c] for (r, e), c in
+                                     sorted(rejected.items(), key=lambda x: -x[1])]}
+
+    def groups(self, field: str) -> list[dict]:
+        """Counts per value of a per-symbol fact (``area``, ``subsystem``): symbols,
+        instructions, probeable instructions, function entries and probeable ones; largest
+        first."""
+        n, ok = self.per_symbol()
+        ec = self.entry_codes()
+        eok = ((ec & np.uint16(0x7FFF)) < REFUSED_BASE) & (ec != 0)
+        out: dict[str, list[int]] = {}
+        for i, f in enumerate(self.facts):
+            g = out.setdefault(f[field], [0, 0, 0, 0, 0])
+            g[0] += 1
+            g[1] += int(n[i])
+            g[2] += int(ok[i])
+            if self.syms.types[i] == 1:
+                g[3] += 1
+                g[4] += int(eok[i])
+        rows = [{"name": k, "symbols": v[0], "insns": v[1], "probeable_insns": v[2],
+                 "functions": v[3], "probeable_entries": v[4]} for k, v in out.items()]
+        return sorted(rows, key=lambda r: -r["insns"])
 
 
 def _static_facts(image: "Image", syms: TextSymbols, ff: dict) -> list[dict]:
@@ -773,7 +915,8 @@ def _static_facts(image: "Image", syms: TextSymbols, ff: dict) -> list[dict]:
         same = len(name_index.get(name, ()))
         d: dict = {"name": name, "address": hex(a), "size": int(syms.sizes[i]),
                    "type": TYPE_NAMES[syms.types[i]], "area": area,
-                   "subsystem": subsystem(name, area), "unique": same <= 1, "same_name": same,
+                   "subsystem": "(linker symbol)" if syms.types[i] != 1 and _LINKER_PROVIDED.match(name)
+                   else subsystem(name, area), "unique": same <= 1, "same_name": same,
                    "clone": None, "notrace": bool(ff["notrace"][i]), "blacklist": None,
                    "ftrace_sites": int(ff["nrec"][i])}
         if "." in name:
@@ -882,16 +1025,19 @@ def image_meta(image: "Image") -> dict:
             "rules": image.version.rules, "banner": image.banner, "build_id": image.build_id,
             "facts": facts, "ftrace_sites": int(len(image.tables.ftrace_sites)),
             "blacklist_entries": len(image.tables.blacklist),
-            "text_bytes": int(image.tables.etext - image.tables.stext)}
+            "text_bytes": int(image.tables.etext - image.tables.stext),
+            "capstone": [image.backend.capstone_arch, image.backend.capstone_mode,
+                         image.backend.little_endian]}
 
 
 def analyze(image: "Image", jobs: int | None = None, progress: Callable[[int, int], None] | None = None,
-            cache: bool | None = None) -> Analysis:
+            cache: bool | None = None, pathkey: str | None = None) -> Analysis:
     """The full analysis of ``image`` (from the cache when it has one for this image and config).
 
     ``jobs``: worker processes (default: every core); ``progress(done, total)`` is called as
     ranges finish; ``cache``: False to bypass the SQLite cache (default: use it unless
-    ``KPATCH_CACHE=off``).
+    ``KPATCH_CACHE=off``); ``pathkey``: the :func:`cache.path_key` of the command line, recorded
+    so a later one-function query finds the result without parsing the ELF.
     """
     from . import cache as cache_mod
     t0 = time.perf_counter()
@@ -902,6 +1048,7 @@ def analyze(image: "Image", jobs: int | None = None, progress: Callable[[int, in
         if hit is not None:
             hit.seconds = time.perf_counter() - t0
             hit.from_cache = True
+            cache_mod.record_alias(pathkey, key)
             return hit
     timing: dict[str, float] = {}
     syms = TextSymbols.build(image)
@@ -909,19 +1056,22 @@ def analyze(image: "Image", jobs: int | None = None, progress: Callable[[int, in
     _prepare_state(image, syms)
     timing["tables"] = time.perf_counter() - t0
     jobs = jobs or os.cpu_count() or 1
-    parts = _split(syms, max(1, jobs * 4) if jobs > 1 else 1)
+    parts = _split(syms, max(1, jobs * 8) if jobs > 1 else 1)
     chunks: list[_Chunk] = []
     if jobs > 1 and len(parts) > 1:
         import multiprocessing as mp
         ctx = mp.get_context("fork")
+        # small ranges handed out as workers free up, so no worker idles at the end
+        done: dict[int, _Chunk] = {}
         with ctx.Pool(jobs) as pool:
-            it = pool.imap(_chunk_worker, parts)
+            it = pool.imap_unordered(_indexed_worker, list(enumerate(parts)))
             static = _static_facts(image, syms, _STATE["func_facts"])  # while workers decode
             timing["static_facts"] = time.perf_counter() - t0
-            for k, ch in enumerate(it):
-                chunks.append(ch)
+            for k, (idx, ch) in enumerate(it):
+                done[idx] = ch
                 if progress:
                     progress(k + 1, len(parts))
+        chunks = [done[i] for i in range(len(parts))]
     else:
         for k, p in enumerate(parts):
             chunks.append(_analyze_chunk(*p))
@@ -952,7 +1102,13 @@ def analyze(image: "Image", jobs: int | None = None, progress: Callable[[int, in
     a.seconds = time.perf_counter() - t0
     _STATE.clear()
     if use_cache and key:
-        cache_mod.store(key, a)
+        t1 = time.perf_counter()
+        whole = image.backend.runtime_bytes(image, image.tables.stext, image.tables.etext + 16)
+        st = image.tables.stext
+        code = [whole[int(syms.addrs[i]) - st:int(syms.addrs[i] + syms.sizes[i]) - st + 16]
+                for i in range(len(syms))]
+        cache_mod.store(key, a, code, pathkey)
+        a.meta["timing"]["cache_store"] = round(time.perf_counter() - t1, 3)
     return a
 
 
@@ -981,25 +1137,30 @@ def analyze_function(image: "Image", name: str) -> tuple[Analysis, list[int]]:
     return Analysis(meta, sel, lo, counts, offs, lens, codes, facts), list(range(len(idx)))
 
 
-def iter_insns(image: "Image", analysis: Analysis, i: int) -> Iterator[dict]:
-    """Each instruction of symbol ``i``: address, offset, bytes, mnemonic, outcome."""
-    backend = image.backend
+def iter_insns(analysis: Analysis, i: int, image: "Image | None" = None) -> Iterator[dict]:
+    """Each instruction of symbol ``i``: address, offset, bytes, mnemonic, outcome.  The bytes
+    come from the analysis (cached runtime bytes) or, failing that, from ``image``."""
     a = int(analysis.syms.addrs[i])
     o, ln, c = analysis.insns(i)
     if not len(o):
         return
-    end = a + int(o[-1]) + max(int(ln[-1]), 1)
-    code = backend.runtime_bytes(image, a, end + 16)
+    if analysis.runtime is not None and analysis.runtime[i] is not None:
+        code = bytes(analysis.runtime[i])
+    elif image is not None:
+        end = a + int(o[-1]) + max(int(ln[-1]), 1)
+        code = image.backend.runtime_bytes(image, a, end + 16)
+    else:
+        code = b""
     cs = None
-    if backend.capstone_arch:
+    arch, mode, little = (analysis.meta.get("capstone") or [0, 0, True])
+    if arch:
         import capstone
-        cs = capstone.Cs(backend.capstone_arch,
-                         backend.capstone_mode | (0 if backend.little_endian else capstone.CS_MODE_BIG_ENDIAN))
+        cs = capstone.Cs(arch, mode | (0 if little else capstone.CS_MODE_BIG_ENDIAN))
     for off, n, cc in zip(o.tolist(), ln.tolist(), c.tolist()):
-        raw = code[off:off + (n or 1)]
+        raw = code[off:off + n] if n else code[off:off + 1]
         mn = ""
         if cs is not None and n:
-            for _, _, m, ops in cs.disasm_lite(code[off:off + max(n, 16)], a + off, 1):
+            for _, size, m, ops in cs.disasm_lite(code[off:off + max(n, 16)], a + off, 1):
                 mn = f"{m} {ops}".strip()
         if not mn:
             mn = "(undecodable)" if n == 0 else "(no capstone decode)"

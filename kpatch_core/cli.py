@@ -1,6 +1,8 @@
 """``kpatch-analyze``: argument parsing and printing only.
 
-    kpatch-analyze VMLINUX                         summary of the image
+    kpatch-analyze VMLINUX [VMLINUX ...] [--json] [--html FILE]   full analysis (summary)
+    kpatch-analyze func VMLINUX NAME [--json] [--slots]             one function, per instruction
+    kpatch-analyze diff OLD NEW [--json]                            what changed between kernels
     kpatch-analyze check VMLINUX [TARGET ...] [--targets FILE] [--json] [--config FILE]
 """
 from __future__ import annotations
@@ -10,13 +12,13 @@ import json
 import sys
 from typing import Sequence
 
-from . import event_cmd
+from . import analyze_cmd, event_cmd
 from .errors import KpatchError, UsageError
 from .image import Image
 from .probe import check
 from .target import parse_target, read_targets
 
-COMMANDS = ("check", "summary", "event")
+COMMANDS = ("check", "summary", "event", "func", "diff")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,9 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--targets", dest="targets_file", metavar="FILE",
                    help="file with one target per line ('#' comments, 'r ' return probes)")
     c.add_argument("--json", action="store_true", help="one JSON object per target")
-    s = sub.add_parser("summary", help="summary of an image (the default command)")
-    _add_image_args(s)
-    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    analyze_cmd.add_parsers(sub)  # summary (the default: full analysis), func, diff
     event_cmd.add_parser(sub)
     return p
 
@@ -88,33 +88,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_summary(args: argparse.Namespace) -> int:
-    from .report import summarize
-    image = _open(args)
-    s = summarize(image)
-    if getattr(args, "json", False):
-        import attrs
-        print(json.dumps(attrs.asdict(s), indent=1))
-        return 0
-    print(f"image        {image.path}")
-    print(f"arch         {s.arch}")
-    print(f"kernel       {s.version} (rules {s.rules}) {s.banner[:80]}")
-    print(f"build-id     {s.build_id}")
-    print("config facts:")
-    for name, val, src in s.facts:
-        print(f"  {name:26s} {'y' if val else 'n'}   {src}")
-    print(f"functions    {s.functions}")
-    print(f"ftrace sites {s.ftrace_sites}    blacklist entries {s.blacklist_entries}")
-    share = 100.0 * s.probeable_entries / max(s.functions, 1)
-    print(f"probeable function entries {s.probeable_entries} ({share:.1f}%)")
-    for m, c in s.methods:
-        print(f"  {m:24s} {c:7d}")
-    print("rejected entries by reason:")
-    for r, e, c in s.rejected:
-        print(f"  {r:24s} {e:13s} {c:7d}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``kpatch-analyze``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -129,8 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             args.targets += extra
         if args.command is None:
-            raise UsageError("give a vmlinux, or a command: check, summary (see kpatch-analyze --help)")
-        return {"check": _cmd_check, "summary": _cmd_summary, "event": event_cmd.run}[args.command](args)
+            raise UsageError("give a vmlinux, or a command: check, summary, func, diff, event "
+                             "(see kpatch-analyze --help)")
+        return {"check": _cmd_check, "summary": analyze_cmd.run_summary, "event": event_cmd.run,
+                "func": analyze_cmd.run_func, "diff": analyze_cmd.run_diff}[args.command](args)
     except KpatchError as e:
         print(f"kpatch-analyze: error: {e}", file=sys.stderr)
         return e.exit_code

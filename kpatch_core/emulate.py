@@ -90,9 +90,10 @@ class PtRegs:
         if self._read is None or n < 1:
             raise IndexError(f"$arg{n}")
         sp = self._values[self._backend.stack_reg]
-        extra = n - len(regs)
-        # x86: word 0 at sp is the return address; others: stack args start at sp
-        off = 8 * extra if self._backend.slot_support().CPU.link is None else 8 * (extra - 1)
+        base = getattr(self._backend, "arg_stack_base", None)
+        if base is None:  # regs_get_kernel_argument reads 0 past the argument registers
+            return 0
+        off = 8 * (base + n - 1 - len(regs))  # $stack(arg_stack_base + n - len(arg_regs))
         return int.from_bytes(self._read(sp + off, 8), "little" if self._backend.little_endian
                               else "big")
 
@@ -148,6 +149,7 @@ class Machine:
         self.mapped: set[int] = set()  # kernel page addresses
         self._trap: int | None = None
         self._interrupt: int | None = None
+        self._retry = False
         setup = getattr(self.arch, "setup_cpu", None)
         if setup:
             setup(self.uc)
@@ -253,8 +255,9 @@ class Machine:
                 self._trap = trap_pc(self, intno, pc)
                 if self._trap is None:
                     self._interrupt = intno
-                elif self._trap < 0:  # spurious (e.g. the next fetch hit an unmapped page)
+                elif self._trap < 0:  # spurious (a fetch hit an unmapped page, now mapped)
                     self._trap = None
+                    self._retry = True
         else:
             self._interrupt = intno
         uc.emu_stop()
@@ -278,13 +281,18 @@ class Machine:
 
     def _emu(self, pc: int, count: int) -> str:
         """Run from ``pc`` for at most ``count`` instructions; "" or an error text."""
-        self._trap = self._interrupt = None
-        try:
-            self.uc.emu_start(self.emu(pc), 0, count=count)
-        except unicorn.UcError as e:
-            if self._trap is not None:  # a breakpoint reported through an error hook
-                return ""
-            return str(e)
+        for _ in range(3):
+            self._trap = self._interrupt = None
+            self._retry = False
+            try:
+                self.uc.emu_start(self.emu(pc), 0, count=count)
+            except unicorn.UcError as e:
+                if self._trap is not None:  # a breakpoint reported through an error hook
+                    return ""
+                return str(e)
+            if self._retry and self.pc == pc:  # a page was mapped before anything ran
+                continue
+            break
         if self._interrupt is not None:
             return f"interrupt {self._interrupt}"
         return ""
@@ -363,10 +371,10 @@ class Executor(Machine):
             return None
         site = self._trap
         if site in self.callbacks:
+            before = self.pc
             self.callbacks[site](self)
-            if self.cpu.breakpoint_pc_advance:
-                return None
-            self.set(self.cpu.pc, site + len(self.backend.breakpoint))
+            if not self.cpu.breakpoint_pc_advance and self.pc == before:
+                self.set(self.cpu.pc, site + len(self.backend.breakpoint))
             return None
         p = self.probes.probes.get(site)
         if site == self.trampoline and self._ret_stack:
@@ -391,7 +399,7 @@ class Executor(Machine):
         method = p.execution.method
         if method == Method.BOOST:
             self.set(self.cpu.pc, slot.slot_addr)
-            for _ in range(4):  # the copied instruction, then the jump back
+            for _ in range(SLOT_STEP_LIMIT):  # the copied instruction, then the jump back
                 err = self._emu(self.pc, 1)
                 if err:
                     return Outcome("fault", p.addr, 0, err)
@@ -476,7 +484,8 @@ class Executor(Machine):
 
 
 class _CodeWriter:
-    """Slot memory: written like code (read+execute pages)."""
+    """Slot memory: written like code (read+execute pages), on zeroed pages like the kernel's
+    slot pages (unicorn s390x also trips over random bytes after a single-stepped insn)."""
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
@@ -485,4 +494,5 @@ class _CodeWriter:
         return self.machine.read(addr, n)
 
     def write(self, addr: int, data: bytes) -> None:
+        self.machine.map(addr, len(data), fill=False)  # a fresh slot page is zeroed
         self.machine.map_code(addr, data)

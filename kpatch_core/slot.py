@@ -13,7 +13,14 @@ An architecture slot module provides:
   RIP-relative displacement that cannot reach the slot);
 * ``simulate(backend, insn, addr, regs, read) -> Effect`` -- the kernel's emulate/simulate
   function for one instruction, as a description the executor applies;
-* ``CPU`` -- a :class:`CpuFacts` for :mod:`kpatch_core.emulate`.
+* ``CPU`` -- a :class:`CpuFacts` for :mod:`kpatch_core.emulate`;
+* optional: ``after_slot(slot, trap_site)`` (PC after the slot's trailing breakpoint),
+  ``after_step(machine, slot, pc)`` (hardware single-step fix-ups, s390
+  ``resume_execution``), ``trap_site``/``on_insn_invalid`` (recognise the breakpoint among
+  the engine's exceptions), ``breakpoint_for(insn)`` (riscv c.ebreak), ``BREAKPOINTS``,
+  ``SLOT_SIZE``, ``FLAGS_FIXED``,
+  ``pc_relative_target``/``reachable`` (what a relocated copy must still name),
+  ``TEST_KERNEL`` (the rule set property tests use).
 
 >>> s = slot_for(image, "vfs_read+4")                  # doctest: +SKIP
 >>> s.code.hex(), hex(s.slot_addr)                     # doctest: +SKIP

@@ -513,3 +513,46 @@ def test_slot_for_on_real_kernels(arch: str) -> None:
             used += 1
             assert s.addr == v.address and s.insn == v.insn[:len(s.insn)]
     assert used > 0
+
+
+def test_data16_popf_pops_eight_bytes_like_the_kernel() -> None:
+    # kprobe_emulate_ifmodifiers: regs->flags = int3_emulate_pop(regs), 8 bytes whatever 0x66 says
+    code = bytes.fromhex("669d")
+    ex, _ = machine(code)
+    ex.write(STACK, (0x246).to_bytes(8, "little"))
+    ex.add_kprobe(TEXT, prep(code, TEXT))
+    ex.step()
+    assert ex.get("sp") == ex.ptr(STACK + 8) and ex.get("flags") & 0xFFF == 0x246
+
+
+@pytest.mark.parametrize("arch,code,text,retreg,link,argreg", [
+    ("arm64", "00040091c0035fd6", A64_TEXT, "x0", "x30", "x0"),  # add x0,x0,#1; ret
+    ("riscv64", "05058280", RV_TEXT, "a0", "ra", "a0"),  # c.addi a0,1; ret
+    ("s390x", "a72a000107fe", S390_TEXT, "r2", "r14", "r2"),  # ahi %r2,1; br %r14
+])
+def test_kretprobe_through_the_link_register(arch, code, text, retreg, link, argreg) -> None:
+    b = _arch(arch)
+    raw = bytes.fromhex(code)
+    stop = text + 0x100
+    ex = Executor(b)
+    ex.map_code(text, raw)
+    ex.map_code(stop, b"\0" * 4)
+    ex.set(link, stop)
+    ex.set(argreg, 41)
+    ex.set(ex.cpu.sp, 0x8000000)
+    got = []
+    e = prepare_raw(RawImage(b), raw + b"\0" * 8, text)
+    assert isinstance(e, Execution), e
+    ex.add_kretprobe(text, e, handler=lambda r: got.append((r.retval, r[ex.cpu.pc])),
+                     entry=lambda r: got.append(("entry", r.arg(1))))
+    out = ex.run(text, stop_at={stop})
+    assert out.reason == "stop", out
+    assert got == [("entry", 41), (42, stop)]
+
+
+@pytest.mark.parametrize("raw", ["05c0", "0de3", "45c0f000"])  # balr, basr, bal
+def test_s390_link_register_fixup_in_64bit_mode(raw: str) -> None:
+    # in 24-bit mode BALR would put ILC/CC in bits 32-39; the kernel runs in 64-bit mode
+    regs = _s390_same(bytes.fromhex(raw), slot=0x7FFFFFF0, r3=0x140000, r15=0x140000)
+    r = int(raw[2], 16)
+    assert regs[f"r{r}"] & 0xFFFFFFFF == S390_TEXT + len(raw) // 2

@@ -98,7 +98,7 @@ def test_detour_bytes() -> None:
     assert d.jump[0] == 0xE9 and TEXT + 5 + int.from_bytes(d.jump[1:], "little", signed=True) == detour
 
 
-def _run(code: bytes, optimized: bool, pre=None):
+def _run(code: bytes, optimized: bool, pre=None, at: int = 0):
     ex = Executor(B)
     ex.map_code(TEXT, code)
     ex.set("sp", ex.ptr(STACK))
@@ -106,13 +106,13 @@ def _run(code: bytes, optimized: bool, pre=None):
     ex.write(STACK, ex.ptr(ret).to_bytes(8, "little"))
     ex.set("di", 7)
     if optimized:
-        e = prepare_raw(RawImage(B), code, TEXT)
+        e = prepare_raw(RawImage(B), code[at:], TEXT + at)
         assert isinstance(e, Execution)
-        ex.add_kprobe(TEXT, e, pre=pre)
+        ex.add_kprobe(TEXT + at, e, pre=pre)
         cb = optprobe.DEFAULT_DETOUR + 0x800
-        d = optprobe.build_detour(None, B, TEXT, code, callback=cb)
+        d = optprobe.build_detour(None, B, TEXT + at, code[at:], callback=cb)
         optprobe.install(ex, d, cb)
-        assert ex.read(TEXT, 5) == d.jump
+        assert ex.read(TEXT + at, 5) == d.jump
     out = ex.run(TEXT, stop_at={ret}, max_steps=500)
     return ex, out
 
@@ -129,6 +129,22 @@ def test_detour_runs_through_the_executor() -> None:
     assert plain.regs() == opt.regs()
     # optimized_callback: ip = addr + 1, sp as at the probe, orig_ax = ~0
     assert seen == [(TEXT + 1, 7, opt.ptr(STACK), (1 << 64) - 1)]
+
+
+def test_detour_with_rip_relative_copy() -> None:
+    code = asm(FUNC)
+    at = len(asm("mov rax, rdi\nadd rax, 0x10"))  # the probe on `lea rcx, [rip+0x200]`
+    c = ctx(code, at)
+    assert optprobe.can_optimize(c)
+    d = optprobe.build_detour(None, B, TEXT + at, code[at:])
+    t = optprobe.TMPL_END_IDX
+    disp = int.from_bytes(d.code[t + 3:t + 7], "little", signed=True)
+    assert d.slot + t + 7 + disp == TEXT + at + 7 + 0x200  # relocated for the detour
+    hits = []
+    plain, a = _run(code, False)
+    opt, b = _run(code, True, pre=lambda r: hits.append(r.ip), at=at)
+    assert a.reason == b.reason == "stop" and plain.regs() == opt.regs()
+    assert hits == [TEXT + at + 1]
 
 
 def test_detour_handler_changes_registers() -> None:
@@ -169,3 +185,80 @@ def test_real_kernel_flags_agree_with_oracle() -> None:
         n += 1
         agree += sorted(v.flags) == sorted(f for f in r["flags"] if f in ("OPTIMIZED", "FTRACE"))
     assert n and agree / n >= 0.99
+
+
+def test_ppc64_immediate_loads_and_branches() -> None:
+    from kpatch_arch.ppc64le import slot as ppc
+    assert ppc._sldi(3, 3, 32) == 0x786307C6  # sldi r3,r3,32 (binutils)
+    assert ppc.imm64_load(0x1122334455667788, 3) == [0x3C601122, 0x60633344, 0x786307C6,
+                                                     0x64635566, 0x60637788]
+    assert ppc.branch(0x1000, 0x2000, link=True) == 0x48001001
+    assert ppc.branch(0x1000, 0x1000 + 0x2000000) is None  # beyond +-32 MiB
+    assert ppc.next_nip(0x48000010, 0x1000) == 0x1010 and ppc.next_nip(0x60000000, 0x1000) == 0x1004
+
+
+@pytest.mark.realkernel
+def test_ppc64_detour_buffer_on_real_kernel() -> None:
+    import gzip
+    import json
+    from pathlib import Path
+
+    import capstone
+
+    from kpatch_arch.ppc64le import slot as ppc
+    from kpatch_core.image import Image
+    res = Path("/work/shared/data/oracle/ppc64le/results.jsonl.gz")
+    if not res.is_file():
+        pytest.skip("no oracle results")
+    img = Image.open(str(real_vmlinux("ppc64le")))
+    cs = capstone.Cs(capstone.CS_ARCH_PPC, capstone.CS_MODE_64 | capstone.CS_MODE_LITTLE_ENDIAN)
+    cs.detail = True
+    done = 0
+    for line in gzip.open(res, "rt"):
+        r = json.loads(line)
+        if not (r["ok"] and r["flags"] and "OPTIMIZED" in r["flags"]):
+            continue
+        v = check(img, r["target"])
+        out = ppc.build_detour(img, v.address, v.insn)
+        assert not isinstance(out, Refusal), out
+        buff, code, jump = out
+        sym = img.symtab.value
+        entry = sym("optprobe_template_entry")
+        assert len(code) == sym("optprobe_template_end") - entry
+        # the jump at the probe reaches the buffer; the buffer's last branch returns to nip
+        j = next(cs.disasm(jump, v.address))
+        assert j.mnemonic == "b" and j.operands[0].imm & ((1 << 64) - 1) == buff
+        ret_off = sym("optprobe_template_ret") - entry
+        back = next(cs.disasm(code[ret_off:ret_off + 4], buff + ret_off))
+        word = int.from_bytes(v.insn[:4], "little")
+        assert back.operands[0].imm & ((1 << 64) - 1) == ppc.next_nip(word, v.address)
+        # the instruction handed to emulate_step is loaded into r4
+        ins = sym("optprobe_template_insn") - entry
+        w = [int.from_bytes(code[ins + 4 * i:ins + 4 * i + 4], "little") for i in range(5)]
+        assert w == ppc.imm64_load(word, 4)
+        done += 1
+        if done == 20:
+            break
+    assert done
+
+
+def test_probe_inside_the_jump_unoptimizes_the_first() -> None:
+    # arch_check_optimized_kprobe: another armed kprobe in addr+1..addr+size-1 -> unoptimized
+    code = asm(FUNC)
+    hits = []
+    ex = Executor(B)
+    ex.map_code(TEXT, code)
+    ex.set("sp", ex.ptr(STACK))
+    ret = 0xFFFFFFFF8DEAD000
+    ex.write(STACK, ex.ptr(ret).to_bytes(8, "little"))
+    e = prepare_raw(RawImage(B), code, TEXT)
+    ex.add_kprobe(TEXT, e, pre=lambda r: hits.append(("first", r.ip)))
+    cb = optprobe.DEFAULT_DETOUR + 0x800
+    optprobe.install(ex, optprobe.build_detour(None, B, TEXT, code, callback=cb), cb)
+    e2 = prepare_raw(RawImage(B), code[3:], TEXT + 3)  # `add rax, 0x10`, inside the jump
+    p2 = ex.add_kprobe(TEXT + 3, e2, pre=lambda r: hits.append(("second", r.ip)))
+    assert not isinstance(p2, Refusal)
+    assert ex.read(TEXT, 4) == b"\xcc" + code[1:3] + b"\xcc"  # int3 again, original bytes back
+    assert ex.probes.probes[TEXT].optimized is None
+    assert ex.run(TEXT, stop_at={ret}).reason == "stop"
+    assert hits == [("first", TEXT + 1), ("second", TEXT + 4)]

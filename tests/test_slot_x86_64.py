@@ -132,3 +132,14 @@ def test_slot_for_real_kernel_rip_relative() -> None:
                 assert s.code[-1:] == b"\xcc"
                 return
     pytest.skip("no accepted RIP-relative instruction found")
+
+
+def test_eip_relative_is_relocated_like_rip_relative() -> None:
+    # insn_rip_relative() looks at ModRM only (mod 0, rm 5): a 0x67 [eip+disp] is fixed up too
+    from kpatch_core.testing import diff_states, differential
+    code = bytes.fromhex("678d0d00010000")  # lea ecx, [eip+0x100]
+    s = build_slot(B, prep(code.hex()), TEXT, SLOT)
+    assert isinstance(s, Slot)
+    assert s.code[3:7] == s32(TEXT + 0x100 - SLOT)
+    a, b = differential(B, RawImage(B), code, TEXT, SLOT, {"flags": 0x202})
+    assert not diff_states(a, b)

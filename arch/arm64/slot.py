@@ -134,3 +134,4 @@ def simulate(backend: "Arm64Backend", insn: bytes, addr: int, regs: Mapping[str,
         return Effect(target, out, op="simulate_br_blr_ret")
     raise ValueError(f"{op:#010x}: not a simulated instruction")
 
+

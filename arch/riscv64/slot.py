@@ -153,3 +153,4 @@ def simulate(backend: "Riscv64Backend", insn: bytes, addr: int, regs: Mapping[st
             | ((op >> 31) & 1) << 12
         return Effect((addr + (_sext(imm, 13) if cond else 4)) & MASK64, op="simulate_branch")
     raise ValueError(f"{op:#010x}: not a simulated instruction")
+

@@ -38,21 +38,32 @@ CPU = CpuFacts(
     flags_mask={"psw.mask": PSW_MASK_CC},
     protect_text=False,  # unicorn 2.1 s390x raises UC_ERR_EXCEPTION fetching from r-x pages
 )
-FLAGS_FIXED: dict[str, int] = {}
+PSW_MASK_64BIT = 0x0000000180000000  # EA + BA: the kernel runs in 64-bit addressing mode
+# unicorn starts in 24-bit mode (BALR then stores ILC/CC in bits 32-39): keep EA/BA set
+FLAGS_FIXED: dict[str, int] = {"psw.mask": PSW_MASK_64BIT}
+
+
+def setup_cpu(uc: "unicorn.Uc") -> None:
+    """64-bit addressing mode, as in the kernel."""
+    uc.reg_write(us.UC_S390X_REG_PSWM, PSW_MASK_64BIT)
 
 
 def trap_site(machine: "Machine", intno: int, pc: int) -> int | None:
     """unicorn raises interrupt 3 for every program check: ours only when the PSW points at
-    the 0x0002 breakpoint (an operation exception).  unicorn s390x also raises it when the
-    *next* instruction fetch hits an unmapped page (no UC_HOOK_MEM_UNMAPPED for fetches):
-    that page is mapped like any other lazily filled page and -1 says "not an event"."""
-    page = pc & ~(machine.cpu.page - 1)
-    if machine.lazy and page not in machine.mapped:
-        try:
-            machine.map(page, 1)
-        except unicorn.UcError:
-            return None
-        return -1
+    the 0x0002 breakpoint (an operation exception).  unicorn s390x also raises it when an
+    instruction fetch (up to 6 bytes from the PSW) touches an unmapped page, without calling
+    UC_HOOK_MEM_UNMAPPED: such a page is mapped like any other lazily filled page and -1 says
+    "not an event, run again"."""
+    page = machine.cpu.page
+    if machine.lazy:
+        fresh = [p for p in {pc & ~(page - 1), (pc + 5) & ~(page - 1)} if p not in machine.mapped]
+        if fresh:
+            try:
+                for p in fresh:
+                    machine.map(p, 1)
+            except unicorn.UcError:
+                return None
+            return -1
     try:
         return pc if machine.read(pc, 2) == b"\x00\x02" else None
     except unicorn.UcError:
@@ -128,3 +139,4 @@ def reachable(target: int, slot_addr: int, length: int) -> bool:
     d = (target - slot_addr) & MASK64
     d = d - (1 << 64) if d >> 63 else d
     return -(1 << 31) <= int(d / 2) < (1 << 31)
+

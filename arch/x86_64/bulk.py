@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kpatch_core.analyze import SLOW, ok_code, refused_code
+from kpatch_core.analyze import SLOW, mark_ranges, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
 from . import (EMULATED, EMULATION_REFUSED, ENDBR, EXCEPTION_OPCODES_0F, EXCEPTION_OPCODES_1,
@@ -157,9 +157,8 @@ class X86BulkClassifier:
         emulated = (one & _EMUL1[b]) | (two & ((b1 & 0xF0) == 0x80))
         # can_boost
         has_ex = np.zeros(n, bool)
-        if len(self.extable):
-            i = np.minimum(np.searchsorted(self.extable, addrs), len(self.extable) - 1)
-            has_ex = self.extable[i] == addrs
+        if len(self.extable):  # search the (small) table into the addresses
+            has_ex = mark_ranges(addrs, self.extable, self.extable + np.uint64(1))
         boost1 = ~has_2e67 & ~_NOTBOOST1[b] & np.where(
             self.is_group[b], (self.group_regs[b] >> reg) & 1 == 1, True)
         boostable = ~has_ex & np.where(two, _BOOST2[b1], boost1)

@@ -232,3 +232,4 @@ def reachable(target: int, slot_addr: int, length: int) -> bool:
     """Can a copy at ``slot_addr`` name ``target`` with a disp32?"""
     d = _s64(target - (slot_addr + length))
     return S32_MIN <= d <= S32_MAX
+

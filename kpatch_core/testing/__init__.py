@@ -119,8 +119,6 @@ STACK_TOP = 0xFFFFC90000004000
 
 
 def _state(ex: "object", outcome: "object", skip_pages: set[int]) -> dict:
-    from kpatch_core.emulate import Outcome  # noqa: F401 (type only)
-
     cpu = ex.cpu
     regs = ex.regs()
     for name, mask in cpu.flags_mask.items():
@@ -143,6 +141,7 @@ def differential(backend: "Backend", image: RawImage, code: bytes, addr: int, sl
     machines = []
     for probed in (False, True):
         ex = Executor(backend, slot_base=slot_addr)
+        ex.map(addr, len(code), fill=False)  # zeros around the instruction, in both runs
         ex.map_code(addr, code)
         ex.set_regs(regs)
         ex.set(ex.cpu.sp, ex.ptr(STACK_TOP) - 0x100)
