@@ -798,7 +798,7 @@ class Analysis:
         return None
 
     def function_json(self, i: int) -> dict:
-        """The ``--json`` object of symbol ``i`` (schema: docs/json-schema.md)."""
+        """The ``--json`` object of symbol ``i`` (schema: README, JSON Lines schema)."""
         _, _, c = self.insns(i)
         d = dict(self.facts[i])
         vals, cnts = np.unique(c, return_counts=True)

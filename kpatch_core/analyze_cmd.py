@@ -34,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("vmlinux", nargs="+", help="vmlinux ELF image(s) (unstripped)")
     _common(s)
     s.add_argument("--json", action="store_true",
-                   help="JSON Lines: one object per text symbol (docs/json-schema.md)")
+                   help="JSON Lines: one object per text symbol (README: JSON Lines schema)")
     s.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     f = sub.add_parser("func", help="every instruction of one function with its verdict")
