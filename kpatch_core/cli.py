@@ -16,6 +16,7 @@ from . import analyze_cmd, event_cmd
 from .errors import KpatchError, UsageError
 from .image import Image
 from .probe import check
+from .verdict import Reason
 from .target import parse_target, read_targets
 
 COMMANDS = ("check", "summary", "event", "func", "diff")
@@ -71,11 +72,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if not targets:
         raise UsageError("check: no targets; give TARGET arguments or --targets FILE")
     image = _open(args)
-    any_refused = False
+    unknown: list[str] = []
     out = sys.stdout
     for t in targets:
         v = check(image, t)
-        any_refused |= not v.ok
+        if v.reason == Reason.NO_SYMBOL and t.symbol:
+            unknown.append(t.symbol)
         if args.json:
             out.write(json.dumps(v.to_json()) + "\n")
         elif v.ok:
@@ -85,6 +87,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         else:
             j = v.to_json()
             out.write(f"{str(t):40s} {v.errno:7s} {v.message}: {j['why']} [{j['kernel_function']}]\n")
+    if unknown:
+        # the verdicts above are the kernel's answer (ENOENT); the exit code flags the input error
+        names = ", ".join(sorted(set(unknown))[:5]) + (" ..." if len(set(unknown)) > 5 else "")
+        print(f"kpatch-analyze: error: unknown symbol(s) in {image.path}: {names}; check the name "
+              "against kallsyms (kpatch-analyze func lists functions) or probe by 0xADDR", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -152,10 +152,13 @@ def test_console_script_prints_no_traceback(tmp_path):
 
 # --- good input -----------------------------------------------------------------------------------
 
-def test_unknown_symbol_is_a_verdict_not_an_error(capsys):
-    # like `echo 'p nosuch' > kprobe_events`: the kernel's answer is ENOENT, printed as a verdict
+def test_unknown_symbol_is_a_verdict_and_an_input_error(capsys):
+    # like `echo 'p nosuch' > kprobe_events`: the kernel's answer is ENOENT, printed as a verdict,
+    # and the input error is one stderr line with exit code 1
     code, out, err = run(capsys, "check", VMLINUX, "no_such_function")
-    assert code == 0 and err == ""
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("kpatch-analyze: error: unknown symbol")
+    assert "no_such_function" in err and "Traceback" not in err
     assert "ENOENT" in out and "Invalid probed address or symbol" in out
 
 
