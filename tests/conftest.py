@@ -69,3 +69,22 @@ def real_vmlinux(arch: str) -> Path:
     if not p.is_file():
         pytest.skip(f"no cached real kernel at {p}")
     return p
+
+
+def versioned_image_fixtures(arch: str):
+    """Module-scoped fixtures (img: both rule sets, img61, img612) over testdata/<arch>/vmlinux-6.1/-6.12."""
+    data = Path(__file__).resolve().parent.parent / "testdata" / arch
+
+    @pytest.fixture(scope="module", params=["6.1", "6.12"])
+    def img(request: pytest.FixtureRequest) -> Image:
+        return Image.open(str(data / f"vmlinux-{request.param}"))
+
+    @pytest.fixture(scope="module")
+    def img61() -> Image:
+        return Image.open(str(data / "vmlinux-6.1"))
+
+    @pytest.fixture(scope="module")
+    def img612() -> Image:
+        return Image.open(str(data / "vmlinux-6.12"))
+
+    return img, img61, img612

@@ -20,23 +20,13 @@ from kpatch_core.probe import check
 
 from kpatch_arch import riscv64
 
+from conftest import versioned_image_fixtures
+
 DATA = pathlib.Path(__file__).resolve().parent.parent / "testdata" / "riscv64"
 SIM, STEP, REJ = "simulate", "singlestep", "reject"
 
 
-@pytest.fixture(scope="module", params=["6.1", "6.12"])
-def img(request: pytest.FixtureRequest) -> Image:
-    return Image.open(str(DATA / f"vmlinux-{request.param}"))
-
-
-@pytest.fixture(scope="module")
-def img61() -> Image:
-    return Image.open(str(DATA / "vmlinux-6.1"))
-
-
-@pytest.fixture(scope="module")
-def img612() -> Image:
-    return Image.open(str(DATA / "vmlinux-6.12"))
+img, img61, img612 = versioned_image_fixtures("riscv64")
 
 
 # class -> (length, 6.1 outcome, 6.12 outcome); the probed instruction is k_<class>+8
