@@ -161,7 +161,8 @@ def main() -> int:
         start, stop = image.tables.stext, image.tables.etext
         name = next((q for q in QUERY if image.kallsyms.count(q) == 1), None)
         del image
-        r: dict = {"arch": arch, "text_bytes": stop - start, "query": name}
+        r: dict = {"arch": arch, "text_bytes": stop - start, "query": name,
+                   "cpus": os.cpu_count(), "load_before": round(os.getloadavg()[0], 2)}
         env = dict(os.environ, KPATCH_CACHE="off")
         tmp = tempfile.mkdtemp(prefix="kpatch-bench-cache-")
         cenv = dict(os.environ, KPATCH_CACHE=tmp)
@@ -184,6 +185,7 @@ def main() -> int:
                  insns=best["insns"], probeable_insns=best["probeable_insns"],
                  symbols=best["symbols"], peak_rss_mb=round(max(x["peak_rss_mb"] for x in ours)),
                  phases=best["timing"])
+        r["load_after"] = round(os.getloadavg()[0], 2)
         if objd:
             r.update(objdump_seconds=round(min(objd), 2), objdump_runs=[round(x, 2) for x in objd],
                      ratio=round(best["wall"] / min(objd), 3))
@@ -215,9 +217,12 @@ def main() -> int:
 def _print(r: dict) -> None:
     print(f"== {r['arch']}: {r['text_bytes'] / 1e6:.1f} MB text, {r['insns']:,} instructions, "
           f"{r['symbols']:,} symbols")
+    load = max(r["load_before"], r["load_after"])
+    busy = (f"   (machine busy: load {load} on {r['cpus']} cores; the ratio assumes the cores are "
+            "free, objdump uses one)") if load > 0.5 * r["cpus"] else ""
     if "ratio" in r:
         print(f"   full analysis {r['full_seconds']} s   objdump {r['objdump_seconds']} s   "
-              f"ratio {r['ratio']}")
+              f"ratio {r['ratio']}{busy}")
     else:
         print(f"   full analysis {r['full_seconds']} s   (no objdump for this arch)")
     print(f"   peak RSS {r['peak_rss_mb']} MB   phases {r['phases']}")

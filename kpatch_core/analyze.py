@@ -28,7 +28,11 @@ found by ``Backend.bulk_classifier``) may provide, all optional but ``classify``
 - ``length_fixup(code, offs, sizes) -> (index, length) | None``: lengths the kernel decodes
   differently from capstone (x86 UD1);
 - ``adjust(fstart, offs, aa) -> aa``: vectorised ``arch_adjust_kprobe_addr``;
-- ``prepare_at(addr, func)``: ``prepare`` for an address known to be a boundary (no walk).
+- ``prepare_at(addr, func)``: ``prepare`` for an address known to be a boundary (no walk);
+- ``decode_boundaries = False``: the kernel judges every ``insn_align`` step alone (no capstone
+  walk; the decoder's listing would be the same);
+- ``arch_blacklist_ranges() -> [(start, end)]``: where ``backend.within_arch_blacklist`` holds,
+  so the blacklist is decided per function instead of per address.
 
 >>> a = analyze(Image.open("vmlinux"))                        # doctest: +SKIP
 >>> f = a.function("vfs_read"); [i.verdict for i in a.insns(f)][:2]   # doctest: +SKIP
@@ -156,15 +160,7 @@ class Runs:
     MIN = 256
 
     def __init__(self, code: np.ndarray, dec: "LinearDecoder") -> None:
-        if len(code) < 2:
-            self.starts = self.ends = np.zeros(0, np.int64)
-            self.period = np.zeros(0, np.int64)
-            return
-        change = np.flatnonzero(code[1:] != code[:-1]) + 1
-        st = np.concatenate(([0], change))
-        en = np.concatenate((change, [len(code)]))
-        long = (en - st) >= self.MIN
-        st, en = st[long], en[long]
+        st, en = self.find(code, self.MIN)
         period = []
         cache: dict[int, int] = {}
         for s in st.tolist():
@@ -178,6 +174,46 @@ class Runs:
         keep = np.array(period, np.int64) > 0 if period else np.zeros(0, bool)
         self.starts, self.ends = st[keep], en[keep]
         self.period = np.array(period, np.int64)[keep] if period else np.zeros(0, np.int64)
+
+    @staticmethod
+    def find(code: np.ndarray, minimum: int) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) of the runs of one byte value at least ``minimum`` long.  A run that
+        long covers a whole aligned block of ``minimum // 2`` bytes: uniform blocks are found
+        with one pass over the buffer, then each candidate is widened byte-exactly."""
+        blk = max(minimum // 2, 1)
+        n = len(code)
+        if n < minimum:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        m = n // blk
+        grid = code[:m * blk].reshape(m, blk)
+        uniform = np.flatnonzero((grid == grid[:, :1]).all(axis=1))
+        starts: list[int] = []
+        ends: list[int] = []
+        for b in uniform.tolist():
+            lo = b * blk
+            if ends and lo < ends[-1]:
+                continue  # inside the run already found
+            v = code[lo]
+            s = lo
+            while s > 0:  # widen left, one block-sized window at a time
+                w = code[max(0, s - blk):s]
+                d = np.flatnonzero(w != v)
+                if len(d):
+                    s = s - len(w) + int(d[-1]) + 1
+                    break
+                s -= len(w)
+            e = lo + blk
+            while e < n:
+                w = code[e:e + blk]
+                d = np.flatnonzero(w != v)
+                if len(d):
+                    e += int(d[0])
+                    break
+                e += len(w)
+            if e - s >= minimum:
+                starts.append(s)
+                ends.append(e)
+        return np.array(starts, np.int64), np.array(ends, np.int64)
 
     def at(self, rel: int) -> tuple[int, int, int] | None:
         """The run containing ``rel`` or the next one after it: (start, end, instruction size)."""
@@ -354,6 +390,10 @@ def _function_rules(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
     starts, ends, maxend = t._blacklist_arrays
     kt = t._range("__kprobes_text_start", "__kprobes_text_end")
     arch_hook = type(image.backend).within_arch_blacklist is not Backend.within_arch_blacklist
+    # the arch hook as [start, end) ranges when the bulk classifier knows them: then only
+    # functions that straddle a range edge need the per-address answer
+    ranges_of = getattr(_STATE.get("classifier"), "arch_blacklist_ranges", None)
+    arch_ranges = ranges_of() if arch_hook and ranges_of is not None else None
     fa, fe = syms.addrs, syms.addrs + np.maximum(syms.sizes, np.uint64(1))
     i_lo = np.searchsorted(starts, fa, side="right")
     i_hi = np.searchsorted(starts, fe, side="left")
@@ -364,7 +404,13 @@ def _function_rules(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
         cand |= (fa < np.uint64(kt[1])) & (fe > np.uint64(kt[0]))
     dotted = np.array(["." in s for s in syms.names], bool)
     cand |= dotted
-    if arch_hook:
+    straddle = np.zeros(n, bool)
+    if arch_ranges is not None:
+        for rs, re_ in arch_ranges:
+            touch = (fa < np.uint64(re_)) & (fe > np.uint64(rs))
+            cand |= touch
+            straddle |= touch & ((fa < np.uint64(rs)) | (fe > np.uint64(re_)))
+    elif arch_hook:
         cand[:] = True
     for i in np.nonzero(cand)[0].tolist():
         a, e = int(fa[i]), int(fe[i])
@@ -379,7 +425,7 @@ def _function_rules(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
         if uniform and hit is None and len(starts):
             j = int(i_lo[i]) - 1
             uniform = j < 0 or int(maxend[j]) <= a
-        if arch_hook:
+        if arch_hook and (arch_ranges is None or straddle[i]):
             uniform = False
         bl_uniform[i] = uniform
         if hit is not None:
@@ -406,7 +452,7 @@ def mark_ranges(aa: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndar
     d = np.zeros(n + 1, np.int32)
     np.add.at(d, lo[keep], 1)
     np.add.at(d, hi[keep], -1)
-    return np.cumsum(d[:n]) > 0
+    return np.cumsum(d[:n], dtype=np.int32) > 0
 
 
 def _jump_label_mask(starts: np.ndarray, ends: np.ndarray, aa: np.ndarray) -> np.ndarray:
@@ -445,7 +491,7 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
     cbuf = ctypes.create_string_buffer(code, avail_total)
     base_ptr = ctypes.addressof(cbuf)
     dec = _STATE.get("decoder")
-    if dec is None and backend.capstone_arch:
+    if dec is None and backend.capstone_arch and getattr(clf, "decode_boundaries", True):
         dec = LinearDecoder(backend.capstone_arch, backend.capstone_mode, not backend.little_endian)
         _STATE["decoder"] = dec
     code_np = np.frombuffer(code, np.uint8)
@@ -710,7 +756,8 @@ SUBSYSTEM_PREFIXES: tuple[tuple[str, str], ...] = (
 _SUBSYS: dict[str, str] = {}
 for _p, _s in SUBSYSTEM_PREFIXES:
     _SUBSYS.setdefault(_p, _s)
-_SUBSYS_LENS = sorted({len(p) for p in _SUBSYS}, reverse=True)
+# one alternation, longest prefixes first: a match is the longest listed prefix
+_SUBSYS_RE = re.compile("|".join(re.escape(p) for p in sorted(_SUBSYS, key=len, reverse=True)))
 
 
 def subsystem(name: str, area: str) -> str:
@@ -718,10 +765,9 @@ def subsystem(name: str, area: str) -> str:
     the name without leading underscores) listed in SUBSYSTEM_PREFIXES; else its text area when
     that is special (.entry.text...), else ``other``."""
     for n in (name, name.lstrip("_")):
-        for L in _SUBSYS_LENS:
-            s = _SUBSYS.get(n[:L]) if len(n) >= L else None
-            if s is not None:
-                return s
+        m = _SUBSYS_RE.match(n)
+        if m is not None:
+            return _SUBSYS[m.group()]
     return area if area not in (".text",) else "other"
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .errors import InputError, UsageError
 
 if TYPE_CHECKING:
-    from .analyze import Analysis
+    from .analyze import Analysis, Outcome
     from .image import Image
 
 
@@ -44,6 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--json", action="store_true", help="one JSON object per instruction")
     f.add_argument("--slots", action="store_true",
                    help="also build each accepted instruction's slot (kpatch_core.slot)")
+    f.add_argument("--optimized", action="store_true",
+                   help="also predict [OPTIMIZED] per accepted instruction (can_optimize; slower)")
     d = sub.add_parser("diff", help="what changed between two kernels")
     d.add_argument("old", help="old vmlinux")
     d.add_argument("new", help="new vmlinux")
@@ -175,6 +177,16 @@ def _verdict_cells(o) -> tuple[str, str, str]:
     return o.errno or "", f"{o.reason.value}: {reason_text(o.reason)}" if o.reason else "", ""
 
 
+def _with_optimized(image: "Image", addr: int, o: "Outcome") -> "Outcome":
+    """``o`` with ``optimized`` as ``check`` predicts it for ``0xADDR`` (the same pipeline)."""
+    import attrs
+
+    from .probe import check
+    from .target import Target
+    v = check(image, Target(hex(addr), "p", address=addr))
+    return attrs.evolve(o, optimized="OPTIMIZED" in v.flags)
+
+
 def run_func(args: argparse.Namespace) -> int:
     """``func VMLINUX NAME``: every instruction of the function with its verdict."""
     from .analyze import iter_insns
@@ -187,8 +199,8 @@ def run_func(args: argparse.Namespace) -> int:
             from . import slot as slot_mod  # noqa: F811
         except ImportError:
             slot_mod = None
-        if image is None:
-            image = _open(args.vmlinux, args)
+    if (args.slots or args.optimized) and image is None:
+        image = _open(args.vmlinux, args)
     out = sys.stdout
     for i in range(len(a)):
         f = a.function_json(i)
@@ -210,6 +222,8 @@ def run_func(args: argparse.Namespace) -> int:
             out.write(f"  {f['probeable']}/{f['insns']} instructions probeable\n")
         for ins in iter_insns(a, i, image):
             o = ins["outcome"]
+            if args.optimized and o.ok and image is not None:
+                o = _with_optimized(image, ins["address"], o)
             slot = None
             if slot_mod is not None and image is not None and o.ok:
                 try:

@@ -1,7 +1,7 @@
 """``kpatch-analyze``: argument parsing and printing only.
 
     kpatch-analyze VMLINUX [VMLINUX ...] [--json] [--html FILE]   full analysis (summary)
-    kpatch-analyze func VMLINUX NAME [--json] [--slots]             one function, per instruction
+    kpatch-analyze func VMLINUX NAME [--json] [--slots] [--optimized] one function, per instruction
     kpatch-analyze diff OLD NEW [--json]                            what changed between kernels
     kpatch-analyze check VMLINUX [TARGET ...] [--targets FILE] [--json] [--config FILE]
 """

@@ -153,6 +153,11 @@ class ProbeSet:
             return Refusal(Reason.FTRACE_SITE, "ftrace-based probes patch the ftrace call, not text")
         if cover is not None:  # arch_check_optimized_kprobe: the optimized probe is unoptimized
             self.unoptimize(cover.addr)
+        if post is not None and execution.method == Method.BOOST:
+            # prepare_singlestep (x86): a kprobe with a post_handler gets int3 after its copy,
+            # not the jmp back. An aggregate keeps the first probe's slot (add_new_kprobe):
+            # a post_handler added later to a boosted probe is never called, as in the kernel.
+            execution = attrs.evolve(execution, method=Method.SINGLESTEP)
         sa = self._alloc_slot() if slot_addr is None else slot_addr
         slot = build_slot(self.backend, execution, addr, sa)
         if isinstance(slot, Refusal):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kpatch_core import analyze as A
 from kpatch_core import cache
@@ -220,3 +222,43 @@ def test_other_facts_equal_check(path, facts):
         assert "boost" in labels
     if facts.get("KPROBES_ON_FTRACE") is False:
         assert "FTRACE_SITE" in labels
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 700)), max_size=12),
+       st.sampled_from([4, 16, 256]))
+def test_long_runs_are_found_exactly(pieces: list[tuple[int, int]], minimum: int) -> None:
+    """Runs.find gives every maximal run of one byte value at least ``minimum`` long."""
+    code = np.concatenate([np.full(n, v, np.uint8) for v, n in pieces]) if pieces \
+        else np.zeros(0, np.uint8)
+    expect = []
+    i = 0
+    while i < len(code):
+        j = i
+        while j < len(code) and code[j] == code[i]:
+            j += 1
+        if j - i >= minimum:
+            expect.append((i, j))
+        i = j
+    s, e = A.Runs.find(code, minimum)
+    assert list(zip(s.tolist(), e.tolist())) == expect
+
+
+def test_func_optimized_matches_check(capsys) -> None:
+    """``func --optimized`` marks exactly the instructions ``check`` flags [OPTIMIZED]."""
+    from kpatch_core.image import Image
+    from kpatch_core.probe import check
+    from kpatch_core.target import Target
+    path = str(Path(__file__).resolve().parent.parent / "testdata" / "x86_64" / "vmlinux")
+    assert main(["func", path, "alias_c", "--json", "--optimized", "--no-cache"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    img = Image.open(path)
+    marked = 0
+    for r in rows:
+        a = int(r["address"], 16)
+        v = check(img, Target(r["address"], "p", address=a))
+        assert r["optimized"] == ("OPTIMIZED" in v.flags), r
+        marked += r["optimized"]
+    assert 0 < marked < len(rows)
+    assert main(["func", path, "alias_c", "--json", "--no-cache"]) == 0  # off by default
+    assert not any(json.loads(x)["optimized"] for x in capsys.readouterr().out.splitlines())

@@ -37,7 +37,8 @@ def test_diff_counts():
     assert p[("diff_goes_notrace", "p")].new == "NOTRACE EINVAL"
     assert p[("diff_nokprobe_later", "p")].new == "BLACKLIST_NOKPROBE EINVAL"
     assert p[("diff_goes_notrace", "p")].old == "ok (ftrace)"
-    assert d.signatures is None and "BTF diff not available" in d.btf_note
+    assert d.signatures == [("diff_sig", "int diff_sig(int x)", "long int diff_sig(long int x, int y)")]
+    assert c["signature_changes"] == 1 and d.btf_note == "BTF prototypes compared"
 
 
 def test_diff_reverse_is_symmetric():
@@ -54,43 +55,18 @@ def test_same_code_new_rules():
     changed = {(c.name, c.kind): c for c in d.probeability}
     assert changed[("dup_static", "p")].old == "NON_UNIQUE_SYMBOL EADDRNOTAVAIL"
     assert changed[("dup_static", "p")].new == "NON_UNIQUE_SYMBOL EINVAL"
+    assert d.signatures is None and "no .BTF in the old and new image" in d.btf_note
 
 
 def test_cli_diff(capsys):
     assert main(["diff", str(OLD), str(NEW), "--json"]) == 0
     j = json.loads(capsys.readouterr().out)
     assert j["counts"]["appeared"] == 2 and j["counts"]["vanished"] == 1
-    assert j["counts"]["renamed_into_clones"] == 1 and j["signatures"] is None
+    assert j["counts"]["renamed_into_clones"] == 1 and j["counts"]["signature_changes"] == 1
+    assert j["signatures"] == [{"name": "diff_sig", "old": "int diff_sig(int x)",
+                                "new": "long int diff_sig(long int x, int y)"}]
     assert main(["diff", str(OLD), str(NEW)]) == 0
     out = capsys.readouterr().out
     assert "renamed into clones: diff_becomes_clone->diff_becomes_clone.constprop.0" in out
-    assert "BTF diff not available" in out
+    assert "signature diff_sig: int diff_sig(int x) -> long int diff_sig(long int x, int y)" in out
     assert main(["diff", str(OLD)]) == 2
-
-
-def test_signature_changes_from_btf(monkeypatch):
-    """With .BTF in both images, prototypes are compared by name (stubbed BTF here: the test
-    images carry none)."""
-    from kpatch_core import btf
-
-    class Proto:
-        def __init__(self, sig: str) -> None:
-            self.sig = sig
-
-        def signature(self) -> str:
-            return self.sig
-
-    class FakeBtf:
-        def __init__(self, protos: dict[str, str]) -> None:
-            self.protos = protos
-
-        def func(self, name: str):
-            return Proto(self.protos[name]) if name in self.protos else None
-
-    old = FakeBtf({"diff_keep": "int diff_keep(int x)", "diff_user": "int diff_user(int x)"})
-    new = FakeBtf({"diff_keep": "long diff_keep(int x, int y)", "diff_user": "int diff_user(int x)"})
-    monkeypatch.setattr(btf.Btf, "from_image", classmethod(
-        lambda cls, image: old if image.path.endswith("old") else new))
-    d = _diff(OLD, NEW)
-    assert d.signatures == [("diff_keep", "int diff_keep(int x)", "long diff_keep(int x, int y)")]
-    assert d.counts()["signature_changes"] == 1 and d.btf_note == "BTF prototypes compared"

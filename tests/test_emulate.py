@@ -215,6 +215,27 @@ def test_boosted_slot_runs_and_jumps_back() -> None:
     assert ex.pc == TEXT + 3 and ex.get("ax") == 3
 
 
+def test_post_handler_turns_a_boost_into_a_single_step() -> None:
+    """prepare_singlestep: !p->post_handler is a boost condition; the post-handler then runs
+    after the int3 in the slot and sees the instruction's result."""
+    code = asm("mov rax, rdi\nnop")
+    e = prep(code, TEXT, PREEMPTION=False)
+    assert e.method == Method.BOOST
+    ex, _ = machine(code, di=7)
+    seen: list[int] = []
+    p = ex.add_kprobe(TEXT, e, post=lambda r: seen.append(r["ax"]))
+    assert p.slot.method == Method.SINGLESTEP and p.slot.code.endswith(b"\xcc")
+    ex.set("ip", TEXT)
+    assert ex.step() is None
+    assert seen == [7] and ex.pc == TEXT + 3
+    # a post-handler added to the already boosted probe is never called (add_new_kprobe)
+    ex2, _ = machine(code, di=7)
+    ex2.add_kprobe(TEXT, e)
+    ex2.add_kprobe(TEXT, e, post=lambda r: seen.append(-1))
+    ex2.set("ip", TEXT)
+    assert ex2.step() is None and seen == [7] and ex2.get("ax") == 7
+
+
 def test_fault_in_the_slot_is_reported_at_the_probed_address() -> None:
     code = asm("mov rax, qword ptr [rdi]")
     ex, _ = machine(code, lazy=False, di=0x1000)  # nothing mapped there: faults
@@ -481,6 +502,24 @@ def test_s390_unreachable_relative_long_is_refused() -> None:
 @pytest.mark.parametrize("cc", [0, 0x0000100000000000])
 def test_s390_branch_fixups(raw: str, cc: int) -> None:
     _s390_same(bytes.fromhex(raw), r3=0x140000, **{"psw.mask": cc})
+
+
+def test_s390_rosbg_test_only_is_an_oracle_defect_not_a_divergence() -> None:
+    """The T form of R*SBG is skipped (QEMU computes its CC from an uninitialised temporary);
+    the same instruction without T is still compared, and so are other 0xEC.. instructions."""
+    from kpatch_arch.s390x.slot import oracle_defect
+    from kpatch_core.testing import prop_same_end_state
+    b = _arch("s390x")
+    t_form = bytes.fromhex("ec0dd5a71c54")  # rnsbg %r0,%r13,0xd5,...: test-only
+    regs = {"r0": 0x91B7584A2265B1F5, "r13": 0xF, "psw.mask": 0x180000000}
+    assert oracle_defect(t_form) == "qemu-rosbg-test-only"
+    assert prop_same_end_state(b, RawImage(b), t_form, S390_TEXT, S390_SLOT, regs).startswith(
+        "skipped:")
+    plain = bytes.fromhex("ec0d55a71c54")  # the same without T: compared, CC 1
+    assert oracle_defect(plain) is None
+    assert prop_same_end_state(b, RawImage(b), plain, S390_TEXT, S390_SLOT, regs) == "ok"
+    assert _s390_same(plain, **regs)["psw.mask"] & 0x0000300000000000 == 0x0000100000000000
+    assert oracle_defect(bytes.fromhex("ec0dd5a71c55")) is None  # risbg has no T bit
 
 
 @pytest.mark.realkernel

@@ -214,22 +214,35 @@ class X86_64Backend(Backend):
         """File bytes with paravirt sites patched (apply_paravirt), ftrace sites as NOP5
         (__recover_probed_insn) and, unless the CPU
         needs return thunks, `jmp __x86_return_thunk` as `ret; int3 x4` (apply_returns)."""
-        buf = bytearray(image.read(start, end - start))
+        orig = image.read(start, end - start)
+        buf = bytearray(orig)
         pv_sites, pv_patches = self._paravirt_sites(image)
         lo, hi = np.searchsorted(pv_sites, [np.uint64(max(start - 16, 0)), np.uint64(end)])
         for i in range(int(lo), int(hi)):
             _overlay(buf, start, int(pv_sites[i]), pv_patches[i])
-        for site in image.tables.ftrace_sites_in(start - 4, end):
-            _overlay(buf, start, site, NOP5)
+        arr = np.frombuffer(buf, np.uint8)  # shares buf: fixed-size patches in bulk
+        _overlay_many(arr, start, image.tables.ftrace_sites_in(start - 4, end), NOP5)
         if not image.config.enabled("RUNTIME_RETHUNK"):
             thunk = image.symtab.value("__x86_return_thunk")
             sites = self._return_sites(image)
             lo, hi = np.searchsorted(sites, [start - 4, end])
-            for s in sites[lo:hi].tolist():
-                raw = image.read(s, 5)
-                if thunk is not None and raw[:1] == b"\xe9" and \
-                        s + 5 + int.from_bytes(raw[1:5], "little", signed=True) == thunk:
-                    _overlay(buf, start, s, RET_INT3)
+            sel = sites[lo:hi]
+            if thunk is not None and len(sel):
+                o = np.frombuffer(orig, np.uint8)
+                rel = (sel - np.uint64(start)).astype(np.int64)
+                inside = (rel >= 0) & (rel + 5 <= len(o))
+                edge = sel[~inside].tolist()  # sites straddling the range: read them whole
+                rel = rel[inside]
+                disp = (o[rel + 1].astype(np.int64) | o[rel + 2].astype(np.int64) << 8
+                        | o[rel + 3].astype(np.int64) << 16 | o[rel + 4].astype(np.int64) << 24)
+                disp = np.where(disp >= 1 << 31, disp - (1 << 32), disp)
+                hit = (o[rel] == 0xE9) & (rel + 5 + disp == thunk - start)
+                _overlay_many(arr, start, rel[hit].astype(np.uint64) + np.uint64(start), RET_INT3)
+                for s in edge:
+                    raw = image.read(s, 5)
+                    if raw[:1] == b"\xe9" and \
+                            s + 5 + int.from_bytes(raw[1:5], "little", signed=True) == thunk:
+                        _overlay(buf, start, s, RET_INT3)
         return bytes(buf)
 
     def optimizable(self, ctx: PrepareContext) -> bool:
@@ -414,6 +427,14 @@ def add_nops(n: int) -> bytes:
         out += bytes.fromhex(X86_NOPS[k])
         n -= k
     return out
+
+
+def _overlay_many(arr: np.ndarray, base: int, sites: "np.ndarray | list[int]", patch: bytes) -> None:
+    """:func:`_overlay` of one fixed patch at many sites (bytes outside ``arr`` are dropped)."""
+    rel = (np.asarray(sites, dtype=np.uint64) - np.uint64(base)).astype(np.int64)  # may wrap < 0
+    for i, b in enumerate(patch):
+        j = rel + i
+        arr[j[(j >= 0) & (j < len(arr))]] = b
 
 
 def _overlay(buf: bytearray, base: int, at: int, patch: bytes) -> None:

@@ -2,6 +2,8 @@
 # Rebuild the two diff test images from old.c / new.c plus the x86_64 test kernel
 # (testdata/x86_64: main.c, dup_*.c, insns.S, banner.c, kernel.lds), Debian gcc 12 / binutils 2.40.
 #   vmlinux-old  banner 6.1.0-kpatch-diff-old     vmlinux-new  banner 6.1.0-kpatch-diff-new
+# Each image also carries a .BTF section: GCC's -gbtf output for old.c / new.c alone (one object,
+# so the section is one valid BTF blob), added with objcopy, like pahole adds .BTF to a vmlinux.
 # Usage: tests/data/diff/build.sh   (writes next to this script)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,5 +26,9 @@ for v in old new; do
 		-Wl,-z,max-page-size=4096 -Wl,-z,noexecstack -Wl,--no-warn-rwx-segments \
 		-o "$here/vmlinux-$v" "$tmp/main.o" "$tmp/dup_a.o" "$tmp/dup_b.o" "$tmp/insns.o" \
 		"$tmp/$v.o" "$tmp/banner.o"
+	$CC $CFLAGS -gbtf -c "$here/$v.c" -o "$tmp/$v-btf.o"
+	objcopy --dump-section .BTF="$tmp/$v.btf" "$tmp/$v-btf.o" /dev/null
+	objcopy --add-section .BTF="$tmp/$v.btf" --set-section-flags .BTF=contents,readonly \
+		"$here/vmlinux-$v"
 done
 ls -l "$here/vmlinux-old" "$here/vmlinux-new"
