@@ -13,7 +13,7 @@ in one run on this machine:
 * one-function queries: warm (cache filled by a previous run, measured inside the process:
   the library call ``query_function``) and cold (no cache: open the image, analyse just it);
 * correctness: ``--samples`` random instruction boundaries plus up to 25 of each rarer outcome,
-  verdicts compared with ``kpatch_core.probe.check``.
+  verdicts (and the ``[OPTIMIZED]`` flag) compared with ``kpatch_core.probe.check``.
 
     python3 benchmarks/bench_full.py                  # every cached arch
     python3 benchmarks/bench_full.py --arch x86_64 --samples 3000
@@ -130,8 +130,9 @@ def _verify(path: str, samples: int, env_cache: str) -> dict:
         addr = int(a.syms.addrs[i]) + int(a.offs[j])
         o = A.decode_code(int(a.codes[j]))
         v = check(image, Target(hex(addr), "p", address=addr))
-        got = (o.ok, o.method if o.ok else None, o.reason, o.errno)
-        exp = (v.ok, v.method if v.ok else None, v.reason, v.errno if not v.ok else None)
+        got = (o.ok, o.method if o.ok else None, o.reason, o.errno, o.optimized)
+        exp = (v.ok, v.method if v.ok else None, v.reason, v.errno if not v.ok else None,
+               "OPTIMIZED" in v.flags)
         if got != exp:
             bad.append({"address": hex(addr), "symbol": a.syms.names[i], "bulk": str(got),
                         "check": str(exp)})

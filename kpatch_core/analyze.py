@@ -29,8 +29,8 @@ found by ``Backend.bulk_classifier``) may provide, all optional but ``classify``
   differently from capstone (x86 UD1);
 - ``adjust(fstart, offs, aa) -> aa``: vectorised ``arch_adjust_kprobe_addr``;
 - ``prepare_at(addr, func)``: ``prepare`` for an address known to be a boundary (no walk);
-- ``decode_boundaries = False``: the kernel judges every ``insn_align`` step alone (no capstone
-  walk; the decoder's listing would be the same);
+- ``walk(code, starts, ends) -> (offs, lens, counts, fail)``: the kernel's boundary walk from
+  each function start, for all functions of a buffer at once (replaces capstone's);
 - ``arch_blacklist_ranges() -> [(start, end)]``: where ``backend.within_arch_blacklist`` holds,
   so the blacklist is decided per function instead of per address.
 
@@ -56,7 +56,7 @@ from .verdict import Execution, Method, Reason, Refusal, reason_errno
 if TYPE_CHECKING:
     from .image import Image
 
-ANALYZER_VERSION = "3"  # bump when verdict logic changes: cached results are keyed by it
+ANALYZER_VERSION = "4"  # bump when verdict logic changes: cached results are keyed by it
 
 # --- outcome codes: one uint16 per instruction -------------------------------------------------
 METHODS: tuple[Method, ...] = tuple(Method)
@@ -471,6 +471,33 @@ def _member(sorted_arr: np.ndarray, aa: np.ndarray) -> np.ndarray:
     return mark_ranges(aa, sorted_arr, sorted_arr + np.uint64(1))
 
 
+def fixed_width_walk(step: int, code: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A classifier's ``walk`` for arches whose kernel judges every ``step``-byte word alone
+    (no boundary walk): each word from each function start that has bytes in ``code``.
+    Returns (offsets from the function start, lengths, words per function, -1 per function:
+    no walk stops)."""
+    starts = np.asarray(starts, np.int64)
+    size = np.maximum(np.minimum(np.asarray(ends, np.int64), len(code)) - starts, 0)
+    counts = (size + step - 1) // step
+    total = int(counts.sum())
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    offs = (np.arange(total, dtype=np.int64) - first) * step
+    return offs, np.full(total, step, np.int64), counts, np.full(len(starts), -1, np.int64)
+
+
+def _section_runs(image: "Image", addrs: np.ndarray) -> list[tuple[int, int]]:
+    """Index runs ``[a, b)`` of the sorted ``addrs`` that lie in one section (or in none)."""
+    starts = np.array(image._alloc_starts, np.uint64)
+    ends = np.array([s.end for s in image._alloc], np.uint64)
+    k = np.searchsorted(starts, addrs, side="right") - 1
+    sec = np.where((k >= 0) & (addrs < ends[np.maximum(k, 0)]), k, -1) if len(starts) else \
+        np.full(len(addrs), -1)
+    cut = (np.flatnonzero(sec[1:] != sec[:-1]) + 1).tolist()
+    bounds = [0, *cut, len(addrs)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def _analyze_chunk(lo: int, hi: int) -> _Chunk:
     """Decode and classify functions ``[lo, hi)`` of the shared state."""
     t0 = time.perf_counter()
@@ -484,6 +511,12 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
     if hi <= lo:
         z = np.zeros(0, np.int64)
         return _Chunk(z.astype(np.uint32), z.astype(np.uint8), z.astype(np.uint16), z, z)
+    runs_of = _section_runs(image, syms.addrs[lo:hi])
+    if len(runs_of) > 1:  # one byte buffer per section (image.read stops at a section's end)
+        got = [_analyze_chunk(lo + a, lo + b) for a, b in runs_of]
+        return _Chunk(*(np.concatenate([getattr(c, f) for c in got])
+                        for f in ("offs", "lens", "codes", "counts", "fail")),
+                      time.perf_counter() - t0)
     A = int(syms.addrs[lo])
     B = int(syms.addrs[hi - 1] + syms.sizes[hi - 1])
     code = backend.runtime_bytes(image, A, B + 32)
@@ -491,7 +524,7 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
     cbuf = ctypes.create_string_buffer(code, avail_total)
     base_ptr = ctypes.addressof(cbuf)
     dec = _STATE.get("decoder")
-    if dec is None and backend.capstone_arch and getattr(clf, "decode_boundaries", True):
+    if dec is None and backend.capstone_arch and not hasattr(clf, "walk"):
         dec = LinearDecoder(backend.capstone_arch, backend.capstone_mode, not backend.little_endian)
         _STATE["decoder"] = dec
     code_np = np.frombuffer(code, np.uint8)
@@ -520,6 +553,9 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
     counts = np.zeros(nf, np.int64)
     fail = np.full(nf, -1, np.int64)
     i = 0
+    if clf is not None and hasattr(clf, "walk"):  # the arch's own boundary walk, vectorised
+        o, ln, counts, fail = clf.walk(code_np, starts_rel, ends_rel)
+        all_offs, all_lens, i = [o], [ln], nf
     while i < nf:
         s0 = int(starts_rel[i])
         if dec is None:  # no decoder: every insn_align step is a candidate, prepare decides
@@ -644,13 +680,19 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
             codes[j] = outcome_code(clf.prepare_at(a, func))  # a known boundary: no walk
         else:
             codes[j] = outcome_code(backend.prepare(PrepareContext(image, a, func)))
-    # 5. [OPTIMIZED] (opt-in: can_optimize decodes the whole function per address)
-    if _STATE.get("optimized") and cfg.enabled("OPTPROBES") and backend.have_optprobes and \
+    # 5. [OPTIMIZED]: the classifier's bulk form when it has one (addresses it cannot judge go
+    # the per-address way); without one, opt-in (can_optimize decodes the function per address)
+    if cfg.enabled("OPTPROBES") and backend.have_optprobes and \
             type(backend).optimizable is not Backend.optimizable:
-        okm = np.nonzero(codes < REFUSED_BASE)[0]
-        for j in okm.tolist():
-            if codes[j] == ok_code(Method.FTRACE):
-                continue
+        cand = np.nonzero((codes < REFUSED_BASE) & (codes != ok_code(Method.FTRACE)))[0]
+        per_address = cand if _STATE.get("optimized") else cand[:0]
+        if clf is not None and hasattr(clf, "optimized") and len(cand):
+            f_end = syms.addrs[lo:hi] + syms.sizes[lo:hi].astype(np.uint64)
+            opt, slow_opt = clf.optimized(code_np, A, addrs, lens, fidx - lo, syms.addrs[lo:hi],
+                                          f_end, cand, aa)
+            codes[cand[opt]] |= OPTIMIZED
+            per_address = cand[slow_opt]
+        for j in per_address.tolist():
             a = int(aa[j])
             func = image.kallsyms.containing(a)
             if func and backend.optimizable(PrepareContext(image, a, func)):

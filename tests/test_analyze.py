@@ -50,9 +50,14 @@ def test_every_instruction_equals_check(path):
     image = Image.open(str(path))
     a = A.analyze(image, jobs=1, cache=False)
     assert len(a.codes) > 0 and int(a.counts.sum()) == len(a.codes)
+    # [OPTIMIZED] too where the arch's bulk classifier computes it (x86_64)
+    flag = hasattr(image.backend.bulk_classifier(image), "optimized")
     for addr, code in zip(_addr_of(a).tolist(), a.codes.tolist()):
         v = check(image, Target(hex(addr), "p", address=addr))
-        assert _key(A.decode_code(code)) == _check_key(v), hex(addr)
+        o = A.decode_code(code)
+        assert _key(o) == _check_key(v), hex(addr)
+        if flag:
+            assert o.optimized == ("OPTIMIZED" in v.flags), hex(addr)
 
 
 @pytest.mark.parametrize("path", IMAGES, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -260,5 +265,30 @@ def test_func_optimized_matches_check(capsys) -> None:
         assert r["optimized"] == ("OPTIMIZED" in v.flags), r
         marked += r["optimized"]
     assert 0 < marked < len(rows)
-    assert main(["func", path, "alias_c", "--json", "--no-cache"]) == 0  # off by default
-    assert not any(json.loads(x)["optimized"] for x in capsys.readouterr().out.splitlines())
+    # x86_64's bulk classifier computes the flag in every analysis: the same without the option
+    assert main(["func", path, "alias_c", "--json", "--no-cache"]) == 0
+    assert [json.loads(x)["optimized"] for x in capsys.readouterr().out.splitlines()] == \
+        [r["optimized"] for r in rows]
+
+
+def test_optimized_respects_reserved_text_in_the_copied_bytes():
+    """A jump-label site inside the 5 bytes an optimized probe would copy makes it a plain
+    kprobe (jump_label_text_reserved in arch_prepare_optimized_kprobe), in both paths."""
+    image = Image.open(str(X86))
+    a = A.analyze(image, jobs=1, cache=False)
+    addrs = _addr_of(a)
+    opt = np.nonzero((a.codes & A.OPTIMIZED) != 0)[0]
+    j = int(opt[0])
+    x = int(addrs[j])
+    if int(a.lens[j]) >= 5:  # the site must sit after the first instruction: pick one
+        j = next(int(k) for k in opt if int(a.lens[k]) < 5)
+        x = int(addrs[j])
+    site = x + int(a.lens[j])  # the second copied instruction
+    js, je = image.tables.jump_labels
+    k = int(np.searchsorted(js, np.uint64(site)))
+    image.tables.__dict__["jump_labels"] = (np.insert(js, k, np.uint64(site)),
+                                            np.insert(je, k, np.uint64(site + 2)))
+    b = A.analyze(image, jobs=1, cache=False)
+    o = b.outcome_at(x)
+    v = check(image, Target(hex(x), "p", address=x))
+    assert o.ok and not o.optimized and v.ok and "OPTIMIZED" not in v.flags

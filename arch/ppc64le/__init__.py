@@ -32,6 +32,7 @@ OP_PREFIX = 1
 PAGE_SIZE = 0x10000  # Debian ppc64le: CONFIG_PPC_64K_PAGES=y
 FTRACE_ENTRY_WINDOW = 16  # kprobe_lookup_name: ftrace_location_range(addr, addr + 16)
 BRANCH_RANGE = (-0x2000000, 0x1FFFFFC)  # is_offset_in_branch_range (I-form b)
+ARCH_BLACKLIST_AREA = ("_stext", "__head_end")  # arch_within_kprobe_blacklist: exception vectors
 
 # struct pt_regs, arch/powerpc/include/asm/ptrace.h (ppc64: 384 bytes, 6.1 and 6.12)
 PT_REGS = (
@@ -85,6 +86,10 @@ MEM_XO31 = frozenset({
     588, 652, 716, 780, 781, 812, 813, 844, 876, 908, 909, 940, 941, 972, 1004})
 MEM_OPS = frozenset(range(32, 63)) - {59, 60}  # D/DS/DQ-form loads and stores (lwz..stq)
 MADD_XO4 = frozenset({48, 49, 51})  # maddhd maddhdu maddld (ISA 3.0)
+# optprobes.c is_conditional_branch: bc (primary 16); bclr, bcctr, bctar (19 with these XO)
+BC_OP = 16
+BRANCH_COND_XO19 = frozenset({16, 528, 560})
+OPTINSN_SLOT = "optinsn_slot"  # the detour buffer optprobes use (in vmlinux)
 
 
 class Analysis(enum.Enum):
@@ -159,7 +164,7 @@ def analyse_class(word: int) -> Analysis:
 def is_conditional_branch(word: int) -> bool:
     """optprobes.c ``is_conditional_branch``: bc*, bclr*, bcctr*, bctar*."""
     op = primary_opcode(word)
-    return op == 16 or (op == 19 and xo(word) in (16, 528, 560))
+    return op == BC_OP or (op == 19 and xo(word) in BRANCH_COND_XO19)
 
 
 def ppc_function_entry_offset(word0: int, word1: int) -> int:
@@ -221,7 +226,7 @@ class Ppc64leBackend(Backend):
     # -- hooks --------------------------------------------------------------------------------
     def within_arch_blacklist(self, image: "Image", addr: int) -> bool:
         # arch_within_kprobe_blacklist: also [_stext, __head_end) (exception vectors)
-        start, end = image.symtab.value("_stext"), image.symtab.value("__head_end")
+        start, end = (image.symtab.value(s) for s in ARCH_BLACKLIST_AREA)
         return start is not None and end is not None and start <= addr < end
 
     def jump_label_size(self, image: "Image", code: int) -> int:
@@ -305,7 +310,7 @@ class Ppc64leBackend(Backend):
             return False
         if analyse_class(word) is not Analysis.REGS:
             return False
-        slot = image.symtab.value("optinsn_slot")
+        slot = image.symtab.value(OPTINSN_SLOT)
         if slot is None:
             return False
         lo, hi = BRANCH_RANGE

@@ -60,6 +60,7 @@ class Fixup(enum.IntFlag):
 # probe_is_prohibited_opcode (arch/s390/lib/probes.c)
 PROHIBITED_FIRST_BYTE = {0x0C: "bassm", 0x0B: "bsm", 0x83: "diag", 0x44: "ex", 0xAC: "stnsm",
                          0xAD: "stosm"}
+EXRL_FIRST = 0xC6  # exrl: 0xc6 with the low nibble of the second byte 0 (RIL-b, op 0)
 PROHIBITED_HALFWORD = {0x0101: "pr", 0xB25A: "bsa", 0xB240: "bakr", 0xB258: "bsg", 0xB218: "pc",
                        0xB228: "pt", 0xB98D: "epsw", 0xE560: "tbegin", 0xE561: "tbeginc",
                        0xB2F8: "tend"}
@@ -124,7 +125,7 @@ def prohibited(code: bytes, rules: str) -> str | None:
     hw = int.from_bytes(code[:2], "big")
     if first in PROHIBITED_FIRST_BYTE:
         return PROHIBITED_FIRST_BYTE[first]
-    if first == 0xC6 and hw & 0x0F == 0:
+    if first == EXRL_FIRST and hw & 0x0F == 0:
         return "exrl"
     if hw in PROHIBITED_HALFWORD:
         return PROHIBITED_HALFWORD[hw]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import attrs
 import numpy as np
 
 from kpatch_core.analyze import SLOW, mark_ranges, ok_code, refused_code
@@ -53,6 +54,69 @@ def _group_tables(rules: str) -> tuple[np.ndarray, np.ndarray]:
         for r in allowed:
             regs[op] |= 1 << r
     return is_group, regs
+
+
+@attrs.frozen
+class OpcodeFields:
+    """The kernel decoder's view of many instructions at once (``kernel_opcode``): after the
+    legacy prefixes and REX, the first opcode byte ``b`` (and ``b1`` after 0F), the byte after
+    the opcode read as ModRM (``reg``/``mod``; meaningful only for opcodes that have one), and
+    ``slow`` where this table view does not apply (prefix runs, VEX/EVEX, 3-byte opcodes, ud2,
+    unknown lengths)."""
+
+    slow: np.ndarray
+    p: np.ndarray  # offset of the opcode (after prefixes and REX)
+    op_end: np.ndarray  # offset just after the opcode bytes
+    b: np.ndarray
+    b1: np.ndarray
+    two: np.ndarray
+    one: np.ndarray
+    modrm: np.ndarray
+    reg: np.ndarray
+    mod: np.ndarray
+    has_2e67: np.ndarray
+    has_66: np.ndarray
+
+
+def opcode_fields(code: np.ndarray, rel: np.ndarray, lens: np.ndarray) -> OpcodeFields:
+    """:class:`OpcodeFields` of the instructions at offsets ``rel`` of ``code`` (lengths ``lens``,
+    -1 or 0 when unknown: those are ``slow``)."""
+    limit = len(code) - 1
+    slow = (lens <= 0) | (lens >= MAX_INSN_SIZE) | (rel + MAX_INSN_SIZE > limit)
+    rel = np.where(slow, 0, rel)
+    # kernel_opcode: legacy prefixes, REX, VEX, 0F escapes (within MAX_INSN_SIZE bytes)
+    p = rel.copy()
+    has_2e67 = np.zeros(len(rel), bool)
+    has_66 = np.zeros(len(rel), bool)
+    for _ in range(MAX_INSN_SIZE):
+        b = code[p]
+        m = _LEGACY[b] & (p - rel < MAX_INSN_SIZE - 4)
+        if not m.any():
+            break
+        has_2e67 |= m & ((b == 0x2E) | (b == 0x67))
+        has_66 |= m & (b == 0x66)
+        p = p + m
+    slow |= _LEGACY[code[p]]  # prefix run too long for the table path
+    b = code[p]
+    rex = (b & 0xF0) == 0x40
+    p = p + rex
+    b = code[p]
+    slow |= (b == 0xC4) | (b == 0xC5) | (b == 0x62)  # VEX / EVEX
+    two = b == 0x0F
+    b1 = code[p + 1]
+    slow |= two & ((b1 == 0x38) | (b1 == 0x3A))  # 3-byte opcodes
+    slow |= two & (b1 == 0x0B) & (p == rel)  # ud2, Xen/KVM emulate prefix
+    op_end = np.where(two, p + 2, p + 1)
+    modrm = code[np.minimum(op_end, limit)]
+    return OpcodeFields(slow, p, op_end, b, b1, two, ~two, modrm, (modrm >> 3) & 7, modrm >> 6,
+                        has_2e67, has_66)
+
+
+def boostable_opcode(f: OpcodeFields, is_group: np.ndarray, group_regs: np.ndarray) -> np.ndarray:
+    """``can_boost`` from the opcode alone (the exception-table test is the caller's)."""
+    boost1 = ~f.has_2e67 & ~_NOTBOOST1[f.b] & np.where(
+        is_group[f.b], (group_regs[f.b] >> f.reg) & 1 == 1, True)
+    return np.where(f.two, _BOOST2[f.b1], boost1)
 
 
 class X86BulkClassifier:
@@ -111,35 +175,10 @@ class X86BulkClassifier:
         out = np.full(n, SLOW, np.uint16)
         if n == 0:
             return out
-        limit = len(code) - 1
-        slow = (lens <= 0) | (lens >= MAX_INSN_SIZE) | (rel + MAX_INSN_SIZE > limit)
-        rel = np.where(slow, 0, rel)
-        # kernel_opcode: legacy prefixes, REX, VEX, 0F escapes (within MAX_INSN_SIZE bytes)
-        p = rel.copy()
-        has_2e67 = np.zeros(n, bool)
-        for _ in range(MAX_INSN_SIZE):
-            b = code[p]
-            m = _LEGACY[b] & (p - rel < MAX_INSN_SIZE - 4)
-            if not m.any():
-                break
-            has_2e67 |= m & ((b == 0x2E) | (b == 0x67))
-            p = p + m
-        slow |= _LEGACY[code[p]]  # prefix run too long for the table path
-        b = code[p]
-        rex = (b & 0xF0) == 0x40
-        p = p + rex
-        b = code[p]
-        slow |= (b == 0xC4) | (b == 0xC5) | (b == 0x62)  # VEX / EVEX
-        two = b == 0x0F
-        b1 = code[p + 1]
-        slow |= two & ((b1 == 0x38) | (b1 == 0x3A))  # 3-byte opcodes
-        slow |= two & (b1 == 0x0B) & (p == rel)  # ud2, Xen/KVM emulate prefix
-        op_end = np.where(two, p + 2, p + 1)
-        modrm = code[np.minimum(op_end, limit)]
-        reg = (modrm >> 3) & 7
-        mod = modrm >> 6
-        one = ~two
-        slow |= one & (b == 0xFF) & (reg >= 2) & (reg <= 5)  # call/jmp through ModRM
+        f = opcode_fields(code, rel, lens)
+        slow, b, b1, two, one, reg, mod, has_2e67 = (f.slow, f.b, f.b1, f.two, f.one, f.reg, f.mod,
+                                                     f.has_2e67)
+        slow = slow | (one & (b == 0xFF) & (reg >= 2) & (reg <= 5))  # call/jmp through ModRM
         fast = ~slow
         # prepare(): exception insns (6.12 can_probe), int3, exception-masking moves
         refused = np.zeros(n, np.uint16)
@@ -159,15 +198,21 @@ class X86BulkClassifier:
         has_ex = np.zeros(n, bool)
         if len(self.extable):  # search the (small) table into the addresses
             has_ex = mark_ranges(addrs, self.extable, self.extable + np.uint64(1))
-        boost1 = ~has_2e67 & ~_NOTBOOST1[b] & np.where(
-            self.is_group[b], (self.group_regs[b] >> reg) & 1 == 1, True)
-        boostable = ~has_ex & np.where(two, _BOOST2[b1], boost1)
+        boostable = ~has_ex & boostable_opcode(f, self.is_group, self.group_regs)
         use_boost = boostable & (not self.preemption) & (MAX_INSN_SIZE - lens >= JMP32_INSN_SIZE)
         method = np.where(use_boost, ok_code(Method.BOOST),
                           np.where(emulated, ok_code(Method.EMULATE), ok_code(Method.SINGLESTEP)))
         res = np.where(refused != 0, refused, method).astype(np.uint16)
         out[fast] = res[fast]
         return out
+
+
+    def optimized(self, code: np.ndarray, base: int, addrs: np.ndarray, lens: np.ndarray,
+                  func: np.ndarray, fstart: np.ndarray, fend: np.ndarray, cand: np.ndarray,
+                  aa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[OPTIMIZED]`` for the accepted instructions ``cand`` (see bulk_opt.py)."""
+        from .bulk_opt import optimized
+        return optimized(self, code, base, addrs, lens, func, fstart, fend, cand, aa)
 
 
 def classifier(backend: "X86_64Backend", image: "Image") -> X86BulkClassifier:

@@ -1,0 +1,172 @@
+"""Fast s390x classification for full-image analysis (kpatch_core.analyze).
+
+``arch_prepare_kprobe`` on s390 (arch/s390/kernel/kprobes.c, arch/s390/lib/probes.c) decides in
+two steps:
+
+* ``can_probe``: the address must be reached by walking the function from its kallsyms start by
+  ``insn_length`` (top two bits of the first byte); a ``0x00xx`` halfword on the way stops the
+  walk (-EINVAL).  :meth:`S390xBulkClassifier.walk` is that walk for every function of a
+  buffer at once (numpy pointer doubling, no capstone), so every listed address with a length
+  is one the kernel's walk reaches.  (Without ``walk`` the core would walk with capstone, whose
+  s390x lengths are the kernel's; :meth:`~S390xBulkClassifier.fallback_length` then gives the
+  length where capstone does not know the opcode and ends the walk at a ``0x00xx`` halfword.)
+* ``probe_is_prohibited_opcode``: opcodes the in-kernel disassembler does not know
+  (``is_known_insn``, the per-version table of :mod:`kpatch_arch.s390x.opcodes`) and the
+  prohibited first bytes / halfwords (ex, exrl, diag, bsm, stosm, tbegin...) are -EINVAL; the rest
+  is single-stepped out of line (the relative-long rewrite and PSW fixups only change how).
+
+Here that decision is a numpy table lookup over all instructions at once, with tables built from
+the backend's own (``opcode_table``, ``PROHIBITED_FIRST_BYTE``, ``PROHIBITED_HALFWORD``,
+``insn_length``).  Addresses whose length is unknown (the walk's stop point, adjusted addresses)
+or whose bytes run past the buffer are left to the backend's ``prepare`` (the code SLOW).
+"""
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kpatch_core.analyze import SLOW, ok_code, refused_code
+from kpatch_core.verdict import Method, Reason
+
+from . import (EXRL_FIRST, MAX_INSN_SIZE, PROHIBITED_FIRST_BYTE, PROHIBITED_HALFWORD, insn_length,
+               opcode_table)
+
+if TYPE_CHECKING:
+    from kpatch_core.image import Image
+    from kpatch_core.symbols import KSym
+    from kpatch_core.verdict import Execution, Refusal
+
+    from . import S390xBackend
+
+
+@functools.cache
+def _tables(rules: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per first byte: instruction length, the byte holding the rest of the opcode and its mask
+    (``find_insn``'s group); ``known[first, masked byte]``; per halfword: prohibited."""
+    by_first, default = opcode_table(rules)
+    length = np.array([insn_length(b) for b in range(256)], np.int64)
+    gbyte = np.zeros(256, np.int64)
+    gmask = np.zeros(256, np.uint8)
+    known = np.zeros((256, 256), bool)
+    for b in range(256):
+        g = by_first.get(b, default)
+        gbyte[b], gmask[b] = g.byte, g.mask
+        if g.byte >= length[b]:  # find_insn: the opcode byte is past the instruction
+            continue
+        for frag in g.names:
+            if frag < 256:
+                known[b, frag] = True
+    bad = np.zeros(1 << 16, bool)  # probe_is_prohibited_opcode by halfword
+    for first in PROHIBITED_FIRST_BYTE:
+        bad[first << 8:(first + 1) << 8] = True
+    bad[(EXRL_FIRST << 8) + np.arange(0, 256, 16)] = True  # exrl: second byte's low nibble 0
+    bad[list(PROHIBITED_HALFWORD)] = True
+    return length, gbyte, gmask, known, bad
+
+
+class S390xBulkClassifier:
+    """Vectorised ``arch_prepare_kprobe`` for one s390x image."""
+
+    def __init__(self, backend: "S390xBackend", image: "Image") -> None:
+        self.backend = backend
+        self.image = image
+        self.rules = image.version.rules
+        self.length, self.gbyte, self.gmask, self.known, self.bad = _tables(self.rules)
+
+    def fallback_length(self, code: bytes) -> int:
+        """``insn_length`` where capstone does not know the opcode; 0 (the walk ends there, as
+        ``can_probe``'s does) at a ``0x00xx`` halfword or past the text."""
+        if len(code) < 2 or code[0] == 0:
+            return 0
+        n = insn_length(code[0])
+        return n if n <= len(code) else 0
+
+    def walk(self, code: np.ndarray, starts: np.ndarray, ends: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``can_probe``'s walk from each function start, for all functions of a buffer at once
+        (no capstone): ``code`` the runtime bytes, ``starts``/``ends`` the functions' sorted,
+        disjoint ``[start, end)`` offsets into it.  Returns (offsets from the function start,
+        lengths, instructions per function, offset where the walk stopped or -1): the
+        instructions whose start the walk reaches before ``end``; a ``0x00xx`` halfword or an
+        instruction running past the buffer stops it (listed with length 0).
+
+        Every position's successor (``+ insn_length``, or none at a stop or the function end) is
+        one table lookup; the positions reached from the starts are found by pointer doubling
+        (step k adds the 2**k-th successors of everything reached so far), so the cost is
+        O(n log longest function), not a Python step per instruction."""
+        n, nf = len(code), len(starts)
+        starts = np.asarray(starts, np.int64)
+        ends = np.asarray(ends, np.int64)
+        live = (starts < ends) & (starts < n)
+        # positions are halfwords when every start is even (s390 code always is)
+        s = 2 if not (starts[live] & 1).any() else 1
+        m = (n + s - 1) // s
+        q = np.arange(m, dtype=np.int64)
+        first = code[::s] if s > 1 else code
+        length = self.length[first]
+        nxt = s * q + length
+        stop = (first == 0) | (nxt > n)  # the kernel's walk stops; or the bytes end
+        cut = np.concatenate((np.minimum(starts, n), [n]))
+        span = np.diff(-(-cut // s))  # positions of each function (to the next start)
+        end_of = np.repeat(ends, span)
+        before = m - len(end_of)  # positions before the first start: never reached
+        end_of = np.concatenate((np.zeros(before, np.int64), end_of)) if before > 0 else end_of
+        jump = np.empty(m + 1, np.int32)
+        jump[:m] = np.where(stop | (nxt >= end_of), m, nxt // s)
+        jump[m] = m
+        reached = np.zeros(m + 1, bool)
+        reached[starts[live] // s] = True
+        if live.any():
+            longest = int((np.minimum(ends, n) - starts)[live].max())
+            for k in range(max(1, int(np.ceil(np.log2(longest / 2 + 2))))):
+                if k:
+                    jump = jump[jump]
+                reached[jump[np.flatnonzero(reached)]] = True
+        reached[m] = False
+        at = np.flatnonzero(reached)
+        f = np.searchsorted(starts, s * at, side="right") - 1
+        offs = s * at - starts[f]
+        ended = stop[at]
+        lens = np.where(ended, 0, length[at]).astype(np.int64)
+        fail = np.full(nf, -1, np.int64)
+        fail[f[ended]] = offs[ended]
+        return offs, lens, np.bincount(f, minlength=nf).astype(np.int64), fail
+
+    def prepare_at(self, addr: int, func: "KSym") -> "Execution | Refusal":
+        """``prepare`` for an address known to be reached by the walk: start the walk at it."""
+        from kpatch_arch.base import PrepareContext
+        from kpatch_core.symbols import KSym
+        here = KSym(func.name, addr, max(func.end - addr, 1))
+        return self.backend.prepare(PrepareContext(self.image, addr, here))
+
+    def classify(self, code: np.ndarray, base: int, addrs: np.ndarray, rel: np.ndarray,
+                 lens: np.ndarray) -> np.ndarray:
+        """Outcome codes for the instructions at ``addrs`` (``rel`` = offsets into ``code``, the
+        runtime bytes from ``base``; ``lens`` their decoded lengths, -1 when unknown, 0 where the
+        walk stopped); SLOW where the backend's ``prepare`` must decide."""
+        n = len(addrs)
+        out = np.full(n, SLOW, np.uint16)
+        if n == 0:
+            return out
+        size = len(code)
+        if size < MAX_INSN_SIZE:
+            return out
+        inside = (rel >= 0) & (rel + 2 <= size)
+        r = np.where(inside, rel, 0)
+        first = code[r]
+        length = self.length[first]
+        # a boundary of the kernel's walk whose bytes are all present
+        fast = inside & (lens == length) & (r + length <= size)
+        hw = (first.astype(np.int64) << 8) | code[r + 1]
+        frag = code[np.minimum(r + self.gbyte[first], size - 1)] & self.gmask[first]  # find_insn
+        refused = ~self.known[first, frag] | self.bad[hw]  # probe_is_prohibited_opcode
+        res = np.where(refused, refused_code(Reason.PROHIBITED_INSN), ok_code(Method.SINGLESTEP))
+        out[fast] = res[fast]
+        return out
+
+
+def classifier(backend: "S390xBackend", image: "Image") -> S390xBulkClassifier:
+    """The bulk classifier ``Backend.bulk_classifier`` finds for s390x."""
+    return S390xBulkClassifier(backend, image)
