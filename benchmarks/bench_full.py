@@ -8,7 +8,8 @@ in one run on this machine:
   /dev/null; the cross objdump for other arches) -- wall time;
 * our full analysis (every text symbol, every instruction boundary, verdict + per-function facts),
   cache off, all cores, in a fresh process: wall time including interpreter start and ELF
-  parsing, and peak RSS (the process and its workers);
+  parsing, and peak RSS (the process and its workers); once more with ``optimized=True``
+  (``[OPTIMIZED]`` predicted too);
 * the ratio ours / objdump (runs are interleaved, best of ``--repeat``);
 * one-function queries: warm (cache filled by a previous run, measured inside the process:
   the library call ``query_function``) and cold (no cache: open the image, analyse just it);
@@ -41,10 +42,10 @@ QUERY = ("vfs_read", "do_sys_open", "schedule")
 def _child(mode: str, path: str, name: str) -> None:
     """Runs in a fresh process; prints one JSON line."""
     t0 = time.perf_counter()
-    if mode == "full":
+    if mode in ("full", "full_opt"):
         from kpatch_core.analyze import analyze
         from kpatch_core.image import Image
-        a = analyze(Image.open(path), cache=False)
+        a = analyze(Image.open(path), cache=False, optimized=mode == "full_opt")
         t = a.totals()
         out = {"seconds": time.perf_counter() - t0, "insns": t["insns"],
                "probeable_insns": t["probeable_insns"], "symbols": t["symbols"],
@@ -114,7 +115,7 @@ def _verify(path: str, samples: int, env_cache: str) -> dict:
     from kpatch_core.probe import check
     from kpatch_core.target import Target
     image = Image.open(path)
-    a = A.analyze(image, cache=True)
+    a = A.analyze(image, cache=True, optimized=True)
     rng = random.Random(12345)
     n = len(a.codes)
     idx = set(rng.sample(range(n), min(samples, n)))
@@ -187,6 +188,8 @@ def main() -> int:
                  symbols=best["symbols"], peak_rss_mb=round(max(x["peak_rss_mb"] for x in ours)),
                  phases=best["timing"])
         r["load_after"] = round(os.getloadavg()[0], 2)
+        opt = _run_child("full_opt", path, "", env)  # the same with [OPTIMIZED] predicted
+        r.update(full_optimized_seconds=round(opt["wall"], 2))
         if objd:
             r.update(objdump_seconds=round(min(objd), 2), objdump_runs=[round(x, 2) for x in objd],
                      ratio=round(best["wall"] / min(objd), 3))
@@ -226,6 +229,7 @@ def _print(r: dict) -> None:
               f"ratio {r['ratio']}{busy}")
     else:
         print(f"   full analysis {r['full_seconds']} s   (no objdump for this arch)")
+    print(f"   with --optimized ([OPTIMIZED] predicted too): {r['full_optimized_seconds']} s")
     print(f"   peak RSS {r['peak_rss_mb']} MB   phases {r['phases']}")
     if "warm_query_ms" in r:
         print(f"   one function ({r['query']}, {r['query_insns']} insns): warm {r['warm_query_ms']} ms"

@@ -680,12 +680,12 @@ def _analyze_chunk(lo: int, hi: int) -> _Chunk:
             codes[j] = outcome_code(clf.prepare_at(a, func))  # a known boundary: no walk
         else:
             codes[j] = outcome_code(backend.prepare(PrepareContext(image, a, func)))
-    # 5. [OPTIMIZED]: the classifier's bulk form when it has one (addresses it cannot judge go
-    # the per-address way); without one, opt-in (can_optimize decodes the function per address)
-    if cfg.enabled("OPTPROBES") and backend.have_optprobes and \
+    # 5. [OPTIMIZED] (opt-in): the classifier's bulk form when it has one (addresses it cannot
+    # judge go the per-address way, where can_optimize decodes the whole function per address)
+    if _STATE.get("optimized") and cfg.enabled("OPTPROBES") and backend.have_optprobes and \
             type(backend).optimizable is not Backend.optimizable:
         cand = np.nonzero((codes < REFUSED_BASE) & (codes != ok_code(Method.FTRACE)))[0]
-        per_address = cand if _STATE.get("optimized") else cand[:0]
+        per_address = cand
         if clf is not None and hasattr(clf, "optimized") and len(cand):
             f_end = syms.addrs[lo:hi] + syms.sizes[lo:hi].astype(np.uint64)
             opt, slow_opt = clf.optimized(code_np, A, addrs, lens, fidx - lo, syms.addrs[lo:hi],
@@ -904,6 +904,8 @@ class Analysis:
         d["probeable"] = ok
         d["methods"] = methods
         d["refused"] = refused
+        d["optimized"] = int(((c & np.uint16(OPTIMIZED)) != 0).sum()) \
+            if self.meta.get("optimized") else None
         return d
 
     def ok_mask(self) -> np.ndarray:
@@ -952,7 +954,9 @@ class Analysis:
             else:
                 kk = (o.label, o.errno or "")
                 rejected[kk] = rejected.get(kk, 0) + k
-        return {"insns": int(len(self.codes)), "probeable_insns": ok,
+        opt = int(((self.codes & np.uint16(OPTIMIZED)) != 0).sum()) \
+            if self.meta.get("optimized") else None
+        return {"insns": int(len(self.codes)), "probeable_insns": ok, "optimized_insns": opt,
                 "by_outcome": dict(sorted(by.items(), key=lambda x: -x[1])),
                 "symbols": len(self.syms), "functions": int(funcs.sum()),
                 "probeable_entries": eok,
@@ -1119,18 +1123,21 @@ def image_meta(image: "Image") -> dict:
 
 
 def analyze(image: "Image", jobs: int | None = None, progress: Callable[[int, int], None] | None = None,
-            cache: bool | None = None, pathkey: str | None = None) -> Analysis:
+            cache: bool | None = None, pathkey: str | None = None,
+            optimized: bool = False) -> Analysis:
     """The full analysis of ``image`` (from the cache when it has one for this image and config).
 
     ``jobs``: worker processes (default: every core); ``progress(done, total)`` is called as
     ranges finish; ``cache``: False to bypass the SQLite cache (default: use it unless
     ``KPATCH_CACHE=off``); ``pathkey``: the :func:`cache.path_key` of the command line, recorded
-    so a later one-function query finds the result without parsing the ELF.
+    so a later one-function query finds the result without parsing the ELF; ``optimized``: also
+    predict ``[OPTIMIZED]`` per accepted instruction (jump-optimized kprobes; vectorised where the
+    backend's classifier supports it, else one ``can_optimize`` per address).
     """
     from . import cache as cache_mod
     t0 = time.perf_counter()
     use_cache = cache_mod.enabled() if cache is None else cache
-    key = cache_mod.image_key(image) if use_cache else None
+    key = cache_mod.image_key(image, optimized) if use_cache else None
     if use_cache and key:
         hit = cache_mod.load(key)
         if hit is not None:
@@ -1141,7 +1148,7 @@ def analyze(image: "Image", jobs: int | None = None, progress: Callable[[int, in
     timing: dict[str, float] = {}
     syms = TextSymbols.build(image)
     timing["symbols"] = time.perf_counter() - t0
-    _prepare_state(image, syms)
+    _prepare_state(image, syms, optimized)
     timing["tables"] = time.perf_counter() - t0
     jobs = jobs or os.cpu_count() or 1
     parts = _split(syms, max(1, jobs * 8) if jobs > 1 else 1)
@@ -1184,6 +1191,7 @@ def analyze(image: "Image", jobs: int | None = None, progress: Callable[[int, in
     timing["facts"] = time.perf_counter() - t0
     meta = image_meta(image)
     meta["analyzer"] = ANALYZER_VERSION
+    meta["optimized"] = bool(optimized)
     meta["timing"] = {k: round(v, 3) for k, v in timing.items()}
     meta["worker_seconds"] = [round(c.seconds, 3) for c in chunks]
     a = Analysis(meta, syms, lo, counts, offs, lens, codes, facts)

@@ -36,6 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true",
                    help="JSON Lines: one object per text symbol (README: JSON Lines schema)")
     s.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    s.add_argument("--optimized", action="store_true",
+                   help="also predict [OPTIMIZED] (jump-optimized kprobes) per instruction")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     f = sub.add_parser("func", help="every instruction of one function with its verdict")
     f.add_argument("vmlinux", help="vmlinux ELF image (unstripped)")
@@ -67,7 +69,8 @@ def _analyze(path: str, args: argparse.Namespace, show_progress: bool) -> tuple[
     image = _open(path, args)
     bar = Progress(f"analysing {path}") if show_progress else None
     a = analyze(image, jobs=args.jobs or None, progress=bar, cache=not args.no_cache and None,
-                pathkey=cache.path_key(path, args.config, args.set))
+                pathkey=cache.path_key(path, args.config, args.set),
+                optimized=getattr(args, "optimized", False))
     if bar:
         bar.close()
     return image, a
@@ -131,7 +134,9 @@ def _print_summary(a: "Analysis", out) -> None:
     for r, e, c in t["rejected_entries"]:
         w(f"  {r:24s} {e:13s} {c:9d}\n")
     w(f"instructions {t['insns']}   probeable {t['probeable_insns']} "
-      f"({_pct(t['probeable_insns'], t['insns']).strip()})\n")
+      f"({_pct(t['probeable_insns'], t['insns']).strip()})"
+      + (f"   jump-optimized [OPTIMIZED] {t['optimized_insns']}" if t["optimized_insns"] is not None
+         else "") + "\n")
     w(f"  {'outcome':24s} {'count':>9s}  share\n")
     for k, c in t["by_outcome"].items():
         w(f"  {k:24s} {c:9d} {_pct(c, t['insns'])}\n")

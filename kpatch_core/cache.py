@@ -61,8 +61,9 @@ def db_path() -> str:
     return os.path.join(cache_dir(), "analysis.sqlite")
 
 
-def image_key(image: "Image") -> str:
-    """The cache key of ``image`` with its current configuration facts."""
+def image_key(image: "Image", optimized: bool = False) -> str:
+    """The cache key of ``image`` with its current configuration facts (and whether the
+    analysis predicts ``[OPTIMIZED]``)."""
     from .analyze import ANALYZER_VERSION
     ident = image.build_id
     if not ident:
@@ -72,7 +73,8 @@ def image_key(image: "Image") -> str:
     facts = ",".join(f"{f.name}={int(f.value)}" for f in sorted(image.config.facts.values(),
                                                                    key=lambda f: f.name))
     fh = hashlib.sha1(facts.encode()).hexdigest()[:16]
-    return f"{image.backend.name}:{ident}:{fh}:v{ANALYZER_VERSION}.{SCHEMA}.{code_fingerprint()}"
+    opt = ":opt" if optimized else ""
+    return f"{image.backend.name}:{ident}:{fh}{opt}:v{ANALYZER_VERSION}.{SCHEMA}.{code_fingerprint()}"
 
 
 def _connect(create: bool) -> sqlite3.Connection | None:

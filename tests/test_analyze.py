@@ -48,10 +48,10 @@ def _addr_of(a: A.Analysis) -> np.ndarray:
 @pytest.mark.parametrize("path", IMAGES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_instruction_equals_check(path):
     image = Image.open(str(path))
-    a = A.analyze(image, jobs=1, cache=False)
+    a = A.analyze(image, jobs=1, cache=False, optimized=True)
     assert len(a.codes) > 0 and int(a.counts.sum()) == len(a.codes)
-    # [OPTIMIZED] too where the arch's bulk classifier computes it (x86_64)
-    flag = hasattr(image.backend.bulk_classifier(image), "optimized")
+    # [OPTIMIZED] too (bulk where the classifier has it, x86_64 and ppc64le; else per address)
+    flag = True
     for addr, code in zip(_addr_of(a).tolist(), a.codes.tolist()):
         v = check(image, Target(hex(addr), "p", address=addr))
         o = A.decode_code(code)
@@ -265,17 +265,24 @@ def test_func_optimized_matches_check(capsys) -> None:
         assert r["optimized"] == ("OPTIMIZED" in v.flags), r
         marked += r["optimized"]
     assert 0 < marked < len(rows)
-    # x86_64's bulk classifier computes the flag in every analysis: the same without the option
-    assert main(["func", path, "alias_c", "--json", "--no-cache"]) == 0
-    assert [json.loads(x)["optimized"] for x in capsys.readouterr().out.splitlines()] == \
-        [r["optimized"] for r in rows]
+    assert main(["func", path, "alias_c", "--json", "--no-cache"]) == 0  # off by default
+    assert not any(json.loads(x)["optimized"] for x in capsys.readouterr().out.splitlines())
+    # the full analysis with --optimized: per-function counts, cached under its own key
+    assert main(["summary", path, "--json", "--optimized", "--no-progress"]) == 0
+    f = next(json.loads(x) for x in capsys.readouterr().out.splitlines()
+             if json.loads(x)["name"] == "alias_c")
+    assert f["optimized"] == marked
+    assert main(["summary", path, "--json", "--no-progress"]) == 0
+    f = next(json.loads(x) for x in capsys.readouterr().out.splitlines()
+             if json.loads(x)["name"] == "alias_c")
+    assert f["optimized"] is None
 
 
 def test_optimized_respects_reserved_text_in_the_copied_bytes():
     """A jump-label site inside the 5 bytes an optimized probe would copy makes it a plain
     kprobe (jump_label_text_reserved in arch_prepare_optimized_kprobe), in both paths."""
     image = Image.open(str(X86))
-    a = A.analyze(image, jobs=1, cache=False)
+    a = A.analyze(image, jobs=1, cache=False, optimized=True)
     addrs = _addr_of(a)
     opt = np.nonzero((a.codes & A.OPTIMIZED) != 0)[0]
     j = int(opt[0])
@@ -288,7 +295,7 @@ def test_optimized_respects_reserved_text_in_the_copied_bytes():
     k = int(np.searchsorted(js, np.uint64(site)))
     image.tables.__dict__["jump_labels"] = (np.insert(js, k, np.uint64(site)),
                                             np.insert(je, k, np.uint64(site + 2)))
-    b = A.analyze(image, jobs=1, cache=False)
+    b = A.analyze(image, jobs=1, cache=False, optimized=True)
     o = b.outcome_at(x)
     v = check(image, Target(hex(x), "p", address=x))
     assert o.ok and not o.optimized and v.ok and "OPTIMIZED" not in v.flags

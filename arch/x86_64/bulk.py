@@ -88,14 +88,18 @@ def opcode_fields(code: np.ndarray, rel: np.ndarray, lens: np.ndarray) -> Opcode
     p = rel.copy()
     has_2e67 = np.zeros(len(rel), bool)
     has_66 = np.zeros(len(rel), bool)
+    act = np.nonzero(_LEGACY[code[p]])[0]  # only instructions with prefixes loop
     for _ in range(MAX_INSN_SIZE):
-        b = code[p]
-        m = _LEGACY[b] & (p - rel < MAX_INSN_SIZE - 4)
-        if not m.any():
+        if not len(act):
             break
-        has_2e67 |= m & ((b == 0x2E) | (b == 0x67))
-        has_66 |= m & (b == 0x66)
-        p = p + m
+        pa = p[act]
+        act = act[pa - rel[act] < MAX_INSN_SIZE - 4]
+        pa = p[act]
+        b = code[pa]
+        has_2e67[act] |= (b == 0x2E) | (b == 0x67)
+        has_66[act] |= b == 0x66
+        p[act] = pa + 1
+        act = act[_LEGACY[code[pa + 1]]]
     slow |= _LEGACY[code[p]]  # prefix run too long for the table path
     b = code[p]
     rex = (b & 0xF0) == 0x40

@@ -21,8 +21,10 @@ path, so the two cannot drift on rare encodings.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
+import capstone
 import numpy as np
 
 from kpatch_core.analyze import mark_ranges
@@ -36,6 +38,27 @@ if TYPE_CHECKING:
 
 S32 = 1 << 31
 KEY_SHIFT = 40  # (function << 40) + offset: chunk offsets stay far below 2**40
+
+
+@functools.cache
+def rip_forms() -> tuple[np.ndarray, np.ndarray]:
+    """Per one-byte opcode and per ``0F xx`` opcode: does ModRM ``05`` after it make the
+    instruction RIP-relative (it has a ModRM operand)?  Read off capstone once."""
+    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    out = []
+    for esc in (b"", b"\x0f"):
+        t = np.zeros(256, bool)
+        for op in range(256):
+            for pfx in (b"", b"\x66", b"\xf2", b"\xf3"):  # SSE forms need a mandatory prefix
+                for _, _, _, ops in cs.disasm_lite(pfx + esc + bytes([op, 0x05]) + bytes(12), 0, 1):
+                    t[op] |= "rip" in ops
+        out.append(t)
+    return out[0], out[1]
+
+
+def _any_per(func: np.ndarray, mask: np.ndarray, nf: int) -> np.ndarray:
+    """Per function index: is ``mask`` true for any of its instructions?"""
+    return np.bincount(func[mask], minlength=nf) > 0
 
 
 def _le(code: np.ndarray, at: np.ndarray, n: int) -> np.ndarray:
@@ -78,12 +101,11 @@ def optimized(clf: "X86BulkClassifier", code: np.ndarray, base: int, addrs: np.n
     weird = f.slow & (ln > 0)  # decodable, but not by the table view
     nf = len(fstart)
     # --- per function: can_optimize's walk -------------------------------------------------
-    bad_func = np.zeros(nf, bool)
+    bad_func = _any_per(func, ln <= 0, nf)  # the kernel's decoder stops there: no walk
     slow_func = np.zeros(nf, bool)
-    np.logical_or.at(bad_func, func, ln <= 0)  # the kernel's decoder stops: -EINVAL... no opt
     if len(tables.extable):
-        np.logical_or.at(bad_func, func, mark_ranges(addrs, tables.extable,
-                                                     tables.extable + np.uint64(1)))
+        bad_func |= _any_per(func, mark_ranges(addrs, tables.extable,
+                                               tables.extable + np.uint64(1)), nf)
     thunks = tables.area("__indirect_thunk_start", "__indirect_thunk_end")
     check_indirect = rules == "6.1" or not (thunks is not None or
                                             image.config.enabled("X86_KERNEL_IBT"))
@@ -94,17 +116,17 @@ def optimized(clf: "X86BulkClassifier", code: np.ndarray, base: int, addrs: np.n
     # prefix runs, odd lengths) and rel16 jumps leave the function-level walk to capstone
     never_jump = (b == 0xC4) | (b == 0xC5) | (b == 0x62) | \
         (two & ((b1 == 0x38) | (b1 == 0x3A) | (b1 == 0x0B)))
-    np.logical_or.at(slow_func, func, (weird & ~never_jump) | (is_jump & f.has_66))
+    slow_func |= _any_per(func, (weird & ~never_jump) | (is_jump & f.has_66), nf)
     end_rel = rel + ln
     jt = np.nonzero(is_jump)[0]  # jump targets: rel8 or rel32 at the end of the instruction
     ej = end_rel[jt]
     tj = np.where(jmp8[jt], ej + _le(code, ej - 1, 1), ej + _le(code, ej - 4, 4))
     if check_indirect:
         indirect = (one & (b == 0xFF) & ((f.reg & 6) == 4)) | (one & (b == 0xEA))
-        np.logical_or.at(bad_func, func, indirect & ~f.slow)
+        bad_func |= _any_per(func, indirect & ~f.slow, nf)
         if rules == "6.1" and thunks is not None:
             t0, t1 = thunks[0] - base, thunks[1] - base
-            np.logical_or.at(bad_func, func[jt], (tj >= t0) & (tj <= t1))
+            bad_func |= _any_per(func[jt], (tj >= t0) & (tj <= t1), nf)
     # --- per address ---------------------------------------------------------------------------
     c = cand
     cf = func[c]
@@ -144,9 +166,11 @@ def optimized(clf: "X86BulkClassifier", code: np.ndarray, base: int, addrs: np.n
     decided = three | (two & (b1 == 0x0B))  # table misses whose copy verdict is still known
     copy_bad = (ln <= 0) | (one & (b == 0xCC)) | emul_prefix | (one & (b == 0x17)) | \
         (one & (b == 0x8E) & (f.reg == 2)) | ~boost | three
-    # a ModRM of the RIP-relative form (mod 00, rm 101): disp32 right after it; if the opcode
-    # has no ModRM this is a guess, harmless when the moved displacement fits anyway
-    riprel = (f.mod == 0) & ((f.modrm & 7) == 5) & ~f.slow
+    # an opcode with a ModRM operand whose ModRM has the RIP-relative form (mod 00, rm 101):
+    # disp32 follows the ModRM
+    one_rip, two_rip = rip_forms()
+    riprel = (f.mod == 0) & ((f.modrm & 7) == 5) & ~f.slow & \
+        np.where(f.two, two_rip[f.b1], one_rip[f.b])
     disp = np.zeros(n, np.int64)
     ri = np.nonzero(riprel)[0]
     disp[ri] = _le(code, f.op_end[ri] + 1, 4)
