@@ -158,6 +158,29 @@ def test_not_modelled_is_stated_and_never_an_effect() -> None:
     assert whats == {"load-store-multiple", "stcx", "quadword", "darn", "undefined-quotient"}
 
 
+def test_analyse_word_decides_by_the_word_alone() -> None:
+    cases = {
+        0x7C6323D2: E.WORD_REGS,  # divd: can_optimize's zero registers divide by zero, still 1
+        0x7C632392: E.WORD_REGS,  # divdu
+        0x7C0005E6: E.WORD_REGS,  # darn r0,0 (COMPUTE)
+        0x7C64279E: E.WORD_REGS,  # isel (32 minor opcodes, compute_done)
+        0x7C632614: E.WORD_DECLINED,  # addo: OE=1 misses the switch (emulate_step 0)
+        0x4E800460: E.WORD_DECLINED,  # bctar: no case in analyse_instr
+        0x7C641828: E.WORD_MEM,  # lwarx r3,r4,r3: EA from registers, aligned for some state
+        0x7C6418EE: E.WORD_MEM,  # lbzux r3,r4,r3: rA = r4 != rT, a valid update form
+        0x7C6318EE: E.WORD_DECLINED,  # lbzux r3,r3,r3: load with update and rA = rT
+        0xE8630001: E.WORD_DECLINED,  # ldu r3,0(r3): load with update and rA = rT
+        0xF821FF91: E.WORD_MEM,  # stdu r1,-112(r1)
+        0x7C0007EC: E.WORD_MEM,  # dcbz 0,r0: emulate_dcbz
+        0x44000002: E.WORD_REFUSED,  # sc
+        0x04000000: E.WORD_DECLINED,  # prefix word without ISA 3.1 (the oracle's POWER9)
+    }
+    assert {w: E.analyse_word(w) for w in cases} == cases
+    # an ISA 3.1 CPU does prefixed words (NotModelled: counted as memory, never optimized)
+    assert E.analyse_word(0x04000000, E.Cpu(arch_31=True)) == E.WORD_MEM
+    assert E.analyse_instr_returns_one(0x7C6323D2) and not E.analyse_instr_returns_one(0xF821FF91)
+
+
 def test_simulate_is_wired_to_the_model() -> None:
     from kpatch_core.registry import backend_named
     b = backend_named("ppc64le")

@@ -6,8 +6,8 @@ and arch/powerpc/kernel/optprobes.c.  powerpc has no boundary decoding: every 4-
 word is judged alone (``.text`` holds tens of thousands of data words that no decoder knows,
 and the kernel does not care); only a prefixed (ISA 3.1, 8-byte) instruction's suffix word is
 refused.  Whether ``emulate_step`` emulates an accepted instruction or it is single-stepped is
-approximated by opcode class from arch/powerpc/lib/sstep.c (``analyse_instr``): see
-:func:`analyse_class`.
+what the model of arch/powerpc/lib/sstep.c (``analyse_instr``, :mod:`.emulate`) says of the
+word: see :func:`analyse_class`.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import capstone
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
 from ..base import Backend, PrepareContext, PtRegsField
+from .emulate import WORD_DECLINED, WORD_MEM, WORD_REFUSED, WORD_REGS, analyse_word
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image, KernelVersion
@@ -58,34 +59,6 @@ NOT_STEPPABLE_XO19 = {18: "rfid", 38: "rfmci", 39: "rfdi", 50: "rfi", 51: "rfci"
                       466: "sleep", 498: "rvwinkle"}
 NOT_STEPPABLE_XO31 = {4: "tw", 68: "td", 146: "mtmsr", 178: "mtmsrd"}
 
-# analyse_instr (arch/powerpc/lib/sstep.c), by opcode class.  REGS: fully done in registers
-# (returns 1: COMPUTE/BRANCH/BARRIER); MEM: loads/stores and cache ops, done by
-# emulate_loadstore / emulate_step; other words are single-stepped.
-REGS_OPS = frozenset({7, 8, 10, 11, 12, 13, 14, 15, 16, 18, 20, 21, 23, 24, 25, 26, 27, 28, 29, 30})
-REGS_XO19 = frozenset({0, 16, 33, 129, 150, 193, 225, 257, 289, 417, 449, 528, 560})  # + addpcis
-REGS_XO31 = frozenset({
-    0, 32, 508, 19, 128, 144,  # cmp cmpl cmpb mfcr setb mtcrf
-    8, 9, 10, 11, 40, 73, 75, 104, 136, 138, 200, 202, 232, 233, 234, 235, 265, 266, 267, 457,
-    459, 489, 491, 425, 393, 755, 777, 779,  # integer arithmetic (XO form, OE=0)
-    26, 58, 28, 60, 122, 124, 154, 186, 252, 284, 316, 378, 412, 444, 476, 506, 538, 570, 922,
-    954, 986,  # logical, count, extend
-    24, 536, 792, 824, 27, 539, 794, 826, 827, 890, 891,  # shifts
-    598, 854,  # sync/lwsync/ptesync, eieio
-})
-XO31_ARITH_OE = frozenset(x | 0x200 for x in (8, 10, 40, 104, 136, 138, 200, 202, 232, 233, 234,
-                                               235, 457, 459, 489, 491, 425, 393))
-MFSPR, MTSPR = 339, 467
-SPR_REGS = frozenset({1, 8, 9})  # XER, LR, CTR: mfspr/mtspr done in registers
-MFMSR = 83
-CACHE_XO31 = frozenset({54, 86, 246, 278, 982, 1014})  # dcbst dcbf dcbtst dcbt icbi dcbz
-MEM_XO31 = frozenset({
-    20, 150, 84, 214, 52, 694, 116, 726, 276, 182, 23, 55, 87, 119, 7, 39, 71, 103, 359, 135,
-    167, 199, 231, 487, 21, 53, 149, 181, 151, 183, 215, 247, 279, 311, 341, 373, 343, 375, 407,
-    439, 532, 533, 534, 597, 535, 567, 599, 631, 663, 695, 727, 759, 791, 855, 887, 919, 983, 660,
-    661, 662, 725, 790, 918, 12, 76, 140, 268, 269, 301, 332, 333, 364, 396, 397, 429, 461, 524,
-    588, 652, 716, 780, 781, 812, 813, 844, 876, 908, 909, 940, 941, 972, 1004})
-MEM_OPS = frozenset(range(32, 63)) - {59, 60}  # D/DS/DQ-form loads and stores (lwz..stq)
-MADD_XO4 = frozenset({48, 49, 51})  # maddhd maddhdu maddld (ISA 3.0)
 # optprobes.c is_conditional_branch: bc (primary 16); bclr, bcctr, bctar (19 with these XO)
 BC_OP = 16
 BRANCH_COND_XO19 = frozenset({16, 528, 560})
@@ -93,11 +66,17 @@ OPTINSN_SLOT = "optinsn_slot"  # the detour buffer optprobes use (in vmlinux)
 
 
 class Analysis(enum.Enum):
-    """What ``analyse_instr`` + ``emulate_step`` make of one instruction (approximation)."""
+    """What ``analyse_instr`` + ``emulate_step`` make of one word, whatever the registers
+    (:func:`kpatch_arch.ppc64le.emulate.analyse_word`)."""
 
     REGS = "regs"  # analyse_instr returns 1: emulated, optimizable unless a conditional branch
     MEM = "mem"  # load/store/cache op/mfmsr: emulated by emulate_step, not optimizable
-    STEP = "step"  # anything else: single-stepped out of line (MSR_SE)
+    STEP = "step"  # emulate_step returns 0 by the word alone: single-stepped out of line (MSR_SE)
+    REFUSED = "refused"  # emulate_step < 0 (sc, rfid, mtmsr[d]): can_single_step refuses them
+
+
+_ANALYSIS = {WORD_REGS: Analysis.REGS, WORD_MEM: Analysis.MEM, WORD_DECLINED: Analysis.STEP,
+             WORD_REFUSED: Analysis.REFUSED}
 
 
 # --- decoder ---------------------------------------------------------------------------------
@@ -129,36 +108,12 @@ def not_steppable(word: int) -> str | None:
 
 
 def analyse_class(word: int) -> Analysis:
-    """``analyse_instr``/``emulate_step`` by opcode class (documented approximation of sstep.c:
-    register-only integer, CR, branch and barrier forms -> REGS; loads, stores (incl. FP, VMX,
-    VSX, larx/stcx., prefixed), cache ops, mfmsr -> MEM; FP/vector arithmetic, SPRs other than
-    LR/CTR/XER, TLB/SLB and other privileged forms -> STEP)."""
-    op = primary_opcode(word)
-    if op == OP_PREFIX:
-        return Analysis.MEM  # prefixed loads/stores (and paddi) are emulated on ISA 3.1 CPUs
-    if op in REGS_OPS:
-        return Analysis.REGS
-    if op == 19:
-        if xo(word) in REGS_XO19 or (word >> 1) & 0x1F == 2:  # addpcis
-            return Analysis.REGS
-        return Analysis.STEP
-    if op == 4:
-        return Analysis.REGS if word & 0x3F in MADD_XO4 else Analysis.STEP
-    if op == 31:
-        x = xo(word)
-        if x in REGS_XO31 or x in XO31_ARITH_OE:
-            return Analysis.REGS
-        if x in (MFSPR, MTSPR):
-            spr = ((word >> 16) & 0x1F) | ((word >> 6) & 0x3E0)
-            return Analysis.REGS if spr in SPR_REGS else Analysis.STEP
-        if x in MEM_XO31 or x in CACHE_XO31 or x == MFMSR:
-            return Analysis.MEM
-        return Analysis.STEP
-    if op in MEM_OPS:
-        if op == 58 and word & 3 == 3 or op == 62 and word & 3 == 3:
-            return Analysis.STEP  # reserved DS-form variants
-        return Analysis.MEM
-    return Analysis.STEP
+    """``analyse_instr``/``emulate_step`` (arch/powerpc/lib/sstep.c) for ``word`` on the oracle
+    kernel's CPU (POWER9, ISA 3.0), decided by the word alone: the model's
+    :func:`~kpatch_arch.ppc64le.emulate.analyse_word` (emulated when it is for some register
+    state the word cannot rule out; STEP for unknown opcodes, OE=1 arithmetic, bctar, invalid
+    forms such as update forms with rA=0 or rA=rT, and prefixed words without ISA 3.1)."""
+    return _ANALYSIS[analyse_word(word)]
 
 
 def is_conditional_branch(word: int) -> bool:
@@ -296,6 +251,8 @@ class Ppc64leBackend(Backend):
         text = self.mnemonic(insn, addr)
         if size == PREFIXED_SIZE and addr % 64 == 60:
             text += " [prefixed insn crosses a 64-byte boundary]"
+        # kprobe_handler -> try_to_emulate: emulate_step first, the slot copy single-stepped
+        # when it returns 0 (EMULATE when it does the word for some register state)
         cls = analyse_class(word)
         method = Method.SINGLESTEP if cls is Analysis.STEP else Method.EMULATE
         return Execution(method, insn, text)
@@ -307,6 +264,8 @@ class Ppc64leBackend(Backend):
         image, addr = ctx.image, ctx.addr
         word = self._word(image, addr)
         if word is None or is_prefixed(word) or is_conditional_branch(word):
+            return False
+        if not_steppable(word) is not None:  # never registered (arch_prepare_kprobe refuses it)
             return False
         if analyse_class(word) is not Analysis.REGS:
             return False

@@ -3,9 +3,11 @@
 ``arch_prepare_kprobe`` on powerpc (arch/powerpc/kernel/kprobes.c) judges each 4-byte word alone:
 ``can_single_step`` refuses traps, rfid/hrfid/..., mtmsr(d) and sc (-EINVAL); a word right after
 a prefix word (ISA 3.1 suffix) is refused unless it starts a page (-EINVAL); the rest is
-accepted and either emulated (``emulate_step``) or single-stepped, by opcode class (the backend's
-``analyse_class``).  Here that decision is vectorised over all words at once, with lookup arrays
-built from the backend's own tables (NOT_STEPPABLE_*, REGS_*, MEM_*, CACHE_XO31, SPR_REGS...).
+accepted and either emulated (``emulate_step``) or single-stepped, as the model of sstep.c says
+of the word (the backend's ``analyse_class`` = ``emulate.analyse_word``).  Here that decision is
+vectorised over all words at once: a key table computed from the model itself (primary opcode
+and, for the opcodes that have them, bits 0-10), then analyse_instr's few register-field rules
+(update forms, quadword pairs, lmw, darn, mfspr/mtspr of XER/LR/CTR) as array tests.
 
 Also vectorised: ``arch_adjust_kprobe_addr`` (it never moves a probe on ppc64: the local-entry
 move happens in ``kprobe_lookup_name``, for ``SYM+0`` targets only), the ranges of
@@ -16,6 +18,7 @@ left to the backend's ``prepare`` (the code SLOW).
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
@@ -23,10 +26,11 @@ import numpy as np
 from kpatch_core.analyze import SLOW, fixed_width_walk, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
-from . import (ARCH_BLACKLIST_AREA, BC_OP, BRANCH_COND_XO19, BRANCH_RANGE, CACHE_XO31, INSN_SIZE,
-               MADD_XO4, MEM_OPS, MEM_XO31, MFMSR, MFSPR, MTSPR, NOT_STEPPABLE_OP,
-               NOT_STEPPABLE_XO19, NOT_STEPPABLE_XO31, OP_PREFIX, OPTINSN_SLOT, PAGE_SIZE, REGS_OPS,
-               REGS_XO19, REGS_XO31, SPR_REGS, XO31_ARITH_OE)
+from . import (ARCH_BLACKLIST_AREA, BC_OP, BRANCH_COND_XO19, BRANCH_RANGE, INSN_SIZE,
+               NOT_STEPPABLE_OP, NOT_STEPPABLE_XO19, NOT_STEPPABLE_XO31, OP_PREFIX, OPTINSN_SLOT,
+               PAGE_SIZE)
+from .emulate import (DFORM_MEM, FP_XO_UPDATE, SPRN_CTR, SPRN_LR, SPRN_XER, UPDATE, WORD_DECLINED,
+                      WORD_MEM, WORD_REFUSED, WORD_REGS, XFORM_MEM, analyse_word)
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
@@ -44,14 +48,6 @@ def _table(size: int, values: Iterable[int]) -> np.ndarray:
 _NOSTEP_OP = _table(64, NOT_STEPPABLE_OP)
 _NOSTEP_XO19 = _table(1024, NOT_STEPPABLE_XO19)
 _NOSTEP_XO31 = _table(1024, NOT_STEPPABLE_XO31)
-# analyse_class
-_REGS_OP = _table(64, REGS_OPS)
-_MEM_OP = _table(64, MEM_OPS)
-_REGS_XO19 = _table(1024, REGS_XO19)
-_REGS_XO31 = _table(1024, REGS_XO31 | XO31_ARITH_OE)
-_MEM_XO31 = _table(1024, MEM_XO31 | CACHE_XO31 | {MFMSR})
-_MADD_XO4 = _table(64, MADD_XO4)
-_SPR_REGS = _table(1024, SPR_REGS)
 _COND_XO19 = _table(1024, BRANCH_COND_XO19)  # optprobes.c is_conditional_branch
 
 
@@ -61,28 +57,93 @@ def _words(code: np.ndarray, rel: np.ndarray) -> np.ndarray:
             | (code[rel + 2].astype(np.uint32) << 16) | (code[rel + 3].astype(np.uint32) << 24))
 
 
+# analyse_word's answers as small codes
+REGS, MEM, DECLINED, REFUSED = 0, 1, 2, 3
+_CODE = {WORD_REGS: REGS, WORD_MEM: MEM, WORD_DECLINED: DECLINED, WORD_REFUSED: REFUSED}
+# Primary opcodes whose analysis reads bits 0-10 (extended opcode, DS/DQ/XX form bits); the
+# others are decided by the primary opcode and the register fields alone.
+SUBOP_OPS = (4, 19, 30, 31, 57, 58, 61, 62)
+# The register fields the key table is computed with (rT=8, rA=4, rB=6; SPR 4|6<<5 = 196): a
+# valid form for every register-field rule of analyse_instr that :func:`classes` applies
+# (rA != 0, rA != rT, rA < rT, rT even, rT != rB, rA & 3 != 3).
+CANONICAL_FIELDS = (8 << 21) | (4 << 16) | (6 << 11)
+SPR_EMULATED = (SPRN_XER, SPRN_LR, SPRN_CTR)  # mfspr/mtspr analyse_instr does in registers
+_SPR_OK = _table(1024, SPR_EMULATED)
+# analyse_instr's register-field rules (sstep.c), by form
+_X_UPDATE = _table(1024, (x for x, (_, _, f) in XFORM_MEM.items() if f & UPDATE))
+_X_UPDATE_LOAD = _table(1024, (x for x, (k, _, f) in XFORM_MEM.items()
+                               if f & UPDATE and k == "load"))
+_X_FP_UPDATE = _table(1024, FP_XO_UPDATE)
+_D_UPDATE = _table(64, (op + 1 for op in DFORM_MEM))  # lwzu lbzu stwu stbu lhzu lhau sthu
+_D_UPDATE_LOAD = _table(64, (op + 1 for op, (k, _, _) in DFORM_MEM.items() if k == "load"))
+_D_FP_UPDATE = _table(64, (49, 51, 53, 55))  # lfsu lfdu stfsu stfdu
+XO_MFSPR, XO_MTSPR, XO_LQARX, XO_STQCX, XO_DARN = 339, 467, 276, 182, 755
+OP_LMW, OP_LQ, OP_LFDP, OP_LD, OP_STD = 46, 56, 57, 58, 62
+
+
+@functools.lru_cache(maxsize=None)
+def key_table() -> np.ndarray:
+    """:func:`~kpatch_arch.ppc64le.emulate.analyse_word` (as REGS/MEM/DECLINED/REFUSED codes)
+    for every key ``op << 11 | low 11 bits`` (low bits only for :data:`SUBOP_OPS`, else 0),
+    with the register fields :data:`CANONICAL_FIELDS`: the model is the one source of truth,
+    computed once per process (~16k words)."""
+    table = np.full(64 << 11, DECLINED, np.uint8)
+    for op in range(64):
+        lows = range(2048) if op in SUBOP_OPS else (0,)
+        for low in lows:
+            word = (op << 26) | CANONICAL_FIELDS | low
+            table[(op << 11) | low] = _CODE[analyse_word(word)]
+    return table
+
+
+_SUBOP = _table(64, SUBOP_OPS)
+
+
+def analysis_codes(words: np.ndarray) -> np.ndarray:
+    """:func:`~kpatch_arch.ppc64le.emulate.analyse_word` of every uint32 word, vectorised
+    (REGS/MEM/DECLINED/REFUSED codes): the key table, then analyse_instr's register-field
+    rules (which only ever decline, except mfspr/mtspr of XER/LR/CTR)."""
+    w = words.astype(np.uint32)
+    op = (w >> 26).astype(np.intp)
+    low = (w & 0x7FF).astype(np.intp)
+    cls = key_table()[(op << 11) | np.where(_SUBOP[op], low, 0)]
+    x = (low >> 1) & 0x3FF
+    rd, ra, rb = (w >> 21) & 0x1F, (w >> 16) & 0x1F, (w >> 11) & 0x1F
+    o31 = op == 31
+    k = w & 3
+    odd = (rd & 1) == 1
+    bad = (
+        # update forms: rA = 0, or a load with rA = rT (sstep.c: "invalid form")
+        (o31 & _X_UPDATE[x] & ((ra == 0) | (_X_UPDATE_LOAD[x] & (ra == rd))))
+        | (_D_UPDATE[op] & ((ra == 0) | (_D_UPDATE_LOAD[op] & (ra == rd))))
+        | ((op == OP_LD) & (k == 1) & ((ra == 0) | (ra == rd)))  # ldu
+        | ((op == OP_STD) & (k == 1) & (ra == 0))  # stdu
+        | (o31 & _X_FP_UPDATE[x] & (ra == 0)) | (_D_FP_UPDATE[op] & (ra == 0))  # FP update
+        # quadword pairs: an even rT not overlapping the address registers
+        | (o31 & (x == XO_LQARX) & (odd | (rd == ra) | (rd == rb)))
+        | (o31 & (x == XO_STQCX) & odd)
+        | ((op == OP_LQ) & (odd | (rd == ra)))
+        | ((op == OP_STD) & (k == 2) & odd)  # stq
+        | ((op == OP_LFDP) & (k == 0) & odd)  # lfdp
+        | ((op == OP_LMW) & (ra >= rd))  # lmw: rA in the loaded range
+        | (o31 & (x == XO_DARN) & ((ra & 3) == 3)))  # darn L=3
+    cls = np.where(bad, DECLINED, cls)
+    spr = ((w >> 16) & 0x1F) | ((w >> 6) & 0x3E0)
+    is_spr = o31 & ((x == XO_MFSPR) | (x == XO_MTSPR))
+    return np.where(is_spr, np.where(_SPR_OK[spr.astype(np.intp)], REGS, DECLINED),
+                    cls).astype(np.uint8)
+
+
 def classes(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(``can_single_step`` is false, ``analyse_class`` is REGS, ``analyse_class`` is STEP) for
     each uint32 word: the vectorised :func:`kpatch_arch.ppc64le.not_steppable` and
-    :func:`~kpatch_arch.ppc64le.analyse_class` (same tests in the same order)."""
+    :func:`~kpatch_arch.ppc64le.analyse_class`."""
     w = words.astype(np.uint32)
     op = (w >> 26).astype(np.intp)
     x = ((w >> 1) & 0x3FF).astype(np.intp)
-    o19, o31, o4 = op == 19, op == 31, op == 4
-    nostep = _NOSTEP_OP[op] | (o19 & _NOSTEP_XO19[x]) | (o31 & _NOSTEP_XO31[x])
-    spr = (((w >> 16) & 0x1F) | ((w >> 6) & 0x3E0)).astype(np.intp)
-    is_spr = (x == MFSPR) | (x == MTSPR)
-    regs31 = _REGS_XO31[x] | (is_spr & _SPR_REGS[spr])
-    mem31 = _MEM_XO31[x] & ~_REGS_XO31[x] & ~is_spr
-    reserved_ds = ((op == 58) | (op == 62)) & ((w & 3) == 3)
-    prefix = op == OP_PREFIX
-    rest = ~prefix & ~_REGS_OP[op]  # neither of analyse_class's first two answers
-    regs = (~prefix & _REGS_OP[op]) | (rest & (
-        (o19 & (_REGS_XO19[x] | (((w >> 1) & 0x1F) == 2)))  # + addpcis
-        | (o4 & _MADD_XO4[(w & 0x3F).astype(np.intp)])
-        | (o31 & regs31)))
-    mem = prefix | (rest & ((o31 & mem31) | (~o19 & ~o31 & ~o4 & _MEM_OP[op] & ~reserved_ds)))
-    return nostep, regs, ~regs & ~mem
+    nostep = _NOSTEP_OP[op] | ((op == 19) & _NOSTEP_XO19[x]) | ((op == 31) & _NOSTEP_XO31[x])
+    cls = analysis_codes(w)
+    return nostep, cls == REGS, cls == DECLINED
 
 
 def step_class(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,12 +196,12 @@ class Ppc64leBulkClassifier:
         if len(code) < INSN_SIZE:
             return np.zeros(len(cand), bool), np.ones(len(cand), bool)
         word = _words(code, np.where(slow, 0, rel))
-        _, regs, _ = classes(word)
+        nostep, regs, _ = classes(word)
         op = word >> 26
         cond = (op == BC_OP) | ((op == 19) & _COND_XO19[((word >> 1) & 0x3FF).astype(np.intp)])
         dist = (np.uint64(slot) - at).view(np.int64)  # slot - addr, two's complement
         lo, hi = BRANCH_RANGE
-        opt = ~slow & regs & (op != OP_PREFIX) & ~cond & (dist >= lo) & (dist <= hi)
+        opt = ~slow & ~nostep & regs & (op != OP_PREFIX) & ~cond & (dist >= lo) & (dist <= hi)
         return opt, slow
 
     def classify(self, code: np.ndarray, base: int, addrs: np.ndarray, rel: np.ndarray,

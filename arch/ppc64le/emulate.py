@@ -915,6 +915,43 @@ def hardware_undefined(word: int) -> str | dict[str, int] | None:
 
 
 _NOT_UPDATE_REGS = ("emulate_loadstore", "emulate_step", "emulate_dcbz")
+# NotModelled answers analyse_instr gives 1 for (COMPUTE: darn; arith_done: divisions)
+_NOT_MODELLED_REGS = frozenset({"darn", "undefined-quotient"})
+# What the kernel makes of a word it accepted, whatever the registers (see analyse_word)
+WORD_REGS, WORD_MEM, WORD_DECLINED, WORD_REFUSED = "regs", "mem", "declined", "refused"
+
+
+def _any_memory(ea: int, n: int) -> bytes:
+    return bytes(n)
+
+
+def analyse_word(word: int, cpu: Cpu = POWER9) -> str:
+    """What ``emulate_step`` (try_to_emulate) makes of ``word`` for a register state the word
+    alone cannot rule out:
+
+    * :data:`WORD_REGS`: ``analyse_instr`` returns 1 (emulate_update_regs: emulated, and what
+      optprobes' ``can_optimize`` asks for);
+    * :data:`WORD_MEM`: analyse_instr returns 0 and emulate_step does the load, store, cache
+      op or mfmsr/mtmsr itself (emulated when the access does not fault);
+    * :data:`WORD_DECLINED`: emulate_step returns 0 by the word alone (unknown opcode, OE=1
+      arithmetic, bctar, an invalid form, a feature this CPU lacks): single-stepped;
+    * :data:`WORD_REFUSED`: emulate_step returns < 0 (sc, rfid, mtmsr[d] clearing MSR_RI):
+      words ``can_single_step`` refuses.
+
+    The word is run through :func:`emulate_step` with zero registers (can_optimize's dummy
+    pt_regs), MSR_KERNEL and every address readable, so the answers that depend on the
+    registers or memory come out handled: faults cannot happen and larx's EA (0) is aligned.
+    The one exception, a trap taken with zero operands (tw/td/tdi/twi), is a word
+    ``can_single_step`` refuses before emulate_step is ever reached.
+    """
+    r = emulate_step(word, 0xC000000000000000, {}, _any_memory, cpu=cpu, msr=MSR_KERNEL)
+    if isinstance(r, Effect):
+        return WORD_MEM if r.op.startswith(_NOT_UPDATE_REGS) else WORD_REGS
+    if isinstance(r, NotModelled):  # analyse_instr handles it (prefixed: counted as memory)
+        return WORD_REGS if r.what in _NOT_MODELLED_REGS else WORD_MEM
+    if isinstance(r, Refused):
+        return WORD_REFUSED
+    return WORD_DECLINED
 
 
 def analyse_instr_returns_one(word: int, cpu: Cpu = POWER9) -> bool:
@@ -922,5 +959,4 @@ def analyse_instr_returns_one(word: int, cpu: Cpu = POWER9) -> bool:
     (what optprobes' ``can_optimize`` asks, with MSR_KERNEL and zero registers); loads,
     stores, cache ops and mfmsr/mtmsr (analyse_instr returns 0, emulate_step does them) are
     not."""
-    r = emulate_step(word, 0xC000000000000000, {}, None, cpu=cpu, msr=MSR_KERNEL)
-    return isinstance(r, Effect) and not r.op.startswith(_NOT_UPDATE_REGS)
+    return analyse_word(word, cpu) == WORD_REGS
