@@ -132,8 +132,9 @@ def _ppc64le(b, img, total: int, a) -> int:
     are drawn by hypothesis, then executed many per qemu process (slot.prove_emulation,
     slot.prove_single_step).  Counts: ok-emulated, ok-stepped, declined (emulate_step
     returned 0: stepped), refused by arch_prepare_kprobe, not-modelled, oracle categories,
-    DIVERGED; ``class:`` counts where the backend's method (analyse_class) and the model
-    disagree."""
+    DIVERGED; ``class:`` counts where the backend's static method (analyse_class, itself
+    derived from the model's analyse_word) and the model's run disagree (register-dependent
+    words only)."""
     import random
 
     from kpatch_arch.ppc64le import slot as ppc

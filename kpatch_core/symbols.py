@@ -222,6 +222,18 @@ class Kallsyms:
             return None
         return KSym(self.names[int(self.ufirst[j])], start, size)
 
+    def containing_starts(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`containing` for many addresses: per address the symbol start, and whether the
+        lookup is ordinary (a symbol at or below the address whose range holds it, or a
+        zero-size symbol exactly at it); where not, the start is meaningless."""
+        addrs = np.asarray(addrs, np.uint64)
+        if not len(self.uaddrs):
+            return np.zeros(len(addrs), np.uint64), np.zeros(len(addrs), bool)
+        j = np.searchsorted(self.uaddrs, addrs, side="right").astype(np.int64) - 1
+        jj = np.maximum(j, 0)
+        start = self.uaddrs[jj]
+        return start, (j >= 0) & ((self.usizes[jj] != 0) | (start == addrs))
+
     def aliases_at(self, addr: int) -> list[str]:
         """Every kallsyms name at exactly ``addr``, first alias first."""
         lo = int(np.searchsorted(self.addrs, np.uint64(addr), side="left"))

@@ -135,6 +135,7 @@ class _Kallsyms:
     """Symbols at ``starts`` (sorted, unique), each ending at the next; the real lookup."""
 
     containing = Kallsyms.containing
+    containing_starts = Kallsyms.containing_starts
 
     def __init__(self, starts: list[int], end: int) -> None:
         s = sorted(set(starts))

@@ -38,19 +38,6 @@ def row_codes(rules: str) -> np.ndarray:
     return np.array([_OUTCOME_CODE[r.outcome] for r in DECODE_TABLES[rules]], np.uint16)
 
 
-def containing_starts(image: "Image", addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per address: the start of the kallsyms symbol ``Kallsyms.containing`` finds (as ``check``
-    passes it to ``prepare``), and whether that lookup is ordinary (a symbol at or below the
-    address whose range holds it, or a zero-size symbol exactly at it)."""
-    ks = image.kallsyms
-    if not len(ks.uaddrs):
-        return np.zeros(len(addrs), np.uint64), np.zeros(len(addrs), bool)
-    j = np.searchsorted(ks.uaddrs, addrs, side="right").astype(np.int64) - 1
-    jj = np.maximum(j, 0)
-    start = ks.uaddrs[jj]
-    return start, (j >= 0) & ((ks.usizes[jj] != 0) | (start == addrs))
-
-
 class Arm64BulkClassifier:
     """Vectorised ``arch_prepare_kprobe`` for one arm64 image."""
 
@@ -79,7 +66,7 @@ class Arm64BulkClassifier:
         size = len(code)  # the chunk's bytes end early only where the image's section does
         addrs = np.asarray(addrs, np.uint64)
         rel = np.asarray(rel, np.int64)
-        fstart, fast = containing_starts(self.image, addrs)
+        fstart, fast = self.image.kallsyms.containing_starts(addrs)
         fast &= addrs % np.uint64(AARCH64_INSN_SIZE) == 0
         # the atomic window [ws, addr): back to the symbol start when it is < 128 bytes away
         window = MAX_ATOMIC_CONTEXT_SIZE * AARCH64_INSN_SIZE

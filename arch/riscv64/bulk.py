@@ -47,18 +47,6 @@ def row_codes(rules: str) -> np.ndarray:
     return np.array([_OUTCOME_CODE[r.outcome] for r in rows], np.uint16)
 
 
-def containing_starts(image: "Image", addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per address: the start of the kallsyms symbol ``Kallsyms.containing`` finds (as ``check``
-    passes it to ``prepare``), and whether that lookup is ordinary."""
-    ks = image.kallsyms
-    if not len(ks.uaddrs):
-        return np.zeros(len(addrs), np.uint64), np.zeros(len(addrs), bool)
-    j = np.searchsorted(ks.uaddrs, addrs, side="right").astype(np.int64) - 1
-    jj = np.maximum(j, 0)
-    start = ks.uaddrs[jj]
-    return start, (j >= 0) & ((ks.usizes[jj] != 0) | (start == addrs))
-
-
 def u32_at(code: np.ndarray, rel: np.ndarray) -> np.ndarray:
     """Little-endian 32-bit words of ``code`` at byte offsets ``rel`` (any alignment)."""
     b = [code[rel + i].astype(np.uint32) for i in range(4)]
@@ -99,7 +87,7 @@ class Riscv64BulkClassifier:
         size = len(code)  # the chunk's bytes end early only where the image's section does
         addrs = np.asarray(addrs, np.uint64)
         rel = np.asarray(rel, np.int64)
-        fstart, fast = containing_starts(self.image, addrs)
+        fstart, fast = self.image.kallsyms.containing_starts(addrs)
         rel_fs = rel - (addrs - np.minimum(fstart, addrs)).astype(np.int64)
         # prepare reads [symbol start, addr + 4): from the same section as the chunk
         fast &= (rel_fs >= 0) & (rel_fs < size) & (rel <= size)
