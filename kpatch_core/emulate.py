@@ -137,6 +137,9 @@ class Hit:
     regs: dict[str, int]
 
 
+SMC_TIMEOUT_US = 100_000  # bound on re-running one dropped instruction
+
+
 class Machine:
     """A unicorn CPU addressed with kernel addresses, lazily mapping untouched pages."""
 
@@ -150,6 +153,7 @@ class Machine:
         self._trap: int | None = None
         self._interrupt: int | None = None
         self._retry = False
+        self._cs = None
         setup = getattr(self.arch, "setup_cpu", None)
         if setup:
             setup(self.uc)
@@ -270,6 +274,17 @@ class Machine:
         uc.emu_stop()
         return True
 
+    def _insn_length(self, pc: int) -> int:
+        """Length of the instruction at ``pc`` as capstone decodes it (0: undecodable)."""
+        if self._cs is None:
+            import capstone
+            b = self.backend
+            self._cs = capstone.Cs(b.capstone_arch, b.capstone_mode | (
+                0 if b.little_endian else capstone.CS_MODE_BIG_ENDIAN))
+        for _, size, _, _ in self._cs.disasm_lite(self.read(pc, 16), pc, 1):
+            return size
+        return 0
+
     def _on_unmapped(self, uc: unicorn.Uc, access: int, address: int, size: int, value: int,
                      _: object) -> bool:
         k = self.kaddr(address)
@@ -277,6 +292,7 @@ class Machine:
             self.map(k, max(size, 1))
         except unicorn.UcError:
             return False
+        self._retry = True  # with count=1 unicorn may stop before the access is redone
         return True
 
     def _emu(self, pc: int, count: int) -> str:
@@ -293,6 +309,17 @@ class Machine:
             if self._retry and self.pc == pc:  # a page was mapped before anything ran
                 continue
             break
+        if count == 1 and self._trap is None and self._interrupt is None and self.pc == pc:
+            # unicorn 2 drops an instruction that stores into a page holding translated code
+            # when it runs with count=1 (QEMU's self-modifying-code restart eats the count):
+            # run it again up to its end, bounded in time (a jump to itself stays put)
+            n = self._insn_length(pc)
+            if n:
+                try:
+                    self.uc.emu_start(self.emu(pc), self.emu(pc + n), timeout=SMC_TIMEOUT_US)
+                except unicorn.UcError as e:
+                    if self._trap is None:
+                        return str(e)
         if self._interrupt is not None:
             return f"interrupt {self._interrupt}"
         return ""

@@ -595,3 +595,30 @@ def test_s390_link_register_fixup_in_64bit_mode(raw: str) -> None:
     regs = _s390_same(bytes.fromhex(raw), slot=0x7FFFFFF0, r3=0x140000, r15=0x140000)
     r = int(raw[2], 16)
     assert regs[f"r{r}"] & 0xFFFFFFFF == S390_TEXT + len(raw) // 2
+
+
+def test_store_next_to_the_code_runs_in_a_plain_step() -> None:
+    """unicorn drops a count=1 instruction that stores into a page with translated code; the
+    executor re-runs it, so a plain run and a probed run both perform the store."""
+    from kpatch_core.testing import diff_states, differential
+    b = _arch("x86_64")
+    code = bytes.fromhex("48870507000000")  # xchg [rip + 7], rax: the byte after the nops
+    addr = 0xFFFFFFFF8100DFF5  # the target is on the next (lazily mapped) page
+    r = differential(b, RawImage(b), code, addr, 0xFFFFFFFFC0B48E90, {"ax": 0x1111})
+    assert not diff_states(*r), diff_states(*r)
+    assert r[0]["regs"]["ip"] == addr + 7 and r[0]["regs"]["ax"] != 0x1111
+
+
+def test_vex_opcode_bytes_the_kernel_emulates_are_kernel_divergent() -> None:
+    """prepare_emulation looks at the byte after a VEX payload: vpsubd (c5 d9 fa) is emulated
+    as cli by the real kernel, so property (a) cannot hold there and is not claimed."""
+    from kpatch_arch.x86_64.slot import kernel_divergent
+    from kpatch_core.testing import prop_same_end_state
+    b = _arch("x86_64")
+    vpsubd = bytes.fromhex("c5d9fa6561")
+    e = prepare_raw(RawImage(b), vpsubd + b"\x90" * 16, TEXT)
+    assert e.method == Method.EMULATE  # as the kernel: the opcode byte fa is "cli"
+    assert kernel_divergent(vpsubd) == "vex-emulated-as-cli"
+    assert kernel_divergent(bytes.fromhex("fa")) is None  # a real cli is fine
+    assert prop_same_end_state(b, RawImage(b), vpsubd, TEXT, 0xFFFFFFFFC0B48E90,
+                               {"flags": 0x202}) == "kernel-divergent:vex-emulated-as-cli"

@@ -17,7 +17,7 @@ import unicorn.x86_const as ux
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from . import INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
+from . import EMULATED, INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
@@ -217,6 +217,18 @@ def after_slot(slot: Slot, trap_site: int) -> int:
 
 FLAGS_FIXED = {"flags": 0x202}  # reserved bit 1 and IF, as in kernel context
 SLOT_SIZE = MAX_INSN_SIZE  # kprobe_insn_slots.insn_size
+
+
+def kernel_divergent(code: bytes) -> str | None:
+    """Why the kernel itself runs ``code`` differently from the CPU (None: it does not).
+    ``prepare_emulation`` switches on ``insn->opcode.bytes[0]``, which for a VEX/EVEX-encoded
+    instruction is the byte after the VEX payload: `vpsubd` (``c5 .. fa``) is emulated as
+    `cli`, a VEX opcode byte 0x74 as `je`, and so on.  Such a probe does what the kernel does
+    (our model follows it), not what the instruction does."""
+    opcode, _, _, vex, _ = kernel_opcode(code)
+    if vex and opcode[:1] and opcode[0] in EMULATED:
+        return f"vex-emulated-as-{EMULATED[opcode[0]]}"
+    return None
 
 
 def pc_relative_target(backend: "X86_64Backend", code: bytes, addr: int) -> int | None:

@@ -213,6 +213,9 @@ def prop_same_end_state(backend: "Backend", image: RawImage, code: bytes, addr: 
     defect = getattr(mod, "oracle_defect", lambda c: None)(code)
     if defect is not None:  # the emulator mis-executes it: neither run can be trusted
         return f"skipped:{defect}"
+    kernel = getattr(mod, "kernel_divergent", lambda c: None)(code)
+    if kernel is not None:  # the real kernel's handling differs from the CPU's: not comparable
+        return f"kernel-divergent:{kernel}"
     target = getattr(mod, "pc_relative_target", lambda *a: None)(backend, code, addr)
     page = mod.CPU.page
     if target is not None and {target // page, (target + 15) // page} & \
