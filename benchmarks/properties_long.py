@@ -196,7 +196,9 @@ def _ppc64le(b, img, total: int, a) -> int:
         for key, v in cs.items():
             counts["a:" + ("ok-stepped" if key == "ok" else "stepped-" + key)] += v
         for d in de + ds:
-            if "note" in d:  # the kernel single-steps a branch-and-link it cannot emulate (bctarl): LR names the slot
+            # the kernel single-steps a branch-and-link it cannot emulate (bctarl): LR names
+            # the slot, on a real kernel too
+            if "note" in d:
                 counts["a:kernel-divergent:link-stepped-in-slot"] += 1
                 counts["a:stepped-DIVERGED"] -= 1
                 continue
