@@ -306,8 +306,9 @@ class Machine:
                 if self._trap is not None:  # a breakpoint reported through an error hook
                     return ""
                 return str(e)
-            if self._retry and self.pc == pc:  # a page was mapped before anything ran
-                continue
+            if self._retry and self.pc == pc and self._interrupt is None:
+                continue  # a page was mapped before anything ran (an exception is final:
+                # running again would turn a contributory fault into a double fault)
             break
         if count == 1 and self._trap is None and self._interrupt is None and self.pc == pc:
             # unicorn 2 drops an instruction that stores into a page holding translated code

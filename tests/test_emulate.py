@@ -622,3 +622,15 @@ def test_vex_opcode_bytes_the_kernel_emulates_are_kernel_divergent() -> None:
     assert kernel_divergent(bytes.fromhex("fa")) is None  # a real cli is fine
     assert prop_same_end_state(b, RawImage(b), vpsubd, TEXT, 0xFFFFFFFFC0B48E90,
                                {"flags": 0x202}) == "kernel-divergent:vex-emulated-as-cli"
+
+
+def test_divide_error_is_not_turned_into_a_double_fault() -> None:
+    """A #DE after a lazily mapped page must not be run again: unicorn would report the second
+    contributory exception as a double fault (interrupt 8) in the plain run only."""
+    from kpatch_core.testing import diff_states, differential
+    b = _arch("x86_64")
+    code = bytes.fromhex("48f735ffffffff")  # div qword ptr [rip - 1]: overflows with rdx = -1
+    r = differential(b, RawImage(b), code, 0xFFFFFFFF8107DFD0, 0xFFFFFFFFC07DFD00,
+                     {"ax": 5, "dx": (1 << 64) - 1})
+    assert not diff_states(*r), diff_states(*r)
+    assert r[0]["outcome"][2] == "interrupt 0"
