@@ -76,7 +76,6 @@ def generate(image: Image, n: int, seed: int) -> list[str]:
     """About ``n`` lines mixing every argument form, valid and not, plus a few multi-probe
     and delete sequences."""
     rng = random.Random(seed)
-    env = ImageEnv(image)
     be = image.backend
     regs = [f.name for f in be.pt_regs]
     funcs = _functions(image, rng, 40)

@@ -24,7 +24,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 def _default_images() -> list[str]:
     from kpatch_core import cache
-    from kpatch_core.image import Image
     found = []
     for arch in ("x86_64", "arm64", "riscv64", "s390x", "ppc64le"):
         p = Path.home() / ".cache" / "kpatch-kernels" / arch / "vmlinux"

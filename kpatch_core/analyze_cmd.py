@@ -143,7 +143,7 @@ def _print_summary(a: "Analysis", out) -> None:
     w(f"  {'text area':24s} {'insns':>9s}  probeable\n")
     for g in a.groups("area")[:12]:
         w(f"  {g['name'][:24]:24s} {g['insns']:9d} {_pct(g['probeable_insns'], g['insns'])}\n")
-    src = "cache" if a.from_cache else f"analysed"
+    src = "cache" if a.from_cache else "analysed"
     w(f"{src} in {a.seconds:.2f} s\n\n")
 
 

@@ -138,6 +138,8 @@ class Hit:
 
 
 SMC_TIMEOUT_US = 100_000  # bound on re-running one dropped instruction
+SMC_REFETCH_LIMIT = 3  # fetches of the same instruction in that re-run (QEMU's SMC restart
+# refetches it once; more is a jump to itself)
 
 
 class Machine:
@@ -316,13 +318,36 @@ class Machine:
             # run it again up to its end, bounded in time (a jump to itself stays put)
             n = self._insn_length(pc)
             if n:
-                try:
-                    self.uc.emu_start(self.emu(pc), self.emu(pc + n), timeout=SMC_TIMEOUT_US)
-                except unicorn.UcError as e:
-                    if self._trap is None:
-                        return str(e)
+                err = self._rerun(pc, n)
+                if err:
+                    return err
         if self._interrupt is not None:
             return f"interrupt {self._interrupt}"
+        return ""
+
+
+    def _rerun(self, pc: int, n: int) -> str:
+        """Run the instruction at ``pc`` (``n`` bytes) again until the next one starts.
+
+        Bounded by a code hook, not by unicorn's timer thread alone: under load that thread's
+        stop can land before the engine starts and be lost, and a jump to itself then spins
+        forever.  The hook stops the engine when a second instruction fetch starts (the next
+        instruction, or the same one again: a jump to itself stays put)."""
+        start, fetches = self.emu(pc), [0]
+
+        def on_code(uc: unicorn.Uc, address: int, size: int, _: object) -> None:
+            fetches[0] += 1
+            if fetches[0] > 1 and (address != start or fetches[0] > SMC_REFETCH_LIMIT):
+                uc.emu_stop()
+
+        h = self.uc.hook_add(unicorn.UC_HOOK_CODE, on_code)
+        try:
+            self.uc.emu_start(start, self.emu(pc + n), timeout=SMC_TIMEOUT_US)
+        except unicorn.UcError as e:
+            if self._trap is None:
+                return str(e)
+        finally:
+            self.uc.hook_del(h)
         return ""
 
 

@@ -17,7 +17,6 @@ from kpatch_arch.base import PrepareContext
 from kpatch_arch.ppc64le import (
     NOT_STEPPABLE_XO19, NOT_STEPPABLE_XO31, Analysis, Ppc64leBackend, analyse_class, not_steppable)
 from kpatch_arch.ppc64le import bulk as ppc_bulk
-from kpatch_arch.ppc64le import emulate as ppc_emulate
 from kpatch_arch.s390x import PROHIBITED_FIRST_BYTE, S390xBackend, insn_length, opcode_table
 from kpatch_arch.s390x import bulk as s390_bulk
 from kpatch_core import analyze as A

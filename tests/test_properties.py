@@ -81,8 +81,6 @@ def test_b_install_then_remove_restores_bytes(arch: str) -> None:
 @pytest.mark.parametrize("arch", ARCHES)
 def test_c_unreachable_displacement_is_refused(arch: str) -> None:
     b = need(arch)
-    if not hasattr(b.slot_support(), "pc_relative_target"):
-        pytest.skip(f"{arch}: PC-relative instructions are simulated, never copied")
     img = RawImage(b)
     kinds = []
     far = st.integers(0, (1 << 64) - 16).map(lambda a: a & ~15)
@@ -93,7 +91,10 @@ def test_c_unreachable_displacement_is_refused(arch: str) -> None:
     def prop(code, addr, slot):
         kinds.append(prop_displacement_reach(b, img, code, addr, slot))
     prop()
-    assert "retargeted" in kinds and "refused:RIP_DISP_RANGE" in kinds
+    if hasattr(b.slot_support(), "pc_relative_target"):  # copied and relocated
+        assert "retargeted" in kinds and "refused:RIP_DISP_RANGE" in kinds
+    else:  # simulated by the kernel: never in a slot
+        assert kinds.count("simulated") > len(kinds) // 2, kinds[:20]
 
 
 @pytest.mark.parametrize("arch", ARCHES)

@@ -517,21 +517,6 @@ def test_without_boundary_walk_mid_instruction_is_accepted(monkeypatch):
 
 # --- optional: the real Debian kernel (skipped when ~/.cache/kpatch-kernels/x86_64 is absent) -----
 
-def _oracle_rows(limit: int) -> list[dict]:
-    import gzip
-    import json
-    import os
-    from pathlib import Path
-    root = Path(os.environ.get("KPATCH_ORACLE_DIR",
-                               Path(__file__).resolve().parents[2] / "shared" / "data" / "oracle"))
-    path = root / "x86_64" / "results.jsonl.gz"
-    if not path.is_file():
-        pytest.skip(f"no oracle results at {path} (set KPATCH_ORACLE_DIR)")
-    with gzip.open(path, "rt") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if not r.get("crash")][:limit]
-
-
 @pytest.fixture(scope="module")
 def real_x86():
     from conftest import real_vmlinux
@@ -547,15 +532,3 @@ def test_real_kernel_facts(real_x86):
     assert not real_x86.config.enabled("X86_KERNEL_IBT")  # Debian 6.1: no IBT, fentry at +0
     v = check(real_x86, "vfs_read")
     assert v.ok and v.method == Method.FTRACE and v.address == real_x86.kallsyms.lookup("vfs_read")
-
-
-@pytest.mark.realkernel
-def test_real_kernel_agrees_with_oracle_sample(real_x86):
-    rows = _oracle_rows(400)
-    wrong = []
-    for r in rows:
-        v = check(real_x86, ("r " if r["kind"] == "r" else "") + r["target"])
-        want = (bool(r["ok"]), None if r["ok"] else r["error"])
-        if (v.ok, None if v.ok else v.errno) != want:
-            wrong.append((r["target"], want, v.errno, v.reason))
-    assert not wrong, wrong[:10]

@@ -54,8 +54,28 @@ def build_slot(backend: "Arm64Backend", execution: Execution, addr: int,
     if execution.method == Method.SIMULATE:
         return Slot(addr, slot_addr, insn, b"", Method.SIMULATE, addr + 4, None,
                     execution.mnemonic, "simulated: no slot (ainsn.api.insn = NULL)")
+    note = "single-step ends on BRK #6 (KPROBES_SS)"
+    if kernel_divergent(insn):
+        note += ("; the copy loads its literal relative to the slot, not the probed address: "
+                 "the kernel's aarch64_insn_uses_literal misses the SIMD/FP ldr (literal) forms")
     return Slot(addr, slot_addr, insn, insn + KPROBE_SS_BREAKPOINT, Method.SINGLESTEP, addr + 4,
-                4, execution.mnemonic, "single-step ends on BRK #6 (KPROBES_SS)")
+                4, execution.mnemonic, note)
+
+
+# ldr s/d/q (literal): opc V=1 (0x1C/0x5C/0x9C); aarch64_insn_is_ldr_lit is 0xBF000000/0x18000000
+SIMD_LDR_LITERAL = (0x3F000000, 0x1C000000)
+
+
+def kernel_divergent(code: bytes) -> str | None:
+    """Why the kernel itself runs ``code`` differently from the CPU (None: it does not).
+    ``aarch64_insn_is_steppable`` keeps literal loads out of the slot through
+    ``aarch64_insn_uses_literal``, whose ``ldr_lit`` mask (0xBF000000) only takes the
+    general-register forms: an FP/SIMD ``ldr`` (literal) is single-stepped in the slot and
+    reads the literal at slot + offset (6.1 and 6.12 alike)."""
+    w = int.from_bytes(code[:4], "little")
+    if len(code) >= 4 and w & SIMD_LDR_LITERAL[0] == SIMD_LDR_LITERAL[1] and w >> 30 != 3:
+        return "simd-literal-stepped-in-slot"
+    return None
 
 
 def after_slot(slot: Slot, trap_site: int) -> int:

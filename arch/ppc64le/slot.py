@@ -23,6 +23,8 @@ from kpatch_core.verdict import Execution, Method, Refusal
 from . import INSN_SIZE, PREFIXED_SIZE, is_prefixed
 
 if TYPE_CHECKING:
+    import random
+
     from kpatch_core.image import Image
 
     from . import Ppc64leBackend
@@ -652,7 +654,7 @@ _OPS = (4, 7, 8, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 23, 24, 25, 26, 27,
         31, 31, 31, 31, 31, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 58, 62)
 
 
-def random_emulated_word(rng: "random.Random") -> int:
+def random_emulated_word(rng: random.Random) -> int:
     """A random instruction word of a class analyse_instr handles (random operand fields)."""
     op = rng.choice(_OPS)
     w = op << 26 | rng.getrandbits(26)
@@ -678,7 +680,7 @@ def random_emulated_word(rng: "random.Random") -> int:
     return w & 0xFFFFFFFF
 
 
-def random_register_file(rng: "random.Random", word: int | None = None) -> dict[str, int]:
+def random_register_file(rng: random.Random, word: int | None = None) -> dict[str, int]:
     """A pt_regs register file (gpr0..31, ctr, link, xer, ccr) with edge values, pointers
     into :data:`BUF`, and (for loads/stores) the base register aimed at the buffer."""
     from .emulate import XER_IMPLEMENTED, effective_address

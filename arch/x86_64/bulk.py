@@ -180,8 +180,7 @@ class X86BulkClassifier:
         if n == 0:
             return out
         f = opcode_fields(code, rel, lens)
-        slow, b, b1, two, one, reg, mod, has_2e67 = (f.slow, f.b, f.b1, f.two, f.one, f.reg, f.mod,
-                                                     f.has_2e67)
+        slow, b, b1, two, one, reg, mod = f.slow, f.b, f.b1, f.two, f.one, f.reg, f.mod
         slow = slow | (one & (b == 0xFF) & (reg >= 2) & (reg <= 5))  # call/jmp through ModRM
         fast = ~slow
         # prepare(): exception insns (6.12 can_probe), int3, exception-masking moves

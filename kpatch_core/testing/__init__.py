@@ -16,7 +16,7 @@ import numpy as np
 
 from kpatch_core.image import KernelVersion
 from kpatch_core.symbols import KSym
-from kpatch_core.verdict import Execution, Refusal
+from kpatch_core.verdict import Execution, Method, Refusal
 
 if TYPE_CHECKING:
     from kpatch_arch.base import Backend
@@ -277,13 +277,21 @@ def prop_breakpoint_traps(backend: "Backend", addr: int) -> None:
 def prop_displacement_reach(backend: "Backend", image: RawImage, code: bytes, addr: int,
                             slot_addr: int) -> str:
     """(c) a PC-relative operand copied to ``slot_addr`` names the same target, or the probe is
-    refused because it cannot (``RIP_DISP_RANGE``) -- never wrong bytes."""
+    refused because it cannot (``RIP_DISP_RANGE``) -- never wrong bytes; where the kernel
+    simulates PC-relative forms (arm64, riscv64) they are never copied into a slot at all."""
     from kpatch_core.slot import Slot, build_slot
 
     mod = backend.slot_support()
     e = prepare_raw(image, code + b"\x90" * 16, addr)
     if isinstance(e, Refusal):
         return f"refused:{e.reason.value}"
+    if not hasattr(mod, "pc_relative_target"):  # arm64/riscv64: PC-relative forms are simulated
+        kernel = getattr(mod, "kernel_divergent", lambda c: None)(code)
+        if kernel is not None:  # the kernel copies it anyway (and reads relative to the slot)
+            return f"kernel-divergent:{kernel}"
+        s = build_slot(backend, e, addr, slot_addr)
+        assert e.method == Method.SIMULATE and isinstance(s, Slot) and not s.code, (e, s)
+        return "simulated"
     target = mod.pc_relative_target(backend, code, addr)
     s = build_slot(backend, e, addr, slot_addr)
     if target is None:

@@ -249,7 +249,9 @@ def slot_address(arch: str) -> st.SearchStrategy[int]:
 
 
 def pc_relative_instruction(arch: str) -> st.SearchStrategy[bytes]:
-    """An instruction whose copy needs relocation (x86 RIP-relative, s390 relative-long)."""
+    """An instruction whose meaning depends on its address: x86 RIP-relative and s390
+    relative-long (copied, displacement rewritten), arm64 and riscv64 PC-relative forms
+    (simulated, never copied)."""
     if arch == "x86_64":
         return _x86_rip_relative()
     if arch == "s390x":  # RIL-b/c: larl, brasl, brcl, lgrl, lrl, stgrl, exrl ... (first byte C0/C4/C6)
@@ -257,7 +259,32 @@ def pc_relative_instruction(arch: str) -> st.SearchStrategy[bytes]:
                                           b"\xc4\x0d", b"\xc4\x0b", b"\xc6\x0d", b"\xc6\x02"]),
                          st.integers(-(1 << 31), (1 << 31) - 1)).map(
             lambda t: t[0][:1] + bytes([t[0][1] | 0x10]) + (t[1] & 0xFFFFFFFF).to_bytes(4, "big"))
+    if arch in _PC_RELATIVE_FORMS:  # arm64/riscv64: (fixed bits, mask of the fixed bits, size)
+        forms = _PC_RELATIVE_FORMS[arch]
+        return st.tuples(st.sampled_from(forms), st.integers(0, 0xFFFFFFFF)).map(
+            lambda t: ((t[1] & ~t[0][1] | t[0][0]) & ((1 << 8 * t[0][2]) - 1)).to_bytes(
+                t[0][2], "little"))
     return instruction(arch)
+
+
+# PC-relative encodings the kernel simulates (arm64 simulate-insn.c, riscv simulate-insn.c):
+# random operand bits under each form's fixed bits.  (value, mask, bytes)
+_PC_RELATIVE_FORMS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "arm64": (
+        (0x10000000, 0x9F000000, 4), (0x90000000, 0x9F000000, 4),  # adr, adrp
+        (0x18000000, 0xFF000000, 4), (0x58000000, 0xFF000000, 4),  # ldr w/x literal
+        (0x98000000, 0xFF000000, 4), (0xD8000000, 0xFF000000, 4),  # ldrsw literal, prfm literal
+        (0x1C000000, 0x3F000000, 4),  # ldr s/d/q literal (SIMD)
+        (0x14000000, 0xFC000000, 4), (0x94000000, 0xFC000000, 4),  # b, bl
+        (0x54000000, 0xFF000010, 4),  # b.cond
+        (0x34000000, 0x7E000000, 4), (0x36000000, 0x7E000000, 4),  # cbz/cbnz, tbz/tbnz
+    ),
+    "riscv64": (
+        (0x00000017, 0x0000007F, 4), (0x0000006F, 0x0000007F, 4),  # auipc, jal
+        (0x00000063, 0x0000507F, 4), (0x00004063, 0x0000407F, 4),  # beq/bne, blt/bge/bltu/bgeu
+        (0xA001, 0xE003, 2), (0xC001, 0xE003, 2), (0xE001, 0xE003, 2),  # c.j, c.beqz, c.bnez
+    ),
+}
 
 
 def register_file(names: tuple[str, ...], pointers: tuple[int, ...]) -> st.SearchStrategy[dict]:
