@@ -151,3 +151,20 @@ def test_a_ppc64le_slot_copy_runs_like_the_original_under_qemu() -> None:
         ran.append(a[0])
     prop()
     assert ran
+
+
+@pytest.mark.parametrize("arch", ["arm64", "riscv64"])
+def test_pc_relative_forms_are_valid_encodings(arch: str) -> None:
+    """Every fixed-bits form of the PC-relative strategy decodes (capstone) at any operand."""
+    import random
+
+    import capstone
+    md = {"arm64": capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM),
+          "riscv64": capstone.Cs(capstone.CS_ARCH_RISCV,
+                                 capstone.CS_MODE_RISCV64 | capstone.CS_MODE_RISCVC)}[arch]
+    rng = random.Random(5)
+    for value, mask, size in S._PC_RELATIVE_FORMS[arch]:
+        for _ in range(200):
+            w = (rng.getrandbits(32) & ~mask | value) & ((1 << 8 * size) - 1)
+            code = w.to_bytes(size, "little")
+            assert list(md.disasm_lite(code, 0x1000)), (hex(value), code.hex())

@@ -268,20 +268,22 @@ def pc_relative_instruction(arch: str) -> st.SearchStrategy[bytes]:
 
 
 # PC-relative encodings the kernel simulates (arm64 simulate-insn.c, riscv simulate-insn.c):
-# random operand bits under each form's fixed bits.  (value, mask, bytes)
+# random operand bits under each form's fixed bits, every form an allocated encoding (checked
+# against capstone by tests/test_properties.py).  (value, mask, bytes)
 _PC_RELATIVE_FORMS: dict[str, tuple[tuple[int, int, int], ...]] = {
     "arm64": (
         (0x10000000, 0x9F000000, 4), (0x90000000, 0x9F000000, 4),  # adr, adrp
         (0x18000000, 0xFF000000, 4), (0x58000000, 0xFF000000, 4),  # ldr w/x literal
         (0x98000000, 0xFF000000, 4), (0xD8000000, 0xFF000000, 4),  # ldrsw literal, prfm literal
-        (0x1C000000, 0x3F000000, 4),  # ldr s/d/q literal (SIMD)
+        (0x1C000000, 0xFF000000, 4), (0x5C000000, 0xFF000000, 4),  # ldr s/d (literal)
+        (0x9C000000, 0xFF000000, 4),  # ldr q (literal); opc=11 with V=1 is unallocated
         (0x14000000, 0xFC000000, 4), (0x94000000, 0xFC000000, 4),  # b, bl
         (0x54000000, 0xFF000010, 4),  # b.cond
         (0x34000000, 0x7E000000, 4), (0x36000000, 0x7E000000, 4),  # cbz/cbnz, tbz/tbnz
     ),
     "riscv64": (
         (0x00000017, 0x0000007F, 4), (0x0000006F, 0x0000007F, 4),  # auipc, jal
-        (0x00000063, 0x0000507F, 4), (0x00004063, 0x0000407F, 4),  # beq/bne, blt/bge/bltu/bgeu
+        (0x00000063, 0x0000607F, 4), (0x00004063, 0x0000407F, 4),  # beq/bne, blt/bge/bltu/bgeu
         (0xA001, 0xE003, 2), (0xC001, 0xE003, 2), (0xE001, 0xE003, 2),  # c.j, c.beqz, c.bnez
     ),
 }
