@@ -25,9 +25,11 @@ MASK64 = (1 << 64) - 1
 
 # per-arch ranges: (kernel text start, size) and module area (slot) (start, size)
 TEXT = {"x86_64": (0xFFFFFFFF81000000, 0x1000000), "arm64": (0xFFFF800008010000, 0x1000000),
-        "riscv64": (0xFFFFFFFF80002000, 0x1000000), "s390x": (0x100000, 0x1000000)}
+        "riscv64": (0xFFFFFFFF80002000, 0x1000000), "s390x": (0x100000, 0x1000000),
+        "ppc64le": (0xC000000000008000, 0x1000000)}
 MODULES = {"x86_64": (0xFFFFFFFFC0000000, 0x3F000000), "arm64": (0xFFFF800000000000, 0x8000000),
-           "riscv64": (0xFFFFFFFF01000000, 0x7F000000), "s390x": (0x1000000, 0x7F000000)}
+           "riscv64": (0xFFFFFFFF01000000, 0x7F000000), "s390x": (0x1000000, 0x7F000000),
+           "ppc64le": (0xC008000000000000, 0x7F000000)}
 
 # x86 instructions whose result is not a function of registers and memory (time, randomness),
 # that change privilege/control state, or that the kernel never single-steps in practice
@@ -238,7 +240,7 @@ def rip_relative_instruction() -> st.SearchStrategy[bytes]:
 def text_address(arch: str) -> st.SearchStrategy[int]:
     """A kernel text address (instruction-aligned for the architecture)."""
     start, size = TEXT[arch]
-    align = {"x86_64": 1, "arm64": 4, "riscv64": 2, "s390x": 2}[arch]
+    align = {"x86_64": 1, "arm64": 4, "riscv64": 2, "s390x": 2, "ppc64le": 4}[arch]
     return st.integers(0, size // align - 1).map(lambda i: start + i * align)
 
 
