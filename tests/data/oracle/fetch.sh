@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Download the Debian kernels whose oracle answers sit beside this script (debug vmlinux +
+# bootable image), next to the kernels of ../shared/tools/fetch-kernels.sh:
+#   tests/data/oracle/fetch.sh [NAME ...]      NAME: arm64-6.12 x86_64-6.12 (default: all)
+# into $KPATCH_KERNELS/NAME (default ~/.cache/kpatch-kernels/NAME). The answers in NAME/ were
+# taken from that kernel by ../shared/tools/kernel-oracle (sample_probes.py -n 2000 --seed 1,
+# then oracle.py); tests/test_real_oracle.py compares them when the vmlinux is cached.
+# Uses a private apt state directory; the machine's apt configuration is untouched.
+set -euo pipefail
+DEST=${KPATCH_KERNELS:-$HOME/.cache/kpatch-kernels}
+# NAME : Debian arch : suite : kernel flavour : image package suffix
+declare -A SPEC=(
+  [arm64-6.12]="arm64:trixie:6.12.117+deb13-arm64:-unsigned"
+  [x86_64-6.12]="amd64:trixie:6.12.117+deb13-amd64:-unsigned"
+)
+NAMES=${*:-"${!SPEC[@]}"}
+APTDIR=$DEST/.apt-trixie
+mkdir -p "$APTDIR"/state/lists/partial "$APTDIR"/cache/archives/partial "$DEST/.debs"
+touch "$APTDIR/state/status"
+cat > "$APTDIR/sources.list" <<SRC
+deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+SRC
+APT=(-o "Dir::State=$APTDIR/state" -o "Dir::State::status=$APTDIR/state/status"
+     -o "Dir::Cache=$APTDIR/cache" -o "Dir::Etc::SourceList=$APTDIR/sources.list"
+     -o "Dir::Etc::SourceParts=/dev/null" -o APT::Architecture=amd64
+     -o APT::Architectures::=amd64 -o APT::Architectures::=arm64)
+apt-get "${APT[@]}" -qq update
+cd "$DEST/.debs"
+for name in $NAMES; do
+  [ -n "${SPEC[$name]:-}" ] || { echo "fetch.sh: unknown kernel $name (known: ${!SPEC[*]})" >&2; exit 2; }
+  IFS=: read -r darch _suite kv suf <<< "${SPEC[$name]}"
+  for p in "linux-image-$kv$suf" "linux-image-$kv-dbg"; do
+    ls "${p}"_*.deb >/dev/null 2>&1 || apt-get "${APT[@]}" -qq download "$p:$darch"
+  done
+  out=$DEST/$name; mkdir -p "$out"
+  if [ ! -s "$out/vmlinux" ]; then
+    dpkg-deb --fsys-tarfile "$(ls "linux-image-$kv-dbg"_*.deb | head -1)" \
+      | tar -x -C "$out" --wildcards './usr/lib/debug/boot/vmlinux-*'
+    mv "$out"/usr/lib/debug/boot/vmlinux-* "$out/vmlinux" && rm -rf "$out/usr"
+  fi
+  dpkg-deb --fsys-tarfile "$(ls "linux-image-$kv$suf"_*.deb | head -1)" | tar -x -C "$out" --wildcards './boot/*'
+  echo "$name: $out/vmlinux ($kv)"
+done
