@@ -134,6 +134,11 @@ class Backend:
         """``can_optimize`` + ``arch_prepare_optimized_kprobe``: would the probe be [OPTIMIZED]?"""
         return False
 
+    def optimized_capacity(self, image: "Image") -> int | None:
+        """How many probes can be [OPTIMIZED] at once (detour buffers ``get_optinsn_slot`` can
+        hand out); None: no limit (the insn cache allocates more pages)."""
+        return None
+
     def slot_support(self) -> ModuleType | None:
         """The backend's out-of-line execution module (``<backend package>.slot``): slot building,
         simulation and the executor's CPU facts; None when the architecture has none yet."""

@@ -15,7 +15,7 @@ from typing import Sequence
 from . import analyze_cmd, event_cmd
 from .errors import KpatchError, UsageError
 from .image import Image
-from .probe import check
+from .probe import check_many
 from .verdict import Reason
 from .target import parse_target, read_targets
 
@@ -39,7 +39,10 @@ def _parser() -> argparse.ArgumentParser:
                 description="Offline kprobe placement: where the kernel accepts a kprobe, how it "
                             "runs it, and why it refuses it.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    c = sub.add_parser("check", help="verdicts for probe targets")
+    c = sub.add_parser("check", help="verdicts for probe targets",
+                       description="Verdicts for probe targets, registered together in the order "
+                                   "given (limits such as ppc64le's optprobe detour buffers apply "
+                                   "across them).")
     _add_image_args(c)
     c.add_argument("targets", nargs="*", metavar="TARGET",
                    help="SYM, SYM+OFF, 0xADDR or MOD:SYM; prefix 'r ' (quoted) for a return probe")
@@ -74,8 +77,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     image = _open(args)
     unknown: list[str] = []
     out = sys.stdout
-    for t in targets:
-        v = check(image, t)
+    for t, v in zip(targets, check_many(image, targets)):  # registered together, in order
         if v.reason == Reason.NO_SYMBOL and t.symbol:
             unknown.append(t.symbol)
         if args.json:

@@ -69,6 +69,7 @@ class Section:
     offset: int
     type: int
     flags: int
+    align: int = 0  # sh_addralign
 
     @property
     def end(self) -> int:
@@ -122,7 +123,8 @@ class Image:
             for s in self.elf.iter_sections():
                 sections.append(Section(s.name, s["sh_addr"], s["sh_size"], s["sh_offset"],
                                         s.header["sh_type"] if isinstance(s.header["sh_type"], int)
-                                        else _SHT.get(s.header["sh_type"], -1), s["sh_flags"]))
+                                        else _SHT.get(s.header["sh_type"], -1), s["sh_flags"],
+                                        s["sh_addralign"]))
         except ELFError as e:
             raise InputError(f"{path}: malformed ELF ({e}); give a vmlinux image") from None
         for s in sections:
@@ -147,6 +149,11 @@ class Image:
     def section(self, name: str) -> Section | None:
         """The section called ``name``, or None."""
         return self._by_name.get(name)
+
+    def section_alignment(self, name: str) -> int:
+        """``sh_addralign`` of section ``name`` (0 when absent)."""
+        s = self.section(name)
+        return s.align if s else 0
 
     def section_at(self, addr: int) -> Section | None:
         """The allocated section holding file bytes at ``addr``, or None."""

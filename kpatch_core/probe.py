@@ -221,6 +221,29 @@ def _events_address(image: Image, t: Target) -> int | None:
     return t.address
 
 
-def check_many(image: Image, targets: list[Target]) -> list[Verdict]:
-    """Verdicts for several targets on one image (tables are built once)."""
-    return [check(image, t) for t in targets]
+def check_many(image: Image, targets: list[Target | str]) -> list[Verdict]:
+    """Verdicts for several targets registered together, in this order (as a tool attaching
+    them all, or kprobe_events lines written one after another).
+
+    Each verdict is :func:`check`'s, except where the probes compete for a resource: detour
+    buffers for optimized probes (``get_optinsn_slot`` in ``alloc_aggr_kprobe``, at
+    registration) are limited on some arches (``Backend.optimized_capacity``, e.g. eight
+    on a 4 KiB-page ppc64le kernel), so later probes stay unoptimized.  Probes on an address
+    already probed join its aggregate and take no new buffer.
+    """
+    verdicts = [check(image, t) for t in targets]
+    capacity = image.backend.optimized_capacity(image)
+    if capacity is None:
+        return verdicts
+    held: set[int] = set()
+    out = []
+    for v in verdicts:
+        if v.ok and "OPTIMIZED" in v.flags and v.address is not None:
+            if v.address not in held and len(held) >= capacity:
+                v = attrs.evolve(v, flags=tuple(f for f in v.flags if f != "OPTIMIZED"),
+                                 detail=f"not optimized: all {capacity} detour buffers are held "
+                                        "by earlier probes (get_optinsn_slot)")
+            else:
+                held.add(v.address)
+        out.append(v)
+    return out

@@ -273,3 +273,37 @@ def test_ftrace_call_adjust_per_version(img: Image) -> None:
     assert check(new, "ppc_pfe_func").address == base + 12  # 6.12: patchable entry, record + 4
     assert check(new, "ppc_toc_func").address == new.symtab.value("ppc_toc_func") + 12  # bl _mcount
     assert check(new, "ppc_pfe_func+8").method == Method.EMULATE
+
+
+class _Facts:
+    """The two facts optimized_capacity reads: template symbols and the page alignment."""
+
+    def __init__(self, page: int, template: int | None) -> None:
+        self.page, self.syms = page, ({} if template is None else {
+            "optprobe_template_entry": 0x1000, "optprobe_template_end": 0x1000 + template})
+        self.symtab = self
+
+    def value(self, name: str) -> int | None:
+        return self.syms.get(name)
+
+    def section_alignment(self, name: str) -> int:
+        return self.page if name == ".data..page_aligned" else 0
+
+
+def test_optimized_capacity_is_one_page_of_detour_buffers() -> None:
+    b = Ppc64leBackend()
+    # Debian 6.12 powerpc64le (4 KiB pages): 4096 // 436 = 9, less the rethook trampoline's
+    assert b.optimized_capacity(_Facts(4096, 436)) == 8
+    assert b.optimized_capacity(_Facts(65536, 436)) == 149  # Debian 6.1 (64 KiB pages)
+    assert b.optimized_capacity(_Facts(4096, None)) is None
+
+
+def test_check_many_runs_out_of_detour_buffers(img: Image, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kpatch_core.probe import check_many
+    add, sync, mflr = (hex(img.symtab.value(x)) for x in (".Lt_add", ".Lt_sync", ".Lt_mflr"))
+    assert [v.flags for v in check_many(img, [add, sync, mflr])] == [("OPTIMIZED",)] * 3
+    monkeypatch.setattr(type(img.backend), "optimized_capacity", lambda self, image: 2)
+    vs = check_many(img, [add, sync, add, mflr])
+    assert [v.flags for v in vs[:4]] == [("OPTIMIZED",), ("OPTIMIZED",), ("OPTIMIZED",), ()]
+    assert "detour buffers" in vs[3].detail and vs[3].ok  # still probed, just not optimized
+    assert [v.flags for v in check_many(img, [mflr])] == [("OPTIMIZED",)]  # alone: optimized

@@ -63,6 +63,8 @@ NOT_STEPPABLE_XO31 = {4: "tw", 68: "td", 146: "mtmsr", 178: "mtmsrd"}
 BC_OP = 16
 BRANCH_COND_XO19 = frozenset({16, 528, 560})
 OPTINSN_SLOT = "optinsn_slot"  # the detour buffer optprobes use (in vmlinux)
+TEMPLATE_ENTRY, TEMPLATE_END = "optprobe_template_entry", "optprobe_template_end"
+PAGE_ALIGNED_SECTION = ".data..page_aligned"  # sh_addralign == PAGE_SIZE (4K or 64K kernels)
 
 
 class Analysis(enum.Enum):
@@ -256,6 +258,18 @@ class Ppc64leBackend(Backend):
         cls = analyse_class(word)
         method = Method.SINGLESTEP if cls is Analysis.STEP else Method.EMULATE
         return Execution(method, insn, text)
+
+    def optimized_capacity(self, image: "Image") -> int | None:
+        """``__ppc_alloc_insn_page`` hands out one page, ``optinsn_slot``, so the insn cache
+        has ``slots_per_page`` = PAGE_SIZE / MAX_OPTINSN_SIZE detour buffers in all (the 64 KiB
+        area is used only up to PAGE_SIZE); the boot-time rethook trampoline kprobe
+        (``arch_init_kprobes``; ``can_optimize`` takes it unconditionally) holds one of them."""
+        entry = image.symtab.value(TEMPLATE_ENTRY)
+        end = image.symtab.value(TEMPLATE_END)
+        page = image.section_alignment(PAGE_ALIGNED_SECTION)  # aligned to PAGE_SIZE
+        if entry is None or end is None or end <= entry or not page:
+            return None
+        return max(page // (end - entry) - 1, 0)
 
     def optimizable(self, ctx: PrepareContext) -> bool:
         """optprobes.c ``can_optimize``: a kernel address whose instruction ``analyse_instr``

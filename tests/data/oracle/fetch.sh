@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Download the Debian kernels whose oracle answers sit beside this script (debug vmlinux +
 # bootable image), next to the kernels of ../shared/tools/fetch-kernels.sh:
-#   tests/data/oracle/fetch.sh [NAME ...]      NAME: arm64-6.12 x86_64-6.12 (default: all)
+#   tests/data/oracle/fetch.sh [NAME ...]      NAME: arm64-6.12 x86_64-6.12 s390x-6.12
+#                                              ppc64le-6.12 (default: all)
 # into $KPATCH_KERNELS/NAME (default ~/.cache/kpatch-kernels/NAME). The answers in NAME/ were
 # taken from that kernel by ../shared/tools/kernel-oracle (sample_probes.py -n 2000 --seed 1,
 # then oracle.py); tests/test_real_oracle.py compares them when the vmlinux is cached.
@@ -12,18 +13,21 @@ DEST=${KPATCH_KERNELS:-$HOME/.cache/kpatch-kernels}
 declare -A SPEC=(
   [arm64-6.12]="arm64:trixie:6.12.117+deb13-arm64:-unsigned"
   [x86_64-6.12]="amd64:trixie:6.12.117+deb13-amd64:-unsigned"
+  [s390x-6.12]="s390x:trixie:6.12.107+deb13-s390x:"
+  [ppc64le-6.12]="ppc64el:trixie:6.12.107+deb13-powerpc64le:"
 )
 NAMES=${*:-"${!SPEC[@]}"}
 APTDIR=$DEST/.apt-trixie
 mkdir -p "$APTDIR"/state/lists/partial "$APTDIR"/cache/archives/partial "$DEST/.debs"
 touch "$APTDIR/state/status"
 cat > "$APTDIR/sources.list" <<SRC
-deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+deb [arch=amd64,arm64,s390x,ppc64el signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
 SRC
 APT=(-o "Dir::State=$APTDIR/state" -o "Dir::State::status=$APTDIR/state/status"
      -o "Dir::Cache=$APTDIR/cache" -o "Dir::Etc::SourceList=$APTDIR/sources.list"
      -o "Dir::Etc::SourceParts=/dev/null" -o APT::Architecture=amd64
-     -o APT::Architectures::=amd64 -o APT::Architectures::=arm64)
+     -o APT::Architectures::=amd64 -o APT::Architectures::=arm64
+     -o APT::Architectures::=s390x -o APT::Architectures::=ppc64el)
 apt-get "${APT[@]}" -qq update
 cd "$DEST/.debs"
 for name in $NAMES; do
