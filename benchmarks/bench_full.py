@@ -93,7 +93,7 @@ def _run_child(mode: str, path: str, name: str = "", env: dict | None = None) ->
 
 
 def _objdump(arch: str, path: str, start: int, stop: int) -> float | None:
-    exe = shutil.which(OBJDUMP[arch])
+    exe = shutil.which(OBJDUMP[arch.split("-")[0]])  # "arm64-6.12": the arm64 objdump
     if exe is None:
         return None
     t0 = time.perf_counter()

@@ -67,6 +67,7 @@ OK_NO_METHOD = 15  # accepted without a registered kprobe
 REFUSED_BASE = 0x100
 OPTIMIZED = 0x8000
 SLOW = 0x7FFF  # internal: ask backend.prepare
+MIN_WINDOW = 512  # smallest decode window (bytes) after a length fixup
 UNSET = 0
 _M_INDEX = {m: i for i, m in enumerate(METHODS)}
 _R_INDEX = {r: i for i, r in enumerate(REASONS)}
@@ -242,9 +243,12 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
     lens: list[np.ndarray] = []
     pos = 0
     fail = None
+    # decode window: shrinks to twice the distance of a length fixup and grows back, so text
+    # where fixups are frequent (6.12 x86: UD1 every few KiB) is not decoded 64 KiB per fixup
+    window = LinearDecoder.WINDOW
     while pos < size:
         want = size - pos + 15
-        n = min(avail - pos, want, LinearDecoder.WINDOW)
+        n = min(avail - pos, want, window)
         if n <= 0:
             break
         if runs is not None:
@@ -271,6 +275,9 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
                 o, s = o[:k + 1], s[:k + 1].copy()
                 s[k] = new
                 n = want + LinearDecoder.WINDOW  # never "window ended": resume right after
+                window = max(MIN_WINDOW, 2 * int(o[k] - pos))
+            else:
+                window = min(LinearDecoder.WINDOW, 2 * window)
             stop_at = int(o[-1] + s[-1])
             keep = o < size
             offs.append(o[keep])
