@@ -302,3 +302,14 @@ def test_image_without_stext(tmp_path):
     image = Image.open(str(p))
     with pytest.raises(InputError, match="_stext"):
         image.tables.stext
+
+
+def test_read_u32_at_matches_read(x86) -> None:
+    import numpy as np
+    s = x86.section(".text")
+    addrs = np.array([s.addr, s.addr + 1, s.addr + s.size - 4, s.addr + s.size - 3, 0, 2**63],
+                     np.uint64)
+    got = x86.read_u32_at(addrs).tolist()
+    want = [int.from_bytes(b, "little") if len(b) == 4 else 0
+            for b in (x86.read(int(a), 4) for a in addrs.tolist())]
+    assert got == want and got[0] != 0 and got[-1] == 0

@@ -165,9 +165,10 @@ class X86BulkClassifier:
         if not self.ibt:
             return aa
         out = aa.copy()
-        for j in np.nonzero(offs == 0)[0].tolist():
-            if self.image.read(int(fstart[j]), 4) in ENDBR:
-                out[j] = fstart[j] + np.uint64(4)
+        j = np.nonzero(offs == 0)[0]
+        words = self.image.read_u32_at(fstart[j])
+        hit = j[np.isin(words, np.array([int.from_bytes(e, "little") for e in ENDBR], np.uint32))]
+        out[hit] = fstart[hit] + np.uint64(4)
         return out
 
     def classify(self, code: np.ndarray, base: int, addrs: np.ndarray, rel: np.ndarray,
