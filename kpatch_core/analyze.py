@@ -149,9 +149,10 @@ class LinearDecoder:
             return np.zeros(0, np.int64)
         raw = np.ctypeslib.as_array(ctypes.cast(self._insn, ctypes.POINTER(ctypes.c_uint8)),
                                     shape=(cnt * self._stride,))
-        out = raw.reshape(cnt, self._stride)[:, self._size_off:self._size_off + 2].copy()
+        # the size field of each cs_insn, read in place (strided), copied out as int64
+        out = np.ndarray((cnt,), np.uint16, raw, self._size_off, (self._stride,)).astype(np.int64)
         self._cs_mod.cs_free(self._insn, cnt)
-        return out.view(np.uint16).reshape(cnt).astype(np.int64)
+        return out
 
 
 class Runs:
