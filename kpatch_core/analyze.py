@@ -479,6 +479,15 @@ def _member(sorted_arr: np.ndarray, aa: np.ndarray) -> np.ndarray:
     return mark_ranges(aa, sorted_arr, sorted_arr + np.uint64(1))
 
 
+def classify_inputs(image: "Image", code: np.ndarray, addrs: np.ndarray, rel: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A bulk classifier's inputs as typed arrays, plus each address's symbol start and whether
+    one exists (``Kallsyms.containing_starts``): (code, addrs, rel, fstart, has_symbol)."""
+    addrs = np.asarray(addrs, np.uint64)
+    fstart, found = image.kallsyms.containing_starts(addrs)
+    return np.asarray(code, np.uint8), addrs, np.asarray(rel, np.int64), fstart, found
+
+
 def fixed_width_walk(step: int, code: np.ndarray, starts: np.ndarray, ends: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A classifier's ``walk`` for arches whose kernel judges every ``step``-byte word alone

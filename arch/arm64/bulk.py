@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kpatch_core.analyze import SLOW, fixed_width_walk, mark_ranges, ok_code, refused_code
+from kpatch_core.analyze import (SLOW, classify_inputs, fixed_width_walk, mark_ranges, ok_code,
+                                 refused_code)
 from kpatch_core.verdict import Method, Reason
 
 from . import (AARCH64_INSN_SIZE, DECODE_TABLES, LOAD_EX, MAX_ATOMIC_CONTEXT_SIZE, STORE_EX,
@@ -58,15 +59,11 @@ class Arm64BulkClassifier:
                  lens: np.ndarray) -> np.ndarray:
         """Outcome codes for the (4-byte aligned) addresses ``addrs`` (``rel``: offsets into
         ``code``, the runtime bytes from ``base``); SLOW where ``prepare`` must decide."""
-        n = len(addrs)
-        out = np.full(n, SLOW, np.uint16)
-        if n == 0:
+        out = np.full(len(addrs), SLOW, np.uint16)
+        if len(addrs) == 0:
             return out
-        code = np.asarray(code, np.uint8)
+        code, addrs, rel, fstart, fast = classify_inputs(self.image, code, addrs, rel)
         size = len(code)  # the chunk's bytes end early only where the image's section does
-        addrs = np.asarray(addrs, np.uint64)
-        rel = np.asarray(rel, np.int64)
-        fstart, fast = self.image.kallsyms.containing_starts(addrs)
         fast &= addrs % np.uint64(AARCH64_INSN_SIZE) == 0
         # the atomic window [ws, addr): back to the symbol start when it is < 128 bytes away
         window = MAX_ATOMIC_CONTEXT_SIZE * AARCH64_INSN_SIZE

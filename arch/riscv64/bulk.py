@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kpatch_core.analyze import SLOW, ok_code, refused_code
+from kpatch_core.analyze import SLOW, classify_inputs, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
 from . import DECODE_TABLES, OTHER, Outcome, decode_words, insn_length
@@ -79,15 +79,11 @@ class Riscv64BulkClassifier:
                  lens: np.ndarray) -> np.ndarray:
         """Outcome codes for the addresses ``addrs`` (``rel``: offsets into ``code``, the
         runtime bytes from ``base``); SLOW where ``prepare`` must decide."""
-        n = len(addrs)
-        out = np.full(n, SLOW, np.uint16)
-        if n == 0:
+        out = np.full(len(addrs), SLOW, np.uint16)
+        if len(addrs) == 0:
             return out
-        code = np.asarray(code, np.uint8)
+        code, addrs, rel, fstart, fast = classify_inputs(self.image, code, addrs, rel)
         size = len(code)  # the chunk's bytes end early only where the image's section does
-        addrs = np.asarray(addrs, np.uint64)
-        rel = np.asarray(rel, np.int64)
-        fstart, fast = self.image.kallsyms.containing_starts(addrs)
         rel_fs = rel - (addrs - np.minimum(fstart, addrs)).astype(np.int64)
         # prepare reads [symbol start, addr + 4): from the same section as the chunk
         fast &= (rel_fs >= 0) & (rel_fs < size) & (rel <= size)
