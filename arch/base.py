@@ -134,6 +134,12 @@ class Backend:
         """``can_optimize`` + ``arch_prepare_optimized_kprobe``: would the probe be [OPTIMIZED]?"""
         return False
 
+    def load_offset(self, image: "Image") -> int:
+        """Where the running kernel (booted ``nokaslr``) has the image: vmlinux address + this.
+        Asked while the Image is built: only ``image.data``, ``image.sections`` (link addresses)
+        and ``image.banner_version()`` may be used."""
+        return 0
+
     def optimized_capacity(self, image: "Image") -> int | None:
         """How many probes can be [OPTIMIZED] at once (detour buffers ``get_optinsn_slot`` can
         hand out); None: no limit (the insn cache allocates more pages)."""

@@ -59,6 +59,16 @@ class KernelVersion:
         return f"{self.major}.{self.minor}.{self.patch}"
 
 
+def _parse_version(banner: str) -> KernelVersion | None:
+    m = re.search(r"Linux version (\d+)\.(\d+)(?:\.(\d+))?", banner)
+    if not m:
+        return None
+    major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    # Debian's ABI name says 6.1.0-50; the upstream release follows "Debian"
+    d = re.search(rf"Debian {major}\.{minor}\.(\d+)", banner)
+    return KernelVersion(major, minor, int(d.group(1)) if d else patch)
+
+
 @attrs.frozen
 class Section:
     """One ELF section header, with the fields the engine uses."""
@@ -131,14 +141,24 @@ class Image:
             if s.type != SHT_NOBITS and s.size and s.offset + s.size > size:
                 raise InputError(f"{path}: truncated ELF (section {s.name} ends at "
                                  f"{s.offset + s.size}, file has {size} bytes); download the image again")
+        self.backend: Backend = backend_for(self.machine, self.little_endian, path)
+        self.endian = "<" if self.little_endian else ">"
+        loaded = [s for s in sections if s.flags & SHF_ALLOC and s.size]
+        self._link_range = (min((s.addr for s in loaded), default=0),
+                            max((s.end for s in loaded), default=0))
         self.sections = sections
-        self._by_name = {s.name: s for s in sections}
-        alloc = sorted((s for s in sections if s.flags & SHF_ALLOC and s.size and s.type != SHT_NOBITS),
+        # where the running kernel (nokaslr) has the image: vmlinux + load_offset (0 except on
+        # s390x from 6.10); every address this Image gives or takes is a running-kernel address
+        self.load_offset = self.backend.load_offset(self)
+        if self.load_offset:
+            self.sections = [attrs.evolve(s, addr=s.addr + self.load_offset)
+                             if s.flags & SHF_ALLOC else s for s in sections]
+        self._by_name = {s.name: s for s in self.sections}
+        alloc = sorted((s for s in self.sections
+                        if s.flags & SHF_ALLOC and s.size and s.type != SHT_NOBITS),
                        key=lambda s: s.addr)
         self._alloc = alloc
         self._alloc_starts = [s.addr for s in alloc]
-        self.backend: Backend = backend_for(self.machine, self.little_endian, path)
-        self.endian = "<" if self.little_endian else ">"
 
     @classmethod
     def open(cls, path: str, config_path: str | None = None) -> "Image":
@@ -204,6 +224,10 @@ class Image:
         file and their values live in .rela.dyn; other arches store the values directly.
         """
         vals = self.read_words(start, end, "u8").astype(np.uint64).copy()
+        if self.load_offset:  # no relocations in the file (s390x 6.10+: the decompressor's)
+            lo, hi = self._link_range
+            inside = (vals >= np.uint64(lo)) & (vals < np.uint64(hi))
+            vals[inside] += np.uint64(self.load_offset)
         offs, addends = self._relative_relocs
         if len(offs) and len(vals):
             lo, hi = np.searchsorted(offs, [start, end])
@@ -240,7 +264,8 @@ class Image:
             offs = np.concatenate([offs, absr["off"]])
             vals = np.concatenate([vals, avals])
         order = np.argsort(offs, kind="stable")
-        return offs[order].astype(np.uint64), vals[order]
+        off = np.uint64(self.load_offset)  # places and values move with the image
+        return offs[order].astype(np.uint64) + off, vals[order] + off
 
     # -- lazily built views ---------------------------------------------------------------
     @functools.cached_property
@@ -272,6 +297,14 @@ class Image:
         from .config import KernelConfig
         return KernelConfig.for_image(self, self.config_path)
 
+    def banner_version(self) -> KernelVersion | None:
+        """The version of the first ``Linux version`` string in the file (no symbols needed:
+        what a backend can ask before addresses are settled)."""
+        i = self.data.find(b"Linux version ")
+        if i < 0:
+            return None
+        return _parse_version(self.data[i:i + 512].split(b"\0", 1)[0].decode("ascii", "replace"))
+
     @functools.cached_property
     def banner(self) -> str:
         """The ``linux_banner`` string (``Linux version 6.1.0-50-amd64 ...``)."""
@@ -285,13 +318,7 @@ class Image:
     @functools.cached_property
     def version(self) -> KernelVersion:
         """The kernel version; 6.1 rules are assumed (and said) when no banner is found."""
-        m = re.search(r"Linux version (\d+)\.(\d+)(?:\.(\d+))?", self.banner)
-        if not m:
-            return KernelVersion(6, 1, 0)
-        major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-        # Debian's ABI name says 6.1.0-50; the upstream release follows "Debian"
-        d = re.search(rf"Debian {major}\.{minor}\.(\d+)", self.banner)
-        return KernelVersion(major, minor, int(d.group(1)) if d else patch)
+        return _parse_version(self.banner) or KernelVersion(6, 1, 0)
 
     @functools.cached_property
     def build_id(self) -> str | None:

@@ -82,7 +82,11 @@ class SymbolTable:
         for o in name_offs:
             end = find(b"\0", o)
             names.append(strs[o:end].decode("utf-8", "replace"))
-        return cls(arr["value"].astype(np.uint64), arr["size"].astype(np.uint64),
+        values = arr["value"].astype(np.uint64)
+        if image.load_offset:  # section-relative symbols move with the image (ABS ones do not)
+            values[(arr["shndx"] != SHN_UNDEF) & (arr["shndx"] != SHN_ABS)] += \
+                np.uint64(image.load_offset)
+        return cls(values, arr["size"].astype(np.uint64),
                    arr["info"].copy(), arr["other"].copy(), arr["shndx"].copy(), names)
 
     def value(self, name: str) -> int | None:

@@ -6,6 +6,9 @@ and skip when ``~/.cache/kpatch-kernels/<arch>/vmlinux`` is absent.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -21,8 +24,15 @@ KERNEL_CACHE = Path.home() / ".cache" / "kpatch-kernels"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # hermetic: results cached by build-id in the user's cache would answer for the doctored
+    # images some tests build from the committed ones (same build-id)
+    os.environ["KPATCH_CACHE"] = tempfile.mkdtemp(prefix="kpatch-test-cache-")
     config.addinivalue_line(
         "markers", "realkernel: needs a cached real vmlinux (~/.cache/kpatch-kernels); skipped when absent")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.get("KPATCH_CACHE", ""), ignore_errors=True)
 
 
 def open_image(path: Path, **facts: bool) -> Image:

@@ -222,3 +222,27 @@ def test_opcode_module_is_what_the_generator_makes() -> None:
     p = subprocess.run([sys.executable, str(DATA / "gen_opcodes.py"), *map(str, trees)],
                        capture_output=True, text=True, timeout=60, check=True)
     assert p.stdout == (ROOT / "arch" / "s390x" / "opcodes.py").read_text()
+
+
+def test_6_12_runs_at_the_kernel_image_base(img: Image, img612: Image) -> None:
+    """From 6.10 the s390 kernel runs at vmlinux + CONFIG_KERNEL_IMAGE_BASE even with nokaslr
+    (the real 6.12.107 kernel did: tests/test_real_oracle.py); addresses in and out are the
+    running kernel's."""
+    from elftools.elf.elffile import ELFFile
+
+    from kpatch_arch.s390x import KERNEL_IMAGE_BASE
+    from kpatch_arch.s390x.slot import MODULES_LEN, default_slot_addr
+    assert img.load_offset == 0 and img612.load_offset == KERNEL_IMAGE_BASE
+    with open(DATA / "vmlinux-6.12", "rb") as f:
+        link = ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name("s390_plain")[0]
+        link_addr = link["st_value"]
+    run_addr = link_addr + KERNEL_IMAGE_BASE
+    assert img612.kallsyms.lookup("s390_plain") == run_addr
+    assert img612.section(".text").addr >= KERNEL_IMAGE_BASE
+    v = check(img612, "s390_plain")
+    assert v.ok and v.address == run_addr
+    assert check(img612, hex(run_addr)).address == run_addr
+    # the link address is no kernel address there: trace_kprobe takes -ENOENT as "not yet"
+    low = check(img612, hex(link_addr))
+    assert low.ok and low.method is None and "not registered" in low.detail
+    assert default_slot_addr(img612) == KERNEL_IMAGE_BASE - MODULES_LEN  # MODULES_VADDR

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 BREAKPOINT_INSTRUCTION = 0x0002  # arch/s390/include/asm/kprobes.h
 MAX_INSN_SIZE = 6  # 3 halfwords (kprobe_opcode_t is u16)
 SLOT_SIZE = 6
+KERNEL_IMAGE_BASE = 0x3FFE0000000  # arch/s390/Kconfig default of CONFIG_KERNEL_IMAGE_BASE (6.10+)
 
 # struct pt_regs, arch/s390/include/asm/ptrace.h (200 bytes, 6.1 and 6.12)
 PT_REGS = (
@@ -227,6 +228,17 @@ class S390xBackend(Backend):
         for _, _, mn, ops in self._cs.disasm_lite(code[:insn_length(code[0])], addr, 1):
             return f"{mn} {ops}".strip()
         return find_insn(code, rules) or code[:insn_length(code[0])].hex()
+
+    def load_offset(self, image: "Image") -> int:
+        """From 6.10 the kernel's virtual addresses no longer equal its physical ones: vmlinux
+        is linked at TEXT_OFFSET and, with ``nokaslr``, runs at ``__NO_KASLR_START_KERNEL`` =
+        ``CONFIG_KERNEL_IMAGE_BASE`` + TEXT_OFFSET (arch/s390/boot/startup.c
+        ``setup_kernel_memory_layout``); the relocations went to the decompressor."""
+        v = image.banner_version()
+        linked_low = all(s.addr < 1 << 32 for s in image.sections if s.flags & 2 and s.size)
+        if v is None or not v.at_least(6, 10) or not linked_low:
+            return 0
+        return KERNEL_IMAGE_BASE
 
     def slot_address(self, image: "Image") -> int | None:
         """6.1: the vmlinux insn page (``kprobes_insn_page``) that slots for kernel probes use."""

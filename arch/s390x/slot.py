@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from . import S390xBackend
 
 KPROBES_INSN_PAGE_DEFAULT = 0x00F1E000  # 6.1 vmlinux: kprobes_insn_page (in .text, < 2 GiB)
+MODULES_LEN = 1 << 31  # arch/s390/include/asm/pgtable.h
 SLOT_SIZE = 6  # MAX_INSN_SIZE halfwords * 2
 MASK64 = (1 << 64) - 1
 PSW_MASK_CC = 0x0000300000000000  # condition code bits 18-19 of the PSW mask
@@ -71,8 +72,12 @@ def trap_site(machine: "Machine", intno: int, pc: int) -> int | None:
 
 
 def default_slot_addr(image: "Image | None" = None) -> int:
-    """6.1: ``kprobes_insn_page`` in the kernel image (s390_get_insn_slot for kernel text)."""
+    """6.1: ``kprobes_insn_page`` in the kernel image (s390_get_insn_slot for kernel text);
+    6.10+: ``alloc_insn_page`` -> execmem, whose range starts at MODULES_VADDR = the kernel's
+    start (nokaslr) - MODULES_LEN (arch/s390/boot/startup.c, execmem_arch_setup)."""
     if image is not None and hasattr(image, "symtab"):
+        if getattr(image, "load_offset", 0):
+            return image.load_offset - MODULES_LEN
         a = image.symtab.value("kprobes_insn_page")
         if a is not None:
             return a
