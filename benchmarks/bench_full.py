@@ -170,7 +170,8 @@ def main() -> int:
             continue
         from kpatch_core.image import Image
         image = Image.open(path)
-        start, stop = image.tables.stext, image.tables.etext
+        # objdump reads file (link-time) addresses
+        start, stop = (image.tables.stext - image.load_offset, image.tables.etext - image.load_offset)
         name = next((q for q in QUERY if image.kallsyms.count(q) == 1), None)
         del image
         r: dict = {"arch": arch, "text_bytes": stop - start, "query": name,
