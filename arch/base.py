@@ -136,8 +136,8 @@ class Backend:
 
     def load_offset(self, image: "Image") -> int:
         """Where the running kernel (booted ``nokaslr``) has the image: vmlinux address + this.
-        Asked while the Image is built: only ``image.data``, ``image.sections`` (link addresses)
-        and ``image.banner_version()`` may be used."""
+        Asked while the Image is built: only ``image.data``, ``image.sections`` and
+        ``image.link_range`` (link-time addresses) and ``image.banner_version()`` may be used."""
         return 0
 
     def optimized_capacity(self, image: "Image") -> int | None:

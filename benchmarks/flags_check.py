@@ -19,7 +19,7 @@ import time
 
 from kpatch_core.errors import InputError
 from kpatch_core.image import Image
-from kpatch_core.probe import check_many
+from kpatch_core.testing import oracle_verdicts
 
 
 def _oracle_chunk(results: str) -> int:
@@ -54,18 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     confusion: collections.Counter = collections.Counter()
     bad = []
     # phase 2 of each oracle job re-registers that job's accepted probes together, in order:
-    # they compete for the arch's detour buffers (check_many models that)
-    chunk = a.chunk or _oracle_chunk(a.results)
-    targets = {r["index"]: (r["target"] if r.get("kind", "p") == "p" else "r " + r["target"])
-               for r in rows if r.get("ok") and not r.get("crash")}
-    ours: dict[int, object] = {}
-    for job in sorted({i // chunk for i in targets}):
-        idx = [i for i in sorted(targets) if i // chunk == job]
-        ours.update(zip(idx, check_many(image, [targets[i] for i in idx])))
+    # they compete for the arch's detour buffers
+    ours = oracle_verdicts(image, [r for r in rows if r.get("ok") and not r.get("crash")],
+                           a.chunk or _oracle_chunk(a.results))
     for r in rows:
         if not r.get("ok") or r.get("flags") is None or r.get("crash"):
             continue
-        target = targets[r["index"]]
+        target = r["target"] if r.get("kind", "p") == "p" else "r " + r["target"]
         v = ours[r["index"]]
         if not v.ok:
             confusion[("refused-by-us", "")] += 1

@@ -144,7 +144,8 @@ class Image:
         self.backend: Backend = backend_for(self.machine, self.little_endian, path)
         self.endian = "<" if self.little_endian else ">"
         loaded = [s for s in sections if s.flags & SHF_ALLOC and s.size]
-        self._link_range = (min((s.addr for s in loaded), default=0),
+        # [lowest, highest) link-time address of the loaded sections, as the file has them
+        self.link_range = (min((s.addr for s in loaded), default=0),
                             max((s.end for s in loaded), default=0))
         self.sections = sections
         # where the running kernel (nokaslr) has the image: vmlinux + load_offset (0 except on
@@ -225,15 +226,15 @@ class Image:
         """
         vals = self.read_words(start, end, "u8").astype(np.uint64).copy()
         if self.load_offset:  # no relocations in the file (s390x 6.10+: the decompressor's)
-            lo, hi = self._link_range
+            lo, hi = self.link_range
             inside = (vals >= np.uint64(lo)) & (vals < np.uint64(hi))
             vals[inside] += np.uint64(self.load_offset)
         offs, addends = self._relative_relocs
         if len(offs) and len(vals):
             lo, hi = np.searchsorted(offs, [start, end])
-            for o, a in zip(offs[lo:hi], addends[lo:hi]):
-                if (int(o) - start) % 8 == 0:
-                    vals[(int(o) - start) // 8] = a
+            rel = offs[lo:hi] - np.uint64(start)
+            aligned = rel % np.uint64(8) == 0
+            vals[(rel[aligned] // np.uint64(8)).astype(np.int64)] = addends[lo:hi][aligned]
         return vals
 
     @functools.cached_property

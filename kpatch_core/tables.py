@@ -82,15 +82,20 @@ class KernelTables:
 
     # -- ftrace -------------------------------------------------------------------------------
     @functools.cached_property
+    def mcount_records(self) -> np.ndarray:
+        """The raw ``__mcount_loc`` records (before ftrace_call_adjust; zeroed ones included)."""
+        r = self._range("__start_mcount_loc", "__stop_mcount_loc")
+        return self.image.read_pointers(*r) if r else np.zeros(0, np.uint64)
+
+    @functools.cached_property
     def ftrace_sites(self) -> np.ndarray:
         """Sorted ftrace call-site addresses in core text (``__mcount_loc`` + ftrace_call_adjust).
 
         Records in init text are freed after boot (ftrace_free_init_mem), so they are dropped.
         """
-        r = self._range("__start_mcount_loc", "__stop_mcount_loc")
-        if r is None:
+        recs = self.mcount_records
+        if not len(recs):
             return np.zeros(0, np.uint64)
-        recs = self.image.read_pointers(*r)
         adjust = self.image.backend.ftrace_call_adjust
         sites = np.array([adjust(self.image, int(a)) for a in recs.tolist()], dtype=np.uint64)
         sites = sites[(sites >= self.stext) & (sites < self.etext)]

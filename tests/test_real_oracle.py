@@ -16,7 +16,7 @@ import pytest
 
 from conftest import real_vmlinux
 from kpatch_core.image import Image
-from kpatch_core.probe import check_many
+from kpatch_core.testing import oracle_verdicts
 
 ORACLE = Path(os.environ.get("KPATCH_ORACLE_DIR",
                              Path(__file__).resolve().parents[2] / "shared" / "data" / "oracle"))
@@ -45,12 +45,7 @@ def test_real_kernel_agrees_with_oracle(name: str) -> None:
     kaslr = meta.get("kaslr", {})
     if kaslr.get("offsets"):  # where that kernel ran (nokaslr) against vmlinux: s390x 6.12
         assert int(kaslr["offsets"]["_stext"], 16) == image.load_offset
-    chunk = int(meta.get("options", {}).get("chunk", 200))
-    target = {r["index"]: ("r " if r["kind"] == "r" else "") + r["target"] for r in rows}
-    ours = {}
-    for job in sorted({i // chunk for i in target}):  # each job's probes are armed together
-        idx = [i for i in sorted(target) if i // chunk == job]
-        ours.update(zip(idx, check_many(image, [target[i] for i in idx])))
+    ours = oracle_verdicts(image, rows, int(meta.get("options", {}).get("chunk", 200)))
     wrong = []
     for r in rows:
         v = ours[r["index"]]

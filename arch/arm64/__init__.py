@@ -267,11 +267,7 @@ class Arm64Backend(Backend):
     def _call_ops(self, image: "Image") -> bool:
         """DYNAMIC_FTRACE_WITH_CALL_OPS (``-fpatchable-function-entry=4,2``): the records sit
         8 bytes before their function, so function symbols start at record + 8, not at record."""
-        start = image.symtab.value("__start_mcount_loc")
-        stop = image.symtab.value("__stop_mcount_loc")
-        if start is None or stop is None or stop <= start:
-            return False
-        recs = image.read_pointers(start, stop)
+        recs = image.tables.mcount_records
         # zeroed records (weak functions dropped by scripts/sorttable) sort to the front:
         # sample the real ones across the whole table
         recs = recs[recs != 0]

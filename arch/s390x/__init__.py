@@ -235,8 +235,7 @@ class S390xBackend(Backend):
         ``CONFIG_KERNEL_IMAGE_BASE`` + TEXT_OFFSET (arch/s390/boot/startup.c
         ``setup_kernel_memory_layout``); the relocations went to the decompressor."""
         v = image.banner_version()
-        linked_low = all(s.addr < 1 << 32 for s in image.sections if s.flags & 2 and s.size)
-        if v is None or not v.at_least(6, 10) or not linked_low:
+        if v is None or not v.at_least(6, 10) or image.link_range[1] >= 1 << 32:
             return 0
         return KERNEL_IMAGE_BASE
 

@@ -20,10 +20,12 @@ from kpatch_core.verdict import Execution, Method, Refusal
 
 if TYPE_CHECKING:
     from kpatch_arch.base import Backend
+    from kpatch_core.image import Image
+    from kpatch_core.verdict import Verdict
 
 __all__ = ["RawImage", "prepare_raw", "differential", "diff_states", "data_pointers",
            "register_names", "initial_flags", "prop_same_end_state", "prop_install_remove",
-           "prop_breakpoint_traps", "prop_displacement_reach"]
+           "prop_breakpoint_traps", "prop_displacement_reach", "oracle_verdicts"]
 
 
 class _NoSymbols:
@@ -304,3 +306,19 @@ def prop_displacement_reach(backend: "Backend", image: RawImage, code: bytes, ad
     assert mod.reachable(target, slot_addr, len(e.insn))
     assert mod.pc_relative_target(backend, s.code, slot_addr) == target
     return "retargeted"
+
+
+def oracle_verdicts(image: "Image", rows: list[dict], chunk: int = 200) -> dict[int, "Verdict"]:
+    """Our verdicts for kernel-oracle answer rows (``index``, ``kind``, ``target``), by index:
+    the oracle registers and arms each job's ``chunk`` probes together, in index order, so each
+    job is one :func:`kpatch_core.probe.check_many` (probes compete for detour buffers)."""
+    from kpatch_core.probe import check_many
+
+    jobs: dict[int, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["index"]):
+        jobs.setdefault(r["index"] // chunk, []).append(r)
+    out: dict[int, "Verdict"] = {}
+    for job in jobs.values():
+        targets = [("r " if r.get("kind", "p") == "r" else "") + r["target"] for r in job]
+        out.update(zip((r["index"] for r in job), check_many(image, targets)))
+    return out
