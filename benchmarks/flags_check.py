@@ -7,6 +7,8 @@ Only probes the kernel accepted and armed (``flags`` not null, no crash) are com
 oracle armed each job's probes (~200) together, in index order, so they are checked together
 (``check_many``: e.g. ppc64le's detour buffers run out).
 Debian's config has PREEMPTION, so nothing is boosted.
+Exit 0 only when every compared probe agrees (any flag mismatch, or a probe the kernel armed
+that we refuse, fails with 1); 2 for unreadable input.
 """
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k:>10} -> {o:<10} {n}")
     for t, got, want in bad[:a.show]:
         print(f"  {t}: ours {got} kernel {want}")
-    return 0
+    print("PASS" if agree == total else "FAIL")
+    return 0 if agree == total else 1
 
 
 if __name__ == "__main__":
