@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kpatch_arch.base import Backend
 
     from .config import KernelConfig
+    from .features import FeatureSet
     from .symbols import Kallsyms, SymbolTable
     from .tables import KernelTables
 
@@ -52,8 +53,10 @@ class KernelVersion:
 
     @property
     def rules(self) -> str:
-        """The rule set that decides probes on this kernel: ``"6.12"`` or ``"6.1"``."""
-        return "6.12" if self.at_least(6, 6) else "6.1"
+        """The rule-set label outputs print for this kernel (``"6.12"`` or ``"6.1"``; see
+        :data:`kpatch_core.features.RULE_LABELS`); decisions read ``Image.features``."""
+        from .features import RULE_LABELS
+        return next(label for since, label in RULE_LABELS if (self.major, self.minor) >= since)
 
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.patch}"
@@ -320,6 +323,13 @@ class Image:
     def version(self) -> KernelVersion:
         """The kernel version; 6.1 rules are assumed (and said) when no banner is found."""
         return _parse_version(self.banner) or KernelVersion(6, 1, 0)
+
+    @functools.cached_property
+    def features(self) -> "FeatureSet":
+        """The kernel behaviours this image has (:mod:`kpatch_core.features`), decided once from
+        its version, its architecture and the evidence of its configuration facts."""
+        from .features import FeatureSet
+        return FeatureSet.for_image(self)
 
     @functools.cached_property
     def build_id(self) -> str | None:

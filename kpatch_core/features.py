@@ -1,0 +1,294 @@
+"""Kernel behaviours as named features: which kernels have each, and where it comes from.
+
+Code never compares kernel versions; it asks ``image.features.has("NAME")``.  Each row of
+:data:`FEATURES` names one behaviour that changed between kernels, the versions where it holds
+(``since`` inclusive, ``until`` exclusive, as (major, minor)), the architectures it concerns,
+the ``CONFIG_`` option that decides it when it is a configuration choice (then evidence in the
+image decides, the version only says whether the option exists), and the kernel function or
+commit it comes from.  A new kernel version is new rows (or a new ``until``), not new code.
+
+The rows were checked against real kernels on :data:`VERIFIED` (Debian 6.1 and 6.12); a
+``since``/``until`` between them comes from the kernel's history and is marked "not pinned" in
+its source when it was not confirmed against the tag.  An image outside the verified range gets
+``exact=False``: the outputs say so (``"rules_exact": false`` and a one-line note).
+
+>>> fs = FeatureSet.decide((6, 12), "x86_64")
+>>> fs.has("EVENTS_NONUNIQUE_EINVAL"), fs.rules, fs.exact
+(True, '6.12', True)
+>>> FeatureSet.decide((7, 2), "x86_64").exact
+False
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from .image import Image, KernelVersion
+
+Version = tuple[int, int]
+
+
+@attrs.frozen
+class Feature:
+    """One kernel behaviour: where it holds, and the kernel source it comes from."""
+
+    name: str
+    doc: str  # one line: what the kernel does when the feature holds
+    source: str  # kernel function and/or commit
+    since: Version | None = None  # first version with it (None: every known kernel)
+    until: Version | None = None  # first version without it (None: still there)
+    arches: tuple[str, ...] = ()  # () : every architecture
+    config: str | None = None  # CONFIG_ option that decides it (image evidence wins)
+
+    def in_versions(self, version: Version) -> bool:
+        """True when ``version`` lies in ``[since, until)``."""
+        return (self.since is None or version >= self.since) and \
+            (self.until is None or version < self.until)
+
+
+_F = Feature
+FEATURES: tuple[Feature, ...] = (
+    # --- kprobe_events: trace_kprobe.c __trace_kprobe_create -------------------------------
+    _F("EVENTS_VALIDATE_SYMBOL_FIRST",
+       "the symbol's uniqueness (validate_probe_symbol) is checked before a return probe's "
+       "function-entry check",
+       "kernel/trace/trace_kprobe.c: __trace_kprobe_create, validate_probe_symbol "
+       "(6.1.y: number_of_same_symbols after kprobe_on_func_entry; since not pinned)",
+       since=(6, 6)),
+    _F("EVENTS_NONUNIQUE_EINVAL",
+       "a missing or non-unique probe symbol fails the write with -EINVAL (goto parse_error), "
+       "not -ENOENT / -EADDRNOTAVAIL",
+       "kernel/trace/trace_kprobe.c: __trace_kprobe_create parse_error (since not pinned)",
+       since=(6, 6)),
+    _F("EVENTS_BAD_MAXACT_TYPE",
+       "'pN' (maxactive on a kprobe) logs BAD_MAXACT_TYPE 'Maxactive is only for function "
+       "exit' (before: MAXACT_NO_KPROBE)",
+       "kernel/trace/trace_probe.h: ERRORS; 334e5519c375 'tracing/probes: Add tracepoint "
+       "support on fprobe_events' (v6.5)",
+       since=(6, 5)),
+    _F("EVENTS_FPROBE_TRACEPOINT_ERRORS",
+       "error_log has the tracepoint ids NO_TRACEPOINT and BAD_TP_NAME",
+       "kernel/trace/trace_probe.h: ERRORS; 334e5519c375 (v6.5)",
+       since=(6, 5)),
+    _F("ERRORS_BAD_VAR_SPELLING_FIXED",
+       "error_log BAD_VAR reads 'Invalid $-variable specified' (before: '$-valiable')",
+       "kernel/trace/trace_probe.h: ERRORS BAD_VAR (since not pinned)",
+       since=(6, 6)),
+    _F("KPROBE_EVENTS_BTF_ARGS",
+       "BTF function arguments: parameter names, $retval types and fields, BTF fetch types and "
+       "bitfields, with their error ids (NOSUP_BTFARG...); also needs "
+       "CONFIG_PROBE_EVENTS_BTF_ARGS, $argN access and a .BTF section",
+       "kernel/trace/trace_probe.c: parse_btf_arg, parse_btf_field, generate_probe_arg_name; "
+       "b576e09701c7 'tracing/probes: Support function parameters if BTF is available' (v6.5)",
+       since=(6, 5)),
+    _F("EVENTS_META_ARGS",
+       "'$arg*' expands to every BTF parameter (traceprobe_expand_meta_args), and more than "
+       "MAX_TRACE_ARGS arguments fail with -E2BIG (before: the extra ones are ignored)",
+       "kernel/trace/trace_probe.c: traceprobe_expand_meta_args; 18b1e870a496 'tracing/probes: "
+       "Add $arg* meta argument for all function args' (v6.5)",
+       since=(6, 5)),
+    _F("EVENTS_PARSE_CONTEXT",
+       "traceprobe_parse_context carries the caret offset through an argument, the event size "
+       "(EVENT_TOO_BIG) is counted after the fetch program, ARG_TOO_LONG fails with -E2BIG",
+       "kernel/trace/trace_probe.c: traceprobe_parse_probe_arg_body (struct "
+       "traceprobe_parse_context, v6.5; since not pinned)",
+       since=(6, 6)),
+    _F("EVENTS_COMM_NEEDS_STRING_TYPE",
+       "$comm / an immediate string with a non-string type logs NEED_STRING_TYPE (before: "
+       "-EINVAL, nothing logged)",
+       "kernel/trace/trace_probe.c: traceprobe_parse_probe_arg_body; 'tracing/probes: Fix to "
+       "show a parse error for bad type for $comm' (since not pinned)",
+       since=(6, 6)),
+    _F("EVENTS_RETPROBE_ARGS",
+       "$argN on return probes (fetched at function entry, store_trace_entry_data); the FENTRY "
+       "flag is set for entry probes only",
+       "kernel/trace/trace_probe.c: parse_probe_vars; 25f00e40ce79 'tracing/probes: Support "
+       "$argN in return probe (kprobe and fprobe)' (v6.9; since not pinned)",
+       since=(6, 6)),
+    _F("EVENTS_DENTRY_ARGS",
+       "ARG:%pd / ARG:%pD print a dentry / file name (traceprobe_expand_dentry_args)",
+       "kernel/trace/trace_probe.c: traceprobe_expand_dentry_args; 'tracing/probes: support "
+       "%pd/%pD type' (v6.10; since not pinned)",
+       since=(6, 6)),
+    _F("EVENTS_SANITIZE_ASTERISK",
+       "an automatic event name has '*' replaced by '_' as well as ':' and '.'",
+       "kernel/trace/trace_probe.h: sanitize_event_name (since not pinned)",
+       since=(6, 6)),
+    _F("FETCH_TYPE_CHAR",
+       "the 'char' fetch type",
+       "kernel/trace/trace_probe.c: probe_fetch_types (since not pinned)",
+       since=(6, 6)),
+    # --- x86_64 ------------------------------------------------------------------------------
+    _F("X86_CAN_PROBE_EXCEPTION_INSN",
+       "can_probe refuses INT3 / INT n / INTO / INT1 / UD0 / UD1 / UD2 (is_exception_insn) and "
+       "an instruction the decoder cannot decode",
+       "arch/x86/kernel/kprobes/core.c: can_probe, is_exception_insn (since not pinned)",
+       since=(6, 6), arches=("x86_64",)),
+    _F("X86_CAN_BOOST_GROUP_REGS",
+       "can_boost boosts the group opcodes C0/C1/D0-D3/F6/F7/FE/FF by ModRM.reg (before: only "
+       "FF /4)",
+       "arch/x86/kernel/kprobes/core.c: can_boost (since not pinned)",
+       since=(6, 6), arches=("x86_64",)),
+    _F("X86_OPTPROBE_NO_INDIRECT_SCAN_WITH_RETPOLINE_IBT",
+       "can_optimize skips the indirect-jump scan when retpolines or IBT guard indirect jumps "
+       "(before: it always scans, and refuses jumps into __indirect_thunk_*)",
+       "arch/x86/kernel/kprobes/opt.c: can_optimize, insn_is_indirect_jump (since not pinned)",
+       since=(6, 6), arches=("x86_64",)),
+    # --- arm64 -------------------------------------------------------------------------------
+    _F("ARM64_BCOND_MATCHES_BC",
+       "aarch64_insn_is_bcond's mask also takes BC.cond (bit 4 set): simulated as a branch",
+       "arch/arm64/include/asm/insn.h: aarch64_insn_is_bcond (FEAT_HBC; since not pinned)",
+       since=(6, 6), arches=("arm64",)),
+    _F("ARM64_MOPS_NOT_STEPPABLE",
+       "aarch64_insn_is_steppable refuses the MOPS memcpy/memset instructions",
+       "arch/arm64/kernel/probes/decode-insn.c: aarch64_insn_is_steppable "
+       "(aarch64_insn_is_mops; FEAT_MOPS support, v6.5; since not pinned)",
+       since=(6, 6), arches=("arm64",)),
+    _F("ARM64_IDMAP_TEXT_BLACKLISTED",
+       "arch_populate_kprobe_blacklist adds __idmap_text_start..__idmap_text_end",
+       "arch/arm64/kernel/probes/kprobes.c: arch_populate_kprobe_blacklist (until not pinned)",
+       until=(6, 6), arches=("arm64",)),
+    _F("ARM64_DYNAMIC_FTRACE_WITH_CALL_OPS",
+       "-fpatchable-function-entry=4,2: each ftrace record sits 8 bytes before its function "
+       "(the image's record layout decides; the version only says the option exists)",
+       "arch/arm64/kernel/ftrace.c: ftrace_call_adjust; baaf553d3bc3 'arm64: Implement "
+       "HAVE_DYNAMIC_FTRACE_WITH_CALL_OPS' (v6.4; since not pinned)",
+       since=(6, 6), arches=("arm64",), config="DYNAMIC_FTRACE_WITH_CALL_OPS"),
+    # --- riscv64 -----------------------------------------------------------------------------
+    _F("RISCV_KPROBES_ON_FTRACE",
+       "HAVE_KPROBES_ON_FTRACE (DYNAMIC_FTRACE_WITH_REGS): a probe on an ftrace site uses "
+       "ftrace (the image's kprobe_ftrace_handler decides)",
+       "arch/riscv/Kconfig: HAVE_KPROBES_ON_FTRACE, dropped with DYNAMIC_FTRACE_WITH_ARGS "
+       "(until not pinned)",
+       until=(6, 6), arches=("riscv64",), config="KPROBES_ON_FTRACE"),
+    _F("RISCV_SYSCALL_WRAPPER",
+       "ARCH_HAS_SYSCALL_WRAPPER: syscall entry points are __riscv_sys_* (before: sys_*)",
+       "arch/riscv/include/asm/syscall_wrapper.h; 08d0ce30e0e4 'riscv: Implement syscall "
+       "wrappers' (v6.6)",
+       since=(6, 6), arches=("riscv64",)),
+    _F("RISCV_ALTERNATIVE_OFFSETS",
+       ".alternative entries hold relative offsets (struct alt_entry old_offset/alt_offset), "
+       "applied by riscv_cpufeature_patch_func",
+       "arch/riscv/include/asm/alternative.h: struct alt_entry (since not pinned)",
+       since=(6, 6), arches=("riscv64",)),
+    _F("RISCV_KPROBES_SIMULATE_RVC",
+       "compressed jumps and branches (c.j, c.jr, c.jalr, c.beqz, c.bnez) are simulated, with "
+       "the masks of asm/insn.h (before: rejected, with simulate-insn.h's masks)",
+       "arch/riscv/kernel/probes/decode-insn.c: riscv_probe_decode_insn (since not pinned)",
+       since=(6, 6), arches=("riscv64",)),
+    # --- s390x -------------------------------------------------------------------------------
+    _F("S390_OPCODES_ARCH15",
+       "the disassembler's opcode table (find_insn) knows the arch15 instructions (and prno "
+       "for ppno): probe_is_prohibited_opcode accepts them",
+       "arch/s390/tools/opcodes.txt, arch/s390/kernel/dis.c: find_insn (since not pinned)",
+       since=(6, 6), arches=("s390x",)),
+    _F("S390_KPROBES_INSN_PAGE",
+       "kernel probes take their slots from kprobes_insn_page inside vmlinux (within a "
+       "relative-long displacement of the text)",
+       "arch/s390/kernel/kprobes.c: alloc_s390_insn_page (until not pinned)",
+       until=(6, 6), arches=("s390x",)),
+    _F("S390_KERNEL_IMAGE_BASE",
+       "the running kernel (nokaslr) sits at CONFIG_KERNEL_IMAGE_BASE + TEXT_OFFSET, not at "
+       "its link address",
+       "arch/s390/boot/startup.c: setup_kernel_memory_layout (v6.10)",
+       since=(6, 10), arches=("s390x",)),
+    # --- ppc64le -----------------------------------------------------------------------------
+    _F("PPC_FUNCTION_ARG_ACCESS_API",
+       "HAVE_FUNCTION_ARG_ACCESS_API: $argN in kprobe_events (regs_get_kernel_argument)",
+       "arch/powerpc/Kconfig: HAVE_FUNCTION_ARG_ACCESS_API (since not pinned)",
+       since=(6, 6), arches=("ppc64le",)),
+    _F("PPC_FTRACE_PATCHABLE_ENTRY",
+       "ftrace records are the first of two patchable-entry NOPs (the site is record + 4) and "
+       "records in .exit.text are dropped (before: -mprofile-kernel, the record is bl _mcount)",
+       "arch/powerpc/include/asm/ftrace.h: ftrace_call_adjust; kernel/trace/ftrace.c "
+       "(since not pinned)",
+       since=(6, 6), arches=("ppc64le",)),
+)
+BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+
+# The kernel versions the table was checked against with real kernels (the oracle).
+VERIFIED: tuple[Version, Version] = ((6, 1), (6, 12))
+# The rule-set label outputs print ("rules": "6.1"): the verified kernel whose rows an image
+# shares; kept from before the table, where 6.6 was the only boundary.
+RULE_LABELS: tuple[tuple[Version, str], ...] = (((6, 6), "6.12"), ((0, 0), "6.1"))
+
+
+def feature(name: str) -> Feature:
+    """The row called ``name``; an unknown name raises (a typo must fail loudly)."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown kernel feature {name!r} (see kpatch_core.features.FEATURES)") \
+            from None
+
+
+@attrs.frozen
+class FeatureSet:
+    """The kernel behaviours one image has, decided once from its version and evidence.
+
+    ``rules`` is the label outputs print ("6.1" / "6.12"); ``exact`` is False when the version
+    lies outside :data:`VERIFIED` (the nearest rows are applied, and the outputs say so).
+    """
+
+    version: Version
+    arch: str
+    names: frozenset[str]
+    rules: str
+    exact: bool
+
+    def has(self, name: str) -> bool:
+        """True when the kernel has behaviour ``name``; an unknown name raises KeyError."""
+        return feature(name).name in self.names
+
+    @classmethod
+    def decide(cls, version: "Version | KernelVersion", arch: str = "",
+               evidence: Mapping[str, bool] | None = None) -> "FeatureSet":
+        """The features of kernel ``version`` ((major, minor) or a KernelVersion) on ``arch``.
+
+        ``evidence`` maps ``CONFIG_`` names to what the image shows; a row with a ``config``
+        holds when the evidence says the option is on (and, without evidence, on the versions
+        the row gives).  Rows for other architectures never hold.
+        """
+        v = _as_version(version)
+        evidence = evidence or {}
+        names = set()
+        for f in FEATURES:
+            if f.arches and arch not in f.arches:
+                continue
+            if f.config is not None and f.config in evidence:
+                held = evidence[f.config]
+            else:
+                held = f.in_versions(v)
+            if held:
+                names.add(f.name)
+        label = next(lab for since, lab in RULE_LABELS if v >= since)
+        return cls(v, arch, frozenset(names), label, VERIFIED[0] <= v <= VERIFIED[1])
+
+    @classmethod
+    def for_image(cls, image: "Image") -> "FeatureSet":
+        """The features of ``image``: its version, its backend, the evidence of its config
+        facts for the rows that are configuration options (defaults are not evidence)."""
+        facts = image.config.facts
+        evidence = {f.config: facts[f.config].value for f in FEATURES
+                    if f.config is not None and f.config in facts
+                    and facts[f.config].source.startswith(("inferred", "config file", "--set"))}
+        return cls.decide(image.version, image.backend.name, evidence)
+
+    def note(self) -> str:
+        """The one-line note printed when :attr:`exact` is False ('' otherwise)."""
+        if self.exact:
+            return ""
+        lo, hi = VERIFIED
+        side = "newer" if self.version > hi else "older"
+        return (f"note: kernel {self.version[0]}.{self.version[1]} is {side} than the kernels "
+                f"the rules were verified on ({lo[0]}.{lo[1]}..{hi[0]}.{hi[1]}); "
+                f"applying the {self.rules} rules")
+
+
+def _as_version(version: "Version | KernelVersion") -> Version:
+    if isinstance(version, tuple):
+        return (version[0], version[1])
+    return (version.major, version.minor)
