@@ -20,7 +20,9 @@ from kpatch_core.image import Image
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 X86_VMLINUX = TESTDATA / "x86_64" / "vmlinux"
 X86_VMLINUX_612 = TESTDATA / "x86_64" / "vmlinux-6.12"
-KERNEL_CACHE = Path.home() / ".cache" / "kpatch-kernels"
+KERNEL_CACHE = Path(os.environ.get("KPATCH_KERNELS", Path.home() / ".cache" / "kpatch-kernels"))
+# real kernels' answers (kernel-oracle), committed: tests/data/oracle/<NAME>/, NAME as in KERNEL_CACHE
+ORACLE_DATA = Path(__file__).resolve().parent / "data" / "oracle"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,7 +79,14 @@ def real_vmlinux(arch: str) -> Path:
     """The cached real vmlinux of ``arch``, or skip the test."""
     p = KERNEL_CACHE / arch / "vmlinux"
     if not p.is_file():
-        pytest.skip(f"no cached real kernel at {p}")
+        pytest.skip(f"no cached real kernel at {p} (fetch it: tests/data/oracle/fetch.sh {arch})")
+    return p
+
+
+def oracle_results(name: str) -> Path:
+    """The committed oracle answers of kernel ``name`` (results.jsonl.gz); a missing file fails."""
+    p = ORACLE_DATA / name / "results.jsonl.gz"
+    assert p.is_file(), f"oracle answers for {name} missing from the checkout: {p}"
     return p
 
 

@@ -529,13 +529,11 @@ def test_slot_for_on_real_kernels(arch: str) -> None:
     import json
     from pathlib import Path
 
-    from conftest import real_vmlinux
+    from conftest import oracle_results, real_vmlinux
     from kpatch_core.image import Image
     from kpatch_core.probe import check
     from kpatch_core.slot import Slot, slot_for
-    res = Path(f"/work/shared/data/oracle/{arch}/results.jsonl.gz")
-    if not res.is_file():
-        pytest.skip("no oracle results")
+    res = oracle_results(arch)
     img = Image.open(str(real_vmlinux(arch)))
     if img.backend.slot_support() is None:
         pytest.skip(f"{arch}: no slot support")

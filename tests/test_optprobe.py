@@ -14,7 +14,7 @@ from kpatch_core.symbols import KSym
 from kpatch_core.testing import RawImage, prepare_raw
 from kpatch_core.verdict import Execution, Reason, Refusal
 
-from conftest import real_vmlinux
+from conftest import oracle_results, real_vmlinux
 
 B = backend_named("x86_64")
 TEXT = 0xFFFFFFFF81000000
@@ -172,9 +172,7 @@ def test_real_kernel_flags_agree_with_oracle() -> None:
     from pathlib import Path
 
     from kpatch_core.image import Image
-    res = Path("/work/shared/data/oracle/x86_64/results.jsonl.gz")
-    if not res.is_file():
-        pytest.skip("no oracle results")
+    res = oracle_results("x86_64")
     img = Image.open(str(real_vmlinux("x86_64")))
     rows = [json.loads(x) for x in gzip.open(res, "rt")][:300]
     n = agree = 0
@@ -207,9 +205,7 @@ def test_ppc64_detour_buffer_on_real_kernel() -> None:
 
     from kpatch_arch.ppc64le import slot as ppc
     from kpatch_core.image import Image
-    res = Path("/work/shared/data/oracle/ppc64le/results.jsonl.gz")
-    if not res.is_file():
-        pytest.skip("no oracle results")
+    res = oracle_results("ppc64le")
     img = Image.open(str(real_vmlinux("ppc64le")))
     cs = capstone.Cs(capstone.CS_ARCH_PPC, capstone.CS_MODE_64 | capstone.CS_MODE_LITTLE_ENDIAN)
     cs.detail = True

@@ -333,10 +333,9 @@ def test_analyse_instr_returns_one_agrees_with_the_kernels_optimized_flag() -> N
 
     from kpatch_arch.ppc64le import is_conditional_branch
     from kpatch_core.image import Image
-    res = Path("/work/shared/data/oracle/ppc64le/results.jsonl.gz")
-    if not (REAL.is_file() and res.is_file()):
-        pytest.skip("real ppc64le vmlinux or oracle results not available")
-    img = Image.open(str(REAL))
+    from conftest import oracle_results, real_vmlinux
+    res = oracle_results("ppc64le")
+    img = Image.open(str(real_vmlinux("ppc64le")))
     seen = 0
     for line in gzip.open(res, "rt"):
         r = json.loads(line)

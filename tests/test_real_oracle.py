@@ -1,8 +1,9 @@
 """The real Debian kernels' own answers (kernel-oracle under QEMU) against ``check`` on the
 same cached vmlinux: verdict and errno for every probe, and for accepted ones the resolved
 address and the [FTRACE]/[OPTIMIZED] flags the kernel printed after arming each job's probes
-together (``check_many``, in the oracle's order).  6.1 answers: ../shared/data/oracle; 6.12
-answers taken by this project: tests/data/oracle/<arch>-6.12 (kernels: tests/data/oracle/fetch.sh).
+together (``check_many``, in the oracle's order).  All answers are committed in
+tests/data/oracle/<NAME> (6.1 copied from ../shared/data/oracle, 6.12 taken by this project;
+kernels: tests/data/oracle/fetch.sh).
 Skipped when the vmlinux is not cached (never committed: ../shared/tools/fetch-kernels.sh).
 """
 from __future__ import annotations
@@ -14,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import real_vmlinux
+from conftest import ORACLE_DATA, real_vmlinux
 from kpatch_core.image import Image
 from kpatch_core.testing import oracle_verdicts
 
-ORACLE = Path(os.environ.get("KPATCH_ORACLE_DIR",
-                             Path(__file__).resolve().parents[2] / "shared" / "data" / "oracle"))
-OWN = Path(__file__).resolve().parent / "data" / "oracle"  # answers this project took itself
+ORACLE = Path(os.environ.get("KPATCH_ORACLE_DIR", ORACLE_DATA))
+OWN = ORACLE_DATA  # answers committed with the project (tests/data/oracle/<NAME>/)
 KERNELS = ["x86_64", "arm64", "riscv64", "s390x", "ppc64le",
            "x86_64-6.12", "arm64-6.12", "s390x-6.12", "ppc64le-6.12"]
 
@@ -29,7 +29,7 @@ def _answers(name: str) -> tuple[list[dict], dict]:
     root = OWN if (OWN / name).is_dir() else ORACLE
     path = root / name / "results.jsonl.gz"
     if not path.is_file():
-        pytest.skip(f"no oracle results at {path} (set KPATCH_ORACLE_DIR)")
+        raise AssertionError(f"no oracle results at {path}: answers belong in tests/data/oracle")
     with gzip.open(path, "rt") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     meta_path = root / name / "results.meta.json"
