@@ -143,7 +143,6 @@ def _bug_entry_size(image: "Image") -> int:
 def _kallsyms_all(image: "Image") -> tuple[bool, str] | None:
     """CONFIG_KALLSYMS_ALL from ``kallsyms_num_syms`` (a ``.long``): is the kernel's symbol count
     nearer to all kept symbols or to those inside ``_stext.._etext`` / ``_sinittext.._einittext``?"""
-    from .symbols import kallsyms_keeps
     st = image.symtab
     at = st.value("kallsyms_num_syms")
     raw = image.read(at, 4) if at is not None else b""
@@ -159,9 +158,8 @@ def _kallsyms_all(image: "Image") -> tuple[bool, str] | None:
     inside[:] = False
     for lo, hi in ranges:
         inside |= (st.values >= np.uint64(lo)) & (st.values <= np.uint64(hi))
-    names = st.names
     idx = keep.nonzero()[0]
-    kept = np.fromiter((kallsyms_keeps(names[i]) for i in idx.tolist()), dtype=bool, count=len(idx))
+    kept = st.kallsyms_kept()[idx]  # kallsyms_keeps of each name, vectorised
     total = int(kept.sum())
     text = int((kept & inside[idx]).sum())
     if total == text:

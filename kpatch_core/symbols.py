@@ -48,6 +48,83 @@ def kallsyms_keeps(name: str) -> bool:
                                or ("_branch." in name and any(s in name for s in _IGNORED_INFIXES)))
 
 
+def _names_and_keep(strs: bytes, offs: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The names at string-table offsets ``offs`` and, per name, :func:`kallsyms_keeps` --
+    computed on the raw bytes with numpy (no Python call per symbol)."""
+    buf = np.frombuffer(strs, np.uint8)
+    nul = np.flatnonzero(buf == 0)
+    if not len(nul) or int(nul[-1]) != len(buf) - 1:
+        nul = np.append(nul, len(buf))
+    offs = np.minimum(offs, len(buf))
+    ends = nul[np.minimum(np.searchsorted(nul, offs), len(nul) - 1)]
+    if strs.isascii():
+        text = strs.decode("ascii")
+        names = [text[a:b] for a, b in zip(offs.tolist(), ends.tolist())]
+    else:
+        names = [strs[a:b].decode("utf-8", "replace") for a, b in zip(offs.tolist(), ends.tolist())]
+    return names, _keep_mask(buf, offs, ends)
+
+
+def _keep_mask(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """:func:`kallsyms_keeps` for the names ``buf[starts[i]:ends[i]]`` (numpy, all at once):
+    each name's first and last eight bytes as one integer, compared with each listed prefix,
+    suffix and name under a mask; the rare longer words are then compared in full."""
+    n = len(starts)
+    if not n:
+        return np.zeros(0, bool)
+    pad = np.concatenate([np.zeros(8, np.uint8), buf, np.zeros(32, np.uint8)])
+    lens = ends - starts
+    eight = np.arange(8)
+    head = np.ascontiguousarray(pad[(starts + 8)[:, None] + eight]).view("<u8").ravel()
+    tail = np.ascontiguousarray(pad[ends[:, None] + eight]).view("<u8").ravel()
+    drop = lens == 0
+
+    def full(pos: np.ndarray, word: bytes, where: np.ndarray) -> np.ndarray:
+        """buf[pos:pos+len(word)] == word, compared only where ``where`` holds."""
+        out = np.zeros(n, bool)
+        idx = np.flatnonzero(where)
+        if len(idx):
+            w = np.frombuffer(word, np.uint8)
+            out[idx] = (pad[(pos[idx] + 8)[:, None] + np.arange(len(w))] == w).all(axis=1)
+        return out
+
+    def prefix(word: bytes) -> np.ndarray:
+        k = min(len(word), 8)
+        mask = np.uint64((1 << (8 * k)) - 1)
+        hit = (head & mask) == np.uint64(int.from_bytes(word[:k], "little"))
+        return full(starts, word, hit) if len(word) > 8 else hit
+
+    for p in _IGNORED_PREFIXES:
+        drop |= prefix(p.encode())
+    for name in _IGNORED_NAMES:
+        drop |= (lens == len(name)) & prefix(name.encode())
+    for sfx in _IGNORED_SUFFIXES:
+        b = sfx.encode()
+        k = min(len(b), 8)
+        mask = np.uint64(((1 << (8 * k)) - 1) << (8 * (8 - k)))
+        hit = (lens >= len(b)) & ((tail & mask) == np.uint64(int.from_bytes(b[-k:].rjust(8, b"\0"),
+                                                                           "little")))
+        drop |= full(ends - len(b), b, hit) if len(b) > 8 else hit
+    raw = buf.tobytes()
+    for inf in _IGNORED_INFIXES:
+        occ = [m.start() for m in re.finditer(re.escape(inf.encode()), raw)]
+        if occ:
+            o = np.array(occ, np.int64)
+            drop |= np.searchsorted(o, ends - len(inf), side="right") > np.searchsorted(o, starts)
+    return ~drop
+
+
+def kallsyms_keep_mask(names: list[str]) -> np.ndarray:
+    """:func:`kallsyms_keeps` of every name in ``names``, vectorised."""
+    raw = "\0".join(names).encode("utf-8", "surrogateescape") + b"\0"
+    lens = np.fromiter(map(len, (n.encode("utf-8", "surrogateescape") for n in names)), np.int64,
+                       count=len(names)) if not raw.isascii() else \
+        np.fromiter(map(len, names), np.int64, count=len(names))
+    starts = np.concatenate(([0], np.cumsum(lens + 1)[:-1])).astype(np.int64) if len(names) \
+        else np.zeros(0, np.int64)
+    return _keep_mask(np.frombuffer(raw, np.uint8), starts, starts + lens)
+
+
 def base_name(name: str) -> str:
     """The name before the first '.' (``foo.isra.0`` -> ``foo``)  [within_kprobe_blacklist]."""
     return name.split(".", 1)[0]
@@ -61,6 +138,7 @@ class SymbolTable:
         self.values, self.sizes, self.info, self.other, self.shndx = values, sizes, info, other, shndx
         self.names = names
         self._first: dict[str, int] | None = None
+        self._kept: np.ndarray | None = None
 
     @classmethod
     def read(cls, image: "Image") -> "SymbolTable":
@@ -76,27 +154,30 @@ class SymbolTable:
         raw = image.data[sym.offset:sym.offset + sym.size]
         arr = np.frombuffer(raw[: len(raw) - len(raw) % 24], dtype=dt)
         strs = image.data[strtab.offset:strtab.offset + strtab.size]
-        name_offs = arr["name"].tolist()
-        names = []
-        find = strs.find
-        for o in name_offs:
-            end = find(b"\0", o)
-            names.append(strs[o:end].decode("utf-8", "replace"))
+        offs = arr["name"].astype(np.int64)
+        names, keep = _names_and_keep(strs, offs)
         values = arr["value"].astype(np.uint64)
         if image.load_offset:  # section-relative symbols move with the image (ABS ones do not)
             values[(arr["shndx"] != SHN_UNDEF) & (arr["shndx"] != SHN_ABS)] += \
                 np.uint64(image.load_offset)
-        return cls(values, arr["size"].astype(np.uint64),
-                   arr["info"].copy(), arr["other"].copy(), arr["shndx"].copy(), names)
+        out = cls(values, arr["size"].astype(np.uint64),
+                  arr["info"].copy(), arr["other"].copy(), arr["shndx"].copy(), names)
+        out._kept = keep
+        return out
+
+    def kallsyms_kept(self) -> np.ndarray:
+        """Per symbol: :func:`kallsyms_keeps` of its name (one vectorised pass, cached)."""
+        if self._kept is None:
+            self._kept = kallsyms_keep_mask(self.names)
+        return self._kept
 
     def value(self, name: str) -> int | None:
         """The value of the first defined symbol called ``name`` (linker symbols included)."""
         if self._first is None:
-            first: dict[str, int] = {}
-            for i, n in enumerate(self.names):
-                if self.shndx[i] != SHN_UNDEF and n not in first:
-                    first[n] = i
-            self._first = first
+            defined = np.flatnonzero(self.shndx != SHN_UNDEF)[::-1].tolist()
+            names = self.names
+            # reversed: the first defined symbol of a name is the one that stays in the dict
+            self._first = dict(zip([names[i] for i in defined], defined))
         i = self._first.get(name)
         return None if i is None else int(self.values[i])
 
@@ -147,6 +228,7 @@ class Kallsyms:
         usizes[:-1] = self.uaddrs[1:] - self.uaddrs[:-1]
         self.usizes = usizes
         self._by_name: dict[str, list[int]] | None = None
+        self._first_last: tuple[dict[str, int], dict[str, int]] | None = None
 
     @classmethod
     def build(cls, st: SymbolTable, text_ranges: tuple[tuple[int, int], ...] | None = None) -> "Kallsyms":
@@ -166,7 +248,8 @@ class Kallsyms:
                 inside |= (st.values >= np.uint64(lo)) & (st.values <= np.uint64(hi))
             keep &= inside
         all_names = st.names
-        idx = [i for i in np.nonzero(keep)[0].tolist() if kallsyms_keeps(all_names[i])]
+        keep &= st.kallsyms_kept()
+        idx = np.nonzero(keep)[0].tolist()
         if text_ranges is not None:  # symbol_valid's corner case at _etext / _einittext
             ends = {hi for _, hi in text_ranges}
             idx = [i for i in idx if int(st.values[i]) not in ends
@@ -195,6 +278,7 @@ class Kallsyms:
         return len(self.names)
 
     def _name_index(self) -> dict[str, list[int]]:
+        """Every index of every name (built on first use: the full analysis asks for it)."""
         if self._by_name is None:
             d: dict[str, list[int]] = {}
             for i, n in enumerate(self.names):
@@ -202,18 +286,37 @@ class Kallsyms:
             self._by_name = d
         return self._by_name
 
+    def _ends(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(first index, last index) of each name: two C-speed dict builds, enough for
+        ``lookup`` and for ``count`` of a unique name (most names) without a per-name list."""
+        if self._first_last is None:
+            names = self.names
+            n = len(names)
+            self._first_last = (dict(zip(reversed(names), range(n - 1, -1, -1))),
+                                dict(zip(names, range(n))))
+        return self._first_last
+
+    def _indexes(self, name: str) -> list[int]:
+        first, last = self._ends()
+        i = first.get(name)
+        if i is None:
+            return []
+        if last[name] == i:
+            return [i]
+        return self._name_index()[name]
+
     def lookup(self, name: str) -> int | None:
         """``kallsyms_lookup_name``: the address of the first symbol called ``name``."""
-        hits = self._name_index().get(name)
-        return int(self.addrs[hits[0]]) if hits else None
+        i = self._ends()[0].get(name)
+        return None if i is None else int(self.addrs[i])
 
     def count(self, name: str) -> int:
         """How many kallsyms symbols are called ``name`` (``number_of_same_symbols``)."""
-        return len(self._name_index().get(name, ()))
+        return len(self._indexes(name))
 
     def addresses_of(self, name: str) -> list[int]:
         """Every address of a symbol called ``name``, in kallsyms order."""
-        return [int(self.addrs[i]) for i in self._name_index().get(name, ())]
+        return [int(self.addrs[i]) for i in self._indexes(name)]
 
     def containing(self, addr: int) -> KSym | None:
         """The kallsyms symbol whose range holds ``addr`` (first alias), or None below all."""
