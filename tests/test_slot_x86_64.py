@@ -113,7 +113,9 @@ def test_slot_for_on_test_image(x86) -> None:
 def test_slot_for_real_kernel_rip_relative() -> None:
     from kpatch_core.image import Image
     img = Image.open(str(real_vmlinux("x86_64")))
-    # the first accepted RIP-relative instruction of a few common functions
+    # every accepted RIP-relative instruction of a few common functions: the slot's copy names
+    # the same target (capstone decodes both, independently of the slot code's own decoder)
+    checked = 0
     for name in ("vfs_read", "vfs_write", "schedule", "do_sys_open", "kfree", "__kmalloc"):
         f = img.kallsyms.lookup(name)
         if f is None:
@@ -128,10 +130,10 @@ def test_slot_for_real_kernel_rip_relative() -> None:
                     continue
                 insn = next(B._csd.disasm(s.code, s.slot_addr, 1))
                 orig = next(B._csd.disasm(s.insn, a, 1))
-                assert s.slot_addr + insn.size + insn.disp == a + orig.size + orig.disp
-                assert s.code[-1:] == b"\xcc"
-                return
-    pytest.skip("no accepted RIP-relative instruction found")
+                assert s.slot_addr + insn.size + insn.disp == a + orig.size + orig.disp, hex(a)
+                assert s.code[-1:] == b"\xcc" or s.method.value == "boost"
+                checked += 1
+    assert checked >= 10, f"only {checked} accepted RIP-relative instructions in the sample functions"
 
 
 def test_eip_relative_is_relocated_like_rip_relative() -> None:
