@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
-"""Full-analysis benchmark: kpatch-analyze's full analysis against ``objdump -d`` of the same text.
+"""Full-analysis benchmark: ``kpatch-analyze`` against ``objdump -d`` of the same text, per kernel.
 
-For every architecture whose Debian vmlinux is cached (~/.cache/kpatch-kernels/<arch>/vmlinux),
-in one run on this machine:
+For every kernel cached under ``$KPATCH_KERNELS`` (default ~/.cache/kpatch-kernels/<NAME>/vmlinux:
+the 6.1 and 6.12 kernels, 5.10 and 7.x builds, flavours), measured side by side in one run:
 
-* ``objdump -d --no-show-raw-insn --start-address=_stext --stop-address=_etext`` (output to
-  /dev/null; the cross objdump for other arches) -- wall time;
-* our full analysis (every text symbol, every instruction boundary, verdict + per-function facts),
-  cache off, all cores, in a fresh process: wall time including interpreter start and ELF
-  parsing, and peak RSS (the process and its workers); once more with ``optimized=True``
-  (``[OPTIMIZED]`` predicted too);
-* the ratio ours / objdump (runs are interleaved, best of ``--repeat``);
-* one-function queries: warm (cache filled by a previous run, measured inside the process:
-  the library call ``query_function``) and cold (no cache: open the image, analyse just it);
-* correctness: ``--samples`` random instruction boundaries plus up to 25 of each rarer outcome,
-  verdicts (and the ``[OPTIMIZED]`` flag) compared with ``kpatch_core.probe.check``.
+* ``objdump -d --no-show-raw-insn --start-address=_stext --stop-address=_etext`` to /dev/null
+  (the cross objdump of the image's arch): wall and CPU time (objdump runs on one core);
+* ``kpatch-analyze VMLINUX --no-cache --no-progress`` (the summary) and the same with ``--json``
+  written to a file, each a whole fresh process (interpreter start, ELF parsing, worker pool):
+  wall time, CPU time (the process and its workers: user + system) and peak RSS (the largest
+  process's VmHWM);
+* the ratios ours / objdump, wall and CPU, best of ``--repeat`` interleaved runs;
+* the decode share: the analysis's own phase timings (``Analysis.meta["timing"]``), in-process;
+* one-function queries (``kpatch-analyze func VMLINUX NAME``), each a whole process: cold (no
+  result cache, page cache dropped when we may: ``/proc/sys/vm/drop_caches``) and warm (result
+  cache filled by a previous run); the in-process library call ``query_function`` beside it;
+* self-consistency (not agreement with a real kernel, see benchmarks/oracle_compare.py):
+  ``--samples`` instruction boundaries of the full analysis compared with ``probe.check``.
 
-    python3 benchmarks/bench_full.py                  # every cached arch
-    python3 benchmarks/bench_full.py --arch x86_64 --samples 3000
+    python3 benchmarks/bench_full.py                        # every cached kernel
+    python3 benchmarks/bench_full.py --kernel x86_64 --kernel x86_64-6.12 --samples 1500
+Exit 1 when a self-consistency mismatch is found or a command fails.
 """
 from __future__ import annotations
 
@@ -31,54 +34,11 @@ import sys
 import tempfile
 import time
 
-KERNELS = os.path.expanduser("~/.cache/kpatch-kernels")
-ARCHES = ("x86_64", "arm64", "riscv64", "s390x", "ppc64le")
+KERNELS = os.environ.get("KPATCH_KERNELS", os.path.expanduser("~/.cache/kpatch-kernels"))
 OBJDUMP = {"x86_64": "objdump", "arm64": "aarch64-linux-gnu-objdump",
            "riscv64": "riscv64-linux-gnu-objdump", "s390x": "s390x-linux-gnu-objdump",
            "ppc64le": "powerpc64le-linux-gnu-objdump"}
 QUERY = ("vfs_read", "do_sys_open", "schedule")
-
-
-def _child(mode: str, path: str, name: str) -> None:
-    """Runs in a fresh process; prints one JSON line."""
-    t0 = time.perf_counter()
-    if mode in ("full", "full_opt"):
-        from kpatch_core.analyze import analyze
-        from kpatch_core.image import Image
-        a = analyze(Image.open(path), cache=False, optimized=mode == "full_opt")
-        t = a.totals()
-        out = {"seconds": time.perf_counter() - t0, "insns": t["insns"],
-               "probeable_insns": t["probeable_insns"], "symbols": t["symbols"],
-               "timing": a.meta.get("timing"), "workers": a.meta.get("worker_seconds")}
-    elif mode == "fill":
-        from kpatch_core import cache
-        from kpatch_core.analyze import analyze
-        from kpatch_core.image import Image
-        a = analyze(Image.open(path), cache=True, pathkey=cache.path_key(path))
-        t = a.totals()
-        out = {"seconds": time.perf_counter() - t0, "store": a.meta.get("timing", {}).get("cache_store"),
-               "insns": t["insns"], "probeable_insns": t["probeable_insns"], "symbols": t["symbols"],
-               "timing": a.meta.get("timing"), "workers": a.meta.get("worker_seconds")}
-    elif mode == "cached_full":
-        from kpatch_core.analyze import analyze
-        from kpatch_core.image import Image
-        t1 = time.perf_counter()
-        a = analyze(Image.open(path), cache=True)
-        out = {"seconds": time.perf_counter() - t1, "from_cache": a.from_cache}
-    else:  # warm / cold one-function query; modules are imported first (a library caller
-        # has them loaded; the whole process wall time is reported separately)
-        import kpatch_core.analyze  # noqa: F401
-        import kpatch_core.cache  # noqa: F401
-        from kpatch_core.analyze_cmd import query_function
-        t1 = time.perf_counter()
-        a, image = query_function(path, name, use_cache=(mode == "warm"))
-        n = int(a.counts.sum())
-        out = {"seconds": time.perf_counter() - t1, "insns": n, "from_cache": image is None}
-    # this process's own high-water mark (VmHWM: getrusage's ru_maxrss would also count the
-    # benchmark parent's memory, which Linux carries across fork+exec), and its workers'
-    ru_kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out["peak_rss_mb"] = max(_vm_hwm_kb(), ru_kids) / 1024.0
-    print(json.dumps(out))
 
 
 def _vm_hwm_kb() -> int:
@@ -90,169 +50,269 @@ def _vm_hwm_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _run_child(mode: str, path: str, name: str = "", env: dict | None = None) -> dict:
+def _child(argv: list[str]) -> None:
+    """Runs the CLI in this fresh process; prints one JSON line with its own figures.
+
+    Peak RSS is this process's VmHWM and its workers' largest ru_maxrss (a forked worker starts
+    from this process's figure, never from the benchmark parent's)."""
+    from kpatch_core.cli import main
+    out_path = os.environ.get("BENCH_STDOUT", os.devnull)
+    saved = os.dup(1)
+    with open(out_path, "wb") as f:
+        os.dup2(f.fileno(), 1)
+        try:
+            rc = main(argv)
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"rc": rc, "peak_rss_mb": max(_vm_hwm_kb(), kids.ru_maxrss) / 1024.0,
+                      "cpu_self": me.ru_utime + me.ru_stime,
+                      "cpu_workers": kids.ru_utime + kids.ru_stime}))
+
+
+def _run_cli(argv: list[str], env: dict, stdout_to: str = os.devnull) -> dict:
+    """A whole ``kpatch-analyze ARGV`` process: wall, CPU (with workers), peak RSS."""
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", mode, path, name],
-                       capture_output=True, text=True, env=env)
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *argv],
+                       capture_output=True, text=True, env=dict(env, BENCH_STDOUT=stdout_to))
     wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise RuntimeError(f"{mode} {path}: {p.stderr.strip().splitlines()[-1:]}")
+    if p.returncode != 0 or not p.stdout.strip():
+        raise RuntimeError(f"kpatch-analyze {' '.join(argv)}: {p.stderr.strip().splitlines()[-1:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
+    if out["rc"] not in (0,):
+        raise RuntimeError(f"kpatch-analyze {' '.join(argv)} exited {out['rc']}")
     out["wall"] = wall
+    out["cpu"] = out["cpu_self"] + out["cpu_workers"]
     return out
 
 
-def _objdump(arch: str, path: str, start: int, stop: int) -> float | None:
-    exe = shutil.which(OBJDUMP[arch.split("-")[0]])  # "arm64-6.12": the arm64 objdump
+def _objdump(arch: str, path: str, start: int, stop: int) -> dict | None:
+    exe = shutil.which(OBJDUMP.get(arch, ""))
     if exe is None:
         return None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(os.devnull, "wb") as null:
         subprocess.run([exe, "-d", "--no-show-raw-insn", f"--start-address={start:#x}",
                         f"--stop-address={stop:#x}", path], stdout=null, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu}
 
 
-def _verify(path: str, samples: int, env_cache: str) -> dict:
-    """Compare bulk verdicts with probe.check on sampled addresses (analysis from the cache)."""
-    import random
+def _drop_page_cache() -> bool:
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
 
-    import numpy as np
 
-    os.environ["KPATCH_CACHE"] = env_cache
-    from kpatch_core import analyze as A
+def _phases(path: str) -> dict:
+    """The analysis's phase timings, in-process (decode share)."""
+    code = ("import json,sys; from kpatch_core.analyze import analyze; from kpatch_core.image import Image;"
+            "a = analyze(Image.open(sys.argv[1]), cache=False); print(json.dumps(a.meta.get('timing') or {}))")
+    p = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                       env=dict(os.environ, KPATCH_CACHE="off"))
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {}
+
+
+def _in_process_query(path: str, name: str, cache_dir: str) -> float:
+    code = ("import sys,time; import kpatch_core.analyze, kpatch_core.cache;"
+            "from kpatch_core.analyze_cmd import query_function;"
+            "t=time.perf_counter(); query_function(sys.argv[1], sys.argv[2], use_cache=True);"
+            "print(time.perf_counter()-t)")
+    p = subprocess.run([sys.executable, "-c", code, path, name], capture_output=True, text=True,
+                       env=dict(os.environ, KPATCH_CACHE=cache_dir))
+    try:
+        return float(p.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return float("nan")
+
+
+def _self_consistency(path: str, samples: int) -> dict:
+    """Bulk verdicts of the full analysis against ``probe.check`` on sampled boundaries."""
+    code = r'''
+import json, random, sys
+import numpy as np
+from kpatch_core import analyze as A
+from kpatch_core.image import Image
+from kpatch_core.probe import check
+from kpatch_core.target import Target
+image = Image.open(sys.argv[1]); samples = int(sys.argv[2])
+a = A.analyze(image, cache=False)
+rng = random.Random(12345)
+n = len(a.codes)
+idx = set(rng.sample(range(n), min(samples, n)))
+for v in np.unique(a.codes).tolist():   # up to 25 of every outcome, rare ones included
+    where = np.nonzero(a.codes == v)[0]
+    idx.update(rng.sample(where.tolist(), min(25, len(where))))
+func_of = np.repeat(np.arange(len(a.syms)), a.counts)
+bad = []
+for j in sorted(idx):
+    i = int(func_of[j]); addr = int(a.syms.addrs[i]) + int(a.offs[j])
+    o = A.decode_code(int(a.codes[j]))
+    v = check(image, Target(hex(addr), "p", address=addr))
+    got = (o.ok, o.method if o.ok else None, o.reason, o.errno)
+    exp = (v.ok, v.method if v.ok else None, v.reason, v.errno if not v.ok else None)
+    if got != exp:
+        bad.append({"address": hex(addr), "symbol": a.syms.names[i], "bulk": str(got), "check": str(exp)})
+print(json.dumps({"compared": len(idx), "mismatches": len(bad), "examples": bad[:5]}))
+'''
+    p = subprocess.run([sys.executable, "-c", code, path, str(samples)], capture_output=True,
+                       text=True, env=dict(os.environ, KPATCH_CACHE="off"))
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"compared": 0, "mismatches": -1, "error": p.stderr.strip().splitlines()[-1:]}
+
+
+def _kernels(names: list[str] | None) -> list[tuple[str, str]]:
+    if names:
+        return [(n, os.path.join(KERNELS, n, "vmlinux")) for n in names]
+    found = []
+    for n in sorted(os.listdir(KERNELS)) if os.path.isdir(KERNELS) else []:
+        p = os.path.join(KERNELS, n, "vmlinux")
+        if os.path.isfile(p):
+            found.append((n, p))
+    return found
+
+
+def bench_kernel(name: str, path: str, args: argparse.Namespace) -> dict:
     from kpatch_core.image import Image
-    from kpatch_core.probe import check
-    from kpatch_core.target import Target
     image = Image.open(path)
-    a = A.analyze(image, cache=True, optimized=True)
-    rng = random.Random(12345)
-    n = len(a.codes)
-    idx = set(rng.sample(range(n), min(samples, n)))
-    vals, first = np.unique(a.codes, return_index=True)
-    for v in vals.tolist():  # up to 25 of every outcome, rare ones included
-        where = np.nonzero(a.codes == v)[0]
-        idx.update(rng.sample(where.tolist(), min(25, len(where))))
-    func_of = np.repeat(np.arange(len(a.syms)), a.counts)
-    bad = []
-    t0 = time.perf_counter()
-    for j in sorted(idx):
-        i = int(func_of[j])
-        addr = int(a.syms.addrs[i]) + int(a.offs[j])
-        o = A.decode_code(int(a.codes[j]))
-        v = check(image, Target(hex(addr), "p", address=addr))
-        got = (o.ok, o.method if o.ok else None, o.reason, o.errno, o.optimized)
-        exp = (v.ok, v.method if v.ok else None, v.reason, v.errno if not v.ok else None,
-               "OPTIMIZED" in v.flags)
-        if got != exp:
-            bad.append({"address": hex(addr), "symbol": a.syms.names[i], "bulk": str(got),
-                        "check": str(exp)})
-    return {"compared": len(idx), "mismatches": len(bad), "examples": bad[:5],
-            "check_seconds": round(time.perf_counter() - t0, 1)}
+    arch = image.backend.name
+    # objdump reads file (link-time) addresses
+    start, stop = image.tables.stext - image.load_offset, image.tables.etext - image.load_offset
+    query = next((q for q in QUERY if image.kallsyms.count(q) == 1), None)
+    version = str(image.version)
+    del image
+    r: dict = {"kernel": name, "arch": arch, "version": version, "text_bytes": stop - start,
+               "cpus": os.cpu_count(), "load_before": round(os.getloadavg()[0], 2)}
+    env = dict(os.environ, KPATCH_CACHE="off")
+    runs: dict[str, list[dict]] = {"objdump": [], "summary": [], "json": []}
+    out_json = tempfile.mktemp(prefix="kpatch-bench-", suffix=".jsonl")
+    try:
+        for _ in range(max(1, args.repeat)):
+            if not args.no_objdump:
+                o = _objdump(arch, path, start, stop)
+                if o is not None:
+                    runs["objdump"].append(o)
+            runs["summary"].append(_run_cli([path, "--no-cache", "--no-progress"], env))
+            runs["json"].append(_run_cli([path, "--no-cache", "--no-progress", "--json"], env, out_json))
+        r["json_bytes"] = os.path.getsize(out_json)
+    finally:
+        if os.path.exists(out_json):
+            os.unlink(out_json)
+    for k, v in runs.items():
+        if v:
+            best = min(v, key=lambda x: x["wall"])
+            r[k] = {"wall": round(best["wall"], 2), "cpu": round(best["cpu"], 2),
+                    "walls": [round(x["wall"], 2) for x in v]}
+            if "peak_rss_mb" in best:
+                r[k]["peak_rss_mb"] = round(max(x["peak_rss_mb"] for x in v))
+    if "objdump" in r:
+        for k in ("summary", "json"):
+            r[k]["ratio_wall"] = round(r[k]["wall"] / r["objdump"]["wall"], 3)
+            r[k]["ratio_cpu"] = round(r[k]["cpu"] / max(r["objdump"]["cpu"], 1e-9), 3)
+    # meta["timing"] holds each phase's end, in seconds since the analysis started
+    ends = sorted((v, k) for k, v in _phases(path).items() if isinstance(v, (int, float)))
+    prev, phases = 0.0, {}
+    for end, k in ends:
+        phases[k] = round(end - prev, 3)
+        prev = end
+    r["phases"] = phases
+    r["decode_share"] = round(phases["decode"] / prev, 3) if prev and "decode" in phases else None
+    if query:
+        cache_dir = tempfile.mkdtemp(prefix="kpatch-bench-cache-")
+        try:
+            cenv = dict(os.environ, KPATCH_CACHE=cache_dir)
+            r["page_cache_dropped"] = _drop_page_cache()
+            cold = _run_cli(["func", path, query], env)
+            _run_cli([path, "--no-progress"], cenv)  # fill the result cache
+            warm = min((_run_cli(["func", path, query], cenv) for _ in range(3)), key=lambda x: x["wall"])
+            r["query"] = {"name": query, "cold_process_s": round(cold["wall"], 2),
+                          "warm_process_s": round(warm["wall"], 3),
+                          "warm_in_process_ms": round(1000 * _in_process_query(path, query, cache_dir), 1)}
+        finally:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    if args.samples:
+        r["self_consistency"] = _self_consistency(path, args.samples)
+    r["load_after"] = round(os.getloadavg()[0], 2)
+    return r
+
+
+def _print(r: dict) -> None:
+    print(f"== {r['kernel']} ({r['arch']} {r['version']}): {r['text_bytes'] / 1e6:.1f} MB text")
+    load = max(r["load_before"], r["load_after"])
+    if load > 0.5 * r["cpus"]:
+        print(f"   (machine busy: load {load} on {r['cpus']} cores)")
+    o = r.get("objdump")
+    if o:
+        print(f"   objdump          wall {o['wall']:6.2f} s  cpu {o['cpu']:6.2f} s")
+    for k in ("summary", "json"):
+        x = r[k]
+        ratio = (f"  ratio wall {x['ratio_wall']:.2f}  cpu {x['ratio_cpu']:.2f}" if "ratio_wall" in x else "")
+        print(f"   {('--json' if k == 'json' else 'summary'):16s} wall {x['wall']:6.2f} s  cpu {x['cpu']:6.2f} s  "
+              f"peak RSS {x['peak_rss_mb']} MB{ratio}")
+    print(f"   decode share {r['decode_share']}  phases {r['phases']}")
+    if "query" in r:
+        q = r["query"]
+        print(f"   func {q['name']}: cold process {q['cold_process_s']} s (page cache dropped: "
+              f"{r['page_cache_dropped']}), warm process {q['warm_process_s']} s, "
+              f"warm in-process {q['warm_in_process_ms']} ms")
+    if "self_consistency" in r:
+        s = r["self_consistency"]
+        print(f"   self-consistency (full analysis vs check): {s['compared']} compared, "
+              f"{s['mismatches']} mismatches")
+    sys.stdout.flush()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", action="append", help="only these arches (repeatable)")
-    ap.add_argument("--samples", type=int, default=2000, help="random addresses compared with check")
+    ap.add_argument("--kernel", action="append", help="only these cached kernels (repeatable), "
+                    "names as under $KPATCH_KERNELS (x86_64, x86_64-6.12, 7.2.13+deb14-amd64 ...)")
+    ap.add_argument("--samples", type=int, default=1500, help="boundaries compared with check")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each side (best kept)")
     ap.add_argument("--no-objdump", action="store_true")
-    ap.add_argument("--child", nargs=3, metavar=("MODE", "PATH", "NAME"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        _child(*args.child)
+    ap.add_argument("--out", help="write the results as JSON to this file")
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child(sys.argv[2:])
         return 0
-    results = []
-    for arch in args.arch or ARCHES:
-        path = os.path.join(KERNELS, arch, "vmlinux")
-        if not os.path.exists(path):
-            print(f"{arch}: no cached vmlinux, skipped")
+    args = ap.parse_args()
+    results, failed = [], False
+    for name, path in _kernels(args.kernel):
+        if not os.path.isfile(path):
+            print(f"{name}: no cached vmlinux at {path}, skipped")
             continue
-        from kpatch_core.image import Image
-        image = Image.open(path)
-        # objdump reads file (link-time) addresses
-        start, stop = (image.tables.stext - image.load_offset, image.tables.etext - image.load_offset)
-        name = next((q for q in QUERY if image.kallsyms.count(q) == 1), None)
-        del image
-        r: dict = {"arch": arch, "text_bytes": stop - start, "query": name,
-                   "cpus": os.cpu_count(), "load_before": round(os.getloadavg()[0], 2)}
-        env = dict(os.environ, KPATCH_CACHE="off")
-        tmp = tempfile.mkdtemp(prefix="kpatch-bench-cache-")
-        cenv = dict(os.environ, KPATCH_CACHE=tmp)
-        ours, objd = [], []
-        fill = None
-        for _ in range(max(1, args.repeat)):
-            if not args.no_objdump:
-                t = _objdump(arch, path, start, stop)
-                if t is not None:
-                    objd.append(t)
-            if args.repeat == 1:  # one run: time the cache-filling run, minus its store
-                fill = _run_child("fill", path, "", cenv)
-                fill["wall_with_store"] = fill["wall"]
-                fill["wall"] -= fill["store"] or 0.0
-                ours.append(fill)
-            else:
-                ours.append(_run_child("full", path, "", env))
-        best = min(ours, key=lambda x: x["wall"])
-        r.update(full_seconds=round(best["wall"], 2), full_runs=[round(x["wall"], 2) for x in ours],
-                 insns=best["insns"], probeable_insns=best["probeable_insns"],
-                 symbols=best["symbols"], peak_rss_mb=round(max(x["peak_rss_mb"] for x in ours)),
-                 phases=best["timing"])
-        r["load_after"] = round(os.getloadavg()[0], 2)
-        opt = _run_child("full_opt", path, "", env)  # the same with [OPTIMIZED] predicted
-        r.update(full_optimized_seconds=round(opt["wall"], 2))
-        if objd:
-            r.update(objdump_seconds=round(min(objd), 2), objdump_runs=[round(x, 2) for x in objd],
-                     ratio=round(best["wall"] / min(objd), 3))
         try:
-            if fill is None:
-                fill = _run_child("fill", path, "", cenv)
-                fill["wall_with_store"] = fill["wall"]
-            r["cache_fill_seconds"] = round(fill["wall_with_store"], 2)
-            r["cache_store_seconds"] = fill["store"]
-            r["cached_full_report_seconds"] = round(_run_child("cached_full", path, "", cenv)["seconds"], 3)
-            if name:
-                warm = [_run_child("warm", path, name, cenv) for _ in range(3)]
-                cold = _run_child("cold", path, name, env)
-                w = min(warm, key=lambda x: x["seconds"])
-                r.update(warm_query_ms=round(1000 * w["seconds"], 1), warm_from_cache=w["from_cache"],
-                         warm_query_process_wall_s=round(w["wall"], 2),
-                         cold_query_s=round(cold["seconds"], 2), query_insns=w["insns"],
-                         query_peak_rss_mb=round(max(w["peak_rss_mb"], cold["peak_rss_mb"])))
-            if args.samples:
-                r["verify"] = _verify(path, args.samples, tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            r = bench_kernel(name, path, args)
+        except RuntimeError as e:
+            print(f"{name}: FAILED: {e}")
+            failed = True
+            continue
+        failed |= bool(r.get("self_consistency", {}).get("mismatches"))
         results.append(r)
         _print(r)
-    print(json.dumps(results, indent=1))
-    return 0
-
-
-def _print(r: dict) -> None:
-    print(f"== {r['arch']}: {r['text_bytes'] / 1e6:.1f} MB text, {r['insns']:,} instructions, "
-          f"{r['symbols']:,} symbols")
-    load = max(r["load_before"], r["load_after"])
-    busy = (f"   (machine busy: load {load} on {r['cpus']} cores; the ratio assumes the cores are "
-            "free, objdump uses one)") if load > 0.5 * r["cpus"] else ""
-    if "ratio" in r:
-        print(f"   full analysis {r['full_seconds']} s   objdump {r['objdump_seconds']} s   "
-              f"ratio {r['ratio']}{busy}")
-    else:
-        print(f"   full analysis {r['full_seconds']} s   (no objdump for this arch)")
-    print(f"   with --optimized ([OPTIMIZED] predicted too): {r['full_optimized_seconds']} s")
-    print(f"   peak RSS {r['peak_rss_mb']} MB   phases {r['phases']}")
-    if "warm_query_ms" in r:
-        print(f"   one function ({r['query']}, {r['query_insns']} insns): warm {r['warm_query_ms']} ms"
-              f" (in-process; whole CLI-like process {r['warm_query_process_wall_s']} s), "
-              f"cold {r['cold_query_s']} s")
-    print(f"   cache fill {r.get('cache_fill_seconds')} s (store {r.get('cache_store_seconds')} s), "
-          f"full report from cache "
-          f"{r.get('cached_full_report_seconds')} s")
-    if "verify" in r:
-        v = r["verify"]
-        print(f"   verdicts vs probe.check: {v['compared']} compared, {v['mismatches']} mismatches")
-    sys.stdout.flush()
+    print("\n| kernel | arch | objdump wall / cpu | summary wall (ratio) / cpu (ratio) | --json wall (ratio) / "
+          "cpu (ratio) | peak RSS | decode share |")
+    for r in results:
+        o, s, j = r.get("objdump", {}), r["summary"], r["json"]
+        print(f"| {r['kernel']} | {r['arch']} | {o.get('wall', '-')} / {o.get('cpu', '-')} s | "
+              f"{s['wall']} ({s.get('ratio_wall', '-')}) / {s['cpu']} ({s.get('ratio_cpu', '-')}) | "
+              f"{j['wall']} ({j.get('ratio_wall', '-')}) / {j['cpu']} ({j.get('ratio_cpu', '-')}) | "
+              f"{max(s['peak_rss_mb'], j['peak_rss_mb'])} MB | {r['decode_share']} |")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
