@@ -1,0 +1,257 @@
+"""Stock /boot files as analysis input: a vmlinuz/bzImage/Image (any compression, any of the five
+architectures' layouts), a stripped vmlinux, with System.map and config beside it or none.
+
+:func:`boot_elf` turns such an input into a synthetic ELF vmlinux (cached by the image's sha256
+under ``$KPATCH_BOOT_CACHE``, ``$KPATCH_CACHE/boot`` or ``~/.cache/kpatch-core/boot/``) that
+:class:`kpatch_core.image.Image` opens like a debug vmlinux. Symbols come from a System.map
+(``--system-map FILE`` or ``System.map-RELEASE`` beside the image) or else from the kernel's own
+kallsyms tables inside the image. Anything else passed by mistake (System.map, config, module,
+user-space binary, unknown compression) gets a one-line error naming what to pass instead.
+
+>>> b = boot_elf("/boot/vmlinuz-6.1.0-50-amd64")      # doctest: +SKIP
+>>> b.symbol_source, b.config_path                   # doctest: +SKIP
+('kallsyms', '/boot/config-6.1.0-50-amd64')
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import struct
+
+import attrs
+
+from ..errors import InputError
+from .arm64_image import EM_AARCH64, arm64_little_endian, is_arm64_image
+from .bzimage import bzimage_payload, is_bzimage
+from .decompress import decompress, detect
+from .kallsyms import find_kallsyms
+from .layout import elf_payload_layout, raw_payload_layout
+from .riscv_image import EM_RISCV, is_riscv_image
+from .s390_image import EM_S390, is_s390_image, s390_payload
+from .synth_elf import Symbols, write_elf
+from .system_map import looks_like_system_map, read_system_map
+from .zboot import is_zboot, zboot_payload
+
+FORMAT_VERSION = 1  # bump when the synthetic ELF changes: old cache entries are not reused
+SHT_SYMTAB = 2
+ET_REL = 1
+
+
+@attrs.frozen
+class BootElf:
+    """What :func:`boot_elf` made of a boot image."""
+
+    elf_path: str  # the synthetic ELF to open
+    kind: str  # "bzImage (xz)", "arm64 Image", ...
+    symbol_source: str  # "kallsyms", "System.map PATH"
+    config_path: str | None  # config found beside the image (or the one given)
+    system_map: str | None  # System.map used (None: kallsyms)
+
+    def describe(self) -> str:
+        """One line for the user: what was read and where the symbols came from."""
+        cfg = f", config {self.config_path}" if self.config_path else ", no config file"
+        return f"{self.kind}: symbols from {self.symbol_source}{cfg}"
+
+
+def cache_dir() -> str:
+    """Where synthetic ELFs are kept (``$KPATCH_BOOT_CACHE``, ``$KPATCH_CACHE/boot`` or
+    ``~/.cache/kpatch-core/boot``)."""
+    d = os.environ.get("KPATCH_BOOT_CACHE")
+    if d:
+        return d
+    c = os.environ.get("KPATCH_CACHE", "")
+    if c and c.lower() not in ("off", "0", "no", "none"):
+        return os.path.join(c, "boot")
+    return os.path.join(os.path.expanduser("~"), ".cache", "kpatch-core", "boot")
+
+
+def _elf_has_symtab(head: bytes, path: str) -> tuple[bool, int, int]:
+    """(has .symtab, e_type, e_machine) of the ELF file ``path`` (reads only its headers)."""
+    e = "<" if head[5] == 1 else ">"
+    e_type, e_machine = struct.unpack_from(e + "HH", head, 16)
+    if head[4] != 2:
+        return True, e_type, e_machine  # 32-bit: Image refuses it with its own message
+    shoff, = struct.unpack_from(e + "Q", head, 40)
+    shentsize, shnum = struct.unpack_from(e + "HH", head, 58)
+    with open(path, "rb") as f:
+        f.seek(shoff)
+        raw = f.read(shentsize * shnum)
+    for i in range(len(raw) // 64):
+        (sh_type,) = struct.unpack_from(e + "I", raw, i * 64 + 4)
+        if sh_type == SHT_SYMTAB:
+            return True, e_type, e_machine
+    return False, e_type, e_machine
+
+
+def needs_boot_elf(path: str) -> bool:
+    """True when ``path`` is not an ELF with a .symtab (so :func:`boot_elf` must read it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False  # Image reports the error
+    if len(head) < 64:
+        return False
+    if head[:4] != b"\x7fELF":
+        return True
+    try:
+        has, _, _ = _elf_has_symtab(head, path)
+    except (OSError, struct.error):
+        return False
+    return not has
+
+
+def _mistake(path: str, data: bytes) -> str | None:
+    """A one-line explanation when ``data`` is a known non-image, else None."""
+    head = bytes(data[:4096])
+    name = os.path.basename(path)
+    if looks_like_system_map(head) or b"The real System.map is in" in head:
+        return (f"{path}: this is a System.map, not a kernel image; pass the image "
+                f"(e.g. {name.replace('System.map', 'vmlinuz')}) and this file with --system-map")
+    if head.startswith(b"#\n# Automatically generated file") or re.search(rb"^CONFIG_\w+=", head, re.M):
+        return (f"{path}: this is a kernel config, not a kernel image; pass the image "
+                f"(e.g. {name.replace('config', 'vmlinuz')}) and this file with --config")
+    return None
+
+
+def _release(path: str, banner: str | None) -> str | None:
+    m = re.match(r"^(?:vmlinuz|vmlinux|bzImage|Image|zImage|kernel)-(.+?)(?:\.(?:gz|xz|zst|bz2|lz4|lzma|lzo))?$",
+                 os.path.basename(path))
+    if m:
+        return m.group(1)
+    if banner:
+        b = re.search(r"Linux version (\S+)", banner)
+        return b.group(1) if b else None
+    return None
+
+
+def beside(path: str, prefix: str, banner: str | None) -> str | None:
+    """``PREFIX-RELEASE`` in the directory of ``path`` (System.map-*, config-*), or None."""
+    rel = _release(path, banner)
+    if rel is None:
+        return None
+    cand = os.path.join(os.path.dirname(os.path.abspath(path)), f"{prefix}-{rel}")
+    return cand if os.path.isfile(cand) else None
+
+
+def _unpack(path: str, data: bytes, depth: int = 0) -> tuple[str, bytes, str | None]:
+    """(kind, payload, raw-image arch or None for an ELF payload) of boot image ``data``."""
+    if depth > 3:
+        raise InputError(f"{path}: compressed more than three times over; pass the uncompressed vmlinux")
+    if data[:4] == b"\x7fELF":
+        return "stripped vmlinux (ELF)", data, None
+    if is_bzimage(data):
+        fmt = detect(data, _bz_payload_at(data)) or "unknown"
+        return f"bzImage ({fmt})", bzimage_payload(data, path), None
+    if is_zboot(data):
+        kind, payload, arch = _unpack(path, zboot_payload(data, path), depth + 1)
+        return f"EFI zboot {kind}", payload, arch
+    if is_arm64_image(data):
+        return "arm64 Image", data, "arm64"
+    if is_riscv_image(data):
+        return "riscv64 Image", data, "riscv64"
+    if is_s390_image(data):
+        return "s390x compressed image", s390_payload(data, path), "s390x"
+    fmt = detect(data)
+    if fmt is not None:
+        kind, payload, arch = _unpack(path, decompress(data, path), depth + 1)
+        return f"{kind}, {fmt}-compressed", payload, arch
+    if (msg := _mistake(path, data)) is not None:
+        raise InputError(msg)
+    raise InputError(f"{path}: not a kernel image (unknown format, magic {bytes(data[:8]).hex()}); "
+                     "pass a vmlinux, vmlinuz/bzImage or Image of a Linux kernel")
+
+
+def _bz_payload_at(data: bytes) -> int:
+    (off,) = struct.unpack_from("<I", data, 0x248)
+    return ((data[0x1F1] or 4) + 1) * 512 + off
+
+
+def _check_elf_input(path: str, data: bytes) -> None:
+    """Refuse an ELF that is not a kernel: a module (ET_REL) or a user-space program."""
+    e = "<" if data[5] == 1 else ">"
+    (e_type,) = struct.unpack_from(e + "H", data, 16)
+    if e_type == ET_REL:
+        raise InputError(f"{path}: a kernel module (.ko, ELF relocatable), not a kernel image; pass "
+                         "the vmlinux/vmlinuz of the kernel it was built for, and probe it as MOD:SYM")
+    if data.find(b"Linux version ") < 0:
+        raise InputError(f"{path}: an ELF program without a Linux banner (user space?), not a kernel "
+                         "image; pass a vmlinux or /boot/vmlinuz-RELEASE (uprobes: use the uprobe command)")
+
+
+def boot_elf(path: str, config_path: str | None = None, system_map: str | None = None) -> BootElf:
+    """Read boot image ``path`` and return the synthetic ELF that stands for its vmlinux."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    if (msg := _mistake(path, data)) is not None:
+        raise InputError(msg)
+    if data[:4] == b"\x7fELF":
+        _check_elf_input(path, data)
+    smap_path = system_map
+    h = hashlib.sha256(data)
+    banner_at = data.find(b"Linux version ")
+    banner = bytes(data[banner_at:banner_at + 256]).split(b"\0")[0].decode("ascii", "replace") \
+        if banner_at >= 0 else None
+    if smap_path is None:
+        smap_path = beside(path, "System.map", banner)
+    smap = read_system_map(smap_path) if smap_path else None
+    if smap is not None:
+        with open(smap_path, "rb") as f:  # type: ignore[arg-type]
+            h.update(f.read())
+    if config_path is None:
+        config_path = beside(path, "config", banner)
+    key = f"{h.hexdigest()}-v{FORMAT_VERSION}"
+    out = os.path.join(cache_dir(), key + ".elf")
+    src_file = out + ".source"
+    if os.path.isfile(out) and os.path.isfile(src_file):
+        with open(src_file) as f:
+            kind, source = f.read().split("\n", 1)
+        return BootElf(out, kind, source, config_path, smap_path if smap else None)
+    kind, payload, arch = _unpack(path, data)
+    if arch is None:
+        _check_elf_input(path, payload)
+    syms = smap if smap is not None else _kallsyms(path, payload, arch)
+    layout = elf_payload_layout(payload) if arch is None else raw_payload_layout(arch, payload, syms)
+    if smap is not None:
+        _check_same_build(path, smap_path, payload, layout, banner)  # type: ignore[arg-type]
+    write_elf(out, layout, payload, syms, comment=f"kpatch-core boot image: {kind}".encode())
+    with open(src_file + ".tmp", "w") as f:
+        f.write(f"{kind}\n{syms.source}")
+    os.replace(src_file + ".tmp", src_file)
+    return BootElf(out, kind, syms.source, config_path, smap_path if smap else None)
+
+
+def _kallsyms(path: str, payload: bytes, arch: str | None) -> Symbols:
+    e = ">" if arch == "s390x" or (arch is None and payload[5] == 2) else "<"
+    if arch == "arm64" and not arm64_little_endian(payload):
+        e = ">"
+    try:
+        k = find_kallsyms(payload, e)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+    return Symbols(k.addrs, k.types, k.names, "kallsyms")
+
+
+def _check_same_build(path: str, smap_path: str, payload: bytes, layout: object, banner: str | None) -> None:
+    """A System.map of another build puts ``linux_banner`` where this image has other bytes
+    (init/version.c: the banner names the build: release, compiler, build number, date)."""
+    from .layout import read_at
+    syms = read_system_map(smap_path)
+    assert syms is not None
+    try:
+        i = syms.names.index("linux_banner")
+    except ValueError:
+        return
+    got = read_at(layout, payload, int(syms.addrs[i]), 14)  # type: ignore[arg-type]
+    if got != b"Linux version ":
+        raise InputError(f"{smap_path}: System.map of another build (its linux_banner address does not "
+                         f"hold this image's banner {banner!r}); pass the System.map of {os.path.basename(path)}"
+                         " or none (the symbols are then read from the image's kallsyms)")
+
+
+__all__ = ["BootElf", "boot_elf", "needs_boot_elf", "cache_dir", "beside",
+           "EM_AARCH64", "EM_RISCV", "EM_S390"]

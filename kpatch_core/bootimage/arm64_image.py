@@ -1,0 +1,33 @@
+"""The arm64 ``Image`` header (arch/arm64/kernel/head.S, Documentation/arch/arm64/booting.rst).
+
+64 bytes: code0/code1, ``text_offset`` (u64 at 8), ``image_size`` (u64 at 16), ``flags`` (u64
+at 24: bit 0 big-endian, bits 1-2 page size), three reserved words, the magic ``ARM\\x64`` at
+0x38 and the PE header offset at 0x3c (EFI stub: the image starts with ``MZ``). The file is
+``objcopy -O binary`` of vmlinux from ``_text``: offset 0 is the link address of ``_text``.
+
+>>> is_arm64_image(data), arm64_little_endian(data)    # doctest: +SKIP
+(True, True)
+"""
+from __future__ import annotations
+
+import struct
+
+ARM64_MAGIC = b"ARM\x64"
+EM_AARCH64 = 183
+
+
+def is_arm64_image(data: bytes) -> bool:
+    """True when ``data`` starts with the arm64 Image header."""
+    return len(data) > 64 and data[0x38:0x3C] == ARM64_MAGIC
+
+
+def arm64_little_endian(data: bytes) -> bool:
+    """Bit 0 of ``flags``: 0 little-endian kernel, 1 big-endian."""
+    (flags,) = struct.unpack_from("<Q", data, 24)
+    return not flags & 1
+
+
+def arm64_image_size(data: bytes) -> int:
+    """``image_size``: bytes from ``_text`` to ``_end`` (bss included); 0 on pre-3.17 images."""
+    (size,) = struct.unpack_from("<Q", data, 16)
+    return int(size)

@@ -1,0 +1,159 @@
+"""Decompress a kernel payload in any format the kernel's boot decompressors accept.
+
+Each format is recognised by its magic (as scripts/Makefile.lib's ``cmd_gzip``, ``cmd_xzkern``,
+``cmd_lzma``, ``cmd_bzip2``, ``cmd_lzo``, ``cmd_lz4``, ``cmd_zstd22`` write them) and decoded with
+the field's library: stdlib gzip/lzma/bz2, ``zstandard``, ``lz4``; lzo through ``python-lzo``
+when installed (it needs liblzo2 to build, so it is optional). Trailing bytes after the stream
+(the 4-byte decompressed size arch/x86/boot/compressed/Makefile appends) are ignored.
+
+>>> decompress(gzip.compress(b"vmlinux")) == b"vmlinux"      # doctest: +SKIP
+True
+"""
+from __future__ import annotations
+
+import bz2
+import lzma
+import struct
+import zlib
+
+from ..errors import InputError
+
+# magic -> format name; "lzma" is the legacy .lzma header (properties 0x5d, dictionary size)
+MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b\x08", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+    (b"\x89LZO\x00\r\n\x1a\n", "lzo"),
+    (b"\x02\x21\x4c\x18", "lz4"),   # lz4 legacy frame (lz4 -l), what the kernel uses
+    (b"\x04\x22\x4d\x18", "lz4f"),  # lz4 frame format
+    (b"\x5d\x00\x00", "lzma"),
+)
+
+
+def detect(data: bytes, at: int = 0) -> str | None:
+    """The compression format whose magic starts at ``data[at:]``, or None."""
+    for magic, name in MAGICS:
+        if data[at:at + len(magic)] == magic:
+            return name
+    return None
+
+
+def _gzip(d: bytes) -> bytes:
+    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(d)
+
+
+def _xz(d: bytes) -> bytes:
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(d)
+
+
+def _lzma(d: bytes) -> bytes:
+    return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(d)
+
+
+def _bzip2(d: bytes) -> bytes:
+    return bz2.BZ2Decompressor().decompress(d)
+
+
+def _zstd(d: bytes) -> bytes:
+    import zstandard
+    return zstandard.ZstdDecompressor().decompressobj().decompress(d)
+
+
+def _lz4_legacy(d: bytes) -> bytes:
+    """lz4 legacy frame: magic, then blocks of (u32 LE size, block of at most 8 MiB output)
+    [lib/decompress_unlz4.c]; a size that is another magic ends the stream."""
+    import lz4.block
+    out = []
+    p = 4
+    while p + 4 <= len(d):
+        (n,) = struct.unpack_from("<I", d, p)
+        if n == 0x184C2102:  # another stream follows
+            p += 4
+            continue
+        if n > len(d) - p - 4 or n == 0:
+            break
+        try:
+            out.append(lz4.block.decompress(d[p + 4:p + 4 + n], uncompressed_size=8 << 20))
+        except lz4.block.LZ4BlockError:
+            break  # the appended size word is not a block
+        p += 4 + n
+    return b"".join(out)
+
+
+def _lz4_frame(d: bytes) -> bytes:
+    import lz4.frame
+    return lz4.frame.LZ4FrameDecompressor().decompress(d)
+
+
+def _lzo(d: bytes) -> bytes:
+    """lzop container [lib/decompress_unlzo.c]: header, then blocks (u32 BE out, u32 BE in, data)."""
+    try:
+        import lzo  # type: ignore[import-not-found]
+    except ImportError:
+        raise InputError("lzo-compressed payload: install python-lzo (pip install python-lzo, "
+                         "needs liblzo2-dev) or pass the uncompressed vmlinux") from None
+    p = 9 + 2 + 2 + 2 + 1 + 1 + 4  # magic, version, lib version, version needed, method, level, flags
+    (flags,) = struct.unpack_from(">I", d, 9 + 2 + 2 + 2 + 1 + 1)
+    p += 4 + 4 + 4  # mode, mtime low, mtime high
+    p += 1 + d[p] + 4  # name length, name, header checksum
+    if flags & 0x800:  # F_H_FILTER
+        p += 4
+    out = []
+    while p + 4 <= len(d):
+        (dst,) = struct.unpack_from(">I", d, p)
+        if dst == 0:
+            break
+        (src,) = struct.unpack_from(">I", d, p + 4)
+        p += 8 + (4 if flags & 1 else 0) + (4 if flags & 0x200 and src < dst else 0)
+        block = d[p:p + src]
+        out.append(block if src == dst else lzo.decompress(block, False, dst))
+        p += src
+    return b"".join(out)
+
+
+_DECODERS = {"gzip": _gzip, "xz": _xz, "lzma": _lzma, "bzip2": _bzip2, "zstd": _zstd,
+             "lz4": _lz4_legacy, "lz4f": _lz4_frame, "lzo": _lzo}
+
+
+def decompress(data: bytes, what: str = "payload") -> bytes:
+    """Decompress ``data`` (format by magic); raises :class:`InputError` for an unknown format
+    or a corrupt stream."""
+    fmt = detect(data)
+    if fmt is None:
+        raise InputError(f"{what}: compressed in an unknown format (magic {bytes(data[:6]).hex()}); "
+                         "pass the uncompressed vmlinux")
+    try:
+        out = _DECODERS[fmt](data)
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
+        raise InputError(f"{what}: corrupt {fmt} stream ({e}); download the image again") from None
+    except Exception as e:  # zstandard.ZstdError, lz4 errors: library-specific types
+        if type(e).__module__.split(".")[0] in ("zstandard", "lz4", "lzo"):
+            raise InputError(f"{what}: corrupt {fmt} stream ({e}); download the image again") from None
+        raise
+    if not out:
+        raise InputError(f"{what}: empty or corrupt {fmt} stream; download the image again")
+    return out
+
+
+def find_stream(data: bytes, formats: tuple[str, ...] = ("gzip", "xz", "zstd", "bzip2", "lz4",
+                                                          "lzo", "lzma")) -> tuple[int, str] | None:
+    """The first offset in ``data`` where a stream of one of ``formats`` starts and decodes
+    (for images that embed the payload without a header giving its place: s390x, zboot)."""
+    best: tuple[int, str] | None = None
+    for magic, name in MAGICS:
+        if name not in formats:
+            continue
+        pos = 0
+        while (i := data.find(magic, pos)) >= 0:
+            pos = i + 1
+            if best is not None and i >= best[0]:
+                break
+            try:
+                _DECODERS[name](bytes(data[i:i + 4096]) if name not in ("gzip", "xz", "zstd", "bzip2")
+                                else bytes(data[i:i + 65536]))
+            except Exception:  # a false magic: try the next one
+                continue
+            best = (i, name)
+            break
+    return best

@@ -1,0 +1,172 @@
+"""Where the payload's bytes go in the synthetic ELF: its own section headers when the payload
+is an ELF (x86 bzImage, ppc64le), else sections cut at the linker symbols of vmlinux.lds.S
+(``_text``, ``_etext``, ``__start_BTF``, ``__rela_start``...) for a raw ``objcopy -O binary``
+image (arm64, riscv64, s390x), whose offset 0 is ``_text``.
+
+>>> raw_payload_layout("arm64", image_bytes, symbols).sections[0].name  # doctest: +SKIP
+'.head.text'
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from elftools.elf.elffile import ELFFile
+import io
+
+from ..errors import InputError
+from .arm64_image import EM_AARCH64
+from .riscv_image import EM_RISCV
+from .s390_image import EM_S390
+from .synth_elf import (SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOTE, SHT_PROGBITS,
+                        SHT_RELA, Layout, OutSection, Symbols)
+
+# per raw-image architecture: ELF machine, byte order, the relocation type the kernel applies
+# to itself at boot (R_*_RELATIVE) and the linker symbols around its table
+RAW_ARCHES: dict[str, tuple[int, bool, int, tuple[tuple[str, str], ...]]] = {
+    # arch/arm64/kernel/vmlinux.lds.S: __rela_start/__rela_end (pi/relocate.c, head.S)
+    "arm64": (EM_AARCH64, True, 1027, (("__rela_start", "__rela_end"),)),
+    # arch/riscv/kernel/vmlinux.lds.S: __rela_dyn_start/__rela_dyn_end (relocate_kernel)
+    "riscv64": (EM_RISCV, True, 3, (("__rela_dyn_start", "__rela_dyn_end"),)),
+    # arch/s390/kernel/vmlinux.lds.S: __rela_dyn_start/__rela_dyn_end (boot/startup.c handle_relocs)
+    "s390x": (EM_S390, False, 12, (("__rela_dyn_start", "__rela_dyn_end"),)),
+}
+# named sections cut out of the raw image by their linker symbols (name, start, end, type, flags)
+NAMED = ((".BTF", "__start_BTF", "__stop_BTF", SHT_PROGBITS, SHF_ALLOC),
+         (".notes", "__start_notes", "__stop_notes", SHT_NOTE, SHF_ALLOC),
+         (".dynsym", "__dynsym_start", "__dynsym_end", 11, SHF_ALLOC),
+         (".init.text", "_sinittext", "_einittext", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR))
+
+
+def elf_payload_layout(payload: bytes) -> Layout:
+    """The payload's own sections (a stripped vmlinux: x86 bzImage payload, ppc64le)."""
+    elf = ELFFile(io.BytesIO(payload[:64] if False else payload))
+    secs = []
+    for s in elf.iter_sections():
+        if not s.name or s["sh_type"] in ("SHT_SYMTAB", "SHT_STRTAB"):
+            continue
+        t = s.header["sh_type"]
+        typ = t if isinstance(t, int) else _SHT.get(t, SHT_PROGBITS)
+        if s["sh_offset"] + (0 if typ == SHT_NOBITS else s["sh_size"]) > len(payload):
+            raise InputError("payload ELF truncated; download the image again")
+        secs.append(OutSection(s.name, s["sh_addr"], s["sh_size"], typ, s["sh_flags"],
+                               src=s["sh_offset"], align=s["sh_addralign"], entsize=s["sh_entsize"]))
+    h = elf.header
+    e_type = {"ET_EXEC": 2, "ET_DYN": 3}.get(h["e_type"], 2)
+    machine = h["e_machine"]
+    em = machine if isinstance(machine, int) else _EM[machine]
+    return Layout(em, elf.little_endian, tuple(secs), e_type, h["e_flags"], h["e_entry"])
+
+
+_SHT = {"SHT_PROGBITS": 1, "SHT_NOBITS": 8, "SHT_NOTE": 7, "SHT_RELA": 4, "SHT_REL": 9,
+        "SHT_DYNSYM": 11, "SHT_DYNAMIC": 6, "SHT_HASH": 5, "SHT_GNU_HASH": 0x6FFFFFF6,
+        "SHT_STRTAB": 3, "SHT_NULL": 0, "SHT_INIT_ARRAY": 14, "SHT_RELR": 19}
+_EM = {"EM_X86_64": 62, "EM_AARCH64": 183, "EM_RISCV": 243, "EM_S390": 22, "EM_PPC64": 21}
+
+
+def _sym(syms: Symbols) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for a, n in zip(syms.addrs.tolist(), syms.names):
+        out.setdefault(n, int(a))
+    return out
+
+
+def _find_rela(payload: bytes, base: int, rtype: int, little: bool) -> tuple[int, int] | None:
+    """The longest run of Elf64_Rela entries of type ``rtype`` whose places lie in the image:
+    the boot-time relocation table when no linker symbol marks it (text-only kallsyms)."""
+    e = "<" if little else ">"
+    n8 = len(payload) // 8
+    words = np.frombuffer(payload[:n8 * 8], e + "u8")
+    hi = np.uint64(base + len(payload) + (64 << 20))
+    info_hit = np.nonzero(words[1:] == np.uint64(rtype))[0]  # index of r_offset
+    if not len(info_hit):
+        return None
+    ok = (words[info_hit] >= np.uint64(base)) & (words[info_hit] < hi)
+    starts = info_hit[ok]
+    if not len(starts):
+        return None
+    # runs with stride 3 words
+    brk = np.nonzero(np.diff(starts) != 3)[0]
+    run_lo = np.concatenate([[0], brk + 1])
+    run_hi = np.concatenate([brk, [len(starts) - 1]])
+    k = int(np.argmax(run_hi - run_lo))
+    if run_hi[k] - run_lo[k] < 16:
+        return None
+    lo, hi_i = int(starts[run_lo[k]]), int(starts[run_hi[k]])
+    return lo * 8, (hi_i + 3) * 8
+
+
+def _find_build_id(payload: bytes, little: bool) -> tuple[int, int] | None:
+    e = "<" if little else ">"
+    pat = struct.pack(e + "III", 4, 20, 3) + b"GNU\0"
+    i = payload.find(pat)
+    return (i, 36) if i >= 0 else None
+
+
+def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
+    """Sections for a raw image (offset 0 = ``_text``) cut at the linker symbols known."""
+    machine, little, rtype, rela_syms = RAW_ARCHES[arch]
+    v = _sym(syms)
+    base = v.get("_text", v.get("_stext", v.get("_start")))
+    if base is None:
+        raise InputError("no _text/_stext symbol: cannot place the image; pass --system-map FILE")
+    end = base + len(payload)
+    cuts: list[tuple[int, int, str, int, int]] = []  # (start, end, name, type, flags)
+    for name, s, e, typ, flags in NAMED:
+        if s in v and e in v and base <= v[s] <= v[e] <= end:
+            cuts.append((v[s], v[e], name, typ, flags))
+    rela = next(((v[s], v[e]) for s, e in rela_syms if s in v and e in v), None)
+    if rela is None:
+        found = _find_rela(payload, base, rtype, little)
+        rela = (base + found[0], base + found[1]) if found else None
+    if rela is not None and rela[1] > rela[0]:
+        cuts.append((rela[0], rela[1], ".rela.dyn", SHT_RELA, SHF_ALLOC))
+    if ".notes" not in {c[2] for c in cuts} and (bid := _find_build_id(payload, little)):
+        cuts.append((base + bid[0], base + bid[0] + bid[1], ".notes", SHT_NOTE, SHF_ALLOC))
+    cuts.sort()
+    secs: list[OutSection] = []
+    text_end = v.get("_etext", end)
+    pos = base
+    for s, e, name, typ, flags in cuts + [(end, end, "", 0, 0)]:
+        if s < pos:
+            continue
+        while pos < s:  # the gap: text up to _etext, data after
+            if pos < text_end:
+                stop = min(s, text_end)
+                secs.append(_gap(".text" if not secs else f".text.{len(secs)}", pos, stop, base,
+                                 SHF_ALLOC | SHF_EXECINSTR))
+            else:
+                stop = s
+                secs.append(_gap(".data" if all(x.name != ".data" for x in secs) else f".data.{len(secs)}",
+                                 pos, stop, base, SHF_ALLOC | SHF_WRITE))
+            pos = stop
+        if name:
+            secs.append(OutSection(name, s, e - s, typ, flags, src=s - base, align=8,
+                                   entsize=24 if typ in (SHT_RELA, 11) else 0,
+                                   link=0))
+            pos = e
+    bss_s, bss_e = v.get("__bss_start"), v.get("_end")
+    if bss_s is not None and bss_e is not None and bss_e > max(bss_s, end):
+        lo = max(bss_s, end)
+        secs.append(OutSection(".bss", lo, bss_e - lo, SHT_NOBITS, SHF_ALLOC | SHF_WRITE,
+                               src=len(payload), align=4096))
+    # .rela.dyn links to .dynsym (s390 R_390_64 against global asm symbols)
+    names = [x.name for x in secs]
+    if ".rela.dyn" in names and ".dynsym" in names:
+        i = names.index(".rela.dyn")
+        import attrs
+        secs[i] = attrs.evolve(secs[i], link=names.index(".dynsym") + 1)
+    return Layout(machine, little, tuple(secs), 2, 0, base)
+
+
+def _gap(name: str, lo: int, hi: int, base: int, flags: int) -> OutSection:
+    return OutSection(name, lo, hi - lo, SHT_PROGBITS, flags, src=lo - base, align=4096)
+
+
+def read_at(layout: Layout, payload: bytes, addr: int, n: int) -> bytes:
+    """``n`` payload bytes at link address ``addr`` (b'' when no section holds it)."""
+    for s in layout.sections:
+        if s.type != SHT_NOBITS and s.flags & SHF_ALLOC and s.addr <= addr < s.addr + s.size and s.src >= 0:
+            o = s.src + addr - s.addr
+            return bytes(payload[o:o + n])
+    return b""

@@ -1,0 +1,165 @@
+"""Write a synthetic ELF64 vmlinux from a boot image's payload, so the ordinary :class:`Image`
+opens it: the payload mapped at its link address as sections, a ``.symtab`` from System.map or
+kallsyms, and, where the image carries them, ``.rela.dyn`` (the relocations the kernel applies
+to itself at boot), ``.BTF`` and ``.notes`` as sections of their own.
+
+>>> write_elf(out, Layout(...), symbols)            # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+
+import attrs
+import numpy as np
+
+SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOTE, SHT_NOBITS = 1, 2, 3, 4, 7, 8
+SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
+SHN_ABS = 0xFFF1
+STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
+STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
+ET_EXEC = 2
+_BLOB_AT = 0x1000  # file offset of the payload in the synthetic ELF
+
+
+@attrs.frozen
+class OutSection:
+    """One section of the synthetic ELF: bytes at ``src`` in the payload (or ``data``)."""
+
+    name: str
+    addr: int
+    size: int
+    type: int = SHT_PROGBITS
+    flags: int = SHF_ALLOC
+    src: int = -1  # offset in the payload; -1: ``data`` holds the bytes
+    data: bytes = b""
+    align: int = 1
+    entsize: int = 0
+    link: int = 0
+    info: int = 0
+
+
+@attrs.frozen
+class Symbols:
+    """Symbols to write: address, nm type letter, name; in the order to write them."""
+
+    addrs: np.ndarray
+    types: str
+    names: list[str]
+    source: str  # "System.map FILE", "kallsyms", ...
+
+
+@attrs.frozen
+class Layout:
+    """Everything about the payload the ELF header needs."""
+
+    machine: int  # e_machine
+    little_endian: bool
+    sections: tuple[OutSection, ...]
+    e_type: int = ET_EXEC
+    e_flags: int = 0
+    entry: int = 0
+
+
+def _linker_provided(name: str) -> bool:
+    return name.startswith(("__start_", "__stop_", "__end_")) or (
+        name.startswith("__") and name.endswith(("_start", "_end")))
+
+
+def symbol_info(letter: str, name: str, executable: bool) -> int:
+    """st_info for a symbol of ``nm`` type ``letter``: local for lower case, weak for w/W/v/V;
+    text symbols are functions and data symbols objects, linker-script symbols have no type."""
+    bind = STB_WEAK if letter in "wWvV" else (STB_LOCAL if letter.islower() else STB_GLOBAL)
+    if _linker_provided(name) or letter in "aA":
+        typ = STT_NOTYPE
+    elif letter in "tTwW" and executable:
+        typ = STT_FUNC
+    elif letter in "dDbBrRvVgGsS":
+        typ = STT_OBJECT
+    else:
+        typ = STT_NOTYPE
+    return (bind << 4) | typ
+
+
+def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symbols,
+              comment: bytes = b"") -> None:
+    """Write the synthetic ELF to ``path`` (atomically: a temporary file renamed into place)."""
+    e = "<" if layout.little_endian else ">"
+    secs = list(layout.sections)
+    alloc_sorted = sorted(((s.addr, s.addr + s.size, i + 1, bool(s.flags & SHF_EXECINSTR))
+                           for i, s in enumerate(secs) if s.flags & SHF_ALLOC and s.size),
+                          key=lambda t: t[0])
+    starts = np.array([a[0] for a in alloc_sorted], np.uint64)
+    ends = np.array([a[1] for a in alloc_sorted], np.uint64)
+    idx = np.array([a[2] for a in alloc_sorted], np.int64)
+    exe = np.array([a[3] for a in alloc_sorted], bool)
+    addrs = np.asarray(syms.addrs, np.uint64)
+    j = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
+    jj = np.maximum(j, 0)
+    inside = (j >= 0) & (addrs <= ends[jj]) if len(starts) else np.zeros(len(addrs), bool)
+    shndx = np.where(inside, idx[jj] if len(starts) else 0, SHN_ABS).astype(np.int64)
+    is_exec = inside & (exe[jj] if len(starts) else False)
+    # .symtab: locals first is an ELF rule (sh_info = first global); keep kallsyms order within
+    names_b = [n.encode("latin-1") for n in syms.names]
+    infos = [symbol_info(t, n, bool(x)) for t, n, x in zip(syms.types, syms.names, is_exec.tolist())]
+    order = sorted(range(len(names_b)), key=lambda i: (infos[i] >> 4) != STB_LOCAL)
+    strtab = bytearray(b"\0")
+    st_dt = np.dtype([("name", e + "u4"), ("info", "u1"), ("other", "u1"), ("shndx", e + "u2"),
+                      ("value", e + "u8"), ("size", e + "u8")])
+    st = np.zeros(len(order) + 1, st_dt)
+    for k, i in enumerate(order, 1):
+        st[k]["name"] = len(strtab)
+        strtab += names_b[i] + b"\0"
+        st[k]["info"] = infos[i]
+    o = np.array(order, np.int64)
+    st["shndx"][1:] = shndx[o] if len(o) else []
+    st["value"][1:] = addrs[o] if len(o) else []
+    first_global = 1 + sum(1 for i in order if (infos[i] >> 4) == STB_LOCAL)
+    extra = [OutSection(".symtab", 0, st.nbytes, SHT_SYMTAB, 0, data=st.tobytes(), align=8,
+                        entsize=24, link=len(secs) + 2, info=first_global),
+             OutSection(".strtab", 0, len(strtab), SHT_STRTAB, 0, data=bytes(strtab)),
+             OutSection(".comment.kpatch", 0, len(comment), SHT_PROGBITS, 0, data=comment)]
+    secs += extra
+    shstr = bytearray(b"\0")
+    name_off = []
+    for s in secs + [OutSection(".shstrtab", 0, 0, SHT_STRTAB, 0)]:
+        name_off.append(len(shstr))
+        shstr += s.name.encode() + b"\0"
+    secs.append(OutSection(".shstrtab", 0, len(shstr), SHT_STRTAB, 0, data=bytes(shstr)))
+    # file layout: header, payload at _BLOB_AT, own data, section headers
+    pos = _BLOB_AT + len(payload)
+    offsets = []
+    for s in secs:
+        if s.src >= 0 or s.type == SHT_NOBITS:
+            offsets.append(_BLOB_AT + max(s.src, 0))
+        else:
+            pos = (pos + 7) & ~7
+            offsets.append(pos)
+            pos += len(s.data)
+    shoff = (pos + 7) & ~7
+    hdr = bytearray(64)
+    hdr[:16] = b"\x7fELF" + bytes([2, 1 if layout.little_endian else 2, 1, 0]) + bytes(8)
+    struct.pack_into(e + "HHIQQQIHHHHHH", hdr, 16, layout.e_type, layout.machine, 1, layout.entry,
+                     0, shoff, layout.e_flags, 64, 56, 0, 64, len(secs) + 1, len(secs))
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".synth-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(hdr)
+            f.seek(_BLOB_AT)
+            f.write(payload)
+            for s, off in zip(secs, offsets):
+                if s.src < 0 and s.type != SHT_NOBITS:
+                    f.seek(off)
+                    f.write(s.data)
+            f.seek(shoff)
+            f.write(bytes(64))
+            for s, off, no in zip(secs, offsets, name_off):
+                f.write(struct.pack(e + "IIQQQQIIQQ", no, s.type, s.flags, s.addr, off, s.size,
+                                    s.link, s.info, s.align, s.entsize))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
