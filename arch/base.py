@@ -17,6 +17,7 @@ import attrs
 from kpatch_core.verdict import Execution, Reason, Refusal
 
 if TYPE_CHECKING:
+    from kpatch_core.features import FeatureSet
     from kpatch_core.image import Image, KernelVersion
     from kpatch_core.symbols import KSym
 
@@ -32,6 +33,11 @@ class PrepareContext:
     @property
     def version(self) -> "KernelVersion":
         return self.image.version
+
+    @property
+    def features(self) -> "FeatureSet":
+        """The kernel behaviours of the image (``image.features``)."""
+        return self.image.features
 
 
 @attrs.frozen
@@ -80,17 +86,17 @@ class Backend:
     thread_size: ClassVar[int] = 16384  # THREAD_SIZE (PARAM_MAX_STACK = THREAD_SIZE / 8)
 
     # -- hooks (weak defaults) ----------------------------------------------------------------
-    def kprobes_on_ftrace(self, version: "KernelVersion") -> bool:
+    def kprobes_on_ftrace(self, features: "FeatureSet") -> bool:
         """``CONFIG_KPROBES_ON_FTRACE`` when the image gives no evidence either way."""
         return self.have_kprobes_on_ftrace
 
-    def fetch_args_supported(self, version: "KernelVersion") -> bool:
+    def fetch_args_supported(self, features: "FeatureSet") -> bool:
         """``CONFIG_HAVE_FUNCTION_ARG_ACCESS_API`` ($argN in kprobe_events); weak: yes when the
         backend lists argument registers."""
         return bool(self.arg_regs)
 
-    def syscall_prefix_for(self, version: "KernelVersion") -> str:
-        """The syscall entry prefix on ``version`` (weak: :attr:`syscall_prefix` on every kernel)."""
+    def syscall_prefix_for(self, features: "FeatureSet") -> str:
+        """The syscall entry prefix of a kernel with ``features`` (weak: :attr:`syscall_prefix`)."""
         return self.syscall_prefix
 
     def default_facts(self) -> dict[str, bool]:
@@ -98,7 +104,7 @@ class Backend:
         with the value assumed; ``--set NAME=y|n`` or a config file overrides them."""
         return {}
 
-    def blacklist_areas(self, version: "KernelVersion") -> tuple[tuple[str, str], ...]:
+    def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
         """``arch_populate_kprobe_blacklist``: (start, end) linker symbols of blacklisted areas."""
         return ()
 

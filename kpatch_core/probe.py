@@ -131,7 +131,7 @@ def check(image: Image, target: Target | str) -> Verdict:
     'EINVAL'
     """
     t = parse_target(target) if isinstance(target, str) else target
-    rules = image.version.rules
+    rules = image.features.rules  # the label outputs print
     resolved: _Resolved | None = None
     try:
         if t.module is not None:
@@ -139,7 +139,7 @@ def check(image: Image, target: Target | str) -> Verdict:
             return Verdict(t.text, t.kind, True, detail="module not loaded; probe deferred",
                            rules=rules)
         if t.symbol is not None:
-            _events_symbol_checks(image, t, rules)
+            _events_symbol_checks(image, t)
         probe_addr = _events_address(image, t)
         if probe_addr is not None and _within_notrace_func(image, probe_addr) \
                 and not image.config.enabled("KPROBE_EVENTS_ON_NOTRACE"):
@@ -179,17 +179,19 @@ def check(image: Image, target: Target | str) -> Verdict:
                    mnemonic=execution.mnemonic if execution else "", rules=rules)
 
 
-def _events_symbol_checks(image: Image, t: Target, rules: str) -> None:
-    """__trace_kprobe_create's parse-time checks on a symbol target, in each version's order."""
+def _events_symbol_checks(image: Image, t: Target) -> None:
+    """__trace_kprobe_create's parse-time checks on a symbol target, in the kernel's order."""
     assert t.symbol is not None
+    features = image.features
+    einval = features.has("EVENTS_NONUNIQUE_EINVAL")  # parse_error: -EINVAL
 
     def unique() -> None:  # validate_probe_symbol / number_of_same_symbols
         n = image.kallsyms.count(t.symbol)
         if n > 1:
             raise _Refused(Reason.NON_UNIQUE_SYMBOL, f"{n} symbols",
-                           "EINVAL" if rules == "6.12" else "EADDRNOTAVAIL")
+                           "EINVAL" if einval else "EADDRNOTAVAIL")
         if n == 0:
-            raise _Refused(Reason.NO_SYMBOL, t.symbol, "EINVAL" if rules == "6.12" else "ENOENT")
+            raise _Refused(Reason.NO_SYMBOL, t.symbol, "EINVAL" if einval else "ENOENT")
 
     def retprobe_at_entry() -> None:  # kprobe_on_func_entry at parse time
         if t.kind != "r":
@@ -205,7 +207,7 @@ def _events_symbol_checks(image: Image, t: Target, rules: str) -> None:
 
     if t.offset < 0:
         raise _Refused(Reason.NO_SYMBOL, f"negative offset {t.offset}", "EINVAL")
-    if rules == "6.12":
+    if features.has("EVENTS_VALIDATE_SYMBOL_FIRST"):
         unique()
         retprobe_at_entry()
     else:

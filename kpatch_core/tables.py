@@ -145,7 +145,7 @@ class KernelTables:
         areas = [("__kprobes_text_start", "__kprobes_text_end", ".kprobes.text"),
                  ("__noinstr_text_start", "__noinstr_text_end", ".noinstr.text")]
         areas += [(s, e, s.strip("_").replace("_start", "")) for s, e in
-                  self.image.backend.blacklist_areas(self.image.version)]
+                  self.image.backend.blacklist_areas(self.image.features)]
         for start_sym, end_sym, source in areas:
             r = self._range(start_sym, end_sym)
             if r is None:

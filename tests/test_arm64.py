@@ -12,6 +12,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from kpatch_core.features import VERIFIED, FeatureSet
 from kpatch_core.image import Image
 from kpatch_core.probe import check
 
@@ -80,8 +81,9 @@ def test_every_table_row_is_exercised() -> None:
         hit = set()
         for cls in CLASSES:
             addr = image.kallsyms.lookup(f"k_{cls}") + 8
-            hit.add(arm64.decode_word(int.from_bytes(image.read(addr, 4), "little"), rules).name)
-        names = {r.name for r in arm64.DECODE_TABLES[rules]}
+            hit.add(arm64.decode_word(int.from_bytes(image.read(addr, 4), "little"),
+                                      arm64.decode_table(image.features)).name)
+        names = {r.name for r in arm64.decode_table(image.features)}
         assert names - hit == set()
 
 
@@ -106,7 +108,7 @@ def test_pt_regs_and_names() -> None:
     assert b.register("fp") is None and b.register("w0") is None
     assert b.arg_regs == tuple(f"x{n}" for n in range(8))
     assert (b.retval_reg, b.stack_reg, b.syscall_prefix) == ("x0", "sp", "__arm64_sys_")
-    assert not b.kprobes_on_ftrace(Image.open(str(DATA / "vmlinux-6.1")).version)
+    assert not b.kprobes_on_ftrace(Image.open(str(DATA / "vmlinux-6.1")).features)
 
 
 def test_decode_words_matches_decode_word() -> None:
@@ -115,10 +117,10 @@ def test_decode_words_matches_decode_word() -> None:
     # make sure the interesting classes are well represented
     words[:4000] = (words[:4000] & 0x03FFFFFF) | 0xD4000000
     words[4000:6000] = (words[4000:6000] & 0x00000FE0) | 0xD503201F
-    for rules, table in arm64.DECODE_TABLES.items():
-        idx = arm64.decode_words(words, rules)
+    for table in {arm64.decode_table(FeatureSet.decide(v, "arm64")) for v in VERIFIED}:
+        idx = arm64.decode_words(words, table)
         for w, i in zip(words[::7].tolist(), idx[::7].tolist()):
-            assert table[i] is arm64.decode_word(w, rules)
+            assert table[i] is arm64.decode_word(w, table)
 
 
 def test_exclusive_window(img: Image) -> None:

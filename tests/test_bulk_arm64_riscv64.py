@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kpatch_core import analyze as A
+from kpatch_core.features import VERIFIED, FeatureSet
 from kpatch_core.image import Image
 from kpatch_core.symbols import Kallsyms
 from kpatch_core.verdict import Reason
@@ -152,6 +153,7 @@ class _Image:
                  extable: list[int]) -> None:
         self.backend = backend
         self.version = version
+        self.features = FeatureSet.decide(version, backend.name)
         self.base = base
         self.data = data
         self.kallsyms = _Kallsyms(starts, base + len(data))
@@ -176,7 +178,8 @@ def _biased_word(rows: list[tuple[int, int]]) -> st.SearchStrategy[int]:
     return st.one_of(U32, row, row)
 
 
-_ARM_ROWS = [(r.mask, r.value) for rules in ("6.1", "6.12") for r in arm64.DECODE_TABLES[rules]]
+_ARM_ROWS = [(r.mask, r.value) for v in VERIFIED
+             for r in arm64.decode_table(FeatureSet.decide(v, "arm64"))]
 _ARM_ROWS += [arm64.LOAD_EX, arm64.STORE_EX] * 8  # exclusive windows often
 
 
@@ -198,7 +201,7 @@ def test_arm64_random_words(rules: str, words: list[int], starts: list[int],
 
 
 def _rv_rows(compressed: bool) -> list[tuple[int, int]]:
-    rows = [(r.mask, r.value) for rules in ("6.1", "6.12") for r in riscv64.DECODE_TABLES[rules]]
+    rows = [(r.mask, r.value) for table in riscv64.DECODE_TABLES.values() for r in table]
     return [(m, v) for m, v in rows if (v & 3 != 3) == compressed]
 
 

@@ -13,6 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kpatch_core.features import FeatureSet
+
 from kpatch_arch.base import PrepareContext
 from kpatch_arch.ppc64le import (
     NOT_STEPPABLE_XO19, NOT_STEPPABLE_XO31, Analysis, Ppc64leBackend, analyse_class, not_steppable)
@@ -65,6 +67,11 @@ class FakeImage:
     data: bytes
     version: _Version
     symtab: _Symtab = attrs.field(factory=_Symtab)
+
+    @property
+    def features(self) -> FeatureSet:
+        major, minor = self.version.rules.split(".")
+        return FeatureSet.decide((int(major), int(minor)), "s390x")
 
     def read(self, addr: int, n: int) -> bytes:
         if not self.base <= addr < self.base + len(self.data):

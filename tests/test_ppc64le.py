@@ -60,8 +60,8 @@ def test_trap_bytes_and_facts() -> None:
 
 def test_arg_access_only_from_6_12(img: Image) -> None:
     b = Ppc64leBackend()
-    assert not b.fetch_args_supported(img.version)  # 6.1: no $argN on powerpc
-    assert b.fetch_args_supported(Image.open(str(DATA / "vmlinux-6.12")).version)
+    assert not b.fetch_args_supported(img.features)  # 6.1: no $argN on powerpc
+    assert b.fetch_args_supported(Image.open(str(DATA / "vmlinux-6.12")).features)
 
 
 @pytest.mark.parametrize("w,name", [

@@ -75,10 +75,11 @@ def test_every_table_row_is_exercised() -> None:
         hit = set()
         for cls in CLASSES:
             addr = image.kallsyms.lookup(f"k_{cls}") + 8
-            hit.add(riscv64.decode_word(int.from_bytes(image.read(addr, 4), "little"), rules).name)
-        names = {r.name for r in riscv64.DECODE_TABLES[rules]} | {"other"}
+            hit.add(riscv64.decode_word(int.from_bytes(image.read(addr, 4), "little"),
+                                        riscv64.decode_table(image.features)).name)
+        names = {r.name for r in riscv64.decode_table(image.features)} | {"other"}
         if rules == "6.1":  # 6.1's c_jalr mask (rs1 not checked) already takes c.ebreak
-            assert riscv64.decode_word(0x9002, rules).name == "c_jalr"
+            assert riscv64.decode_word(0x9002, riscv64.decode_table(image.features)).name == "c_jalr"
             names.discard("c_ebreak")
         assert names == hit
 
@@ -107,19 +108,19 @@ def test_pt_regs_and_names(img61: Image, img612: Image) -> None:
     assert b.register("pc") is None and b.register("x1") is None and b.register("zero") is None
     assert b.arg_regs == tuple(f"a{n}" for n in range(8))
     assert (b.retval_reg, b.stack_reg) == ("a0", "sp")
-    assert b.syscall_prefix_for(img612.version) == "__riscv_sys_"
-    assert b.syscall_prefix_for(img61.version) == "sys_"
-    assert b.kprobes_on_ftrace(img61.version) and not b.kprobes_on_ftrace(img612.version)
+    assert b.syscall_prefix_for(img612.features) == "__riscv_sys_"
+    assert b.syscall_prefix_for(img61.features) == "sys_"
+    assert b.kprobes_on_ftrace(img61.features) and not b.kprobes_on_ftrace(img612.features)
 
 
 def test_decode_words_matches_decode_word() -> None:
     rng = np.random.default_rng(2)
     words = rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32)
     words[:8000] &= 0xFFFF0000 | 0xF07F | 0x0F80  # many compressed C2/C1 encodings
-    for rules, table in riscv64.DECODE_TABLES.items():
-        idx = riscv64.decode_words(words, rules)
+    for table in riscv64.DECODE_TABLES.values():
+        idx = riscv64.decode_words(words, table)
         for w, i in zip(words[::5].tolist(), idx[::5].tolist()):
-            want = riscv64.decode_word(w, rules)
+            want = riscv64.decode_word(w, table)
             assert (table[i] if i >= 0 else riscv64.OTHER) is want
 
 

@@ -277,7 +277,7 @@ def test_fifteen_byte_instruction_is_enospc_even_when_boostable(x86_with, label)
     for name in (".Lr_long15", ".Lr_long15b"):
         addr = label(image, name)
         insn = image.backend.decode(image.read(addr, 15), addr)
-        assert insn.length == 15 and image.backend._can_boost(image, insn, addr, "6.1")
+        assert insn.length == 15 and image.backend._can_boost(image, insn, addr, image.features)
         refused(check(image, hex(addr)), Reason.INSN_TOO_LONG, "ENOSPC")
 
 

@@ -24,7 +24,8 @@ from kpatch_core.verdict import Execution, Method, Reason, Refusal
 from ..base import Backend, PrepareContext, PtRegsField
 
 if TYPE_CHECKING:
-    from kpatch_core.image import Image, KernelVersion
+    from kpatch_core.features import FeatureSet
+    from kpatch_core.image import Image
 
 # --- facts -----------------------------------------------------------------------------------
 AARCH64_INSN_SIZE = 4
@@ -92,15 +93,17 @@ STEPPABLE_HINTS = {"nop": 0x000, "xpaclri": 0x0E0, "pacia1716": 0x100, "pacib171
                    "bti": 0x400, "bti c": 0x440, "bti j": 0x480, "bti jc": 0x4C0}
 
 
-def _table(rules: str) -> tuple[DecodeRow, ...]:
-    """``arm_kprobe_decode_insn`` flattened to first-match rows for rule set ``rules``.
+@functools.cache
+def _table(bcond_matches_bc: bool, mops_not_steppable: bool) -> tuple[DecodeRow, ...]:
+    """``arm_kprobe_decode_insn`` flattened to first-match rows, with or without the features
+    ARM64_BCOND_MATCHES_BC and ARM64_MOPS_NOT_STEPPABLE.
 
     The kernel's order: ldr/ldrsw literal are simulated first (arm_kprobe_decode_insn); then
     ``aarch64_insn_is_steppable`` -> slot; else the simulate list of ``arm_probe_decode_insn``;
     else rejected.  Rows inside the branch/system class come before the class catch-all.
     """
-    # 6.12's bcond mask also takes BC.cond (bit 4 set)
-    bcond = (0xFF000000, 0x54000000) if rules == "6.12" else (0xFF000010, 0x54000000)
+    # aarch64_insn_is_bcond: the newer mask also takes BC.cond (bit 4 set)
+    bcond = (0xFF000000, 0x54000000) if bcond_matches_bc else (0xFF000010, 0x54000000)
     rows = [
         DecodeRow("ldr_lit", 0xBF000000, 0x18000000, SIM, "simulate_ldr_literal"),
         DecodeRow("ldrsw_lit", 0xFF000000, 0x98000000, SIM, "simulate_ldrsw_literal"),
@@ -133,19 +136,21 @@ def _table(rules: str) -> tuple[DecodeRow, ...]:
                     "aarch64_insn_is_steppable_hint") for n, v in STEPPABLE_HINTS.items()),
         DecodeRow("hint", 0xFFFFF01F, _HINT, REJ, "aarch64_insn_is_steppable_hint"),
         DecodeRow("class_branch_sys", 0x1C000000, 0x14000000, STEP, "aarch64_insn_is_steppable"),
-        # other classes: PC-relative literal users, exclusives (and 6.12 MOPS) are not steppable
+        # other classes: PC-relative literal users, exclusives (and MOPS) are not steppable
         DecodeRow("adr", 0x9F000000, 0x10000000, SIM, "simulate_adr_adrp"),
         DecodeRow("adrp", 0x9F000000, 0x90000000, SIM, "simulate_adr_adrp"),
         DecodeRow("prfm_lit", 0xFF000000, 0xD8000000, REJ, "aarch64_insn_uses_literal"),
         DecodeRow("exclusive", 0x3F800000, 0x08000000, REJ, "aarch64_insn_is_steppable"),
     ]
-    if rules == "6.12":
+    if mops_not_steppable:  # aarch64_insn_is_mops
         rows.append(DecodeRow("mops", 0x3B200C00, 0x19000400, REJ, "aarch64_insn_is_steppable"))
     rows.append(DecodeRow("other", 0x00000000, 0x00000000, STEP, "aarch64_insn_is_steppable"))
     return tuple(rows)
 
 
-DECODE_TABLES: dict[str, tuple[DecodeRow, ...]] = {r: _table(r) for r in ("6.1", "6.12")}
+def decode_table(features: "FeatureSet") -> tuple[DecodeRow, ...]:
+    """The decision table of a kernel with ``features`` (first match wins)."""
+    return _table(features.has("ARM64_BCOND_MATCHES_BC"), features.has("ARM64_MOPS_NOT_STEPPABLE"))
 
 # is_probed_address_atomic: exclusive load opens a window, exclusive store closes it
 LOAD_EX = (0x3F400000, 0x08400000)
@@ -153,19 +158,19 @@ STORE_EX = (0x3F400000, 0x08000000)
 
 
 # --- decoder ---------------------------------------------------------------------------------
-def decode_word(insn: int, rules: str) -> DecodeRow:
-    """The first decision-table row matching instruction word ``insn`` under ``rules``."""
-    for row in DECODE_TABLES[rules]:
+def decode_word(insn: int, table: tuple[DecodeRow, ...]) -> DecodeRow:
+    """The first row of ``table`` (:func:`decode_table`) matching instruction word ``insn``."""
+    for row in table:
         if insn & row.mask == row.value:
             return row
     raise AssertionError("the table ends in a catch-all row")
 
 
-def decode_words(words: np.ndarray, rules: str) -> np.ndarray:
-    """Row index into ``DECODE_TABLES[rules]`` for every word of ``words`` (vectorised)."""
+def decode_words(words: np.ndarray, table: tuple[DecodeRow, ...]) -> np.ndarray:
+    """Row index into ``table`` (:func:`decode_table`) for every word of ``words`` (vectorised)."""
     w = np.asarray(words, dtype=np.uint32)
     out = np.full(len(w), -1, dtype=np.int16)
-    for i, row in enumerate(DECODE_TABLES[rules]):
+    for i, row in enumerate(table):
         hit = (out < 0) & ((w & np.uint32(row.mask)) == np.uint32(row.value))
         out[hit] = i
     return out
@@ -238,30 +243,29 @@ class Arm64Backend(Backend):
         return super().register(REGISTER_ALIASES.get(name, name))
 
     # -- hooks --------------------------------------------------------------------------------
-    def kprobes_on_ftrace(self, version: "KernelVersion") -> bool:
+    def kprobes_on_ftrace(self, features: "FeatureSet") -> bool:
         return False
 
-    def blacklist_areas(self, version: "KernelVersion") -> tuple[tuple[str, str], ...]:
+    def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
         # arch_populate_kprobe_blacklist (kernel not in hyp mode: hyp.idmap is added too)
         areas = [("__entry_text_start", "__entry_text_end"),
                  ("__irqentry_text_start", "__irqentry_text_end")]
-        if not version.at_least(6, 6):
-            areas.append(("__idmap_text_start", "__idmap_text_end"))  # 6.1 only
+        if features.has("ARM64_IDMAP_TEXT_BLACKLISTED"):
+            areas.append(("__idmap_text_start", "__idmap_text_end"))
         areas += [("__hyp_text_start", "__hyp_text_end"),
                   ("__hyp_idmap_text_start", "__hyp_idmap_text_end")]
         return tuple(areas)
 
     def ftrace_call_adjust(self, image: "Image", record: int) -> int:
         # ftrace_call_adjust: the NOP that becomes `BL ftrace_caller`
-        if not image.version.at_least(6, 6):
-            return record + AARCH64_INSN_SIZE  # 6.1 DYNAMIC_FTRACE_WITH_REGS
-        if self._call_ops(image):  # 6.12 DYNAMIC_FTRACE_WITH_CALL_OPS: 2 NOPs before func
+        if image.features.has("ARM64_DYNAMIC_FTRACE_WITH_CALL_OPS") and self._call_ops(image):
+            # DYNAMIC_FTRACE_WITH_CALL_OPS: 2 NOPs before func
             addr = record + 2 * AARCH64_INSN_SIZE
             word = int.from_bytes(image.read(addr, 4), "little")
             if word & 0xFFFFFF3F == 0xD503241F:  # BTI / BTI C / BTI J / BTI JC
                 addr += AARCH64_INSN_SIZE
             return addr + AARCH64_INSN_SIZE
-        return record + AARCH64_INSN_SIZE  # 6.12 DYNAMIC_FTRACE_WITH_ARGS
+        return record + AARCH64_INSN_SIZE  # DYNAMIC_FTRACE_WITH_REGS / WITH_ARGS
 
     @functools.cache
     def _call_ops(self, image: "Image") -> bool:
@@ -344,7 +348,7 @@ class Arm64Backend(Backend):
     # -- arch_prepare_kprobe ------------------------------------------------------------------
     def prepare(self, ctx: PrepareContext) -> Execution | Refusal:
         image, addr, func = ctx.image, ctx.addr, ctx.func
-        rules = ctx.version.rules
+        table = decode_table(ctx.features)
         # atomic window: back to the symbol start if it is < 128 bytes away, else 32 insns
         off = addr - func.addr
         window = MAX_ATOMIC_CONTEXT_SIZE * AARCH64_INSN_SIZE
@@ -356,7 +360,7 @@ class Arm64Backend(Backend):
         insn = int.from_bytes(code, "little")
         if image.tables.has_extable(addr):  # search_exception_tables
             return Refusal(Reason.EXTABLE, self.mnemonic(code, addr))
-        row = decode_word(insn, rules)  # arm_kprobe_decode_insn
+        row = decode_word(insn, table)  # arm_kprobe_decode_insn
         if row.outcome is Outcome.REJECTED:
             return Refusal(Reason.PROHIBITED_INSN,
                            f"{self.mnemonic(code, addr)} ({row.name}: {row.why})")

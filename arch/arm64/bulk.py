@@ -1,7 +1,7 @@
 """Fast arm64 classification for full-image analysis (kpatch_core.analyze).
 
 ``arch_prepare_kprobe`` on arm64 looks at the patched instruction word (``arm_kprobe_decode_insn``:
-the first matching row of :data:`DECODE_TABLES`), at the exception table
+the first matching row of :func:`decode_table`), at the exception table
 (``search_exception_tables``) and at the words before the address back to the symbol start or
 32 instructions (``is_probed_address_atomic``).  Here all three are numpy operations over every
 address of a chunk at once, on the same runtime bytes (LSE alternatives applied) and with the same
@@ -34,9 +34,9 @@ _OUTCOME_CODE = {Outcome.REJECTED: refused_code(Reason.PROHIBITED_INSN),
                  Outcome.GOOD: ok_code(Method.SINGLESTEP)}
 
 
-def row_codes(rules: str) -> np.ndarray:
-    """Outcome code per row of ``DECODE_TABLES[rules]`` (index as :func:`decode_words` returns)."""
-    return np.array([_OUTCOME_CODE[r.outcome] for r in DECODE_TABLES[rules]], np.uint16)
+def row_codes(table: tuple[DecodeRow, ...]) -> np.ndarray:
+    """Outcome code per row of ``table`` (index as :func:`decode_words` returns)."""
+    return np.array([_OUTCOME_CODE[r.outcome] for r in table], np.uint16)
 
 
 class Arm64BulkClassifier:
@@ -45,8 +45,8 @@ class Arm64BulkClassifier:
     def __init__(self, backend: "Arm64Backend", image: "Image") -> None:
         self.backend = backend
         self.image = image
-        self.rules = image.version.rules
-        self.codes = row_codes(self.rules)
+        self.table = decode_table(image.features)
+        self.codes = row_codes(self.table)
         self.extable = image.tables.extable
 
     def walk(self, code: np.ndarray, starts: np.ndarray, ends: np.ndarray
@@ -90,7 +90,7 @@ class Arm64BulkClassifier:
         prev = last_ex[k]
         atomic = (prev >= kws) & is_load[prev]  # prev == -1 reads the appended False
         # prepare's order: exception table, decode table, atomic window
-        res = self.codes[decode_words(words, self.rules)]
+        res = self.codes[decode_words(words, self.table)]
         rejected = res == _OUTCOME_CODE[Outcome.REJECTED]
         res = np.where(~rejected & atomic, refused_code(Reason.EXCLUSIVE_WINDOW), res)
         if len(self.extable):

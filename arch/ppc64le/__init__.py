@@ -22,7 +22,8 @@ from ..base import Backend, PrepareContext, PtRegsField
 from .emulate import WORD_DECLINED, WORD_MEM, WORD_REFUSED, WORD_REGS, analyse_word
 
 if TYPE_CHECKING:
-    from kpatch_core.image import Image, KernelVersion
+    from kpatch_core.features import FeatureSet
+    from kpatch_core.image import Image
 
 # --- facts -----------------------------------------------------------------------------------
 BREAKPOINT_INSTRUCTION = 0x7FE00008  # PPC_RAW_TRAP(): tw 31,0,0
@@ -166,12 +167,12 @@ class Ppc64leBackend(Backend):
     def __init__(self) -> None:
         self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
 
-    # -- facts by version ---------------------------------------------------------------------
+    # -- facts that depend on the kernel's features -------------------------------------------
     adjust_window = FTRACE_ENTRY_WINDOW + 1  # arch_kprobe_on_func_entry: offset <= 16
 
-    def fetch_args_supported(self, version: "KernelVersion") -> bool:
-        """``$argN`` in kprobe_events: HAVE_FUNCTION_ARG_ACCESS_API only from 6.12 (not 6.1)."""
-        return version.rules != "6.1"
+    def fetch_args_supported(self, features: "FeatureSet") -> bool:
+        """``$argN`` in kprobe_events: HAVE_FUNCTION_ARG_ACCESS_API (PPC_FUNCTION_ARG_ACCESS_API)."""
+        return features.has("PPC_FUNCTION_ARG_ACCESS_API")
 
     def register(self, name: str) -> PtRegsField | None:
         """``regs_query_register_offset`` (regoffset_table): ``r3`` and ``gpr3`` are the same
@@ -190,10 +191,10 @@ class Ppc64leBackend(Backend):
         return 4
 
     def ftrace_call_adjust(self, image: "Image", record: int) -> int:
-        # 6.1 (-mprofile-kernel): the record is the `bl _mcount` itself.  6.12
+        # -mprofile-kernel: the record is the `bl _mcount` itself.  PPC_FTRACE_PATCHABLE_ENTRY
         # (trace/ftrace.c): records in .exit.text are dropped (0), and with
         # ARCH_USING_PATCHABLE_FUNCTION_ENTRY (record = first of two NOPs) the site is record + 4
-        if image.version.rules == "6.1":
+        if not image.features.has("PPC_FTRACE_PATCHABLE_ENTRY"):
             return record
         begin, end = image.symtab.value("__exittext_begin"), image.symtab.value("__exittext_end")
         if begin is not None and end is not None and begin <= record < end:

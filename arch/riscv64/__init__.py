@@ -27,7 +27,8 @@ from kpatch_core.verdict import Execution, Method, Reason, Refusal
 from ..base import Backend, PrepareContext, PtRegsField
 
 if TYPE_CHECKING:
-    from kpatch_core.image import Image, KernelVersion
+    from kpatch_core.features import FeatureSet
+    from kpatch_core.image import Image
 
 # --- facts -----------------------------------------------------------------------------------
 EBREAK = 0x00100073  # __BUG_INSN_32  [asm/bug.h]
@@ -91,10 +92,11 @@ REJ, SIM, STEP = Outcome.REJECTED, Outcome.GOOD_NO_SLOT, Outcome.GOOD
 _RS1 = 0x0F80  # RVC_INSN_J_RS1_MASK, bits 11:7
 
 # riscv_probe_decode_insn, in the kernel's order (first match wins); everything else -> GOOD.
-DECODE_TABLES: dict[str, tuple[DecodeRow, ...]] = {
-    # 6.1: masks from arch/riscv/kernel/probes/simulate-insn.h; every RVC control transfer is
-    # rejected, and c_jal (0xe003/0x2001) also matches RV64's c.addiw
-    "6.1": (
+# Keyed by the feature RISCV_KPROBES_SIMULATE_RVC.
+DECODE_TABLES: dict[bool, tuple[DecodeRow, ...]] = {
+    # without (6.1): masks from arch/riscv/kernel/probes/simulate-insn.h; every RVC control
+    # transfer is rejected, and c_jal (0xe003/0x2001) also matches RV64's c.addiw
+    False: (
         DecodeRow("system", 0x7F, 0x73, REJ),
         DecodeRow("fence", 0x7F, 0x0F, REJ),
         DecodeRow("c_j", 0xE003, 0xA001, REJ),
@@ -109,9 +111,9 @@ DECODE_TABLES: dict[str, tuple[DecodeRow, ...]] = {
         DecodeRow("auipc", 0x7F, 0x17, SIM),
         DecodeRow("branch", 0x7F, 0x63, SIM),
     ),
-    # 6.12: masks from arch/riscv/include/asm/insn.h; c_jal is RV32-only (never on RV64);
-    # compressed jumps and branches are simulated
-    "6.12": (
+    # with (6.12): masks from arch/riscv/include/asm/insn.h; c_jal is RV32-only (never on
+    # RV64); compressed jumps and branches are simulated
+    True: (
         DecodeRow("system", 0x7F, 0x73, REJ),
         DecodeRow("fence", 0x7F, 0x0F, REJ),
         DecodeRow("c_ebreak", 0xFFFF, 0x9002, REJ),
@@ -130,19 +132,24 @@ OTHER = DecodeRow("other", 0, 0, STEP)
 
 
 # --- decoder ---------------------------------------------------------------------------------
-def decode_word(insn: int, rules: str) -> DecodeRow:
-    """``riscv_probe_decode_insn`` on the 32-bit word read at the probe address."""
-    for row in DECODE_TABLES[rules]:
+def decode_table(features: "FeatureSet") -> tuple[DecodeRow, ...]:
+    """``riscv_probe_decode_insn``'s rows on a kernel with ``features``."""
+    return DECODE_TABLES[features.has("RISCV_KPROBES_SIMULATE_RVC")]
+
+
+def decode_word(insn: int, table: tuple[DecodeRow, ...]) -> DecodeRow:
+    """``riscv_probe_decode_insn`` (rows ``table``) on the 32-bit word read at the probe address."""
+    for row in table:
         if insn & row.mask == row.value and (not row.nonzero or insn & row.nonzero):
             return row
     return OTHER
 
 
-def decode_words(words: np.ndarray, rules: str) -> np.ndarray:
-    """Row index into ``DECODE_TABLES[rules]`` for each u32 word, ``-1`` for GOOD (vectorised)."""
+def decode_words(words: np.ndarray, table: tuple[DecodeRow, ...]) -> np.ndarray:
+    """Row index into ``table`` for each u32 word, ``-1`` for GOOD (vectorised)."""
     w = np.asarray(words, dtype=np.uint32)
     out = np.full(len(w), -1, dtype=np.int16)
-    for i, row in enumerate(DECODE_TABLES[rules]):
+    for i, row in enumerate(table):
         hit = (out < 0) & ((w & np.uint32(row.mask)) == np.uint32(row.value))
         if row.nonzero:
             hit &= (w & np.uint32(row.nonzero)) != 0
@@ -183,29 +190,29 @@ class Riscv64Backend(Backend):
     slot_size = 8
     extable_entry_size = EXTABLE_ENTRY_SIZE
     static_call_inline = False
-    have_kprobes_on_ftrace = True  # 6.1; see kprobes_on_ftrace()
+    have_kprobes_on_ftrace = True  # while RISCV_KPROBES_ON_FTRACE; see kprobes_on_ftrace()
     have_optprobes = False
     pt_regs_size = PT_REGS_SIZE
     pt_regs = PT_REGS
     arg_regs = ("a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7")
     retval_reg = "a0"
     stack_reg = "sp"
-    syscall_prefix = "__riscv_sys_"  # 6.12 (ARCH_HAS_SYSCALL_WRAPPER, 6.6+): syscall_prefix_for
+    syscall_prefix = "__riscv_sys_"  # with RISCV_SYSCALL_WRAPPER: syscall_prefix_for
     event_registers = tuple(_PT_NAMES)
 
     def __init__(self) -> None:
         self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
 
-    # -- version-dependent facts ----------------------------------------------------------------
-    def kprobes_on_ftrace(self, version: "KernelVersion") -> bool:
-        # 6.1: HAVE_KPROBES_ON_FTRACE with DYNAMIC_FTRACE_WITH_REGS; 6.12 (WITH_ARGS): none
-        return not version.at_least(6, 6)
+    # -- facts that depend on the kernel's features ----------------------------------------------
+    def kprobes_on_ftrace(self, features: "FeatureSet") -> bool:
+        # HAVE_KPROBES_ON_FTRACE with DYNAMIC_FTRACE_WITH_REGS; none with WITH_ARGS
+        return features.has("RISCV_KPROBES_ON_FTRACE")
 
-    def syscall_prefix_for(self, version: "KernelVersion") -> str:
-        """Syscall entry prefix: ``__riscv_sys_`` wrappers from 6.6, plain ``sys_`` before."""
-        return "__riscv_sys_" if version.at_least(6, 6) else "sys_"
+    def syscall_prefix_for(self, features: "FeatureSet") -> str:
+        """Syscall entry prefix: ``__riscv_sys_`` wrappers (ARCH_HAS_SYSCALL_WRAPPER), else ``sys_``."""
+        return "__riscv_sys_" if features.has("RISCV_SYSCALL_WRAPPER") else "sys_"
 
-    def blacklist_areas(self, version: "KernelVersion") -> tuple[tuple[str, str], ...]:
+    def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
         return (("__irqentry_text_start", "__irqentry_text_end"),)  # arch_populate_kprobe_blacklist
 
     def ftrace_call_adjust(self, image: "Image", record: int) -> int:
@@ -219,12 +226,13 @@ class Riscv64Backend(Backend):
 
     @functools.cache
     def _alternatives(self, image: "Image") -> tuple[list[tuple[int, int, int]], int]:
-        """The 6.12 ``.alternative`` entries ``riscv_cpufeature_patch_func`` applies for the
+        """The ``.alternative`` entries (RISCV_ALTERNATIVE_OFFSETS) ``riscv_cpufeature_patch_func`` applies for the
         assumed CPU (vendor errata: none), as sorted (site, replacement, length), and the
         longest length."""
         start, end = image.symtab.value("__alt_start"), image.symtab.value("__alt_end")
-        if start is None or end is None or end <= start or not image.version.at_least(6, 6):
-            return [], 0  # 6.1's alt_entry layout (absolute pointers) is not read
+        if start is None or end is None or end <= start \
+                or not image.features.has("RISCV_ALTERNATIVE_OFFSETS"):
+            return [], 0  # the older alt_entry layout (absolute pointers) is not read
         ids = {i for e, i in ISA_EXT_IDS_612.items() if image.config.enabled(EXT_FACT.format(e))}
         raw = image.read(start, end - start)
         a = np.frombuffer(raw[: len(raw) - len(raw) % ALT_ENTRY.itemsize], dtype=ALT_ENTRY)
@@ -272,7 +280,7 @@ class Riscv64Backend(Backend):
     # -- arch_prepare_kprobe ------------------------------------------------------------------
     def prepare(self, ctx: PrepareContext) -> Execution | Refusal:
         image, addr, func = ctx.image, ctx.addr, ctx.func
-        rules = ctx.version.rules
+        table = decode_table(ctx.features)
         if addr & 1:
             return Refusal(Reason.NOT_BOUNDARY, "odd address")
         code = self.runtime_bytes(image, func.addr, addr + 4)
@@ -289,7 +297,7 @@ class Riscv64Backend(Backend):
             return Refusal(Reason.UNDECODABLE, "no bytes at address")
         word = int.from_bytes(here.ljust(4, b"\0"), "little")  # the kernel reads a full u32
         length = insn_length(word)
-        row = decode_word(word, rules)
+        row = decode_word(word, table)
         insn = here[:length]
         if row.outcome is Outcome.REJECTED:
             return Refusal(Reason.PROHIBITED_INSN,

@@ -3,7 +3,7 @@
 ``arch_prepare_kprobe`` on riscv64 checks the address is even, that ``arch_check_kprobe``'s walk
 from the symbol start (``GET_INSN_LENGTH`` steps: 4 bytes when the low two bits are ``11``, else
 2) lands on it, then decodes the u32 read there with ``riscv_probe_decode_insn``
-(:data:`DECODE_TABLES`).  Here the three are numpy operations over every address of a chunk at
+(:func:`decode_table`).  Here the three are numpy operations over every address of a chunk at
 once, on the same runtime bytes (ftrace nops and 6.12 alternatives applied) and with the same
 tables the backend's :meth:`~kpatch_arch.riscv64.Riscv64Backend.prepare` uses.
 
@@ -40,10 +40,10 @@ _OUTCOME_CODE = {Outcome.REJECTED: refused_code(Reason.PROHIBITED_INSN),
                  Outcome.GOOD: ok_code(Method.SINGLESTEP)}
 
 
-def row_codes(rules: str) -> np.ndarray:
-    """Outcome code per row of ``DECODE_TABLES[rules]``, then one for :data:`OTHER`, so that
+def row_codes(table: tuple[DecodeRow, ...]) -> np.ndarray:
+    """Outcome code per row of ``table`` (:func:`decode_table`), then one for :data:`OTHER`, so that
     :func:`decode_words`' ``-1`` (no row: INSN_GOOD) indexes the last entry."""
-    rows = (*DECODE_TABLES[rules], OTHER)
+    rows = (*table, OTHER)
     return np.array([_OUTCOME_CODE[r.outcome] for r in rows], np.uint16)
 
 
@@ -59,8 +59,8 @@ class Riscv64BulkClassifier:
     def __init__(self, backend: "Riscv64Backend", image: "Image") -> None:
         self.backend = backend
         self.image = image
-        self.rules = image.version.rules
-        self.codes = row_codes(self.rules)
+        self.table = decode_table(image.features)
+        self.codes = row_codes(self.table)
 
     def fallback_length(self, code: bytes) -> int:
         """Where capstone cannot decode, the kernel's ``GET_INSN_LENGTH`` (so the walk stays
@@ -103,7 +103,7 @@ class Riscv64BulkClassifier:
         k_fs = np.where(fast, (rel_fs - g0) // 2, 0)
         boundary = (k - np.maximum(last_sync[k], k_fs)) % 2 == 0
         # riscv_probe_decode_insn on the u32 at the address (zero-padded like prepare's read)
-        res = self.codes[decode_words(u32_at(code, r), self.rules)]
+        res = self.codes[decode_words(u32_at(code, r), self.table)]
         res = np.where(r + 2 > size, refused_code(Reason.UNDECODABLE), res)
         res = np.where(boundary, res, refused_code(Reason.NOT_BOUNDARY))
         out[fast] = res[fast]

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 import attrs
 import capstone
 
+from kpatch_core.features import FeatureSet
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
 from ..base import Backend, PrepareContext, PtRegsField
 from .opcodes import OPCODE_GROUPS
 
 if TYPE_CHECKING:
-    from kpatch_core.image import Image, KernelVersion
+    from kpatch_core.image import Image
 
 # --- facts -----------------------------------------------------------------------------------
 BREAKPOINT_INSTRUCTION = 0x0002  # arch/s390/include/asm/kprobes.h
@@ -84,11 +85,17 @@ class OpcodeGroup:
     names: dict[int, str]  # opfrag -> mnemonic
 
 
+def opcode_source(features: "FeatureSet") -> str:
+    """Which generated opcodes.txt table (:data:`OPCODE_GROUPS` key, the kernel tree it was read
+    from) a kernel with ``features`` has: the one with the arch15 instructions, or the older."""
+    return "6.12" if features.has("S390_OPCODES_ARCH15") else "6.1"
+
+
 @functools.cache
-def opcode_table(rules: str) -> tuple[dict[int, OpcodeGroup], OpcodeGroup]:
-    """(groups by first byte, default group) of the disassembler table for ``rules``."""
+def opcode_table(source: str) -> tuple[dict[int, OpcodeGroup], OpcodeGroup]:
+    """(groups by first byte, default group) of the disassembler table ``OPCODE_GROUPS[source]``."""
     groups = []
-    for first, byte, mask, body in OPCODE_GROUPS[rules]:
+    for first, byte, mask, body in OPCODE_GROUPS[source]:
         names: dict[int, str] = {}
         for item in body.split():
             frag, name = item.split(":")
@@ -106,20 +113,21 @@ def insn_length(first_byte: int) -> int:
     return ((((first_byte + 64) >> 7) + 1) << 1)
 
 
-def find_insn(code: bytes, rules: str) -> str | None:
+def find_insn(code: bytes, source: str) -> str | None:
     """``find_insn``: the mnemonic the kernel's disassembler table gives ``code``, or None."""
     if not code:
         return None
-    by_first, default = opcode_table(rules)
+    by_first, default = opcode_table(source)
     g = by_first.get(code[0], default)
     if g.byte >= len(code):
         return None
     return g.names.get(code[g.byte] & g.mask)
 
 
-def prohibited(code: bytes, rules: str) -> str | None:
-    """``probe_is_prohibited_opcode``: why the kernel refuses ``code``, or None."""
-    name = find_insn(code, rules)
+def prohibited(code: bytes, source: str) -> str | None:
+    """``probe_is_prohibited_opcode`` with opcode table ``source`` (:func:`opcode_source`): why
+    the kernel refuses ``code``, or None."""
+    name = find_insn(code, source)
     if name is None:
         return "unknown opcode (not in the kernel's opcode table)"
     first = code[0]
@@ -217,36 +225,39 @@ class S390xBackend(Backend):
         return PT_REGS[3 + n] if n < 16 else None
 
     # -- hooks --------------------------------------------------------------------------------
-    def blacklist_areas(self, version: "KernelVersion") -> tuple[tuple[str, str], ...]:
+    def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
         return (("__irqentry_text_start", "__irqentry_text_end"),)  # arch_populate_kprobe_blacklist
 
     def jump_label_size(self, image: "Image", code: int) -> int:
         return 6  # JUMP_LABEL_NOP_SIZE: brcl
 
-    def mnemonic(self, code: bytes, addr: int, rules: str) -> str:
+    def mnemonic(self, code: bytes, addr: int, source: str) -> str:
         """Text of the instruction (capstone; the kernel table's name when capstone cannot)."""
         for _, _, mn, ops in self._cs.disasm_lite(code[:insn_length(code[0])], addr, 1):
             return f"{mn} {ops}".strip()
-        return find_insn(code, rules) or code[:insn_length(code[0])].hex()
+        return find_insn(code, source) or code[:insn_length(code[0])].hex()
 
     def load_offset(self, image: "Image") -> int:
         """From 6.10 the kernel's virtual addresses no longer equal its physical ones: vmlinux
         is linked at TEXT_OFFSET and, with ``nokaslr``, runs at ``__NO_KASLR_START_KERNEL`` =
         ``CONFIG_KERNEL_IMAGE_BASE`` + TEXT_OFFSET (arch/s390/boot/startup.c
         ``setup_kernel_memory_layout``); the relocations went to the decompressor."""
-        v = image.banner_version()
-        if v is None or not v.at_least(6, 10) or image.link_range[1] >= 1 << 32:
+        v = image.banner_version()  # image.features needs symbols, not settled yet
+        if v is None or not FeatureSet.decide(v, self.name).has("S390_KERNEL_IMAGE_BASE") \
+                or image.link_range[1] >= 1 << 32:
             return 0
         return KERNEL_IMAGE_BASE
 
     def slot_address(self, image: "Image") -> int | None:
-        """6.1: the vmlinux insn page (``kprobes_insn_page``) that slots for kernel probes use."""
+        """The vmlinux insn page (``kprobes_insn_page``) that slots for kernel probes use, on a
+        kernel with S390_KPROBES_INSN_PAGE."""
         return image.symtab.value("kprobes_insn_page")
 
     # -- arch_prepare_kprobe ------------------------------------------------------------------
     def prepare(self, ctx: PrepareContext) -> Execution | Refusal:
         image, addr, func = ctx.image, ctx.addr, ctx.func
-        rules = ctx.version.rules
+        features = ctx.features
+        opcodes = opcode_source(features)
         code = self.runtime_bytes(image, func.addr, addr + MAX_INSN_SIZE)
         # can_probe: walk from the symbol start by insn_length.  A preceding 0x00xx halfword
         # stops the walk (-EINVAL) unless it is 0x0002 with a kprobe registered there (then the
@@ -269,14 +280,14 @@ class S390xBackend(Backend):
             return Refusal(Reason.UNDECODABLE, "no text", errno="EINVAL")
         length = insn_length(here[0])
         insn = here[:length]
-        why = prohibited(insn, rules)
+        why = prohibited(insn, opcodes)
         if why is not None:  # probe_is_prohibited_opcode
             return Refusal(Reason.PROHIBITED_INSN, f"{why} ({insn.hex()})")
-        text = self.mnemonic(insn, addr, rules)
+        text = self.mnemonic(insn, addr, opcodes)
         fix = fixup_type(insn)
         notes = ["fixup " + "|".join(f.name or "" for f in Fixup if f in fix)]
         if is_relative_long(insn):  # copy_instruction: displacement rewritten for the slot
-            slot = self.slot_address(image) if rules == "6.1" else None
+            slot = self.slot_address(image) if features.has("S390_KPROBES_INSN_PAGE") else None
             if slot is not None and relative_long_fixup(insn, addr, slot) is None:
                 notes.append("relative-long displacement does not fit the slot")
             else:

@@ -31,7 +31,7 @@ from kpatch_core.analyze import SLOW, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
 from . import (EXRL_FIRST, MAX_INSN_SIZE, PROHIBITED_FIRST_BYTE, PROHIBITED_HALFWORD, insn_length,
-               opcode_table)
+               opcode_source, opcode_table)
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
@@ -42,10 +42,10 @@ if TYPE_CHECKING:
 
 
 @functools.cache
-def _tables(rules: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _tables(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per first byte: instruction length, the byte holding the rest of the opcode and its mask
     (``find_insn``'s group); ``known[first, masked byte]``; per halfword: prohibited."""
-    by_first, default = opcode_table(rules)
+    by_first, default = opcode_table(source)  # OPCODE_GROUPS[source]
     length = np.array([insn_length(b) for b in range(256)], np.int64)
     gbyte = np.zeros(256, np.int64)
     gmask = np.zeros(256, np.uint8)
@@ -72,8 +72,8 @@ class S390xBulkClassifier:
     def __init__(self, backend: "S390xBackend", image: "Image") -> None:
         self.backend = backend
         self.image = image
-        self.rules = image.version.rules
-        self.length, self.gbyte, self.gmask, self.known, self.bad = _tables(self.rules)
+        self.opcodes = opcode_source(image.features)
+        self.length, self.gbyte, self.gmask, self.known, self.bad = _tables(self.opcodes)
 
     def fallback_length(self, code: bytes) -> int:
         """``insn_length`` where capstone does not know the opcode; 0 (the walk ends there, as

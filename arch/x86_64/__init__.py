@@ -2,7 +2,7 @@
 
 Facts first (pt_regs, register names, opcode tables), then the decoder, then the hooks that
 mirror arch/x86/kernel/kprobes/core.c.  Rules that changed between 6.1 and 6.12 are chosen from
-the image's version (``Image.version.rules``).
+the image's kernel features (``Image.features``, :mod:`kpatch_core.features`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from kpatch_core.verdict import Execution, Method, Reason, Refusal
 from ..base import Backend, PrepareContext, PtRegsField
 
 if TYPE_CHECKING:
-    from kpatch_core.image import Image, KernelVersion
+    from kpatch_core.features import FeatureSet
+    from kpatch_core.image import Image
 
 # --- facts -----------------------------------------------------------------------------------
 INT3 = 0xCC
@@ -63,11 +64,12 @@ TWOBYTE_BOOSTABLE = _bitmap([
 # can_boost(): one-byte opcodes never boosted, both versions
 NOT_BOOSTABLE = frozenset([0x62, *range(0x70, 0x80), 0x9A, 0xCC, 0xCD, 0xCE, 0xD6, *range(0xD8, 0xE4),
                            0xE8, 0xE9, 0xEB, 0xF0, 0xF1, 0xF2, 0xF3, 0xF4])
-# can_boost(): group opcodes -> ModRM.reg values that are boostable, per rule set
+# can_boost(): group opcodes -> ModRM.reg values that are boostable; keyed by whether the
+# kernel has X86_CAN_BOOST_GROUP_REGS (False: only FF /4)
 GROUP_BOOSTABLE = {
-    "6.1": {0xC0: (), 0xC1: (), 0xD0: (), 0xD1: (), 0xD2: (), 0xD3: (), 0xF6: (), 0xF7: (),
+    False: {0xC0: (), 0xC1: (), 0xD0: (), 0xD1: (), 0xD2: (), 0xD3: (), 0xF6: (), 0xF7: (),
             0xFE: (), 0xFF: (4,)},
-    "6.12": {**{op: (0, 1, 2, 3, 4, 5, 7) for op in (0xC0, 0xC1, 0xD0, 0xD1, 0xD2, 0xD3)},
+    True: {**{op: (0, 1, 2, 3, 4, 5, 7) for op in (0xC0, 0xC1, 0xD0, 0xD1, 0xD2, 0xD3)},
              0xF6: (0, 2, 3, 4, 5, 6, 7), 0xF7: (0, 2, 3, 4, 5, 6, 7), 0xFE: (0, 1), 0xFF: (0, 1, 4)},
 }
 # prepare_emulation(): emulated one-byte opcodes (name for the report)
@@ -76,7 +78,7 @@ EMULATED = {0xFA: "cli", 0xFB: "sti", 0x9C: "pushf", 0x9D: "popf", 0xC2: "ret", 
             **{op: "jcc" for op in range(0x70, 0x80)},
             0xE0: "loopne", 0xE1: "loope", 0xE2: "loop", 0xE3: "jcxz"}
 EMULATION_REFUSED = {0x9A: "far call", 0xEA: "far jmp", 0xCC: "int3", 0xCF: "iret"}
-EXCEPTION_OPCODES_1 = frozenset({0xCC, 0xCD, 0xCE, 0xF1})  # 6.12 is_exception_insn
+EXCEPTION_OPCODES_1 = frozenset({0xCC, 0xCD, 0xCE, 0xF1})  # is_exception_insn (X86_CAN_PROBE_EXCEPTION_INSN)
 EXCEPTION_OPCODES_0F = frozenset({0xFF, 0xB9, 0x0B})
 # capstone 5 cannot decode a few system instructions the kernel decoder knows (lengths from the SDM)
 CAPSTONE_GAPS = {bytes.fromhex("0f01e8"): 3,  # serialize
@@ -164,7 +166,7 @@ class X86_64Backend(Backend):
         self._csd.detail = True
 
     # -- hooks --------------------------------------------------------------------------------
-    def blacklist_areas(self, version: "KernelVersion") -> tuple[tuple[str, str], ...]:
+    def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
         return (("__entry_text_start", "__entry_text_end"),)  # arch_populate_kprobe_blacklist
 
     def adjust_kprobe_addr(self, image: "Image", sym_addr: int, offset: int) -> tuple[int, bool]:
@@ -301,7 +303,7 @@ class X86_64Backend(Backend):
     # -- arch_prepare_kprobe ------------------------------------------------------------------
     def prepare(self, ctx: PrepareContext) -> Execution | Refusal:
         image, addr, func = ctx.image, ctx.addr, ctx.func
-        rules = ctx.version.rules
+        features = ctx.features
         code = self.runtime_bytes(image, func.addr, addr + MAX_INSN_SIZE)
         # can_probe: decode from the symbol start; addr must be hit exactly
         off = addr - func.addr
@@ -315,7 +317,7 @@ class X86_64Backend(Backend):
             return Refusal(Reason.NOT_BOUNDARY, f"inside the instruction at +{pos - size:#x}")
         here = code[off:]
         insn = self.decode(here, addr)
-        if rules == "6.12":
+        if features.has("X86_CAN_PROBE_EXCEPTION_INSN"):
             if insn is None:
                 return Refusal(Reason.NOT_BOUNDARY, "undecodable instruction")
             if _is_exception_insn(insn):  # can_probe: is_exception_insn
@@ -334,7 +336,7 @@ class X86_64Backend(Backend):
         emulated = self._emulation(insn)
         if isinstance(emulated, Refusal):
             return emulated
-        boostable = self._can_boost(image, insn, addr, rules)
+        boostable = self._can_boost(image, insn, addr, features)
         # prepare_singlestep (also run for emulated insns): a boost needs 5 spare slot bytes and
         # the int3 one, so a 15-byte instruction gets -ENOSPC whatever can_boost says
         if insn.length >= MAX_INSN_SIZE:
@@ -374,7 +376,7 @@ class X86_64Backend(Backend):
             return "call *reg" if insn.reg == 2 else "jmp *reg"
         return None
 
-    def _can_boost(self, image: "Image", insn: KInsn, addr: int, rules: str) -> bool:
+    def _can_boost(self, image: "Image", insn: KInsn, addr: int, features: "FeatureSet") -> bool:
         """``can_boost``: may the slot end in a jmp back instead of a second trap?"""
         if image.tables.has_extable(addr):
             return False
@@ -387,14 +389,14 @@ class X86_64Backend(Backend):
         op = insn.opcode[0]
         if op in NOT_BOOSTABLE:
             return False
-        group = GROUP_BOOSTABLE[rules]
+        group = GROUP_BOOSTABLE[features.has("X86_CAN_BOOST_GROUP_REGS")]
         if op in group:
             return insn.reg in group[op]
         return True
 
 
 def _is_exception_insn(insn: KInsn) -> bool:
-    """6.12 ``is_exception_insn``: INT3 / INT n / INTO / INT1 / UD0 / UD1 / UD2."""
+    """``is_exception_insn`` (X86_CAN_PROBE_EXCEPTION_INSN): INT3 / INT n / INTO / INT1 / UD0 / UD1 / UD2."""
     if not insn.opcode:
         return False
     if insn.opcode[0] == 0x0F:

@@ -45,11 +45,12 @@ _NOTBOOST1 = _table(NOT_BOOSTABLE)
 _BOOST2 = _table(TWOBYTE_BOOSTABLE)
 
 
-def _group_tables(rules: str) -> tuple[np.ndarray, np.ndarray]:
-    """(is group opcode, bitmask of boostable ModRM.reg values) per one-byte opcode."""
+def _group_tables(group_regs: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(is group opcode, bitmask of boostable ModRM.reg values) per one-byte opcode, with or
+    without X86_CAN_BOOST_GROUP_REGS."""
     is_group = np.zeros(256, bool)
     regs = np.zeros(256, np.uint8)
-    for op, allowed in GROUP_BOOSTABLE[rules].items():
+    for op, allowed in GROUP_BOOSTABLE[group_regs].items():
         is_group[op] = True
         for r in allowed:
             regs[op] |= 1 << r
@@ -129,11 +130,11 @@ class X86BulkClassifier:
     def __init__(self, backend: "X86_64Backend", image: "Image") -> None:
         self.backend = backend
         self.image = image
-        self.rules = image.version.rules
+        self.features = image.features
         self.preemption = image.config.enabled("PREEMPTION")
         self.ibt = image.config.enabled("X86_KERNEL_IBT")
         self.extable = image.tables.extable
-        self.is_group, self.group_regs = _group_tables(self.rules)
+        self.is_group, self.group_regs = _group_tables(self.features.has("X86_CAN_BOOST_GROUP_REGS"))
 
     def fallback_length(self, code: bytes) -> int:
         """Length where capstone gives up (CAPSTONE_GAPS); 0 stops the walk like ``can_probe``."""
@@ -184,9 +185,9 @@ class X86BulkClassifier:
         slow, b, b1, two, one, reg, mod = f.slow, f.b, f.b1, f.two, f.one, f.reg, f.mod
         slow = slow | (one & (b == 0xFF) & (reg >= 2) & (reg <= 5))  # call/jmp through ModRM
         fast = ~slow
-        # prepare(): exception insns (6.12 can_probe), int3, exception-masking moves
+        # prepare(): exception insns (can_probe), int3, exception-masking moves
         refused = np.zeros(n, np.uint16)
-        if self.rules == "6.12":
+        if self.features.has("X86_CAN_PROBE_EXCEPTION_INSN"):
             exc = (one & _EXC1[b]) | (two & _EXC2[b1])
             refused = np.where(exc & (refused == 0), refused_code(Reason.EXCEPTION_INSN), refused)
         refused = np.where(one & (b == INT3) & (refused == 0), refused_code(Reason.BREAKPOINT_INSN),

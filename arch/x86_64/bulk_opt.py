@@ -87,7 +87,7 @@ def optimized(clf: "X86BulkClassifier", code: np.ndarray, base: int, addrs: np.n
     ``func`` their function's index into ``fstart``/``fend``; ``aa`` the probed addresses)."""
     image = clf.image
     tables = image.tables
-    rules = clf.rules
+    new_scan = clf.features.has("X86_OPTPROBE_NO_INDIRECT_SCAN_WITH_RETPOLINE_IBT")
     n = len(addrs)
     nc = len(cand)
     opt = np.zeros(nc, bool)
@@ -107,8 +107,8 @@ def optimized(clf: "X86BulkClassifier", code: np.ndarray, base: int, addrs: np.n
         bad_func |= _any_per(func, mark_ranges(addrs, tables.extable,
                                                tables.extable + np.uint64(1)), nf)
     thunks = tables.area("__indirect_thunk_start", "__indirect_thunk_end")
-    check_indirect = rules == "6.1" or not (thunks is not None or
-                                            image.config.enabled("X86_KERNEL_IBT"))
+    check_indirect = not new_scan or not (thunks is not None or
+                                          image.config.enabled("X86_KERNEL_IBT"))
     jmp8 = one & (((b >= 0xE0) & (b <= 0xE3)) | (b == 0xEB) | ((b >= 0x70) & (b <= 0x7F)))
     jmp32 = (one & (b == 0xE9)) | (two & ((b1 & 0xF0) == 0x80))
     is_jump = (jmp8 | jmp32) & ~f.slow
@@ -124,7 +124,7 @@ def optimized(clf: "X86BulkClassifier", code: np.ndarray, base: int, addrs: np.n
     if check_indirect:
         indirect = (one & (b == 0xFF) & ((f.reg & 6) == 4)) | (one & (b == 0xEA))
         bad_func |= _any_per(func, indirect & ~f.slow, nf)
-        if rules == "6.1" and thunks is not None:
+        if not new_scan and thunks is not None:
             t0, t1 = thunks[0] - base, thunks[1] - base
             bad_func |= _any_per(func[jt], (tj >= t0) & (tj <= t1), nf)
     # --- per address ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from . import JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
 from .slot import MODULES_VADDR, relocate, synthesize_reljump
 
 if TYPE_CHECKING:
+    from kpatch_core.features import FeatureSet
     from kpatch_core.image import Image
 
     from . import X86_64Backend
@@ -108,7 +109,7 @@ def prepare_optimized(ctx: PrepareContext, detour_addr: int = DEFAULT_DETOUR) ->
     """``arch_prepare_optimized_kprobe``: the detour, or why the probe stays a breakpoint."""
     image, paddr, func = ctx.image, ctx.addr, ctx.func
     backend = image.backend
-    rules = ctx.version.rules
+    features = ctx.features
     # can_optimize
     size, offset = func.size, paddr - func.addr
     entry = image.tables.area("__entry_text_start", "__entry_text_end") \
@@ -120,8 +121,9 @@ def prepare_optimized(ctx: PrepareContext, detour_addr: int = DEFAULT_DETOUR) ->
     code = backend.runtime_bytes(image, func.addr, func.addr + size + MAX_INSN_SIZE)
     thunks = image.tables.area("__indirect_thunk_start", "__indirect_thunk_end") \
         if hasattr(image.tables, "area") else None
-    retpoline = thunks is not None  # CONFIG_RETPOLINE (6.1); 6.12: RETPOLINE or IBT skip the test
-    check_indirect = rules == "6.1" or not (retpoline or image.config.enabled("X86_KERNEL_IBT"))
+    retpoline = thunks is not None  # CONFIG_RETPOLINE
+    new_scan = features.has("X86_OPTPROBE_NO_INDIRECT_SCAN_WITH_RETPOLINE_IBT")
+    check_indirect = not new_scan or not (retpoline or image.config.enabled("X86_KERNEL_IBT"))
     pos = 0
     while pos < size:
         a = func.addr + pos
@@ -134,7 +136,7 @@ def prepare_optimized(ctx: PrepareContext, detour_addr: int = DEFAULT_DETOUR) ->
         if check_indirect:
             if _is_indirect_jump(here, k.modrm):
                 return Refusal(Reason.PROHIBITED_INSN, f"indirect jump at {a:#x}")
-            if rules == "6.1" and thunks is not None:
+            if not new_scan and thunks is not None:  # insn_jump_into_range(__indirect_thunk_*)
                 t = _jump_target(backend, here, a)
                 if t is not None and thunks[0] <= t <= thunks[1]:
                     return Refusal(Reason.PROHIBITED_INSN, f"jump to a retpoline thunk at {a:#x}")
@@ -146,11 +148,11 @@ def prepare_optimized(ctx: PrepareContext, detour_addr: int = DEFAULT_DETOUR) ->
     rel = detour_addr - paddr + JMP32_INSN_SIZE
     if abs(rel) > 0x7FFFFFFF:
         return Refusal(Reason.RIP_DISP_RANGE, "detour buffer out of rel32 range (-ERANGE)")
-    return _copy_optimized(image, backend, paddr, code[offset:], detour_addr, rules)
+    return _copy_optimized(image, backend, paddr, code[offset:], detour_addr, features)
 
 
 def _copy_optimized(image: "Image", backend: "X86_64Backend", paddr: int, code: bytes,
-                    detour: int, rules: str) -> Detour | Refusal:
+                    detour: int, features: "FeatureSet") -> Detour | Refusal:
     """``copy_optimized_instructions`` + the rest of ``arch_prepare_optimized_kprobe``."""
     copied = b""
     n = 0
@@ -166,7 +168,7 @@ def _copy_optimized(image: "Image", backend: "X86_64Backend", paddr: int, code: 
         rel = relocate(backend, here, paddr + n, detour + TMPL_END_IDX + n)
         if isinstance(rel, Refusal):
             return rel
-        if not backend._can_boost(image, k, paddr + n, rules):
+        if not backend._can_boost(image, k, paddr + n, features):
             return Refusal(Reason.EMULATE_UNSUPPORTED, f"{k.mnemonic} is not boostable")
         copied += rel
         n += k.length
@@ -185,8 +187,7 @@ def _copy_optimized(image: "Image", backend: "X86_64Backend", paddr: int, code: 
 
 def build_detour(image: "Image | None", backend: "X86_64Backend", paddr: int, code: bytes,
                  detour: int = DEFAULT_DETOUR, op: int = DEFAULT_OP,
-                 callback: int | None = None, smap: bool = False,
-                 rules: str = "6.1") -> Detour | Refusal:
+                 callback: int | None = None, smap: bool = False) -> Detour | Refusal:
     """The detour buffer bytes for a probe at ``paddr`` whose text starts with ``code``:
     template (CLAC if ``smap``; ``mov $op, %rdi``; ``call callback``), the relocated
     instructions, ``jmp`` to ``paddr + size``; and the ``jmp`` written at ``paddr``."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kpatch_core.features import FeatureSet
 from kpatch_core.image import KernelVersion
 from kpatch_core.symbols import KSym
 from kpatch_core.verdict import Execution, Method, Refusal
@@ -82,6 +83,7 @@ class RawImage:
             mod = backend.slot_support()
             version = KernelVersion(*getattr(mod, "TEST_KERNEL", (6, 1)), 0)
         self.version = version
+        self.features = FeatureSet.decide(version, backend.name)
         self.symtab = _NoSymbols()
         self.config = _Config({"PREEMPTION": True, **(config or {})})
         self.tables = _Tables()
