@@ -115,7 +115,7 @@ def _drop_page_cache() -> bool:
 def _phases(path: str) -> dict:
     """The analysis's phase timings, in-process (decode share)."""
     code = ("import json,sys; from kpatch_core.analyze import analyze; from kpatch_core.image import Image;"
-            "a = analyze(Image.open(sys.argv[1]), cache=False); print(json.dumps(a.meta.get('timing') or {}))")
+            "a = analyze(Image.open(sys.argv[1])); print(json.dumps(a.meta.get('timing') or {}))")
     p = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
                        env=dict(os.environ, KPATCH_CACHE="off"))
     try:
@@ -147,7 +147,7 @@ from kpatch_core.image import Image
 from kpatch_core.probe import check
 from kpatch_core.target import Target
 image = Image.open(sys.argv[1]); samples = int(sys.argv[2])
-a = A.analyze(image, cache=False)
+a = A.analyze(image)
 rng = random.Random(12345)
 n = len(a.codes)
 idx = set(rng.sample(range(n), min(samples, n)))

@@ -48,14 +48,14 @@ EVENT_LINES = [
 
 def _targets(name: str) -> list[str]:
     """The oracle sample of kernel NAME as CLI targets, in the oracle's order."""
+    probes = SHARED_ORACLE / name / "probes.txt"
     own = OWN_ORACLE / name / "results.jsonl.gz"
-    if own.is_file():
+    if not probes.is_file():
+        if not own.is_file():
+            return []
         with gzip.open(own, "rt") as f:
             rows = [json.loads(line) for line in f if line.strip()]
         return [("r " if r["kind"] == "r" else "") + r["target"] for r in rows]
-    probes = SHARED_ORACLE / name / "probes.txt"
-    if not probes.is_file():
-        return []
     out = []
     for line in probes.read_text().splitlines():
         line = line.split("#", 1)[0].strip()

@@ -41,12 +41,11 @@ def main() -> int:
     ap.add_argument("--html", default=None, help="keep the HTML here (default: a temp file)")
     ap.add_argument("--window-size", default="1400,2400")
     args = ap.parse_args()
-    from kpatch_core.analyze import analyze
     from kpatch_core.html import render
     from kpatch_core.image import Image
     from kpatch_core import cache
     images = args.vmlinux or _default_images()
-    analyses = [analyze(Image.open(p), pathkey=cache.path_key(p)) for p in images]
+    analyses = [cache.cached_analysis(Image.open(p), pathkey=cache.path_key(p)) for p in images]
     html_path = args.html or tempfile.mktemp(suffix=".html", prefix="kpatch-report-")
     Path(html_path).write_text(render(analyses), encoding="utf-8")
     exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

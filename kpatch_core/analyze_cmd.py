@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from .errors import InputError, UsageError
 
 if TYPE_CHECKING:
-    from .analyze import Analysis, Outcome
+    from .analysis import Analysis
+    from .outcome import Outcome
     from .image import Image
 
 
@@ -58,19 +59,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(path: str, args: argparse.Namespace) -> "Image":
-    from .cli import _open as cli_open
-    return cli_open(argparse.Namespace(vmlinux=path, config=args.config, set=args.set))
+    from .cmdline import open_image
+    return open_image(argparse.Namespace(vmlinux=path, config=args.config, set=args.set))
 
 
 def _analyze(path: str, args: argparse.Namespace, show_progress: bool) -> tuple["Image", "Analysis"]:
     from . import cache
-    from .analyze import analyze
     from .progress import Progress
     image = _open(path, args)
     bar = Progress(f"analysing {path}") if show_progress else None
-    a = analyze(image, jobs=args.jobs or None, progress=bar, cache=not args.no_cache and None,
-                pathkey=cache.path_key(path, args.config, args.set),
-                optimized=getattr(args, "optimized", False))
+    a = cache.cached_analysis(image, jobs=args.jobs or None, progress=bar,
+                              pathkey=cache.path_key(path, args.config, args.set),
+                              optimized=getattr(args, "optimized", False),
+                              use=False if args.no_cache else None)
     if bar:
         bar.close()
     return image, a

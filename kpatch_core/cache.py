@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .analyze import Analysis
+    from collections.abc import Callable
+
+    from .analysis import Analysis
     from .image import Image
 
 SCHEMA = 2
@@ -64,7 +66,7 @@ def db_path() -> str:
 def image_key(image: "Image", optimized: bool = False) -> str:
     """The cache key of ``image`` with its current configuration facts (and whether the
     analysis predicts ``[OPTIMIZED]``)."""
-    from .analyze import ANALYZER_VERSION
+    from .analysis import ANALYZER_VERSION
     ident = image.build_id
     if not ident:
         st = os.stat(image.path)
@@ -104,7 +106,7 @@ def _connect(create: bool) -> sqlite3.Connection | None:
 def path_key(path: str, config_path: str | None = None, sets: list[str] | tuple = ()) -> str | None:
     """A key for "this file with these options" that needs no ELF parsing (realpath, size,
     mtime, config file, --set values, analyzer version): the warm path of a one-function query."""
-    from .analyze import ANALYZER_VERSION
+    from .analysis import ANALYZER_VERSION
     try:
         st = os.stat(path)
         cst = os.stat(config_path) if config_path else None
@@ -194,7 +196,7 @@ def store(key: str, a: "Analysis", code: list[bytes] | None = None,
 
 def load(key: str) -> "Analysis | None":
     """The whole analysis stored under ``key``, or None."""
-    from .analyze import Analysis, TextSymbols
+    from .analysis import Analysis, TextSymbols
     con = _connect(False)
     if con is None:
         return None
@@ -219,7 +221,7 @@ def load(key: str) -> "Analysis | None":
 def load_function(key: str, name: str) -> "Analysis | None":
     """Only the symbols called ``name`` (one small row each), or None when the image is not
     cached.  An image that is cached but has no such symbol gives an Analysis with no symbols."""
-    from .analyze import Analysis, TextSymbols
+    from .analysis import Analysis, TextSymbols
     con = _connect(False)
     if con is None:
         return None
@@ -264,3 +266,38 @@ def clear() -> None:
             os.remove(db_path() + suffix)
         except FileNotFoundError:
             pass
+
+
+def cached_analysis(image: "Image", jobs: int | None = None,
+                    progress: "Callable[[int, int], None] | None" = None,
+                    pathkey: str | None = None, optimized: bool = False,
+                    use: bool | None = None) -> "Analysis":
+    """The full analysis of ``image``: read back when this image (build-id, configuration facts,
+    analyzer) was analysed before, else computed by :func:`kpatch_core.analyze.analyze` and
+    stored.  ``use``: False bypasses the cache (default: on unless ``KPATCH_CACHE=off``);
+    ``pathkey``: the :func:`path_key` of the command line, recorded so a later one-function
+    query finds the result without parsing the ELF."""
+    import time
+
+    from .analyze import analyze
+    t0 = time.perf_counter()
+    use = enabled() if use is None else use
+    key = image_key(image, optimized) if use else None
+    if key:
+        hit = load(key)
+        if hit is not None:
+            hit.seconds = time.perf_counter() - t0
+            hit.from_cache = True
+            record_alias(pathkey, key)
+            return hit
+    a = analyze(image, jobs=jobs, progress=progress, optimized=optimized)
+    if key:
+        t1 = time.perf_counter()
+        syms = a.syms
+        st, et = image.tables.stext, image.tables.etext
+        whole = image.backend.runtime_bytes(image, st, et + 16)
+        code = [whole[int(syms.addrs[i]) - st:int(syms.addrs[i] + syms.sizes[i]) - st + 16]
+                for i in range(len(syms))]
+        store(key, a, code, pathkey)
+        a.meta["timing"]["cache_store"] = round(time.perf_counter() - t1, 3)
+    return a

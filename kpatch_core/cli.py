@@ -13,8 +13,8 @@ import sys
 from typing import Sequence
 
 from . import analyze_cmd, event_cmd
+from .cmdline import add_image_args, open_image
 from .errors import KpatchError, UsageError
-from .image import Image
 from .probe import check_many
 from .verdict import Reason
 from .target import parse_target, read_targets
@@ -27,13 +27,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _add_image_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("vmlinux", help="vmlinux ELF image (unstripped)")
-    p.add_argument("--config", metavar="FILE", help="kernel config (/boot/config-*) to read facts from")
-    p.add_argument("--set", metavar="FACT=y|n", action="append", default=[],
-                   help="override one configuration or runtime fact (e.g. PREEMPTION=n)")
-
-
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kpatch-analyze",
                 description="Offline kprobe placement: where the kernel accepts a kprobe, how it "
@@ -43,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Verdicts for probe targets, registered together in the order "
                                    "given (limits such as ppc64le's optprobe detour buffers apply "
                                    "across them).")
-    _add_image_args(c)
+    add_image_args(c)
     c.add_argument("targets", nargs="*", metavar="TARGET",
                    help="SYM, SYM+OFF, 0xADDR or MOD:SYM; prefix 'r ' (quoted) for a return probe")
     c.add_argument("--targets", dest="targets_file", metavar="FILE",
@@ -54,18 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _open(args: argparse.Namespace) -> Image:
-    image = Image.open(args.vmlinux, args.config)
-    if args.set:
-        from .config import KernelConfig
-        overrides = {}
-        for item in args.set:
-            name, _, val = item.partition("=")
-            if not name or val.lower() not in ("y", "n", "1", "0", "yes", "no"):
-                raise UsageError(f"--set {item!r}: expected FACT=y or FACT=n")
-            overrides[name.removeprefix("CONFIG_")] = val.lower() in ("y", "1", "yes")
-        image.__dict__["config"] = KernelConfig.for_image(image, args.config, overrides)
-    return image
+# subcommand modules written before kpatch_core.cmdline import these two names from here
+_add_image_args = add_image_args
+_open = open_image
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -74,7 +58,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         targets += read_targets(args.targets_file)
     if not targets:
         raise UsageError("check: no targets; give TARGET arguments or --targets FILE")
-    image = _open(args)
+    image = open_image(args)
     unknown: list[str] = []
     out = sys.stdout
     for t, v in zip(targets, check_many(image, targets)):  # registered together, in order

@@ -92,9 +92,11 @@ class Section:
 class Image:
     """A kernel image opened for analysis (one per vmlinux file; cheap to keep open)."""
 
-    def __init__(self, path: str, config_path: str | None = None) -> None:
+    def __init__(self, path: str, config_path: str | None = None,
+                 overrides: dict[str, bool] | None = None) -> None:
         self.path = path
         self.config_path = config_path
+        self.overrides = dict(overrides or {})  # --set FACT=y|n, applied over the inferred facts
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -165,9 +167,10 @@ class Image:
         self._alloc_starts = [s.addr for s in alloc]
 
     @classmethod
-    def open(cls, path: str, config_path: str | None = None) -> "Image":
+    def open(cls, path: str, config_path: str | None = None,
+             overrides: dict[str, bool] | None = None) -> "Image":
         """Open ``path`` as a kernel image; raises :class:`InputError` with a one-line reason."""
-        return cls(path, config_path)
+        return cls(path, config_path, overrides)
 
     # -- bytes ------------------------------------------------------------------------------
     def section(self, name: str) -> Section | None:
@@ -299,7 +302,7 @@ class Image:
     def config(self) -> "KernelConfig":
         """The configuration facts verdicts depend on (inferred, or read from --config)."""
         from .config import KernelConfig
-        return KernelConfig.for_image(self, self.config_path)
+        return KernelConfig.for_image(self, self.config_path, self.overrides)
 
     def banner_version(self) -> KernelVersion | None:
         """The version of the first ``Linux version`` string in the file (no symbols needed:

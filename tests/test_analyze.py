@@ -48,7 +48,7 @@ def _addr_of(a: A.Analysis) -> np.ndarray:
 @pytest.mark.parametrize("path", IMAGES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_instruction_equals_check(path):
     image = Image.open(str(path))
-    a = A.analyze(image, jobs=1, cache=False, optimized=True)
+    a = A.analyze(image, jobs=1, optimized=True)
     assert len(a.codes) > 0 and int(a.counts.sum()) == len(a.codes)
     # [OPTIMIZED] too (bulk where the classifier has it, x86_64 and ppc64le; else per address)
     flag = True
@@ -63,7 +63,7 @@ def test_every_instruction_equals_check(path):
 @pytest.mark.parametrize("path", IMAGES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_entry_and_kretprobe_facts_equal_check(path):
     image = Image.open(str(path))
-    a = A.analyze(image, jobs=1, cache=False)
+    a = A.analyze(image, jobs=1)
     for f in a.facts:
         for kind, field in (("p", "entry"), ("r", "kretprobe")):
             v = check(image, Target(f["name"], kind, symbol=f["name"]))
@@ -77,8 +77,8 @@ def test_entry_and_kretprobe_facts_equal_check(path):
 
 def test_parallel_equals_serial():
     image = Image.open(str(X86))
-    one = A.analyze(image, jobs=1, cache=False)
-    two = A.analyze(Image.open(str(X86)), jobs=2, cache=False)
+    one = A.analyze(image, jobs=1)
+    two = A.analyze(Image.open(str(X86)), jobs=2)
     assert np.array_equal(one.codes, two.codes) and np.array_equal(one.offs, two.offs)
     assert np.array_equal(one.counts, two.counts) and one.facts == two.facts
 
@@ -87,7 +87,7 @@ def test_boundaries_are_the_kernel_walk():
     """Every listed instruction is a boundary (check never says NOT_BOUNDARY there) and the
     byte after each instruction start (inside it) is refused as not a boundary."""
     image = Image.open(str(X86))
-    a = A.analyze(image, jobs=1, cache=False)
+    a = A.analyze(image, jobs=1)
     i = a.index("insn_boost")[0]
     o, ln, _ = a.insns(i)
     base = int(a.syms.addrs[i])
@@ -98,7 +98,7 @@ def test_boundaries_are_the_kernel_walk():
 
 
 def test_function_facts():
-    a = A.analyze(Image.open(str(X86)), jobs=1, cache=False)
+    a = A.analyze(Image.open(str(X86)), jobs=1)
     f = {d["name"]: d for d in a.facts}
     assert f["notrace_func"]["notrace"] and f["notrace_func"]["entry"]["reason"] == "NOTRACE"
     assert f["nokprobe_func"]["blacklist"]["source"] == "NOKPROBE_SYMBOL"
@@ -122,7 +122,7 @@ def test_function_facts():
 
 
 def test_totals_match_per_function_counts():
-    a = A.analyze(Image.open(str(X86)), jobs=1, cache=False)
+    a = A.analyze(Image.open(str(X86)), jobs=1)
     t = a.totals()
     rows = [a.function_json(i) for i in range(len(a))]
     assert t["insns"] == sum(r["insns"] for r in rows)
@@ -147,10 +147,10 @@ def test_mark_ranges_matches_brute_force():
 def test_cache_roundtrip_and_warm_query():
     path = str(X86)
     image = Image.open(path)
-    fresh = A.analyze(image, cache=False)
-    first = A.analyze(Image.open(path), pathkey=cache.path_key(path))
+    fresh = A.analyze(image)
+    first = cache.cached_analysis(Image.open(path), pathkey=cache.path_key(path))
     assert not first.from_cache
-    again = A.analyze(Image.open(path))
+    again = cache.cached_analysis(Image.open(path))
     assert again.from_cache and np.array_equal(again.codes, fresh.codes) and again.facts == fresh.facts
     a, img = query_function(path, "insn_boost")
     assert img is None and a.from_cache  # answered without parsing the ELF
@@ -183,7 +183,7 @@ def test_cli_summary_and_json(capsys):
     assert "config facts" in out and "instructions" in out
     assert main([str(X86), "--json"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    a = A.analyze(Image.open(str(X86)))
+    a = cache.cached_analysis(Image.open(str(X86)))
     assert len(rows) == len(a) and rows[0]["name"] == a.facts[0]["name"]
     assert {"name", "address", "insns", "probeable", "entry", "kretprobe", "blacklist",
             "clone", "notrace", "unique"} <= set(rows[0])
@@ -193,7 +193,7 @@ def test_cli_summary_and_json(capsys):
 @pytest.mark.skipif(not REAL_X86.exists(), reason="no cached real x86_64 vmlinux")
 def test_real_kernel_sample():
     image = Image.open(str(REAL_X86))
-    a = A.analyze(image, cache=False)
+    a = A.analyze(image)
     addrs = _addr_of(a)
     rng = random.Random(7)
     for j in rng.sample(range(len(a.codes)), 80):
@@ -217,7 +217,7 @@ def test_other_facts_equal_check(path, facts):
     bulk path follows them exactly."""
     from tests.conftest import open_image
     image = open_image(path, **facts)
-    a = A.analyze(image, jobs=1, cache=False)
+    a = A.analyze(image, jobs=1)
     labels = set()
     for addr, code in zip(_addr_of(a).tolist(), a.codes.tolist()):
         v = check(image, Target(hex(addr), "p", address=addr))
@@ -282,7 +282,7 @@ def test_optimized_respects_reserved_text_in_the_copied_bytes():
     """A jump-label site inside the 5 bytes an optimized probe would copy makes it a plain
     kprobe (jump_label_text_reserved in arch_prepare_optimized_kprobe), in both paths."""
     image = Image.open(str(X86))
-    a = A.analyze(image, jobs=1, cache=False, optimized=True)
+    a = A.analyze(image, jobs=1, optimized=True)
     addrs = _addr_of(a)
     opt = np.nonzero((a.codes & A.OPTIMIZED) != 0)[0]
     j = int(opt[0])
@@ -295,7 +295,7 @@ def test_optimized_respects_reserved_text_in_the_copied_bytes():
     k = int(np.searchsorted(js, np.uint64(site)))
     image.tables.__dict__["jump_labels"] = (np.insert(js, k, np.uint64(site)),
                                             np.insert(je, k, np.uint64(site + 2)))
-    b = A.analyze(image, jobs=1, cache=False, optimized=True)
+    b = A.analyze(image, jobs=1, optimized=True)
     o = b.outcome_at(x)
     v = check(image, Target(hex(x), "p", address=x))
     assert o.ok and not o.optimized and v.ok and "OPTIMIZED" not in v.flags

@@ -102,7 +102,7 @@ def test_riscv64_analysis_walks_kernel_boundaries() -> None:
     """With ``fallback_length`` the analysis lists the kernel's instruction starts: none of the
     listed addresses is refused as NOT_BOUNDARY."""
     for path in RISCV_IMAGES:
-        a = A.analyze(Image.open(str(path)), jobs=1, cache=False)
+        a = A.analyze(Image.open(str(path)), jobs=1)
         labels = {A.decode_code(c).label for c in a.codes.tolist()}
         assert "NOT_BOUNDARY" not in labels and "singlestep" in labels
 

@@ -22,6 +22,7 @@ from kpatch_arch.ppc64le import bulk as ppc_bulk
 from kpatch_arch.s390x import PROHIBITED_FIRST_BYTE, S390xBackend, insn_length, opcode_table
 from kpatch_arch.s390x import bulk as s390_bulk
 from kpatch_core import analyze as A
+from kpatch_core import rules
 from kpatch_core.image import Image
 from kpatch_core.probe import check
 from kpatch_core.symbols import KSym
@@ -100,7 +101,7 @@ def test_classifier_equals_prepare_on_every_instruction(arch: str, path: Path) -
     assert clf is not None and type(clf).__module__.endswith(f"{arch}.bulk")
     syms = A.TextSymbols.build(image)
     addrs, lens, funcs, got, starts, ends = [], [], [], [], [], []
-    for lo, hi in A._section_runs(image, syms.addrs):  # one buffer per section, like the core
+    for lo, hi in rules.section_runs(image, syms.addrs):  # one buffer per section, like the core
         base = int(syms.addrs[lo])
         code = backend.runtime_bytes(image, base, int(syms.addrs[hi - 1] + syms.sizes[hi - 1]) + 32)
         aa, ln = [], []
@@ -143,7 +144,7 @@ def test_classifier_equals_prepare_on_every_instruction(arch: str, path: Path) -
 @pytest.mark.parametrize("arch,path", PARAMS, ids=IDS)
 def test_full_analysis_equals_check_on_every_listed_address(arch: str, path: Path) -> None:
     image = Image.open(str(path))
-    a = A.analyze(image, jobs=1, cache=False, optimized=True)
+    a = A.analyze(image, jobs=1, optimized=True)
     assert len(a.codes) > 50
     outcomes = set()
     for i in range(len(a.syms)):
@@ -173,9 +174,9 @@ def test_full_analysis_equals_check_on_every_listed_address(arch: str, path: Pat
 def test_ppc64le_word_listing_is_what_capstone_would_list(path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The classifier's ``walk`` (every word) skips capstone; capstone's walk lists the same."""
-    fast = A.analyze(Image.open(str(path)), jobs=1, cache=False, optimized=True)
+    fast = A.analyze(Image.open(str(path)), jobs=1, optimized=True)
     monkeypatch.delattr(ppc_bulk.Ppc64leBulkClassifier, "walk")
-    slow = A.analyze(Image.open(str(path)), jobs=1, cache=False, optimized=True)
+    slow = A.analyze(Image.open(str(path)), jobs=1, optimized=True)
     for f in ("offs", "lens", "counts", "codes"):
         assert np.array_equal(getattr(fast, f), getattr(slow, f)), f
 
@@ -184,9 +185,9 @@ def test_ppc64le_word_listing_is_what_capstone_would_list(path: Path,
 def test_s390x_walk_lists_what_the_capstone_walk_lists(path: Path, monkeypatch: pytest.MonkeyPatch
                                                        ) -> None:
     """The vectorised walk replaces capstone's: same instructions, lengths, stop points."""
-    fast = A.analyze(Image.open(str(path)), jobs=1, cache=False, optimized=True)
+    fast = A.analyze(Image.open(str(path)), jobs=1, optimized=True)
     monkeypatch.delattr(s390_bulk.S390xBulkClassifier, "walk")
-    slow = A.analyze(Image.open(str(path)), jobs=1, cache=False, optimized=True)
+    slow = A.analyze(Image.open(str(path)), jobs=1, optimized=True)
     for f in ("offs", "lens", "counts", "codes"):
         assert np.array_equal(getattr(fast, f), getattr(slow, f)), f
     assert [x.get("undecodable_at") for x in fast.facts] == \
@@ -457,14 +458,14 @@ def test_real_kernel_slices_equal_check(arch: str) -> None:
         pytest.skip(f"no cached real kernel at {path}")
     image = Image.open(str(path))
     syms = A.TextSymbols.build(image)
-    A._prepare_state(image, syms, True)  # [OPTIMIZED] opted in
+    rules.prepare_state(image, syms, True)  # [OPTIMIZED] opted in
     try:
         n = len(syms)
         rng = random.Random(11)
-        cuts = [b for _, b in A._section_runs(image, syms.addrs)][:-1]  # section changes
+        cuts = [b for _, b in rules.section_runs(image, syms.addrs)][:-1]  # section changes
         spans = [(max(0, b - 20), b + 20) for b in cuts[:2]]
         for lo, hi in [(0, 40), *spans, (n // 2, n // 2 + 60), (n - 40, n)]:
-            ch = A._analyze_chunk(lo, hi)
+            ch = rules.register_kprobes(lo, hi)
             fidx = np.repeat(np.arange(lo, hi), ch.counts)
             picks = rng.sample(range(len(ch.codes)), min(400, len(ch.codes)))
             for j in picks:
@@ -475,4 +476,4 @@ def test_real_kernel_slices_equal_check(arch: str) -> None:
                 assert (got.ok, got.method, got.reason, got.errno) == want, hex(addr)
                 assert got.optimized == ("OPTIMIZED" in v.flags), hex(addr)
     finally:
-        A._STATE.clear()
+        rules.STATE.clear()

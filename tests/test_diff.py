@@ -23,7 +23,7 @@ def _private_cache(tmp_path, monkeypatch):
 
 def _diff(old: Path, new: Path):
     io, inew = Image.open(str(old)), Image.open(str(new))
-    return diff_analyses(A.analyze(io, cache=False), A.analyze(inew, cache=False), io, inew)
+    return diff_analyses(A.analyze(io), A.analyze(inew), io, inew)
 
 
 def test_diff_counts():

@@ -31,7 +31,7 @@ def _bars(page: str, chart: str) -> dict[str, tuple[int, int | None]]:
 
 
 def test_charts_carry_the_numbers():
-    a = A.analyze(Image.open(str(X86)), jobs=1, cache=False)
+    a = A.analyze(Image.open(str(X86)), jobs=1)
     page = render([a])
     t = a.totals()
     outcomes = _bars(page, "outcomes-0")
@@ -50,7 +50,7 @@ def test_charts_carry_the_numbers():
 
 
 def test_self_contained():
-    a = A.analyze(Image.open(str(X86)), jobs=1, cache=False)
+    a = A.analyze(Image.open(str(X86)), jobs=1)
     page = render([a])
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:|//)', page)
@@ -66,7 +66,7 @@ def test_several_images_get_a_comparison(tmp_path, capsys):
     cmp = _bars(page, "compare-insns")
     assert len(cmp) == 2 and any(k.startswith("x86_64") for k in cmp) and \
         any(k.startswith("arm64") for k in cmp)
-    a = A.analyze(Image.open(str(ARM64)), cache=False)
+    a = A.analyze(Image.open(str(ARM64)))
     t = a.totals()
     assert cmp[f'arm64 {a.meta["version"]}'] == (t["probeable_insns"], t["insns"])
     assert 'id="image-0"' in page and 'id="image-1"' in page

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kpatch_core.analyze import (SLOW, classify_inputs, fixed_width_walk, mark_ranges, ok_code,
-                                 refused_code)
+from kpatch_core.bulk import (SLOW, classify_inputs, fixed_width_walk, mark_ranges, ok_code,
+                              refused_code)
 from kpatch_core.verdict import Method, Reason
 
-from . import (AARCH64_INSN_SIZE, DECODE_TABLES, LOAD_EX, MAX_ATOMIC_CONTEXT_SIZE, STORE_EX,
-               Outcome, decode_words)
+from . import (AARCH64_INSN_SIZE, LOAD_EX, MAX_ATOMIC_CONTEXT_SIZE, STORE_EX, DecodeRow, Outcome,
+               decode_table, decode_words)
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from kpatch_core.analyze import SLOW, fixed_width_walk, ok_code, refused_code
+from kpatch_core.bulk import SLOW, fixed_width_walk, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
 from . import (ARCH_BLACKLIST_AREA, BC_OP, BRANCH_COND_XO19, BRANCH_RANGE, INSN_SIZE,

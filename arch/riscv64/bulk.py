@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kpatch_core.analyze import SLOW, classify_inputs, ok_code, refused_code
+from kpatch_core.bulk import SLOW, classify_inputs, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
-from . import DECODE_TABLES, OTHER, Outcome, decode_words, insn_length
+from . import OTHER, DecodeRow, Outcome, decode_table, decode_words, insn_length
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image

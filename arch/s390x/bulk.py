@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kpatch_core.analyze import SLOW, ok_code, refused_code
+from kpatch_core.bulk import SLOW, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
 from . import (EXRL_FIRST, MAX_INSN_SIZE, PROHIBITED_FIRST_BYTE, PROHIBITED_HALFWORD, insn_length,

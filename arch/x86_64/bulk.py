@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import attrs
 import numpy as np
 
-from kpatch_core.analyze import SLOW, mark_ranges, ok_code, refused_code
+from kpatch_core.bulk import SLOW, mark_ranges, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
 from . import (EMULATED, EMULATION_REFUSED, ENDBR, EXCEPTION_OPCODES_0F, EXCEPTION_OPCODES_1,

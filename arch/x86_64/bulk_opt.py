@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import capstone
 import numpy as np
 
-from kpatch_core.analyze import mark_ranges
+from kpatch_core.bulk import mark_ranges
 
 from . import JMP32_INSN_SIZE, XEN_KVM_EMULATE_PREFIXES
 from .bulk import boostable_opcode, opcode_fields

@@ -1,0 +1,228 @@
+"""The result of a full analysis: the text symbols, one outcome code per instruction, and the
+per-symbol facts (what the cache stores and the reports read).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import attrs
+import numpy as np
+
+from .outcome import OPTIMIZED, REFUSED_BASE, Outcome, decode_code
+from .symbols import STT_FUNC, STT_OBJECT
+
+if TYPE_CHECKING:
+    from .image import Image
+
+ANALYZER_VERSION = "4"  # bump when verdict logic changes: cached results are keyed by it
+
+TYPE_NAMES = ("notype", "func", "object")
+
+
+@attrs.define
+class TextSymbols:
+    """Every kallsyms symbol (first alias per address) in core text ``[_stext, _etext)``."""
+
+    addrs: np.ndarray  # uint64, sorted
+    sizes: np.ndarray  # uint64, the kernel's (distance to the next kallsyms address)
+    names: list[str]
+    types: np.ndarray  # uint8 index into TYPE_NAMES (func when any alias is STT_FUNC)
+
+    @classmethod
+    def build(cls, image: "Image") -> "TextSymbols":
+        ks = image.kallsyms
+        t = image.tables
+        m = (ks.uaddrs >= np.uint64(t.stext)) & (ks.uaddrs < np.uint64(t.etext))
+        idx = np.nonzero(m)[0]
+        stype = (ks.symtab.info[ks.sym_index] & 0xF).astype(np.uint8)
+        is_func = (stype == STT_FUNC).astype(np.uint8)
+        is_obj = (stype == STT_OBJECT).astype(np.uint8)
+        any_func = np.maximum.reduceat(is_func, ks.ufirst) if len(ks.ufirst) else is_func
+        any_obj = np.maximum.reduceat(is_obj, ks.ufirst) if len(ks.ufirst) else is_obj
+        types = np.where(any_func[idx] > 0, 1, np.where(any_obj[idx] > 0, 2, 0)).astype(np.uint8)
+        sizes = ks.usizes[idx].copy()
+        if len(idx):  # the last symbol in text ends at _etext at most for our purposes
+            last = int(ks.uaddrs[idx[-1]])
+            if sizes[-1] == 0 or last + int(sizes[-1]) > t.etext:
+                sizes[-1] = np.uint64(max(t.etext - last, 0))
+        names = [ks.names[int(ks.ufirst[j])] for j in idx.tolist()]
+        return cls(ks.uaddrs[idx].copy(), sizes, names, types)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@attrs.define
+class Analysis:
+    """The full analysis of one image: symbols, per-instruction outcomes, per-function facts."""
+
+    meta: dict
+    syms: TextSymbols
+    lo: np.ndarray  # int64 index of each symbol's first instruction in the flat arrays
+    counts: np.ndarray  # int64 instructions per symbol
+    offs: np.ndarray  # uint32 instruction offset in its symbol
+    lens: np.ndarray  # uint8
+    codes: np.ndarray  # uint16 outcome codes
+    facts: list[dict]  # per symbol, the JSON fields that are not counts
+    seconds: float = 0.0
+    from_cache: bool = False
+    runtime: list[bytes] | None = None  # per symbol, its runtime bytes (+16), when kept
+    _by_name: dict[str, list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.syms)
+
+    def index(self, name: str) -> list[int]:
+        """Indexes of the symbols called ``name`` (several for duplicate names)."""
+        if self._by_name is None:
+            d: dict[str, list[int]] = {}
+            for i, n in enumerate(self.syms.names):
+                d.setdefault(n, []).append(i)
+            self._by_name = d
+        return self._by_name.get(name, [])
+
+    def insns(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, lengths, codes) of symbol ``i``'s instructions."""
+        a, b = int(self.lo[i]), int(self.lo[i] + self.counts[i])
+        return self.offs[a:b], self.lens[a:b], self.codes[a:b]
+
+    def outcome_at(self, addr: int) -> Outcome | None:
+        """The outcome recorded for the instruction starting at ``addr``, or None."""
+        i = int(np.searchsorted(self.syms.addrs, np.uint64(addr), side="right")) - 1
+        if i < 0:
+            return None
+        o, _, c = self.insns(i)
+        k = int(np.searchsorted(o, np.uint32(addr - int(self.syms.addrs[i]))))
+        if k < len(o) and int(o[k]) == addr - int(self.syms.addrs[i]):
+            return decode_code(int(c[k]))
+        return None
+
+    def function_json(self, i: int) -> dict:
+        """The ``--json`` object of symbol ``i`` (schema: README, JSON Lines schema)."""
+        _, _, c = self.insns(i)
+        d = dict(self.facts[i])
+        vals, cnts = np.unique(c, return_counts=True)
+        methods: dict[str, int] = {}
+        refused: dict[str, int] = {}
+        ok = 0
+        for v, k in zip(vals.tolist(), cnts.tolist()):
+            o = decode_code(v)
+            if o.ok:
+                ok += k
+                methods[o.label] = methods.get(o.label, 0) + k
+            else:
+                refused[o.label] = refused.get(o.label, 0) + k
+        d["insns"] = int(len(c))
+        d["probeable"] = ok
+        d["methods"] = methods
+        d["refused"] = refused
+        d["optimized"] = int(((c & np.uint16(OPTIMIZED)) != 0).sum()) \
+            if self.meta.get("optimized") else None
+        return d
+
+    def ok_mask(self) -> np.ndarray:
+        """Per instruction: accepted."""
+        return (self.codes & np.uint16(0x7FFF)) < REFUSED_BASE
+
+    def per_symbol(self) -> tuple[np.ndarray, np.ndarray]:
+        """(instructions, probeable instructions) per symbol."""
+        func_of = np.repeat(np.arange(len(self.counts)), self.counts)
+        ok = np.bincount(func_of, weights=self.ok_mask(), minlength=len(self.counts))
+        return self.counts.astype(np.int64), ok.astype(np.int64)
+
+    def entry_codes(self) -> np.ndarray:
+        """Per symbol: the outcome code of a probe on its first address (0 when none)."""
+        out = np.zeros(len(self.counts), np.uint16)
+        has = (self.counts > 0)
+        idx = self.lo[has]
+        first = self.offs[idx] == 0
+        sel = np.nonzero(has)[0][first]
+        out[sel] = self.codes[self.lo[sel]]
+        return out
+
+    def totals(self) -> dict:
+        """Whole-image counts: instructions by outcome, functions, entries by outcome (a probe on
+        each STT_FUNC symbol's address, as the summary always counted them)."""
+        vals, cnts = np.unique(self.codes, return_counts=True)
+        by: dict[str, int] = {}
+        ok = 0
+        for v, k in zip(vals.tolist(), cnts.tolist()):
+            o = decode_code(v)
+            by[o.label] = by.get(o.label, 0) + int(k)
+            ok += int(k) if o.ok else 0
+        funcs = self.syms.types == 1
+        ec = self.entry_codes()[funcs]
+        entries: dict[str, int] = {}
+        rejected: dict[tuple[str, str], int] = {}
+        eok = 0
+        for v, k in zip(*[x.tolist() for x in np.unique(ec, return_counts=True)]):
+            if v == 0:
+                rejected[("NOT_BOUNDARY", "-")] = rejected.get(("NOT_BOUNDARY", "-"), 0) + k
+                continue
+            o = decode_code(v)
+            if o.ok:
+                eok += k
+                entries[o.label] = entries.get(o.label, 0) + k
+            else:
+                kk = (o.label, o.errno or "")
+                rejected[kk] = rejected.get(kk, 0) + k
+        opt = int(((self.codes & np.uint16(OPTIMIZED)) != 0).sum()) \
+            if self.meta.get("optimized") else None
+        return {"insns": int(len(self.codes)), "probeable_insns": ok, "optimized_insns": opt,
+                "by_outcome": dict(sorted(by.items(), key=lambda x: -x[1])),
+                "symbols": len(self.syms), "functions": int(funcs.sum()),
+                "probeable_entries": eok,
+                "entry_methods": dict(sorted(entries.items(), key=lambda x: -x[1])),
+                "rejected_entries": [[r, e, c] for (r, e), c in
+                                     sorted(rejected.items(), key=lambda x: -x[1])]}
+
+    def groups(self, field: str) -> list[dict]:
+        """Counts per value of a per-symbol fact (``area``, ``subsystem``): symbols,
+        instructions, probeable instructions, function entries and probeable ones; largest
+        first."""
+        n, ok = self.per_symbol()
+        ec = self.entry_codes()
+        eok = ((ec & np.uint16(0x7FFF)) < REFUSED_BASE) & (ec != 0)
+        out: dict[str, list[int]] = {}
+        for i, f in enumerate(self.facts):
+            g = out.setdefault(f[field], [0, 0, 0, 0, 0])
+            g[0] += 1
+            g[1] += int(n[i])
+            g[2] += int(ok[i])
+            if self.syms.types[i] == 1:
+                g[3] += 1
+                g[4] += int(eok[i])
+        rows = [{"name": k, "symbols": v[0], "insns": v[1], "probeable_insns": v[2],
+                 "functions": v[3], "probeable_entries": v[4]} for k, v in out.items()]
+        return sorted(rows, key=lambda r: -r["insns"])
+
+
+def iter_insns(analysis: Analysis, i: int, image: "Image | None" = None) -> Iterator[dict]:
+    """Each instruction of symbol ``i``: address, offset, bytes, mnemonic, outcome.  The bytes
+    come from the analysis (cached runtime bytes) or, failing that, from ``image``."""
+    a = int(analysis.syms.addrs[i])
+    o, ln, c = analysis.insns(i)
+    if not len(o):
+        return
+    if analysis.runtime is not None and analysis.runtime[i] is not None:
+        code = bytes(analysis.runtime[i])
+    elif image is not None:
+        end = a + int(o[-1]) + max(int(ln[-1]), 1)
+        code = image.backend.runtime_bytes(image, a, end + 16)
+    else:
+        code = b""
+    cs = None
+    arch, mode, little = (analysis.meta.get("capstone") or [0, 0, True])
+    if arch:
+        import capstone
+        cs = capstone.Cs(arch, mode | (0 if little else capstone.CS_MODE_BIG_ENDIAN))
+    for off, n, cc in zip(o.tolist(), ln.tolist(), c.tolist()):
+        raw = code[off:off + n] if n else code[off:off + 1]
+        mn = ""
+        if cs is not None and n:
+            for _, size, m, ops in cs.disasm_lite(code[off:off + max(n, 16)], a + off, 1):
+                mn = f"{m} {ops}".strip()
+        if not mn:
+            mn = "(undecodable)" if n == 0 else "(no capstone decode)"
+        yield {"address": a + off, "offset": off, "bytes": raw, "length": n, "mnemonic": mn,
+               "outcome": decode_code(cc)}

@@ -1,0 +1,68 @@
+"""What a backend's bulk classifier (``kpatch_arch.base.BulkClassifier``) uses from the core:
+outcome codes, range marking over sorted address arrays, the fixed-width walk, and the typed
+inputs of ``classify``.  Small on purpose: a backend imports this module, never the analysis.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .outcome import OPTIMIZED, REFUSED_BASE, SLOW, ok_code, outcome_code, refused_code
+
+if TYPE_CHECKING:
+    from .image import Image
+
+__all__ = ["OPTIMIZED", "REFUSED_BASE", "SLOW", "ok_code", "outcome_code", "refused_code",
+           "mark_ranges", "member", "classify_inputs", "fixed_width_walk"]
+
+
+def mark_ranges(aa: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per element of the sorted array ``aa``: inside any ``[starts[i], ends[i])``.  Costs
+    O(k log n) searches for k ranges plus one pass over ``aa`` (not n searches)."""
+    n = len(aa)
+    if not len(starts) or not n:
+        return np.zeros(n, bool)
+    if n > 1 and bool((aa[1:] < aa[:-1]).any()):  # an arch adjustment broke the order
+        order = np.argsort(aa, kind="stable")
+        out = np.empty(n, bool)
+        out[order] = mark_ranges(aa[order], starts, ends)
+        return out
+    lo = np.searchsorted(aa, starts, side="left")
+    hi = np.searchsorted(aa, ends, side="left")
+    keep = hi > lo
+    d = np.zeros(n + 1, np.int32)
+    np.add.at(d, lo[keep], 1)
+    np.add.at(d, hi[keep], -1)
+    return np.cumsum(d[:n], dtype=np.int32) > 0
+
+
+def member(sorted_arr: np.ndarray, aa: np.ndarray) -> np.ndarray:
+    """Per element of the sorted array ``aa``: equal to some element of ``sorted_arr``."""
+    if not len(sorted_arr) or not len(aa):
+        return np.zeros(len(aa), bool)
+    return mark_ranges(aa, sorted_arr, sorted_arr + np.uint64(1))
+
+
+def classify_inputs(image: "Image", code: np.ndarray, addrs: np.ndarray, rel: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A bulk classifier's inputs as typed arrays, plus each address's symbol start and whether
+    one exists (``Kallsyms.containing_starts``): (code, addrs, rel, fstart, has_symbol)."""
+    addrs = np.asarray(addrs, np.uint64)
+    fstart, found = image.kallsyms.containing_starts(addrs)
+    return np.asarray(code, np.uint8), addrs, np.asarray(rel, np.int64), fstart, found
+
+
+def fixed_width_walk(step: int, code: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A classifier's ``walk`` for arches whose kernel judges every ``step``-byte word alone
+    (no boundary walk): each word from each function start that has bytes in ``code``.
+    Returns (offsets from the function start, lengths, words per function, -1 per function:
+    no walk stops)."""
+    starts = np.asarray(starts, np.int64)
+    size = np.maximum(np.minimum(np.asarray(ends, np.int64), len(code)) - starts, 0)
+    counts = (size + step - 1) // step
+    total = int(counts.sum())
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    offs = (np.arange(total, dtype=np.int64) - first) * step
+    return offs, np.full(total, step, np.int64), counts, np.full(len(starts), -1, np.int64)

@@ -1,0 +1,193 @@
+"""Instruction boundaries at C speed: capstone's linear decode, read without a Python object per
+instruction, and the walk from a function's first byte the way the kernel's ``can_probe`` walks.
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Callable
+
+import numpy as np
+
+MIN_WINDOW = 512  # smallest decode window (bytes) after a length fixup
+
+
+class LinearDecoder:
+    """Instruction sizes of a byte range, decoded linearly by capstone's ``cs_disasm`` (no details,
+    no Python object per instruction: the sizes are read from the returned ``cs_insn`` array)."""
+
+    WINDOW = 1 << 16
+
+    def __init__(self, arch: int, mode: int, big_endian: bool = False) -> None:
+        import capstone
+        from capstone import _cs, _cs_insn
+        self._capstone = capstone
+        self._cs_mod = _cs
+        self.cs = capstone.Cs(arch, mode | (capstone.CS_MODE_BIG_ENDIAN if big_endian else 0))
+        self._insn = ctypes.POINTER(_cs_insn)()
+        self._stride = ctypes.sizeof(_cs_insn)
+        self._size_off = _cs_insn.size.offset
+
+    def sizes(self, ptr: int, n: int, addr: int) -> np.ndarray:
+        """Sizes of the instructions decoded from ``ptr`` (``n`` bytes, at virtual ``addr``) up to
+        the first one capstone cannot decode."""
+        cnt = self._cs_mod.cs_disasm(self.cs.csh, ctypes.cast(ptr, ctypes.POINTER(ctypes.c_char)),
+                                     n, addr, 0, ctypes.byref(self._insn))
+        if cnt <= 0:
+            return np.zeros(0, np.int64)
+        raw = np.ctypeslib.as_array(ctypes.cast(self._insn, ctypes.POINTER(ctypes.c_uint8)),
+                                    shape=(cnt * self._stride,))
+        # the size field of each cs_insn, read in place (strided), copied out as int64
+        out = np.ndarray((cnt,), np.uint16, raw, self._size_off, (self._stride,)).astype(np.int64)
+        self._cs_mod.cs_free(self._insn, cnt)
+        return out
+
+
+class Runs:
+    """Long runs of one byte value (alignment padding: 00, int3, nops) in a buffer, with the
+    size of the instruction that value repeats as (found by decoding 32 copies once)."""
+
+    MIN = 256
+
+    def __init__(self, code: np.ndarray, dec: "LinearDecoder") -> None:
+        st, en = self.find(code, self.MIN)
+        period = []
+        cache: dict[int, int] = {}
+        for s in st.tolist():
+            b = int(code[s])
+            if b not in cache:
+                buf = ctypes.create_string_buffer(bytes([b]) * 32, 32)
+                sz = dec.sizes(ctypes.addressof(buf), 32, 0)
+                ok = len(sz) and (sz == sz[0]).all() and int(sz[0]) <= 8 and 32 % int(sz[0]) == 0
+                cache[b] = int(sz[0]) if ok and int(sz.sum()) == 32 else 0
+            period.append(cache[b])
+        keep = np.array(period, np.int64) > 0 if period else np.zeros(0, bool)
+        self.starts, self.ends = st[keep], en[keep]
+        self.period = np.array(period, np.int64)[keep] if period else np.zeros(0, np.int64)
+
+    @staticmethod
+    def find(code: np.ndarray, minimum: int) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) of the runs of one byte value at least ``minimum`` long.  A run that
+        long covers a whole aligned block of ``minimum // 2`` bytes: uniform blocks are found
+        with one pass over the buffer, then each candidate is widened byte-exactly."""
+        blk = max(minimum // 2, 1)
+        n = len(code)
+        if n < minimum:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        m = n // blk
+        grid = code[:m * blk].reshape(m, blk)
+        uniform = np.flatnonzero((grid == grid[:, :1]).all(axis=1))
+        starts: list[int] = []
+        ends: list[int] = []
+        for b in uniform.tolist():
+            lo = b * blk
+            if ends and lo < ends[-1]:
+                continue  # inside the run already found
+            v = code[lo]
+            s = lo
+            while s > 0:  # widen left, one block-sized window at a time
+                w = code[max(0, s - blk):s]
+                d = np.flatnonzero(w != v)
+                if len(d):
+                    s = s - len(w) + int(d[-1]) + 1
+                    break
+                s -= len(w)
+            e = lo + blk
+            while e < n:
+                w = code[e:e + blk]
+                d = np.flatnonzero(w != v)
+                if len(d):
+                    e += int(d[0])
+                    break
+                e += len(w)
+            if e - s >= minimum:
+                starts.append(s)
+                ends.append(e)
+        return np.array(starts, np.int64), np.array(ends, np.int64)
+
+    def at(self, rel: int) -> tuple[int, int, int] | None:
+        """The run containing ``rel`` or the next one after it: (start, end, instruction size)."""
+        i = int(np.searchsorted(self.ends, rel, side="right"))
+        if i >= len(self.starts):
+            return None
+        return int(self.starts[i]), int(self.ends[i]), int(self.period[i])
+
+
+def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: int, addr: int,
+                    fallback: Callable[[int], int], step: int, stop_on_fail: bool,
+                    fixup: Callable[[np.ndarray, np.ndarray], tuple[int, int] | None] | None = None,
+                    runs: "Runs | None" = None) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Instruction (offsets, sizes) of one function decoded from its first byte, the way the
+    kernel walks it (``can_probe``: from the symbol start).
+
+    ``ptr`` points at byte ``start`` of a buffer holding ``avail`` bytes from there; instructions
+    starting before ``size`` are kept (the last may run past it).  Where capstone stops,
+    ``fallback(offset)`` gives a length (0: none); with ``stop_on_fail`` the walk ends there and
+    the offset is returned as the failure point, else it moves on by ``step`` bytes.
+    ``fixup(offsets, sizes)`` (offsets relative to ``ptr``) names the first instruction whose
+    length the kernel's decoder sees differently, and that length; the walk resumes after it.
+    ``runs`` (long runs of one byte value: padding) are stepped through without decoding.
+    """
+    offs: list[np.ndarray] = []
+    lens: list[np.ndarray] = []
+    pos = 0
+    fail = None
+    # decode window: shrinks to twice the distance of a length fixup and grows back, so text
+    # where fixups are frequent (6.12 x86: UD1 every few KiB) is not decoded 64 KiB per fixup
+    window = LinearDecoder.WINDOW
+    while pos < size:
+        want = size - pos + 15
+        n = min(avail - pos, want, window)
+        if n <= 0:
+            break
+        if runs is not None:
+            r = runs.at(start + pos)
+            if r is not None:
+                r_start, r_end, k = r
+                if r_start <= start + pos:  # inside a run: k-byte instructions up to its tail
+                    m = min(r_end - 16 - (start + pos), size - pos + k - 1) // k
+                    if m > 0:
+                        offs.append(pos + k * np.arange(m, dtype=np.int64))
+                        lens.append(np.full(m, k, np.int64))
+                        pos += m * k
+                        continue
+                elif r_start - (start + pos) < n:  # decode up to the run, then step through it
+                    n = r_start - (start + pos) + 15
+                    want = n + 1  # so the batch end counts as a window end
+        s = dec.sizes(ptr + pos, n, addr + pos)
+        begin = pos
+        if len(s):
+            o = pos + np.concatenate(([0], np.cumsum(s[:-1])))
+            fx = fixup(o, s) if fixup is not None else None
+            if fx is not None:  # the kernel's length differs: cut the batch there
+                k, new = fx
+                o, s = o[:k + 1], s[:k + 1].copy()
+                s[k] = new
+                n = want + LinearDecoder.WINDOW  # never "window ended": resume right after
+                window = max(MIN_WINDOW, 2 * int(o[k] - pos))
+            else:
+                window = min(LinearDecoder.WINDOW, 2 * window)
+            stop_at = int(o[-1] + s[-1])
+            keep = o < size
+            offs.append(o[keep])
+            lens.append(s[keep])
+            pos = stop_at
+            if pos >= size:
+                break
+            if fx is not None or (n < want and n < avail - begin and stop_at > begin + n - 15):
+                continue  # the window ended (or a length was fixed), not the decoding
+        # capstone cannot decode at pos
+        k = fallback(pos)
+        if k > 0:
+            offs.append(np.array([pos], np.int64))
+            lens.append(np.array([k], np.int64))
+            pos += k
+            continue
+        if stop_on_fail:
+            fail = pos
+            break
+        offs.append(np.array([pos], np.int64))
+        lens.append(np.array([step], np.int64))
+        pos += step
+    if not offs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), fail
+    return np.concatenate(offs), np.concatenate(lens), fail

@@ -1,0 +1,272 @@
+"""Per-symbol facts of the full analysis report: compiler clones, subsystem (by name prefix),
+text area, duplicate names, blacklist source, the entry shift, syscall entry points, and the
+verdicts of ``p NAME`` / ``r NAME`` (``kretprobe``) read off the instruction outcomes.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kpatch_arch.base import Backend
+
+from .analysis import TYPE_NAMES, TextSymbols
+from .outcome import OPTIMIZED, Outcome, decode_code, refused_code
+from .symbols import _LINKER_PROVIDED, base_name
+from .verdict import Reason
+
+if TYPE_CHECKING:
+    from .image import Image
+    from .verdict import Verdict
+
+_CLONE = re.compile(r"\.(isra|constprop|part|cold|llvm|lto_priv|localalias|clone|str)\b")
+
+
+def clone_kind(name: str) -> str | None:
+    """The compiler-clone suffix kind of ``name`` (``foo.isra.0`` -> ``isra``), or None."""
+    if "." not in name:
+        return None
+    m = _CLONE.search(name)
+    if m:
+        return m.group(1)
+    return name.split(".", 2)[1] or "dot"  # another suffix: its first word
+
+
+# subsystem from the name prefix (DWARF would be exact but costs minutes): prefix -> subsystem
+SUBSYSTEM_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("__x64_sys_", "syscalls"), ("__arm64_sys_", "syscalls"), ("__riscv_sys_", "syscalls"),
+    ("__s390x_sys_", "syscalls"), ("__s390_sys_", "syscalls"), ("sys_", "syscalls"),
+    ("__se_sys_", "syscalls"), ("__do_sys_", "syscalls"),
+    ("ext4_", "fs/ext4"), ("jbd2_", "fs/ext4"), ("xfs_", "fs/xfs"), ("btrfs_", "fs/btrfs"),
+    ("nfs", "fs/nfs"), ("fat_", "fs/fat"), ("proc_", "fs/proc"), ("sysfs_", "fs/sysfs"),
+    ("kernfs_", "fs/sysfs"), ("debugfs_", "fs/debugfs"), ("vfs_", "fs"), ("do_sys_", "fs"),
+    ("file_", "fs"), ("inode_", "fs"), ("dentry_", "fs"), ("d_", "fs"), ("iomap_", "fs"),
+    ("fsnotify", "fs"), ("seq_", "fs"), ("pipe_", "fs"), ("path_", "fs"), ("mnt_", "fs"),
+    ("tcp_", "net/ipv4"), ("udp", "net/ipv4"), ("ip_", "net/ipv4"), ("inet", "net/ipv4"),
+    ("ipv6_", "net/ipv6"), ("ip6", "net/ipv6"), ("tcp6", "net/ipv6"), ("nf_", "net/netfilter"),
+    ("nft_", "net/netfilter"), ("xt_", "net/netfilter"), ("sock", "net"), ("sk_", "net"),
+    ("skb_", "net"), ("__skb", "net"), ("netif_", "net"), ("dev_", "net"), ("net", "net"),
+    ("neigh_", "net"), ("rtnl_", "net"), ("xdp_", "net"), ("unix_", "net"),
+    ("bpf_", "bpf"), ("btf_", "bpf"), ("___bpf", "bpf"),
+    ("kvm_", "kvm"), ("vmx_", "kvm"), ("svm_", "kvm"),
+    ("sched_", "sched"), ("__schedule", "sched"), ("schedule", "sched"), ("update_", "sched"),
+    ("enqueue_", "sched"), ("dequeue_", "sched"), ("pick_", "sched"), ("wake_up", "sched"),
+    ("try_to_wake", "sched"), ("rcu_", "rcu"), ("srcu_", "rcu"),
+    ("mutex_", "locking"), ("_raw_spin", "locking"), ("down_", "locking"), ("up_", "locking"),
+    ("rwsem_", "locking"), ("queued_", "locking"), ("lock", "locking"),
+    ("page_", "mm"), ("folio", "mm"), ("__folio", "mm"), ("kmem_", "mm"), ("kmalloc", "mm"),
+    ("__kmalloc", "mm"), ("kfree", "mm"), ("vm_", "mm"), ("vma_", "mm"), ("mm_", "mm"),
+    ("__mm", "mm"), ("alloc_", "mm"), ("__alloc", "mm"), ("free_", "mm"), ("__free", "mm"),
+    ("pte_", "mm"), ("pmd_", "mm"), ("pud_", "mm"), ("slab_", "mm"), ("shmem_", "mm"),
+    ("memcg", "mm"), ("mem_cgroup", "mm"), ("swap", "mm"), ("hugetlb", "mm"), ("zone_", "mm"),
+    ("filemap_", "mm"), ("writeback", "mm"), ("balance_", "mm"), ("vmalloc", "mm"),
+    ("cgroup", "cgroup"), ("css_", "cgroup"),
+    ("trace", "trace"), ("ftrace", "trace"), ("perf_", "perf"), ("kprobe", "trace"),
+    ("uprobe", "trace"), ("ring_buffer", "trace"), ("rb_", "trace"),
+    ("irq", "irq"), ("__irq", "irq"), ("handle_", "irq"), ("softirq", "irq"),
+    ("timer", "time"), ("hrtimer", "time"), ("tick_", "time"), ("clock", "time"),
+    ("ktime_", "time"), ("timekeeping", "time"),
+    ("crypto_", "crypto"), ("aes", "crypto"), ("sha", "crypto"), ("chacha", "crypto"),
+    ("blk_", "block"), ("bio_", "block"), ("__blk", "block"), ("elv_", "block"),
+    ("scsi_", "drivers/scsi"), ("ata_", "drivers/ata"), ("usb_", "drivers/usb"),
+    ("pci_", "drivers/pci"), ("acpi_", "drivers/acpi"), ("drm_", "drivers/gpu"),
+    ("tty_", "drivers/tty"), ("serial", "drivers/tty"), ("uart_", "drivers/tty"),
+    ("input_", "drivers/input"), ("hid_", "drivers/hid"), ("virtio", "drivers/virtio"),
+    ("nvme_", "drivers/nvme"), ("device_", "drivers/base"), ("driver_", "drivers/base"),
+    ("bus_", "drivers/base"), ("platform_", "drivers/base"), ("of_", "drivers/of"),
+    ("gpio", "drivers/gpio"), ("clk_", "drivers/clk"), ("regulator_", "drivers/regulator"),
+    ("dma_", "dma"), ("iommu_", "drivers/iommu"), ("intel_", "arch"), ("amd_", "arch"),
+    ("x86_", "arch"), ("native_", "arch"), ("xen_", "arch/xen"), ("entry_", "arch/entry"),
+    ("audit", "audit"), ("security_", "security"), ("selinux", "security"), ("apparmor", "security"),
+    ("key_", "security"), ("lsm_", "security"), ("kernel_", "kernel"), ("do_", "kernel"),
+    ("__do_", "kernel"), ("signal", "kernel"), ("send_sig", "kernel"), ("copy_", "kernel"),
+    ("kthread", "kernel"), ("workqueue", "kernel"), ("queue_work", "kernel"), ("printk", "printk"),
+    ("_printk", "printk"), ("vprintk", "printk"), ("console_", "printk"), ("module", "module"),
+    ("kallsyms", "kallsyms"), ("str", "lib"), ("mem", "lib"), ("bitmap_", "lib"), ("rb_", "lib"),
+    ("radix_", "lib"), ("xa_", "lib"), ("idr_", "lib"), ("list_", "lib"), ("sort", "lib"),
+    ("crc", "lib"), ("zstd", "lib"), ("lz4", "lib"), ("zlib", "lib"), ("xz_", "lib"),
+    ("__cfi_", "cfi"), ("__pfx_", "cfi"),
+)
+
+
+_SUBSYS: dict[str, str] = {}
+for _p, _s in SUBSYSTEM_PREFIXES:
+    _SUBSYS.setdefault(_p, _s)
+# one alternation, longest prefixes first: a match is the longest listed prefix
+_SUBSYS_RE = re.compile("|".join(re.escape(p) for p in sorted(_SUBSYS, key=len, reverse=True)))
+
+
+def subsystem(name: str, area: str) -> str:
+    """The subsystem a function most likely belongs to: the longest prefix of its name (or of
+    the name without leading underscores) listed in SUBSYSTEM_PREFIXES; else its text area when
+    that is special (.entry.text...), else ``other``."""
+    for n in (name, name.lstrip("_")):
+        m = _SUBSYS_RE.match(n)
+        if m is not None:
+            return _SUBSYS[m.group()]
+    return area if area not in (".text",) else "other"
+
+
+def text_areas(image: "Image") -> list[tuple[int, int, str]]:
+    """Special text areas from ``__X_text_start``/``__X_text_end``-style linker symbols, sorted."""
+    out = []
+    st = image.symtab
+    seen = set()
+    pat = re.compile(r"^__(\w+?)_start$")
+    for n in st.names:
+        if not n.endswith("_start") or not n.startswith("__"):
+            continue
+        m = pat.match(n)
+        if not m or n in seen:
+            continue
+        seen.add(n)
+        stem = m.group(1)
+        end_name = n[:-len("_start")] + "_end"
+        s, e = st.value(n), st.value(end_name)
+        if s is None or e is None or not (e > s) or not image.tables.is_core_text(s):
+            continue
+        i, j = st.index(n), st.index(end_name)  # linker symbols are NOTYPE, functions are not
+        if i is None or j is None or int(st.info[i]) & 0xF != 0 or int(st.info[j]) & 0xF != 0:
+            continue
+        label = "." + stem.replace("_text", "") + ".text" if n.endswith("_text_start") else "." + stem
+        out.append((s, e, label))
+    out.sort()
+    return out
+
+
+def static_facts(image: "Image", syms: TextSymbols, ff: dict) -> list[dict]:
+    """Per-symbol facts that do not depend on instruction outcomes (computed while the workers
+    decode)."""
+    backend = image.backend
+    t = image.tables
+    areas = text_areas(image)
+    area_starts = [x[0] for x in areas]
+    sec = image.section_at(t.stext)
+    sec_name = sec.name if sec else ".text"
+    lookup_hook = type(backend).lookup_name is not Backend.lookup_name
+    prefix = backend.syscall_prefix_for(image.features) if hasattr(backend, "syscall_prefix_for") \
+        else backend.syscall_prefix
+    name_index = image.kallsyms._name_index()
+    out = []
+    for i, name in enumerate(syms.names):
+        a = int(syms.addrs[i])
+        j = bisect.bisect_right(area_starts, a) - 1
+        area = areas[j][2] if j >= 0 and a < areas[j][1] else sec_name
+        same = len(name_index.get(name, ()))
+        d: dict = {"name": name, "address": hex(a), "size": int(syms.sizes[i]),
+                   "type": TYPE_NAMES[syms.types[i]], "area": area,
+                   "subsystem": "(linker symbol)" if syms.types[i] != 1 and _LINKER_PROVIDED.match(name)
+                   else subsystem(name, area), "unique": same <= 1, "same_name": same,
+                   "clone": None, "notrace": bool(ff["notrace"][i]), "blacklist": None,
+                   "ftrace_sites": int(ff["nrec"][i])}
+        if "." in name:
+            b = base_name(name)
+            d["clone"] = {"kind": clone_kind(name), "base": b, "base_exists": b in name_index}
+        if ff["bl_code"][i]:
+            o = decode_code(int(ff["bl_code"][i]))
+            hit = t.blacklist_hit(a)
+            d["blacklist"] = {"reason": o.reason.value if o.reason else None,
+                              "source": _bl_source(hit[1]) if hit else None,
+                              "detail": hit[1] if hit else None}
+        la = backend.lookup_name(image, name, 0) if lookup_hook else a
+        la = a if la is None else la
+        d["lookup_shift"] = la - a
+        adj, entry_flag = backend.adjust_kprobe_addr(image, a, la - a)
+        d["entry_shift"] = adj - a
+        d["_entry_flag"] = entry_flag
+        d["syscall"] = name[len(prefix):] if prefix and name.startswith(prefix) else None
+        out.append(d)
+    return out
+
+
+def entry_facts(image: "Image", syms: TextSymbols, static: list[dict], lo: np.ndarray,
+           counts: np.ndarray, offs: np.ndarray, codes: np.ndarray, fail: np.ndarray) -> list[dict]:
+    """Complete the per-symbol facts with the entry verdicts (``p NAME``, ``r NAME``)."""
+    from .probe import check
+    from .target import Target
+    kret_bl = set(image.backend.kretprobe_blacklist)
+    on_notrace = image.config.enabled("KPROBE_EVENTS_ON_NOTRACE")
+    notrace_code = refused_code(Reason.NOTRACE)
+    dec_cache: dict[int, Outcome] = {}
+
+    def dec(c: int) -> Outcome:
+        o = dec_cache.get(c)
+        if o is None:
+            o = dec_cache[c] = decode_code(c)
+        return o
+
+    features = image.features
+    non_unique = "EINVAL" if features.has("EVENTS_NONUNIQUE_EINVAL") else "EADDRNOTAVAIL"
+    for i, d in enumerate(static):
+        name = d["name"]
+        a = int(syms.addrs[i])
+        entry_flag = d.pop("_entry_flag")
+        adj = a + d["entry_shift"]
+        if d["same_name"] > 1:
+            # validate_probe_symbol / number_of_same_symbols (6.1: the retprobe check comes first)
+            entry = _outcome_dict(dec(refused_code(Reason.NON_UNIQUE_SYMBOL, non_unique)), None)
+            if not features.has("EVENTS_VALIDATE_SYMBOL_FIRST") and not entry_flag:
+                kret = _outcome_dict(dec(refused_code(Reason.RETPROBE_NOT_ENTRY)), None)
+            else:
+                kret = dict(entry)
+        else:
+            c0, n0 = int(lo[i]), int(counts[i])
+            rel = d["lookup_shift"]
+            entry_code = None
+            if n0:
+                k = int(np.searchsorted(offs[c0:c0 + n0], np.uint32(rel))) if rel else 0
+                if k < n0 and int(offs[c0 + k]) == rel:
+                    entry_code = int(codes[c0 + k]) & ~OPTIMIZED
+            if entry_code is None:  # entry not on a decoded boundary: ask the pipeline
+                entry = _verdict_dict(check(image, Target(name, "p", symbol=name)))
+                kret = _verdict_dict(check(image, Target(name, "r", symbol=name)))
+            else:
+                entry = _outcome_dict(dec(entry_code), adj)
+                if not entry_flag:
+                    kret = _outcome_dict(dec(refused_code(Reason.RETPROBE_NOT_ENTRY)), adj)
+                elif entry_code == notrace_code and not on_notrace:
+                    kret = dict(entry)
+                elif name in kret_bl:
+                    kret = _outcome_dict(dec(refused_code(Reason.KRETPROBE_BLACKLIST)), adj)
+                else:
+                    kret = dict(entry)
+        d["entry"] = entry
+        d["kretprobe"] = kret
+        d["undecodable_at"] = hex(a + int(fail[i])) if fail[i] >= 0 else None
+    return static
+
+
+def _bl_source(detail: str) -> str:
+    """The blacklist source from a blacklist_hit detail (``foo: .noinstr.text (foo)`` ...)."""
+    d = detail.split(": ", 1)[1] if ": " in detail else detail
+    if d.startswith(("NOKPROBE_SYMBOL", "arch area", ".kprobes.text")):
+        return d.split(" ", 1)[0] if not d.startswith("arch area") else "arch area"
+    if " (" in d:
+        return d.split(" (", 1)[0]
+    return "NOKPROBE_SYMBOL"
+
+
+def _outcome_dict(o: Outcome, addr: int | None) -> dict:
+    return {"address": None if addr is None else hex(addr), "ok": o.ok, "method": o.method.value if o.method else None,
+            "reason": o.reason.value if o.reason else None, "errno": o.errno}
+
+
+def _verdict_dict(v: "Verdict") -> dict:
+    return {"address": hex(v.address) if v.address is not None else None, "ok": v.ok,
+            "method": v.method.value if v.method else None,
+            "reason": v.reason.value if v.reason else None, "errno": v.errno if not v.ok else None}
+
+
+def image_meta(image: "Image") -> dict:
+    """What the summary prints about an image (arch, version, facts with their source...)."""
+    facts = [[f.name, f.value, f.source] for f in sorted(image.config.facts.values(),
+                                                         key=lambda f: f.name)]
+    return {"path": image.path, "arch": image.backend.name, "version": str(image.version),
+            "rules": image.version.rules, "banner": image.banner, "build_id": image.build_id,
+            "facts": facts, "ftrace_sites": int(len(image.tables.ftrace_sites)),
+            "blacklist_entries": len(image.tables.blacklist),
+            "text_bytes": int(image.tables.etext - image.tables.stext),
+            "capstone": [image.backend.capstone_arch, image.backend.capstone_mode,
+                         image.backend.little_endian]}

@@ -1,0 +1,85 @@
+"""The worker pool of the full analysis: function ranges of about equal size, handed out to one
+forked process per core as workers free up (the shared state is built before the fork).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from .analysis import TextSymbols
+from .rules import STATE, Chunk, register_kprobes
+
+
+def chunk_worker(args: tuple[int, int]) -> Chunk:
+    return register_kprobes(*args)
+
+
+def indexed_worker(arg: tuple[int, tuple[int, int]]) -> tuple[int, Chunk]:
+    return arg[0], register_kprobes(*arg[1])
+
+
+def split(syms: TextSymbols, parts: int) -> list[tuple[int, int]]:
+    """Function ranges of about equal byte size."""
+    n = len(syms)
+    if n == 0:
+        return []
+    cum = np.cumsum(syms.sizes.astype(np.int64))
+    total = int(cum[-1]) or 1
+    bounds = [0]
+    for k in range(1, parts):
+        bounds.append(int(np.searchsorted(cum, total * k // parts)))
+    bounds.append(n)
+    bounds = sorted(set(bounds))
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None] | None,
+        meanwhile: Callable[[], list[dict]]) -> tuple[list[Chunk], list[dict]]:
+    """Every function of ``syms`` through :func:`register_kprobes` (the shared state is ready):
+    in ``jobs`` forked workers (default: every core), or in this process for one job.
+    ``meanwhile()`` runs while the workers decode; its result is returned with the chunks."""
+    jobs = jobs or os.cpu_count() or 1
+    parts = split(syms, max(1, jobs * 8) if jobs > 1 else 1)
+    chunks: list[Chunk] = []
+    if jobs > 1 and len(parts) > 1:
+        import multiprocessing as mp
+        ctx = mp.get_context("fork")
+        # small ranges handed out as workers free up, so no worker idles at the end
+        done: dict[int, Chunk] = {}
+        with ctx.Pool(jobs) as pool:
+            it = pool.imap_unordered(indexed_worker, list(enumerate(parts)))
+            extra = meanwhile()
+            for k, (idx, ch) in enumerate(it):
+                done[idx] = ch
+                if progress:
+                    progress(k + 1, len(parts))
+        chunks = [done[i] for i in range(len(parts))]
+    else:
+        for k, p in enumerate(parts):
+            chunks.append(register_kprobes(*p))
+            if progress:
+                progress(k + 1, len(parts))
+        extra = meanwhile()
+    return chunks, extra
+
+
+def concat(chunks: list[Chunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                         np.ndarray, np.ndarray]:
+    """The chunks' arrays joined: (lo, counts, offs, lens, codes, fail); ``lo`` is each
+    symbol's first instruction in the flat arrays."""
+    if chunks:
+        offs = np.concatenate([c.offs for c in chunks])
+        lens = np.concatenate([c.lens for c in chunks])
+        codes = np.concatenate([c.codes for c in chunks])
+        counts = np.concatenate([c.counts for c in chunks])
+        fail = np.concatenate([c.fail for c in chunks])
+    else:
+        offs = np.zeros(0, np.uint32)
+        lens = np.zeros(0, np.uint8)
+        codes = np.zeros(0, np.uint16)
+        counts = np.zeros(0, np.int64)
+        fail = np.zeros(0, np.int64)
+    lo = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if len(counts) else counts
+    return lo, counts, offs, lens, codes, fail

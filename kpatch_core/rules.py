@@ -1,0 +1,353 @@
+"""The rule pipeline of the full analysis: ``register_kprobe`` vectorised over every instruction
+of a range of functions, in the kernel's order -- ``within_notrace_func`` (trace_kprobe),
+``_kprobe_addr`` + ``arch_adjust_kprobe_addr``, ``check_kprobe_address_safe``, then
+``arch_prepare_kprobe`` through the backend's bulk classifier (``backend.prepare`` where it answers
+SLOW) and, opted in, ``[OPTIMIZED]``.  Per-function rules (notrace, blacklist) are decided once per
+function by :func:`function_checks`.
+
+The state the workers share (:data:`STATE`) is built by :func:`prepare_state` before the pool
+forks (kpatch_core.pool).
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import TYPE_CHECKING, Callable
+
+import attrs
+import numpy as np
+
+from kpatch_arch.base import Backend, PrepareContext
+
+from .analysis import TextSymbols
+from .bulk import mark_ranges, member
+from .decode import LinearDecoder, Runs, decode_function
+from .outcome import OPTIMIZED, REFUSED_BASE, SLOW, UNSET, ok_code, outcome_code, refused_code
+from .symbols import KSym, base_name
+from .verdict import Method, Reason
+
+if TYPE_CHECKING:
+    from .image import Image
+
+
+@attrs.define
+class Chunk:
+    offs: np.ndarray  # uint32 offset of the instruction in its function
+    lens: np.ndarray  # uint8
+    codes: np.ndarray  # uint16
+    counts: np.ndarray  # int64 instructions per function
+    fail: np.ndarray  # int64 per function: offset where decoding stopped, -1 none
+    seconds: float = 0.0
+
+
+STATE: dict = {}
+
+
+def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False) -> None:
+    """Build everything the workers share before forking (tables, classifier, notrace...)."""
+    t = image.tables
+    _ = (t.ftrace_sites, t._blacklist_arrays, t.jump_labels, t.static_call_sites, t.bug_sites,
+         t.extable, image.config, image.kallsyms._name_index())
+    STATE.clear()
+    STATE["image"] = image
+    STATE["syms"] = syms
+    STATE["optimized"] = optimized
+    STATE["classifier"] = image.backend.bulk_classifier(image)
+    STATE["func_facts"] = function_checks(image, syms)
+    if len(syms):  # fill the backend's per-image caches (patch sites) once, before forking
+        a0 = int(syms.addrs[0])
+        image.backend.runtime_bytes(image, a0, a0 + 16)
+
+
+def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
+    """Per-function rule outcomes that hold for every address of the function (numpy)."""
+    t = image.tables
+    n = len(syms)
+    fs = t.ftrace_sites
+    lo = np.searchsorted(fs, syms.addrs)
+    hi = np.searchsorted(fs, syms.addrs + np.maximum(syms.sizes, np.uint64(1)))
+    nrec = (hi - lo).astype(np.int64)
+    notrace = nrec == 0
+    # within_notrace_func: a clone without a record defers to its base function
+    for i in np.nonzero(notrace)[0].tolist():
+        name = syms.names[i]
+        if "." in name:
+            base = image.backend.lookup_name(image, base_name(name))
+            if base:
+                s = image.kallsyms.containing(base)
+                notrace[i] = s is not None and not t.has_ftrace_record(s.addr, s.size)
+                if s is None:
+                    notrace[i] = False
+    # blacklist: one answer per function when no blacklist range starts or ends inside it
+    bl_code = np.zeros(n, np.uint16)
+    bl_uniform = np.ones(n, bool)
+    starts, ends, maxend = t._blacklist_arrays
+    kt = t._range("__kprobes_text_start", "__kprobes_text_end")
+    arch_hook = type(image.backend).within_arch_blacklist is not Backend.within_arch_blacklist
+    # the arch hook as [start, end) ranges when the bulk classifier knows them: then only
+    # functions that straddle a range edge need the per-address answer
+    ranges_of = getattr(STATE.get("classifier"), "arch_blacklist_ranges", None)
+    arch_ranges = ranges_of() if arch_hook and ranges_of is not None else None
+    fa, fe = syms.addrs, syms.addrs + np.maximum(syms.sizes, np.uint64(1))
+    i_lo = np.searchsorted(starts, fa, side="right")
+    i_hi = np.searchsorted(starts, fe, side="left")
+    inner = i_hi > i_lo  # a range starts strictly inside
+    cand = (i_lo > 0) & (maxend[np.maximum(i_lo - 1, 0)] > fa) if len(starts) else np.zeros(n, bool)
+    cand |= inner
+    if kt:
+        cand |= (fa < np.uint64(kt[1])) & (fe > np.uint64(kt[0]))
+    dotted = np.array(["." in s for s in syms.names], bool)
+    cand |= dotted
+    straddle = np.zeros(n, bool)
+    if arch_ranges is not None:
+        for rs, re_ in arch_ranges:
+            touch = (fa < np.uint64(re_)) & (fe > np.uint64(rs))
+            cand |= touch
+            straddle |= touch & ((fa < np.uint64(rs)) | (fe > np.uint64(re_)))
+    elif arch_hook:
+        cand[:] = True
+    for i in np.nonzero(cand)[0].tolist():
+        a, e = int(fa[i]), int(fe[i])
+        hit = t.blacklist_hit(a)
+        uniform = not inner[i]
+        if kt and (a < kt[1] and e > kt[0]) and not (kt[0] <= a and e <= kt[1]):
+            uniform = False
+        if uniform and hit is not None and hit[0] != Reason.BLACKLIST_SUFFIX:
+            ent = t._in_list(a)
+            if hit[0] == Reason.BLACKLIST_NOKPROBE or (ent is not None and "(" in hit[1]):
+                uniform = ent is not None and ent.end >= e
+        if uniform and hit is None and len(starts):
+            j = int(i_lo[i]) - 1
+            uniform = j < 0 or int(maxend[j]) <= a
+        if arch_hook and (arch_ranges is None or straddle[i]):
+            uniform = False
+        bl_uniform[i] = uniform
+        if hit is not None:
+            bl_code[i] = refused_code(hit[0])
+    cfi = np.array([s.startswith(("__cfi_", "__pfx_")) for s in syms.names], bool)
+    return {"nrec": nrec, "notrace": notrace, "bl_code": bl_code, "bl_uniform": bl_uniform,
+            "cfi": cfi}
+
+
+def jump_label_text_reserved(starts: np.ndarray, ends: np.ndarray, aa: np.ndarray) -> np.ndarray:
+    """Vectorised ``jump_label_text_reserved`` (KernelTables.jump_label_hit) for sorted ``aa``.
+    The kernel scans back while ``start + 8 > addr``; a site is at most 8 bytes long, so that
+    is "some site contains addr"."""
+    if len(starts) and int((ends - starts).max()) > 8:
+        raise RuntimeError("jump label site longer than 8 bytes: the range form does not apply")
+    return mark_ranges(aa, starts, ends)
+
+
+def section_runs(image: "Image", addrs: np.ndarray) -> list[tuple[int, int]]:
+    """Index runs ``[a, b)`` of the sorted ``addrs`` that lie in one section (or in none)."""
+    starts = np.array(image._alloc_starts, np.uint64)
+    ends = np.array([s.end for s in image._alloc], np.uint64)
+    k = np.searchsorted(starts, addrs, side="right") - 1
+    sec = np.where((k >= 0) & (addrs < ends[np.maximum(k, 0)]), k, -1) if len(starts) else \
+        np.full(len(addrs), -1)
+    cut = (np.flatnonzero(sec[1:] != sec[:-1]) + 1).tolist()
+    bounds = [0, *cut, len(addrs)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def register_kprobes(lo: int, hi: int) -> Chunk:
+    """Decode and classify functions ``[lo, hi)`` of the shared state."""
+    t0 = time.perf_counter()
+    image: Image = STATE["image"]
+    syms: TextSymbols = STATE["syms"]
+    ff = STATE["func_facts"]
+    clf = STATE["classifier"]
+    backend = image.backend
+    tables = image.tables
+    cfg = image.config
+    if hi <= lo:
+        z = np.zeros(0, np.int64)
+        return Chunk(z.astype(np.uint32), z.astype(np.uint8), z.astype(np.uint16), z, z)
+    runs_of = section_runs(image, syms.addrs[lo:hi])
+    if len(runs_of) > 1:  # one byte buffer per section (image.read stops at a section's end)
+        got = [register_kprobes(lo + a, lo + b) for a, b in runs_of]
+        return Chunk(*(np.concatenate([getattr(c, f) for c in got])
+                        for f in ("offs", "lens", "codes", "counts", "fail")),
+                      time.perf_counter() - t0)
+    A = int(syms.addrs[lo])
+    B = int(syms.addrs[hi - 1] + syms.sizes[hi - 1])
+    code = backend.runtime_bytes(image, A, B + 32)
+    avail_total = len(code)
+    cbuf = ctypes.create_string_buffer(code, avail_total)
+    base_ptr = ctypes.addressof(cbuf)
+    dec = STATE.get("decoder")
+    if dec is None and backend.capstone_arch and not hasattr(clf, "walk"):
+        dec = LinearDecoder(backend.capstone_arch, backend.capstone_mode, not backend.little_endian)
+        STATE["decoder"] = dec
+    code_np = np.frombuffer(code, np.uint8)
+    runs = Runs(code_np[:B - A], dec) if dec is not None else None
+    if clf is not None and hasattr(clf, "length_fixup"):
+        def fixup_at(base_rel: int) -> Callable:
+            return lambda o, s: clf.length_fixup(code_np, o + base_rel, s)
+    else:
+        def fixup_at(base_rel: int) -> None:
+            return None
+    if clf is not None and hasattr(clf, "fallback_length"):
+        def fallback(rel: int) -> int:
+            return clf.fallback_length(code[rel:rel + 16])
+        stop = True
+    else:
+        def fallback(rel: int) -> int:
+            return 0
+        stop = False
+    step = max(backend.insn_align, 1)
+    nf = hi - lo
+    starts_rel = (syms.addrs[lo:hi] - np.uint64(A)).astype(np.int64)
+    ends_rel = starts_rel + syms.sizes[lo:hi].astype(np.int64)
+    total = B - A
+    all_offs: list[np.ndarray] = []  # per function, offsets from the function start
+    all_lens: list[np.ndarray] = []
+    counts = np.zeros(nf, np.int64)
+    fail = np.full(nf, -1, np.int64)
+    i = 0
+    if clf is not None and hasattr(clf, "walk"):  # the arch's own boundary walk, vectorised
+        o, ln, counts, fail = clf.walk(code_np, starts_rel, ends_rel)
+        all_offs, all_lens, i = [o], [ln], nf
+    while i < nf:
+        s0 = int(starts_rel[i])
+        if dec is None:  # no decoder: every insn_align step is a candidate, prepare decides
+            size = int(ends_rel[i]) - s0
+            o = np.arange(0, size, step, dtype=np.int64)
+            all_offs.append(o)
+            all_lens.append(np.full(len(o), step, np.int64))
+            counts[i] = len(o)
+            i += 1
+            continue
+        # one linear decode covering function i and as many following ones as fit the window;
+        # a following function is taken from the same stream only when it starts on a boundary
+        # of the stream (then the kernel's walk from its start sees the same instructions)
+        cap_end = max(int(ends_rel[i]), min(s0 + LinearDecoder.WINDOW, total))
+        o, ln, f = decode_function(dec, base_ptr + s0, s0, cap_end - s0, avail_total - s0, A + s0,
+                                   lambda p, r=s0: fallback(r + p), step, stop, fixup_at(s0), runs)
+        S = o + s0
+        j_end = max(i + 1, int(np.searchsorted(ends_rel, cap_end, side="right")))
+        j_end = min(j_end, nf)
+        F = None if f is None else s0 + f
+        if F is not None:
+            jf = int(np.searchsorted(starts_rel, F, side="right")) - 1
+            j_end = min(j_end, max(jf, i) + 1)
+        if j_end > i + 1 and len(S):
+            st = starts_rel[i + 1:j_end]
+            k = np.minimum(np.searchsorted(S, st), len(S) - 1)
+            bad = np.nonzero(S[k] != st)[0]
+            if len(bad):
+                j_end = i + 1 + int(bad[0])
+                F = F if F is not None and F < int(ends_rel[j_end - 1]) else None
+        elif j_end > i + 1:
+            j_end = i + 1
+        a_idx = np.searchsorted(S, starts_rel[i:j_end])
+        b_idx = np.searchsorted(S, ends_rel[i:j_end])
+        for q in range(i, j_end):
+            x, y = int(a_idx[q - i]), int(b_idx[q - i])
+            fo = S[x:y] - starts_rel[q]
+            fl = ln[x:y]
+            if F is not None and starts_rel[q] <= F < max(ends_rel[q], starts_rel[q] + 1):
+                fo = np.append(fo, F - starts_rel[q])  # decoding stops here: prepare says why
+                fl = np.append(fl, 0)
+                fail[q] = F - starts_rel[q]
+            all_offs.append(fo)
+            all_lens.append(fl)
+            counts[q] = len(fo)
+        i = j_end
+    offs = np.concatenate(all_offs) if all_offs else np.zeros(0, np.int64)
+    lens = np.concatenate(all_lens) if all_lens else np.zeros(0, np.int64)
+    fidx = np.repeat(np.arange(lo, hi), counts)
+    fstart = syms.addrs[fidx]
+    addrs = fstart + offs.astype(np.uint64)
+    n = len(addrs)
+    codes = np.zeros(n, np.uint16)
+
+    # 1. within_notrace_func (trace_kprobe, before registration)
+    if not cfg.enabled("KPROBE_EVENTS_ON_NOTRACE"):
+        codes[ff["notrace"][fidx]] = refused_code(Reason.NOTRACE)
+    # 2. _kprobe_addr + arch_adjust_kprobe_addr
+    aa = addrs.copy()
+    entry_mask = offs < backend.adjust_window
+    if hasattr(clf, "adjust"):
+        aa = clf.adjust(fstart, offs, aa)
+    elif type(backend).adjust_kprobe_addr is not Backend.adjust_kprobe_addr:
+        for j in np.nonzero(entry_mask & (codes == UNSET))[0].tolist():
+            aa[j] = backend.adjust_kprobe_addr(image, int(fstart[j]), int(offs[j]))[0]
+    todo = codes == UNSET
+    # 3. check_kprobe_address_safe, in the kernel's order
+    is_ftrace = member(tables.ftrace_sites, aa)
+    if not cfg.enabled("KPROBES_ON_FTRACE"):
+        codes[todo & is_ftrace] = refused_code(Reason.FTRACE_SITE)
+        todo = codes == UNSET
+    not_text = (aa < np.uint64(tables.stext)) | (aa >= np.uint64(tables.etext))
+    codes[todo & not_text] = refused_code(Reason.NOT_TEXT)
+    todo = codes == UNSET
+    # blacklist: per function when uniform, else per address
+    bl_code = ff["bl_code"][fidx]
+    uniform = ff["bl_uniform"][fidx]
+    m = todo & uniform & (bl_code != 0)
+    codes[m] = bl_code[m]
+    for j in np.nonzero(todo & ~uniform)[0].tolist():
+        h = tables.blacklist_hit(int(aa[j]))
+        if h is not None:
+            codes[j] = refused_code(h[0])
+    todo = codes == UNSET
+    js, je = tables.jump_labels
+    codes[todo & jump_label_text_reserved(js, je, aa)] = refused_code(Reason.JUMP_LABEL)
+    todo = codes == UNSET
+    sc = tables.static_call_sites
+    if len(sc):  # static_call_text_reserved: site <= addr < site + 5
+        codes[todo & mark_ranges(aa, sc, sc + np.uint64(5))] = refused_code(Reason.STATIC_CALL)
+        todo = codes == UNSET
+    codes[todo & member(tables.bug_sites, aa)] = refused_code(Reason.BUG_SITE)
+    todo = codes == UNSET
+    codes[todo & ff["cfi"][fidx]] = refused_code(Reason.CFI_PREAMBLE)
+    todo = codes == UNSET
+    codes[todo & is_ftrace] = ok_code(Method.FTRACE)
+    todo = codes == UNSET
+    if step > 1:
+        codes[todo & ((aa % np.uint64(step)) != 0)] = refused_code(backend.misaligned_reason)
+        todo = codes == UNSET
+    # 4. arch_prepare_kprobe: table lookup, the rest through backend.prepare
+    sel = np.nonzero(todo)[0]
+    if clf is not None and len(sel):
+        rel_aa = (aa[sel] - np.uint64(A)).astype(np.int64)
+        # the length of the instruction at the (possibly adjusted) address, -1 when unknown
+        sel_lens = lens[sel].copy()
+        moved = np.nonzero(aa[sel] != addrs[sel])[0]
+        if len(moved):
+            k = np.minimum(np.searchsorted(addrs, aa[sel][moved]), max(n - 1, 0))
+            sel_lens[moved] = np.where(addrs[k] == aa[sel][moved], lens[k], -1)
+        sub = clf.classify(np.frombuffer(code, np.uint8), A, aa[sel], rel_aa, sel_lens)
+        codes[sel] = sub
+    slow = np.nonzero((codes == UNSET) | (codes == SLOW))[0]
+    for j in slow.tolist():
+        a = int(aa[j])
+        fi = int(fidx[j])
+        func = KSym(syms.names[fi], int(syms.addrs[fi]), int(syms.sizes[fi]))
+        if not (func.addr <= a < func.end):
+            ks = image.kallsyms.containing(a)
+            func = ks if ks is not None else func
+        if clf is not None and hasattr(clf, "prepare_at") and lens[j] > 0 and a == int(addrs[j]):
+            codes[j] = outcome_code(clf.prepare_at(a, func))  # a known boundary: no walk
+        else:
+            codes[j] = outcome_code(backend.prepare(PrepareContext(image, a, func)))
+    # 5. [OPTIMIZED] (opt-in): the classifier's bulk form when it has one (addresses it cannot
+    # judge go the per-address way, where can_optimize decodes the whole function per address)
+    if STATE.get("optimized") and cfg.enabled("OPTPROBES") and backend.have_optprobes and \
+            type(backend).optimizable is not Backend.optimizable:
+        cand = np.nonzero((codes < REFUSED_BASE) & (codes != ok_code(Method.FTRACE)))[0]
+        per_address = cand
+        if clf is not None and hasattr(clf, "optimized") and len(cand):
+            f_end = syms.addrs[lo:hi] + syms.sizes[lo:hi].astype(np.uint64)
+            opt, slow_opt = clf.optimized(code_np, A, addrs, lens, fidx - lo, syms.addrs[lo:hi],
+                                          f_end, cand, aa)
+            codes[cand[opt]] |= OPTIMIZED
+            per_address = cand[slow_opt]
+        for j in per_address.tolist():
+            a = int(aa[j])
+            func = image.kallsyms.containing(a)
+            if func and backend.optimizable(PrepareContext(image, a, func)):
+                codes[j] |= OPTIMIZED
+    return Chunk(offs.astype(np.uint32), np.minimum(lens, 255).astype(np.uint8), codes, counts,
+                  fail, time.perf_counter() - t0)
