@@ -180,6 +180,13 @@ FEATURES: tuple[Feature, ...] = (
        "arch/riscv/kernel/probes/decode-insn.c: riscv_probe_decode_insn (since not pinned)",
        since=(6, 6), arches=("riscv64",)),
     # --- s390x -------------------------------------------------------------------------------
+    _F("RISCV_UPROBE_TRAP_ANY_EBREAK",
+       "prepare_uprobe refuses (-ENOTSUPP) an ebreak as well as a c.ebreak at the uprobe "
+       "offset (is_trap_insn); before: only c.ebreak (weak is_swbp_insn), and the decoder "
+       "rejects a 32-bit ebreak with -EINVAL",
+       "arch/riscv/kernel/probes/uprobes.c: is_trap_insn (absent in 6.1, present in 6.12; "
+       "since not pinned)",
+       since=(6, 6), arches=("riscv64",)),
     _F("S390_OPCODES_ARCH15",
        "the disassembler's opcode table (find_insn) knows the arch15 instructions (and prno "
        "for ppno): probe_is_prohibited_opcode accepts them",
@@ -206,6 +213,38 @@ FEATURES: tuple[Feature, ...] = (
        "arch/powerpc/include/asm/ftrace.h: ftrace_call_adjust; kernel/trace/ftrace.c "
        "(since not pinned)",
        since=(6, 6), arches=("ppc64le",)),
+    # --- BPF attach types: fentry/fexit, kprobe_multi (kpatch_core/bpf_trampoline.py, fprobe.py)
+    _F("FENTRY_DENY_RCU_READ_LOCK",
+       "fentry/fexit on __rcu_read_lock/__rcu_read_unlock (CONFIG_PREEMPT_RCU) is refused: "
+       "btf_id_deny lists them",
+       "kernel/bpf/verifier.c: btf_id_deny (absent in 6.1, present in 6.12; since not pinned)",
+       since=(6, 6)),
+    _F("FEXIT_NORETURN_DENY",
+       "fexit/fmod_ret on a __noreturn function (do_exit, make_task_dead, ...) is refused",
+       "kernel/bpf/verifier.c: check_attach_btf_id, noreturn_deny (since not pinned)",
+       since=(6, 6)),
+    _F("FEXIT_RETVAL_MAX_8",
+       "fexit/fmod_ret on a function whose return value is larger than 8 bytes: -EOPNOTSUPP",
+       "kernel/bpf/verifier.c: bpf_check_attach_target, attach_uses_trampoline_retval "
+       "(since not pinned)",
+       since=(6, 6)),
+    _F("BPF_TRAMPOLINE_STACK_ARGS",
+       "the x86_64 BPF trampoline takes up to MAX_BPF_FUNC_ARGS (12) argument registers' worth, "
+       "7-12 on the stack (before: at most 6)",
+       "arch/x86/net/bpf_jit_comp.c: arch_prepare_bpf_trampoline nr_regs "
+       "(473e3150e30a, v6.6)",
+       since=(6, 6), arches=("x86_64",)),
+    _F("BPF_TRAMPOLINE_STRUCT_ARGS",
+       "struct arguments of at most 16 bytes pass through the BPF trampoline (one register per "
+       "8 bytes); before, the trampoline refuses them -ENOTSUPP",
+       "arch/x86/net/bpf_jit_comp.c: arch_prepare_bpf_trampoline (v6.1); "
+       "arch/arm64/net/bpf_jit_comp.c: btf_func_model_nregs (arm64: not in 6.1, in 6.12; "
+       "since not pinned, taken as 6.1 for both)",
+       since=(6, 1), arches=("x86_64", "arm64")),
+    _F("KPROBE_MULTI_CNT_LIMIT",
+       "a kprobe_multi link of more than MAX_KPROBE_MULTI_CNT (1 << 20) symbols: -E2BIG",
+       "kernel/trace/bpf_trace.c: bpf_kprobe_multi_link_attach (since not pinned)",
+       since=(6, 6)),
 )
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 
