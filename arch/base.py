@@ -17,6 +17,8 @@ import attrs
 from kpatch_core.verdict import Execution, Reason, Refusal
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from kpatch_core.features import FeatureSet
     from kpatch_core.image import Image, KernelVersion
     from kpatch_core.symbols import KSym
@@ -80,6 +82,9 @@ class Backend:
     retval_reg: ClassVar[str] = ""
     stack_reg: ClassVar[str] = ""
     syscall_prefix: ClassVar[str] = ""  # ARCH_HAS_SYSCALL_WRAPPER entry prefix
+    # bpf_arch_text_poke on a kernel function without an ftrace location (register_fentry's
+    # fallback): the weak/arm64 answer is -ENOTSUPP (only BPF text is poked)
+    bpf_text_poke_errno: ClassVar[str] = "ENOTSUPP"
     # regs_get_kernel_argument: argument n >= len(arg_regs) is $stack(arg_stack_base + n -
     # len(arg_regs)) (x86_64: 1, s390x: 20); None: the arch reads 0 past its registers
     arg_stack_base: ClassVar[int | None] = None
@@ -166,17 +171,16 @@ class Backend:
     # arch_adjust_kprobe_addr returns (sym + offset, False) for every offset >= this window
     adjust_window: ClassVar[int] = 16
 
-    def bulk_classifier(self, image: "Image") -> object | None:
-        """A fast whole-image classifier, or None: the core then decodes with capstone and calls
-        :meth:`prepare` per address.  Default: ``classifier(backend, image)`` from a ``bulk``
-        module beside the backend's module, when there is one (see arch/x86_64/bulk.py)."""
-        import importlib
-        name = f"{type(self).__module__}.bulk"
+    def bulk_classifier(self, image: "Image") -> "BulkClassifier":
+        """The whole-image classifier of the full analysis.  Weak default: a plain
+        :class:`BulkClassifier` (capstone decodes, :meth:`prepare` decides every address); a
+        backend returns its subclass (arch/x86_64/bulk.py...)."""
+        name = f"{type(self).__module__}.bulk"  # transitional: backends will override this hook
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name and name.startswith(e.name):
-                return None
+                return BulkClassifier(self, image)
             raise
         return mod.classifier(self, image)
 
@@ -186,4 +190,77 @@ class Backend:
         for f in self.pt_regs:
             if f.name == name:
                 return f
+        return None
+
+
+class BulkClassifier:
+    """What the full analysis (kpatch_core.rules) asks a backend about every instruction at once.
+
+    Every hook has a default that is slow but right, as the kernel's ``__weak`` functions: the
+    base class makes capstone find the boundaries and :meth:`Backend.prepare` decide each
+    address.  A backend overrides what it can do vectorised; arrays are numpy, addresses uint64,
+    offsets int64, outcome codes uint16 (kpatch_core.bulk).
+    """
+
+    def __init__(self, backend: Backend, image: "Image") -> None:
+        self.backend = backend
+        self.image = image
+
+    def classify(self, code: "np.ndarray", base: int, addrs: "np.ndarray", rel: "np.ndarray",
+                 lens: "np.ndarray") -> "np.ndarray":
+        """``arch_prepare_kprobe`` as outcome codes for sorted ``addrs`` (``code``: runtime bytes
+        from ``base``; ``rel``: offsets into it; ``lens``: instruction lengths or -1).  Where the
+        table cannot decide, ``SLOW`` sends the address to :meth:`prepare_at`.  Default: all SLOW."""
+        import numpy as np
+
+        from kpatch_core.bulk import SLOW
+        return np.full(len(addrs), SLOW, np.uint16)
+
+    def walk(self, code: "np.ndarray", starts: "np.ndarray", ends: "np.ndarray"
+             ) -> "tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None":
+        """The kernel's boundary walk from each function start ``[starts[i], ends[i])`` of
+        ``code``: (offsets from the start, lengths, instructions per function, where each walk
+        stopped or -1).  Default None: capstone's linear decode."""
+        return None
+
+    def fallback_length(self, code: bytes) -> int | None:
+        """The length the kernel's decoder gives where capstone stops (0: the kernel's walk
+        stops there too).  Default None: no opinion, the walk steps ``insn_align`` bytes on."""
+        return None
+
+    def length_fixup(self, code: "np.ndarray", offs: "np.ndarray", sizes: "np.ndarray"
+                     ) -> tuple[int, int] | None:
+        """The first decoded instruction whose length the kernel sees differently (x86 UD1),
+        as (index, length); default None: capstone's lengths are the kernel's."""
+        return None
+
+    def adjust(self, fstart: "np.ndarray", offs: "np.ndarray", aa: "np.ndarray") -> "np.ndarray":
+        """``arch_adjust_kprobe_addr`` for every address ``aa`` (function start ``fstart`` +
+        ``offs``).  Default: :meth:`Backend.adjust_kprobe_addr` per address inside
+        :attr:`Backend.adjust_window` when the backend overrides it."""
+        backend = self.backend
+        if type(backend).adjust_kprobe_addr is Backend.adjust_kprobe_addr:
+            return aa
+        out = aa.copy()
+        for j in (offs < backend.adjust_window).nonzero()[0].tolist():
+            out[j] = backend.adjust_kprobe_addr(self.image, int(fstart[j]), int(offs[j]))[0]
+        return out
+
+    def prepare_at(self, addr: int, func: "KSym") -> Execution | Refusal:
+        """:meth:`Backend.prepare` for an address known to be an instruction boundary (a
+        backend may skip its walk from the function start).  Default: ``prepare``."""
+        return self.backend.prepare(PrepareContext(self.image, addr, func))
+
+    def optimized(self, code: "np.ndarray", base: int, addrs: "np.ndarray", lens: "np.ndarray",
+                  func_of: "np.ndarray", fstarts: "np.ndarray", fends: "np.ndarray",
+                  cand: "np.ndarray", aa: "np.ndarray") -> "tuple[np.ndarray, np.ndarray]":
+        """``[OPTIMIZED]`` for the accepted instructions ``cand`` (indexes into ``addrs``):
+        (optimized, undecided) boolean arrays over ``cand``; undecided ones go through
+        :meth:`Backend.optimizable` one by one.  Default: every one undecided."""
+        import numpy as np
+        return np.zeros(len(cand), bool), np.ones(len(cand), bool)
+
+    def arch_blacklist_ranges(self) -> list[tuple[int, int]] | None:
+        """Where :meth:`Backend.within_arch_blacklist` holds, as ``[start, end)`` ranges, so the
+        blacklist is decided per function; default None: asked per address."""
         return None

@@ -113,7 +113,7 @@ class Runs:
 
 
 def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: int, addr: int,
-                    fallback: Callable[[int], int], step: int, stop_on_fail: bool,
+                    fallback: Callable[[int], int | None], step: int,
                     fixup: Callable[[np.ndarray, np.ndarray], tuple[int, int] | None] | None = None,
                     runs: "Runs | None" = None) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Instruction (offsets, sizes) of one function decoded from its first byte, the way the
@@ -121,8 +121,8 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
 
     ``ptr`` points at byte ``start`` of a buffer holding ``avail`` bytes from there; instructions
     starting before ``size`` are kept (the last may run past it).  Where capstone stops,
-    ``fallback(offset)`` gives a length (0: none); with ``stop_on_fail`` the walk ends there and
-    the offset is returned as the failure point, else it moves on by ``step`` bytes.
+    ``fallback(offset)`` gives the kernel's length there: 0 ends the walk (the offset is
+    returned as the failure point), None (no opinion) moves on by ``step`` bytes.
     ``fixup(offsets, sizes)`` (offsets relative to ``ptr``) names the first instruction whose
     length the kernel's decoder sees differently, and that length; the walk resumes after it.
     ``runs`` (long runs of one byte value: padding) are stepped through without decoding.
@@ -177,12 +177,12 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
                 continue  # the window ended (or a length was fixed), not the decoding
         # capstone cannot decode at pos
         k = fallback(pos)
-        if k > 0:
+        if k is not None and k > 0:
             offs.append(np.array([pos], np.int64))
             lens.append(np.array([k], np.int64))
             pos += k
             continue
-        if stop_on_fail:
+        if k is not None:  # the kernel's decoder fails here too: its walk ends
             fail = pos
             break
         offs.append(np.array([pos], np.int64))

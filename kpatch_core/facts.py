@@ -146,8 +146,7 @@ def static_facts(image: "Image", syms: TextSymbols, ff: dict) -> list[dict]:
     sec = image.section_at(t.stext)
     sec_name = sec.name if sec else ".text"
     lookup_hook = type(backend).lookup_name is not Backend.lookup_name
-    prefix = backend.syscall_prefix_for(image.features) if hasattr(backend, "syscall_prefix_for") \
-        else backend.syscall_prefix
+    prefix = backend.syscall_prefix_for(image.features)
     name_index = image.kallsyms._name_index()
     out = []
     for i, name in enumerate(syms.names):
@@ -264,7 +263,8 @@ def image_meta(image: "Image") -> dict:
     facts = [[f.name, f.value, f.source] for f in sorted(image.config.facts.values(),
                                                          key=lambda f: f.name)]
     return {"path": image.path, "arch": image.backend.name, "version": str(image.version),
-            "rules": image.version.rules, "banner": image.banner, "build_id": image.build_id,
+            "rules": image.features.rules, "rules_exact": image.features.exact,
+            "banner": image.banner, "build_id": image.build_id,
             "facts": facts, "ftrace_sites": int(len(image.tables.ftrace_sites)),
             "blacklist_entries": len(image.tables.blacklist),
             "text_bytes": int(image.tables.etext - image.tables.stext),

@@ -86,8 +86,8 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
     arch_hook = type(image.backend).within_arch_blacklist is not Backend.within_arch_blacklist
     # the arch hook as [start, end) ranges when the bulk classifier knows them: then only
     # functions that straddle a range edge need the per-address answer
-    ranges_of = getattr(STATE.get("classifier"), "arch_blacklist_ranges", None)
-    arch_ranges = ranges_of() if arch_hook and ranges_of is not None else None
+    clf = STATE.get("classifier")
+    arch_ranges = clf.arch_blacklist_ranges() if arch_hook and clf is not None else None
     fa, fe = syms.addrs, syms.addrs + np.maximum(syms.sizes, np.uint64(1))
     i_lo = np.searchsorted(starts, fa, side="right")
     i_hi = np.searchsorted(starts, fe, side="left")
@@ -175,38 +175,31 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     avail_total = len(code)
     cbuf = ctypes.create_string_buffer(code, avail_total)
     base_ptr = ctypes.addressof(cbuf)
-    dec = STATE.get("decoder")
-    if dec is None and backend.capstone_arch and not hasattr(clf, "walk"):
-        dec = LinearDecoder(backend.capstone_arch, backend.capstone_mode, not backend.little_endian)
-        STATE["decoder"] = dec
     code_np = np.frombuffer(code, np.uint8)
-    runs = Runs(code_np[:B - A], dec) if dec is not None else None
-    if clf is not None and hasattr(clf, "length_fixup"):
-        def fixup_at(base_rel: int) -> Callable:
-            return lambda o, s: clf.length_fixup(code_np, o + base_rel, s)
-    else:
-        def fixup_at(base_rel: int) -> None:
-            return None
-    if clf is not None and hasattr(clf, "fallback_length"):
-        def fallback(rel: int) -> int:
-            return clf.fallback_length(code[rel:rel + 16])
-        stop = True
-    else:
-        def fallback(rel: int) -> int:
-            return 0
-        stop = False
-    step = max(backend.insn_align, 1)
     nf = hi - lo
     starts_rel = (syms.addrs[lo:hi] - np.uint64(A)).astype(np.int64)
     ends_rel = starts_rel + syms.sizes[lo:hi].astype(np.int64)
+    walked = clf.walk(code_np, starts_rel, ends_rel)  # the arch's own boundary walk, vectorised
+    dec = STATE.get("decoder")
+    if dec is None and backend.capstone_arch and walked is None:
+        dec = LinearDecoder(backend.capstone_arch, backend.capstone_mode, not backend.little_endian)
+        STATE["decoder"] = dec
+    runs = Runs(code_np[:B - A], dec) if dec is not None else None
+
+    def fixup_at(base_rel: int) -> Callable[[np.ndarray, np.ndarray], tuple[int, int] | None]:
+        return lambda o, s: clf.length_fixup(code_np, o + base_rel, s)
+
+    def fallback(rel: int) -> int | None:
+        return clf.fallback_length(code[rel:rel + 16])
+    step = max(backend.insn_align, 1)
     total = B - A
     all_offs: list[np.ndarray] = []  # per function, offsets from the function start
     all_lens: list[np.ndarray] = []
     counts = np.zeros(nf, np.int64)
     fail = np.full(nf, -1, np.int64)
     i = 0
-    if clf is not None and hasattr(clf, "walk"):  # the arch's own boundary walk, vectorised
-        o, ln, counts, fail = clf.walk(code_np, starts_rel, ends_rel)
+    if walked is not None:
+        o, ln, counts, fail = walked
         all_offs, all_lens, i = [o], [ln], nf
     while i < nf:
         s0 = int(starts_rel[i])
@@ -223,7 +216,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
         # of the stream (then the kernel's walk from its start sees the same instructions)
         cap_end = max(int(ends_rel[i]), min(s0 + LinearDecoder.WINDOW, total))
         o, ln, f = decode_function(dec, base_ptr + s0, s0, cap_end - s0, avail_total - s0, A + s0,
-                                   lambda p, r=s0: fallback(r + p), step, stop, fixup_at(s0), runs)
+                                   lambda p, r=s0: fallback(r + p), step, fixup_at(s0), runs)
         S = o + s0
         j_end = max(i + 1, int(np.searchsorted(ends_rel, cap_end, side="right")))
         j_end = min(j_end, nf)
@@ -267,12 +260,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
         codes[ff["notrace"][fidx]] = refused_code(Reason.NOTRACE)
     # 2. _kprobe_addr + arch_adjust_kprobe_addr
     aa = addrs.copy()
-    entry_mask = offs < backend.adjust_window
-    if hasattr(clf, "adjust"):
-        aa = clf.adjust(fstart, offs, aa)
-    elif type(backend).adjust_kprobe_addr is not Backend.adjust_kprobe_addr:
-        for j in np.nonzero(entry_mask & (codes == UNSET))[0].tolist():
-            aa[j] = backend.adjust_kprobe_addr(image, int(fstart[j]), int(offs[j]))[0]
+    aa = clf.adjust(fstart, offs, aa)
     todo = codes == UNSET
     # 3. check_kprobe_address_safe, in the kernel's order
     is_ftrace = member(tables.ftrace_sites, aa)
@@ -310,7 +298,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
         todo = codes == UNSET
     # 4. arch_prepare_kprobe: table lookup, the rest through backend.prepare
     sel = np.nonzero(todo)[0]
-    if clf is not None and len(sel):
+    if len(sel):
         rel_aa = (aa[sel] - np.uint64(A)).astype(np.int64)
         # the length of the instruction at the (possibly adjusted) address, -1 when unknown
         sel_lens = lens[sel].copy()
@@ -328,7 +316,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
         if not (func.addr <= a < func.end):
             ks = image.kallsyms.containing(a)
             func = ks if ks is not None else func
-        if clf is not None and hasattr(clf, "prepare_at") and lens[j] > 0 and a == int(addrs[j]):
+        if lens[j] > 0 and a == int(addrs[j]):
             codes[j] = outcome_code(clf.prepare_at(a, func))  # a known boundary: no walk
         else:
             codes[j] = outcome_code(backend.prepare(PrepareContext(image, a, func)))
@@ -338,7 +326,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
             type(backend).optimizable is not Backend.optimizable:
         cand = np.nonzero((codes < REFUSED_BASE) & (codes != ok_code(Method.FTRACE)))[0]
         per_address = cand
-        if clf is not None and hasattr(clf, "optimized") and len(cand):
+        if len(cand):
             f_end = syms.addrs[lo:hi] + syms.sizes[lo:hi].astype(np.uint64)
             opt, slow_opt = clf.optimized(code_np, A, addrs, lens, fidx - lo, syms.addrs[lo:hi],
                                           f_end, cand, aa)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import (SLOW, classify_inputs, fixed_width_walk, mark_ranges, ok_code,
                               refused_code)
 from kpatch_core.verdict import Method, Reason
@@ -39,7 +40,7 @@ def row_codes(table: tuple[DecodeRow, ...]) -> np.ndarray:
     return np.array([_OUTCOME_CODE[r.outcome] for r in table], np.uint16)
 
 
-class Arm64BulkClassifier:
+class Arm64BulkClassifier(BulkClassifier):
     """Vectorised ``arch_prepare_kprobe`` for one arm64 image."""
 
     def __init__(self, backend: "Arm64Backend", image: "Image") -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, fixed_width_walk, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
@@ -152,7 +153,7 @@ def step_class(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nostep, step
 
 
-class Ppc64leBulkClassifier:
+class Ppc64leBulkClassifier(BulkClassifier):
     """Vectorised ``arch_prepare_kprobe`` for one ppc64le image."""
 
     def __init__(self, backend: "Ppc64leBackend", image: "Image") -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, classify_inputs, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
@@ -53,7 +54,7 @@ def u32_at(code: np.ndarray, rel: np.ndarray) -> np.ndarray:
     return b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
 
 
-class Riscv64BulkClassifier:
+class Riscv64BulkClassifier(BulkClassifier):
     """Vectorised ``arch_prepare_kprobe`` for one riscv64 image."""
 
     def __init__(self, backend: "Riscv64Backend", image: "Image") -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
@@ -66,7 +67,7 @@ def _tables(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return length, gbyte, gmask, known, bad
 
 
-class S390xBulkClassifier:
+class S390xBulkClassifier(BulkClassifier):
     """Vectorised ``arch_prepare_kprobe`` for one s390x image."""
 
     def __init__(self, backend: "S390xBackend", image: "Image") -> None:

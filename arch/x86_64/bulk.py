@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import attrs
 import numpy as np
 
+from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, mark_ranges, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
@@ -124,7 +125,7 @@ def boostable_opcode(f: OpcodeFields, is_group: np.ndarray, group_regs: np.ndarr
     return np.where(f.two, _BOOST2[f.b1], boost1)
 
 
-class X86BulkClassifier:
+class X86BulkClassifier(BulkClassifier):
     """Vectorised ``arch_prepare_kprobe`` for one x86_64 image."""
 
     def __init__(self, backend: "X86_64Backend", image: "Image") -> None:
