@@ -23,6 +23,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from .errors import InputError
+from .inputs import check_regular
 from .registry import backend_for
 
 if TYPE_CHECKING:
@@ -93,12 +94,20 @@ class Image:
     """A kernel image opened for analysis (one per vmlinux file; cheap to keep open)."""
 
     def __init__(self, path: str, config_path: str | None = None,
-                 overrides: dict[str, bool] | None = None) -> None:
+                 overrides: dict[str, bool] | None = None, system_map: str | None = None) -> None:
         self.path = path
+        # a FIFO would block, /dev/zero never ends: regular files only, refused before any read
+        check_regular(path, "the path of a vmlinux ELF image")
+        from .bootimage import BootElf, boot_elf, needs_boot_elf
+        # a vmlinuz/Image/stripped vmlinux: read through a synthetic ELF (kpatch_core/bootimage)
+        self.boot: BootElf | None = boot_elf(path, config_path, system_map) \
+            if needs_boot_elf(path) else None
+        if self.boot is not None:
+            config_path = self.boot.config_path
         self.config_path = config_path
         self.overrides = dict(overrides or {})  # --set FACT=y|n, applied over the inferred facts
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(self.boot.elf_path if self.boot else path, os.O_RDONLY)
         except FileNotFoundError:
             raise InputError(f"{path}: no such file; give the path of a vmlinux ELF image") from None
         except IsADirectoryError:
@@ -146,6 +155,10 @@ class Image:
             if s.type != SHT_NOBITS and s.size and s.offset + s.size > size:
                 raise InputError(f"{path}: truncated ELF (section {s.name} ends at "
                                  f"{s.offset + s.size}, file has {size} bytes); download the image again")
+            # every address is a 64-bit unsigned long: a section may not wrap past 2^64
+            if s.flags & SHF_ALLOC and s.addr + s.size > 1 << 64:
+                raise InputError(f"{path}: malformed ELF (section {s.name} at {s.addr:#x} + "
+                                 f"{s.size:#x} wraps past 2^64); give a vmlinux image")
         self.backend: Backend = backend_for(self.machine, self.little_endian, path)
         self.endian = "<" if self.little_endian else ">"
         loaded = [s for s in sections if s.flags & SHF_ALLOC and s.size]
@@ -168,9 +181,11 @@ class Image:
 
     @classmethod
     def open(cls, path: str, config_path: str | None = None,
-             overrides: dict[str, bool] | None = None) -> "Image":
-        """Open ``path`` as a kernel image; raises :class:`InputError` with a one-line reason."""
-        return cls(path, config_path, overrides)
+             overrides: dict[str, bool] | None = None, system_map: str | None = None) -> "Image":
+        """Open ``path`` as a kernel image; raises :class:`InputError` with a one-line reason.
+        A boot image (vmlinuz, Image, stripped vmlinux) is read with ``system_map`` or its
+        kallsyms tables (kpatch_core/bootimage)."""
+        return cls(path, config_path, overrides, system_map)
 
     # -- bytes ------------------------------------------------------------------------------
     def section(self, name: str) -> Section | None:

@@ -20,20 +20,21 @@ import re
 import struct
 
 import attrs
+import numpy as np
 
 from ..errors import InputError
 from .arm64_image import EM_AARCH64, arm64_little_endian, is_arm64_image
 from .bzimage import bzimage_payload, is_bzimage
 from .decompress import decompress, detect
 from .kallsyms import find_kallsyms
-from .layout import elf_payload_layout, raw_payload_layout
+from .layout import elf_payload_layout, raw_payload_layout, read_at
 from .riscv_image import EM_RISCV, is_riscv_image
 from .s390_image import EM_S390, is_s390_image, s390_payload
-from .synth_elf import Symbols, write_elf
+from .synth_elf import Layout, Symbols, write_elf
 from .system_map import looks_like_system_map, read_system_map
 from .zboot import is_zboot, zboot_payload
 
-FORMAT_VERSION = 1  # bump when the synthetic ELF changes: old cache entries are not reused
+FORMAT_VERSION = 2  # bump when the synthetic ELF changes: old cache entries are not reused
 SHT_SYMTAB = 2
 ET_REL = 1
 
@@ -97,7 +98,7 @@ def needs_boot_elf(path: str) -> bool:
         return True
     try:
         has, _, _ = _elf_has_symtab(head, path)
-    except (OSError, struct.error):
+    except (OSError, struct.error, ValueError, OverflowError):  # hostile e_shoff: Image reports
         return False
     return not has
 
@@ -218,7 +219,8 @@ def boot_elf(path: str, config_path: str | None = None, system_map: str | None =
     layout = elf_payload_layout(payload) if arch is None else raw_payload_layout(arch, payload, syms)
     if smap is not None:
         _check_same_build(path, smap_path, payload, layout, banner)  # type: ignore[arg-type]
-    write_elf(out, layout, payload, syms, comment=f"kpatch-core boot image: {kind}".encode())
+    write_elf(out, layout, payload, syms, _btf_functions(layout, payload), _mcount(layout, payload, syms),
+              comment=f"kpatch-core boot image: {kind}".encode())
     with open(src_file + ".tmp", "w") as f:
         f.write(f"{kind}\n{syms.source}")
     os.replace(src_file + ".tmp", src_file)
@@ -233,7 +235,38 @@ def _kallsyms(path: str, payload: bytes, arch: str | None) -> Symbols:
         k = find_kallsyms(payload, e)
     except InputError as err:
         raise InputError(f"{path}: {err}") from None
+    if "linux_banner" not in k.names:  # a .rodata symbol: absent from text-only kallsyms
+        # scripts/kallsyms.c without --all-symbols keeps _stext.._etext and the init text only:
+        # the kernel tables (__mcount_loc, _kprobe_blacklist, __jump_table...) have no symbol
+        raise InputError(f"{path}: its kallsyms holds text symbols only (CONFIG_KALLSYMS_ALL off), "
+                         "so the kernel tables verdicts depend on cannot be located; pass the "
+                         "System.map of this build with --system-map FILE (Debian: in "
+                         "linux-image-<version>-dbg) or the debug vmlinux")
     return Symbols(k.addrs, k.types, k.names, "kallsyms")
+
+
+def _btf_functions(layout: Layout, payload: bytes) -> frozenset[str]:
+    """Names of the BTF_KIND_FUNC records of the image's .BTF (empty without BTF)."""
+    from ..btf import Btf
+    s = next((s for s in layout.sections if s.name == ".BTF" and s.src >= 0), None)
+    if s is None:
+        return frozenset()
+    try:
+        return frozenset(Btf(bytes(payload[s.src:s.src + s.size])).func_names())
+    except InputError:
+        return frozenset()  # a damaged .BTF: types fall back to the other evidence
+
+
+def _mcount(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:
+    """The raw ``__mcount_loc`` records, read between their linker symbols."""
+    v = {n: int(a) for a, n in zip(syms.addrs.tolist(), syms.names)
+         if n in ("__start_mcount_loc", "__stop_mcount_loc")}
+    if len(v) != 2 or v["__stop_mcount_loc"] <= v["__start_mcount_loc"]:
+        return np.zeros(0, np.uint64)
+    n = v["__stop_mcount_loc"] - v["__start_mcount_loc"]
+    raw = read_at(layout, payload, v["__start_mcount_loc"], n)
+    e = "<" if layout.little_endian else ">"
+    return np.frombuffer(raw[:len(raw) // 8 * 8], e + "u8").astype(np.uint64)
 
 
 def _check_same_build(path: str, smap_path: str, payload: bytes, layout: object, banner: str | None) -> None:

@@ -31,3 +31,16 @@ def arm64_image_size(data: bytes) -> int:
     """``image_size``: bytes from ``_text`` to ``_end`` (bss included); 0 on pre-3.17 images."""
     (size,) = struct.unpack_from("<Q", data, 16)
     return int(size)
+
+
+def arm64_text_from_branch(data: bytes, entry_addr: int) -> int | None:
+    """The address of ``_text`` given the address of ``primary_entry``: head.S puts
+    ``b primary_entry`` at offset 4 (code1; offset 0 when the EFI stub's "MZ" is absent)."""
+    for at in (4, 0):
+        (insn,) = struct.unpack_from("<I", data, at)
+        if insn >> 26 == 0b000101:  # B imm26
+            imm = insn & 0x3FFFFFF
+            if imm & 0x2000000:
+                imm -= 1 << 26
+            return entry_addr - (at + imm * 4)
+    return None

@@ -61,7 +61,7 @@ def _token_table(data: bytes, e: str) -> tuple[int, list[bytes], int]:
             if end <= 0:
                 break
         else:
-            for pad in range(0, 16, 2):
+            for pad in range(0, 16):
                 ix = end + pad
                 idx = np.frombuffer(data[ix:ix + 512], e + "u2")
                 if len(idx) < 256 or idx[0] != 0:
@@ -152,7 +152,9 @@ def _addresses(data: bytes, at: int, n: int, base: int, e: str,
         else:
             with np.errstate(over="ignore"):
                 a = np.uint64(base) + (off & 0xFFFFFFFF).astype(np.uint64)
-        if np.all(a[1:] >= a[:-1]):
+        # sorted (scripts/kallsyms.c sorts by address) and mostly distinct: zero padding or
+        # another table read as offsets is sorted too, but all equal
+        if np.all(a[1:] >= a[:-1]) and len(np.unique(a)) > n // 2:
             return a
     return None
 

@@ -15,7 +15,7 @@ from elftools.elf.elffile import ELFFile
 import io
 
 from ..errors import InputError
-from .arm64_image import EM_AARCH64
+from .arm64_image import EM_AARCH64, arm64_text_from_branch
 from .riscv_image import EM_RISCV
 from .s390_image import EM_S390
 from .synth_elf import (SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOTE, SHT_PROGBITS,
@@ -23,13 +23,17 @@ from .synth_elf import (SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOT
 
 # per raw-image architecture: ELF machine, byte order, the relocation type the kernel applies
 # to itself at boot (R_*_RELATIVE) and the linker symbols around its table
-RAW_ARCHES: dict[str, tuple[int, bool, int, tuple[tuple[str, str], ...]]] = {
-    # arch/arm64/kernel/vmlinux.lds.S: __rela_start/__rela_end (pi/relocate.c, head.S)
-    "arm64": (EM_AARCH64, True, 1027, (("__rela_start", "__rela_end"),)),
-    # arch/riscv/kernel/vmlinux.lds.S: __rela_dyn_start/__rela_dyn_end (relocate_kernel)
-    "riscv64": (EM_RISCV, True, 3, (("__rela_dyn_start", "__rela_dyn_end"),)),
+# and the symbol at offset 0 of the image
+RAW_ARCHES: dict[str, tuple[int, bool, int, tuple[tuple[str, str], ...], str]] = {
+    # arch/arm64/kernel/vmlinux.lds.S: __rela_start/__rela_end (6.6+: the __pi_ aliases
+    # arch/arm64/kernel/pi/relocate.c reads); the image starts at _text (head.S)
+    "arm64": (EM_AARCH64, True, 1027, (("__rela_start", "__rela_end"),
+                                       ("__pi_rela_start", "__pi_rela_end")), "_text"),
+    # arch/riscv/kernel/vmlinux.lds.S: __rela_dyn_start/__rela_dyn_end (relocate_kernel);
+    # the image starts at _start (.head.text), _text is .text
+    "riscv64": (EM_RISCV, True, 3, (("__rela_dyn_start", "__rela_dyn_end"),), "_start"),
     # arch/s390/kernel/vmlinux.lds.S: __rela_dyn_start/__rela_dyn_end (boot/startup.c handle_relocs)
-    "s390x": (EM_S390, False, 12, (("__rela_dyn_start", "__rela_dyn_end"),)),
+    "s390x": (EM_S390, False, 12, (("__rela_dyn_start", "__rela_dyn_end"),), "_text"),
 }
 # named sections cut out of the raw image by their linker symbols (name, start, end, type, flags)
 NAMED = ((".BTF", "__start_BTF", "__stop_BTF", SHT_PROGBITS, SHF_ALLOC),
@@ -105,9 +109,13 @@ def _find_build_id(payload: bytes, little: bool) -> tuple[int, int] | None:
 
 def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
     """Sections for a raw image (offset 0 = ``_text``) cut at the linker symbols known."""
-    machine, little, rtype, rela_syms = RAW_ARCHES[arch]
+    machine, little, rtype, rela_syms, first = RAW_ARCHES[arch]
     v = _sym(syms)
-    base = v.get("_text", v.get("_stext", v.get("_start")))
+    base = v.get(first, v.get("_text"))
+    if base is None and arch == "arm64" and "primary_entry" in v:  # text-only kallsyms
+        base = arm64_text_from_branch(payload, v["primary_entry"])
+    if base is None:
+        base = v.get("_stext") if arch == "s390x" else None  # s390: _text == _stext
     if base is None:
         raise InputError("no _text/_stext symbol: cannot place the image; pass --system-map FILE")
     end = base + len(payload)

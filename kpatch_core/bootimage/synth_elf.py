@@ -14,11 +14,11 @@ import tempfile
 import attrs
 import numpy as np
 
+from .symbol_types import STB_LOCAL, near_mcount, symbol_info
+
 SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOTE, SHT_NOBITS = 1, 2, 3, 4, 7, 8
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 SHN_ABS = 0xFFF1
-STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
-STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
 ET_EXEC = 2
 _BLOB_AT = 0x1000  # file offset of the payload in the synthetic ELF
 
@@ -62,29 +62,12 @@ class Layout:
     entry: int = 0
 
 
-def _linker_provided(name: str) -> bool:
-    return name.startswith(("__start_", "__stop_", "__end_")) or (
-        name.startswith("__") and name.endswith(("_start", "_end")))
-
-
-def symbol_info(letter: str, name: str, executable: bool) -> int:
-    """st_info for a symbol of ``nm`` type ``letter``: local for lower case, weak for w/W/v/V;
-    text symbols are functions and data symbols objects, linker-script symbols have no type."""
-    bind = STB_WEAK if letter in "wWvV" else (STB_LOCAL if letter.islower() else STB_GLOBAL)
-    if _linker_provided(name) or letter in "aA":
-        typ = STT_NOTYPE
-    elif letter in "tTwW" and executable:
-        typ = STT_FUNC
-    elif letter in "dDbBrRvVgGsS":
-        typ = STT_OBJECT
-    else:
-        typ = STT_NOTYPE
-    return (bind << 4) | typ
-
-
 def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symbols,
+              func_names: frozenset[str] = frozenset(), mcount: np.ndarray | None = None,
               comment: bytes = b"") -> None:
-    """Write the synthetic ELF to ``path`` (atomically: a temporary file renamed into place)."""
+    """Write the synthetic ELF to ``path`` (atomically: a temporary file renamed into place).
+    ``func_names`` (BTF functions) and ``mcount`` (``__mcount_loc`` records) are the evidence
+    for each symbol's ELF type (:mod:`.symbol_types`)."""
     e = "<" if layout.little_endian else ">"
     secs = list(layout.sections)
     alloc_sorted = sorted(((s.addr, s.addr + s.size, i + 1, bool(s.flags & SHF_EXECINSTR))
@@ -102,7 +85,9 @@ def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symb
     is_exec = inside & (exe[jj] if len(starts) else False)
     # .symtab: locals first is an ELF rule (sh_info = first global); keep kallsyms order within
     names_b = [n.encode("latin-1") for n in syms.names]
-    infos = [symbol_info(t, n, bool(x)) for t, n, x in zip(syms.types, syms.names, is_exec.tolist())]
+    traced = near_mcount(addrs, mcount if mcount is not None else np.zeros(0, np.uint64))
+    infos = [symbol_info(t, n, bool(x), n in func_names, bool(m))
+             for t, n, x, m in zip(syms.types, syms.names, is_exec.tolist(), traced.tolist())]
     order = sorted(range(len(names_b)), key=lambda i: (infos[i] >> 4) != STB_LOCAL)
     strtab = bytearray(b"\0")
     st_dt = np.dtype([("name", e + "u4"), ("info", "u1"), ("other", "u1"), ("shndx", e + "u2"),

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""/boot files versus the debug vmlinux, per cached kernel: same verdicts, and how long it takes.
+
+    python benchmarks/bench_boot.py [--only NAME ...] [--full] [--no-time] [--kallsyms-only]
+
+For every ``~/.cache/kpatch-kernels/NAME/`` with a ``boot/`` directory (vmlinuz-*/vmlinux-*,
+System.map-*, config-*) prints side by side:
+
+- the sha256 of ``check --json`` on the kernel's oracle sample, from ``boot/vmlinuz-RELEASE``
+  (System.map and config found beside it) and from ``vmlinux --config boot/config-RELEASE``;
+- with ``--full``: the same for the full analysis ``--json`` (``KPATCH_CACHE=off``), and the
+  number of differing lines with the fields that differ;
+- the wall time of a cold ``check IMAGE vfs_read`` (page cache dropped, no result cache) from
+  each: from the vmlinuz both the first run (boot cache empty: decompress, recover kallsyms,
+  write the synthetic ELF) and a later one (synthetic ELF cached).
+
+``--kallsyms-only`` hides System.map (a copy of the boot image in a directory of its own), so
+the symbols come from the image's kallsyms tables.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = Path(os.environ.get("KPATCH_KERNELS", Path.home() / ".cache" / "kpatch-kernels"))
+SHARED_ORACLE = Path("/work/shared/data/oracle")
+OWN_ORACLE = ROOT / "tests" / "data" / "oracle"
+
+
+def targets(name: str) -> list[str]:
+    """The oracle sample of kernel NAME, in the oracle's order."""
+    own = OWN_ORACLE / name / "results.jsonl.gz"
+    if own.is_file():
+        with gzip.open(own, "rt") as f:
+            return [("r " if r["kind"] == "r" else "") + r["target"]
+                    for r in (json.loads(line) for line in f if line.strip())]
+    probes = SHARED_ORACLE / name / "probes.txt"
+    if not probes.is_file():
+        return []
+    return [ln.split("#", 1)[0].strip() for ln in probes.read_text().splitlines()
+            if ln.split("#", 1)[0].strip()]
+
+
+def boot_files(name: str) -> tuple[Path, Path | None] | None:
+    """(boot image, config) of cached kernel NAME, or None."""
+    d = KERNELS / name / "boot"
+    if not d.is_dir():
+        return None
+    img = next((p for p in sorted(d.iterdir()) if p.name.startswith(("vmlinuz-", "vmlinux-"))), None)
+    if img is None:
+        return None
+    rel = img.name.split("-", 1)[1]
+    cfg = d / f"config-{rel}"
+    return img, cfg if cfg.is_file() else None
+
+
+def run(argv: list[str], env: dict[str, str]) -> tuple[bytes, float]:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "kpatch_core.cli", *argv], capture_output=True,
+                       env=env, cwd=ROOT)
+    dt = time.perf_counter() - t0
+    if p.returncode not in (0, 1) or not p.stdout:
+        raise RuntimeError(f"{' '.join(argv[:2])}: exit {p.returncode}: {p.stderr.decode()[-300:]}")
+    return p.stdout, dt
+
+
+def drop_caches() -> bool:
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def diff_fields(a: bytes, b: bytes) -> str:
+    la, lb = a.decode().splitlines(), b.decode().splitlines()
+    if len(la) != len(lb):
+        return f"{len(la)} vs {len(lb)} lines"
+    c: collections.Counter[str] = collections.Counter()
+    n = 0
+    for x, y in zip(la, lb):
+        if x == y:
+            continue
+        n += 1
+        try:
+            X, Y = json.loads(x), json.loads(y)
+        except ValueError:
+            c["(text)"] += 1
+            continue
+        if isinstance(X, dict) and isinstance(Y, dict):
+            for k in set(X) | set(Y):
+                if X.get(k) != Y.get(k):
+                    c[k] += 1
+    return f"{n}/{len(la)} lines differ: " + ", ".join(f"{k} {v}" for k, v in c.most_common(6))
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()[:12]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="*", help="kernel names (default: every cached one with boot/)")
+    ap.add_argument("--full", action="store_true", help="also compare the full analysis")
+    ap.add_argument("--no-time", action="store_true", help="skip the cold-check timings")
+    ap.add_argument("--kallsyms-only", action="store_true", help="hide System.map from the boot run")
+    a = ap.parse_args()
+    names = a.only or sorted(p.name for p in KERNELS.iterdir() if (p / "boot").is_dir())
+    tmp = Path(tempfile.mkdtemp(prefix="bench-boot-"))
+    env = dict(os.environ, KPATCH_CACHE="off", KPATCH_BOOT_CACHE=str(tmp / "boot-cache"),
+               PYTHONPATH=str(ROOT))
+    print(f"{'kernel':13s} {'what':6s} {'from vmlinux':14s} {'from /boot':14s} {'equal':6s} detail")
+    try:
+        for name in names:
+            bf = boot_files(name)
+            vml = KERNELS / name / "vmlinux"
+            if bf is None or not vml.is_file():
+                print(f"{name:13s} (no boot/ or vmlinux cached)")
+                continue
+            img, cfg = bf
+            if a.kallsyms_only:
+                d = tmp / name
+                d.mkdir(exist_ok=True)
+                (d / img.name).unlink(missing_ok=True)
+                os.symlink(img, d / img.name)
+                if cfg:
+                    shutil.copy(cfg, d / cfg.name)
+                img = d / img.name
+            cfg_args = ["--config", str(cfg)] if cfg else []
+            tg = targets(name)
+            if tg:
+                tf = tmp / f"{name}.targets"
+                tf.write_text("\n".join(tg) + "\n")
+                v, _ = run(["check", str(vml), *cfg_args, "--targets", str(tf), "--json"], env)
+                b, _ = run(["check", str(img), *cfg_args, "--targets", str(tf), "--json"], env)
+                print(f"{name:13s} {'check':6s} {sha(v):14s} {sha(b):14s} {str(v == b):6s} "
+                      f"{len(tg)} targets" + ("" if v == b else "; " + diff_fields(v, b)))
+            if a.full:
+                v, _ = run(["summary", str(vml), *cfg_args, "--json", "--no-cache", "--no-progress"], env)
+                b, _ = run(["summary", str(img), *cfg_args, "--json", "--no-cache", "--no-progress"], env)
+                print(f"{name:13s} {'full':6s} {sha(v):14s} {sha(b):14s} {str(v == b):6s} "
+                      + ("" if v == b else diff_fields(v, b)))
+            if not a.no_time:
+                cold = drop_caches()
+                _, tv = run(["check", str(vml), *cfg_args, "vfs_read"], env)
+                shutil.rmtree(tmp / "boot-cache", ignore_errors=True)
+                drop_caches()
+                _, tb1 = run(["check", str(img), *cfg_args, "vfs_read"], env)
+                drop_caches()
+                _, tb2 = run(["check", str(img), *cfg_args, "vfs_read"], env)
+                label = "cold" if cold else "warm"
+                print(f"{name:13s} {label:6s} {tv:12.2f} s {tb1:7.2f}/{tb2:4.2f} s  ratio "
+                      f"{tb1 / tv:.2f} (first) {tb2 / tv:.2f} (cached synthetic ELF)")
+            sys.stdout.flush()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""ELF symbol types (STT_FUNC / STT_OBJECT / STT_NOTYPE) for symbols that come without them.
+
+kallsyms and System.map give a name, an address and an ``nm`` letter; the engine also asks the
+ELF type (is this text symbol a function or an assembler label? is ``__foo_start`` a linker
+symbol?). The evidence, in order: a ``BTF_KIND_FUNC`` record of that name (a C function), a
+compiler suffix (``.isra.0``, ``.cold``...), the function prefixes the compiler emits
+(``__pfx_``/``__cfi_``, static-call trampolines ``__SCT__``), linker-script symbol names
+(include/asm-generic/vmlinux.lds.h: ``__start_X``, ``__X_text_start``), an ``__mcount_loc``
+record at the entry (only functions are instrumented); otherwise an assembler label.
+
+>>> symbol_info("T", "vfs_read", True, True, True) == (1 << 4) | 2    # doctest: +SKIP
+True
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
+STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
+
+# include/asm-generic/vmlinux.lds.h and arch vmlinux.lds.S symbols: never functions
+LINKER_SCRIPT = re.compile(r"^(__start_|__stop_|__end_)|^__\w*_text_(start|end)$|^_(s|e)?(init)?text$"
+                           r"|^_(s|e)data$|^_end$|^__\w+_(start|end)$")
+FUNCTION_PREFIXES = ("__pfx_", "__cfi_", "__SCT__")
+# where an __mcount_loc record may sit relative to its function's entry: patchable-function-
+# entry NOPs before it (arm64 CALL_OPS: entry - 8) up to after a BTI/ENDBR and a mov (x86: +4)
+MCOUNT_WINDOW = (-8, 16)
+
+
+def symbol_info(letter: str, name: str, in_text: bool, in_btf: bool, has_mcount: bool) -> int:
+    """st_info of a symbol known by its ``nm`` letter and name: local for lower case, weak for
+    w/W/v/V; the type from the evidence listed in the module docstring."""
+    bind = STB_WEAK if letter in "wWvV" else (STB_LOCAL if letter.islower() else STB_GLOBAL)
+    if letter in "aA":
+        typ = STT_NOTYPE
+    elif letter in "tTwW" and in_text:
+        if in_btf or "." in name[1:] or name.startswith(FUNCTION_PREFIXES):
+            typ = STT_FUNC
+        elif LINKER_SCRIPT.match(name):
+            typ = STT_NOTYPE
+        else:
+            typ = STT_FUNC if has_mcount else STT_NOTYPE
+    elif LINKER_SCRIPT.match(name):
+        typ = STT_NOTYPE
+    elif letter in "dDbBrRvVgGsS":
+        typ = STT_OBJECT
+    else:
+        typ = STT_NOTYPE
+    return (bind << 4) | typ
+
+
+def near_mcount(addrs: np.ndarray, mcount: np.ndarray) -> np.ndarray:
+    """Per address: is there an ``__mcount_loc`` record in its MCOUNT_WINDOW?"""
+    if not len(mcount):
+        return np.zeros(len(addrs), bool)
+    rec = np.unique(np.asarray(mcount, np.uint64))
+    with np.errstate(over="ignore"):
+        lo = np.asarray(addrs, np.uint64) - np.uint64(-MCOUNT_WINDOW[0])
+    i = np.searchsorted(rec, lo, side="left")
+    i = np.minimum(i, len(rec) - 1)
+    return (rec[i] >= lo) & (rec[i] < np.asarray(addrs, np.uint64) + np.uint64(MCOUNT_WINDOW[1]))
