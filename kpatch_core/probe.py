@@ -17,6 +17,7 @@ import attrs
 from kpatch_arch.base import PrepareContext
 
 from .image import Image
+from .safety import check_kprobe_address_safe
 from .symbols import base_name
 from .target import Target, parse_target
 from .verdict import Execution, Method, Reason, Refusal, Verdict, reason_errno
@@ -82,30 +83,12 @@ def _within_notrace_func(image: Image, addr: int) -> bool:
 
 
 def _check_address_safe(image: Image, addr: int) -> bool:
-    """``check_kprobe_address_safe`` (+ ``check_ftrace_location``); returns True if ftrace-based."""
-    tables = image.tables
-    ftrace = False
-    if tables.is_ftrace_site(addr):  # check_ftrace_location
-        if not image.config.enabled("KPROBES_ON_FTRACE"):
-            raise _Refused(Reason.FTRACE_SITE, hex(addr))
-        ftrace = True
-    if not tables.is_core_text(addr):  # core_kernel_text after boot
-        raise _Refused(Reason.NOT_TEXT, hex(addr))
-    hit = tables.blacklist_hit(addr)  # within_kprobe_blacklist
-    if hit:
-        raise _Refused(hit[0], hit[1])
-    site = tables.jump_label_hit(addr)  # jump_label_text_reserved
-    if site is not None:
-        raise _Refused(Reason.JUMP_LABEL, f"site {site:#x}")
-    site = tables.static_call_hit(addr)  # static_call_text_reserved
-    if site is not None:
-        raise _Refused(Reason.STATIC_CALL, f"site {site:#x}")
-    if tables.is_bug_site(addr):  # find_bug
-        raise _Refused(Reason.BUG_SITE, hex(addr))
-    sym = image.kallsyms.containing(addr)  # is_cfi_preamble_symbol
-    if sym and sym.name.startswith(("__cfi_", "__pfx_")):
-        raise _Refused(Reason.CFI_PREAMBLE, sym.name)
-    return ftrace
+    """``check_kprobe_address_safe`` (+ ``check_ftrace_location``): the generic check table
+    (kpatch_core.safety); returns True if the probe is ftrace-based."""
+    hit = check_kprobe_address_safe(image, addr)
+    if hit is not None:
+        raise _Refused(*hit)
+    return image.tables.is_ftrace_site(addr)
 
 
 def _register_kprobe(image: Image, target: Target) -> tuple[_Resolved, Execution | None]:

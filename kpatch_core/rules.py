@@ -20,9 +20,10 @@ import numpy as np
 from kpatch_arch.base import Backend, PrepareContext
 
 from .analysis import TextSymbols
-from .bulk import mark_ranges, member
+from .bulk import member
 from .decode import LinearDecoder, Runs, decode_function
 from .outcome import OPTIMIZED, REFUSED_BASE, SLOW, UNSET, ok_code, outcome_code, refused_code
+from .safety import AddressArrays, check_kprobe_address_safe_vec
 from .symbols import KSym, base_name
 from .verdict import Method, Reason
 
@@ -127,15 +128,6 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
     cfi = np.array([s.startswith(("__cfi_", "__pfx_")) for s in syms.names], bool)
     return {"nrec": nrec, "notrace": notrace, "bl_code": bl_code, "bl_uniform": bl_uniform,
             "cfi": cfi}
-
-
-def jump_label_text_reserved(starts: np.ndarray, ends: np.ndarray, aa: np.ndarray) -> np.ndarray:
-    """Vectorised ``jump_label_text_reserved`` (KernelTables.jump_label_hit) for sorted ``aa``.
-    The kernel scans back while ``start + 8 > addr``; a site is at most 8 bytes long, so that
-    is "some site contains addr"."""
-    if len(starts) and int((ends - starts).max()) > 8:
-        raise RuntimeError("jump label site longer than 8 bytes: the range form does not apply")
-    return mark_ranges(aa, starts, ends)
 
 
 def section_runs(image: "Image", addrs: np.ndarray) -> list[tuple[int, int]]:
@@ -262,34 +254,9 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     aa = addrs.copy()
     aa = clf.adjust(fstart, offs, aa)
     todo = codes == UNSET
-    # 3. check_kprobe_address_safe, in the kernel's order
+    # 3. check_kprobe_address_safe: the generic check table, in the kernel's order
     is_ftrace = member(tables.ftrace_sites, aa)
-    if not cfg.enabled("KPROBES_ON_FTRACE"):
-        codes[todo & is_ftrace] = refused_code(Reason.FTRACE_SITE)
-        todo = codes == UNSET
-    not_text = (aa < np.uint64(tables.stext)) | (aa >= np.uint64(tables.etext))
-    codes[todo & not_text] = refused_code(Reason.NOT_TEXT)
-    todo = codes == UNSET
-    # blacklist: per function when uniform, else per address
-    bl_code = ff["bl_code"][fidx]
-    uniform = ff["bl_uniform"][fidx]
-    m = todo & uniform & (bl_code != 0)
-    codes[m] = bl_code[m]
-    for j in np.nonzero(todo & ~uniform)[0].tolist():
-        h = tables.blacklist_hit(int(aa[j]))
-        if h is not None:
-            codes[j] = refused_code(h[0])
-    todo = codes == UNSET
-    js, je = tables.jump_labels
-    codes[todo & jump_label_text_reserved(js, je, aa)] = refused_code(Reason.JUMP_LABEL)
-    todo = codes == UNSET
-    sc = tables.static_call_sites
-    if len(sc):  # static_call_text_reserved: site <= addr < site + 5
-        codes[todo & mark_ranges(aa, sc, sc + np.uint64(5))] = refused_code(Reason.STATIC_CALL)
-        todo = codes == UNSET
-    codes[todo & member(tables.bug_sites, aa)] = refused_code(Reason.BUG_SITE)
-    todo = codes == UNSET
-    codes[todo & ff["cfi"][fidx]] = refused_code(Reason.CFI_PREAMBLE)
+    check_kprobe_address_safe_vec(AddressArrays(image, aa, fidx, ff, is_ftrace), codes, UNSET)
     todo = codes == UNSET
     codes[todo & is_ftrace] = ok_code(Method.FTRACE)
     todo = codes == UNSET

@@ -1,0 +1,194 @@
+"""The kernel's generic address checks, written once: ``check_kprobe_address_safe``
+(kernel/kprobes.c) with ``check_ftrace_location``, in the kernel's order.
+
+Each row of :data:`GENERIC_CHECKS` answers for one address (``check``: the per-address pipeline
+of kpatch_core.probe) and for every address of a range at once (``vector``: the full analysis,
+kpatch_core.rules).  Both pipelines walk the same table, so a new rule, or a rule the kernel
+reorders, is one edit here.
+
+>>> [c.kernel_function for c in GENERIC_CHECKS][:2]       # doctest: +SKIP
+['check_ftrace_location', 'core_kernel_text']
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import attrs
+import numpy as np
+
+from .bulk import mark_ranges, member
+from .outcome import refused_code
+from .verdict import Reason
+
+if TYPE_CHECKING:
+    from .image import Image
+
+
+@attrs.frozen
+class AddressArrays:
+    """What a vectorised check looks at: the (adjusted) addresses ``aa`` of a range, sorted, the
+    index of each one's function (``fidx``) and the per-function rule outcomes
+    (kpatch_core.rules.function_checks); ``is_ftrace``: each address is an ftrace site."""
+
+    image: "Image"
+    aa: np.ndarray
+    fidx: np.ndarray
+    func_facts: dict[str, np.ndarray]
+    is_ftrace: np.ndarray
+
+
+Scalar = Callable[["Image", int], "tuple[Reason, str] | None"]
+Vector = Callable[[AddressArrays, np.ndarray], np.ndarray]
+
+
+@attrs.frozen
+class GenericCheck:
+    """One generic rule: the kernel function it mirrors, its per-address form (a refusal as
+    (reason, detail), or None) and its vectorised form (outcome codes, 0 where it passes;
+    only addresses in ``todo`` need an answer)."""
+
+    kernel_function: str
+    check: Scalar
+    vector: Vector
+
+
+def _codes(n: int) -> np.ndarray:
+    return np.zeros(n, np.uint16)
+
+
+# --- check_ftrace_location: an ftrace site needs KPROBES_ON_FTRACE ---------------------------------
+def _ftrace(image: "Image", addr: int) -> tuple[Reason, str] | None:
+    if image.tables.is_ftrace_site(addr) and not image.config.enabled("KPROBES_ON_FTRACE"):
+        return Reason.FTRACE_SITE, hex(addr)
+    return None
+
+
+def _ftrace_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+    out = _codes(len(v.aa))
+    if not v.image.config.enabled("KPROBES_ON_FTRACE"):
+        out[v.is_ftrace] = refused_code(Reason.FTRACE_SITE)
+    return out
+
+
+# --- core_kernel_text (after boot: init text is gone) ----------------------------------------------
+def _text(image: "Image", addr: int) -> tuple[Reason, str] | None:
+    return None if image.tables.is_core_text(addr) else (Reason.NOT_TEXT, hex(addr))
+
+
+def _text_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+    t = v.image.tables
+    out = _codes(len(v.aa))
+    out[(v.aa < np.uint64(t.stext)) | (v.aa >= np.uint64(t.etext))] = refused_code(Reason.NOT_TEXT)
+    return out
+
+
+# --- within_kprobe_blacklist -------------------------------------------------------------------------
+def _blacklist(image: "Image", addr: int) -> tuple[Reason, str] | None:
+    hit = image.tables.blacklist_hit(addr)
+    return (hit[0], hit[1]) if hit else None
+
+
+def _blacklist_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+    """Per function where the answer is uniform over it (function_checks), else per address."""
+    bl_code = v.func_facts["bl_code"][v.fidx]
+    uniform = v.func_facts["bl_uniform"][v.fidx]
+    out = np.where(uniform, bl_code, 0).astype(np.uint16)
+    tables = v.image.tables
+    for j in np.nonzero(todo & ~uniform)[0].tolist():
+        h = tables.blacklist_hit(int(v.aa[j]))
+        if h is not None:
+            out[j] = refused_code(h[0])
+    return out
+
+
+# --- jump_label_text_reserved -----------------------------------------------------------------------
+def _jump_label(image: "Image", addr: int) -> tuple[Reason, str] | None:
+    site = image.tables.jump_label_hit(addr)
+    return None if site is None else (Reason.JUMP_LABEL, f"site {site:#x}")
+
+
+def jump_label_text_reserved(starts: np.ndarray, ends: np.ndarray, aa: np.ndarray) -> np.ndarray:
+    """Vectorised ``jump_label_text_reserved`` (KernelTables.jump_label_hit) for sorted ``aa``.
+    The kernel scans back while ``start + 8 > addr``; a site is at most 8 bytes long, so that
+    is "some site contains addr"."""
+    if len(starts) and int((ends - starts).max()) > 8:
+        raise RuntimeError("jump label site longer than 8 bytes: the range form does not apply")
+    return mark_ranges(aa, starts, ends)
+
+
+def _jump_label_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+    js, je = v.image.tables.jump_labels
+    out = _codes(len(v.aa))
+    out[jump_label_text_reserved(js, je, v.aa)] = refused_code(Reason.JUMP_LABEL)
+    return out
+
+
+# --- static_call_text_reserved: site <= addr < site + 5 ---------------------------------------------
+def _static_call(image: "Image", addr: int) -> tuple[Reason, str] | None:
+    site = image.tables.static_call_hit(addr)
+    return None if site is None else (Reason.STATIC_CALL, f"site {site:#x}")
+
+
+def _static_call_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+    sc = v.image.tables.static_call_sites
+    out = _codes(len(v.aa))
+    if len(sc):
+        out[mark_ranges(v.aa, sc, sc + np.uint64(5))] = refused_code(Reason.STATIC_CALL)
+    return out
+
+
+# --- find_bug ----------------------------------------------------------------------------------------
+def _bug(image: "Image", addr: int) -> tuple[Reason, str] | None:
+    return (Reason.BUG_SITE, hex(addr)) if image.tables.is_bug_site(addr) else None
+
+
+def _bug_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+    out = _codes(len(v.aa))
+    out[member(v.image.tables.bug_sites, v.aa)] = refused_code(Reason.BUG_SITE)
+    return out
+
+
+# --- is_cfi_preamble_symbol: __cfi_/__pfx_ symbols ----------------------------------------------------
+CFI_PREFIXES = ("__cfi_", "__pfx_")
+
+
+def _cfi(image: "Image", addr: int) -> tuple[Reason, str] | None:
+    sym = image.kallsyms.containing(addr)
+    return (Reason.CFI_PREAMBLE, sym.name) if sym and sym.name.startswith(CFI_PREFIXES) else None
+
+
+def _cfi_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+    out = _codes(len(v.aa))
+    out[v.func_facts["cfi"][v.fidx]] = refused_code(Reason.CFI_PREAMBLE)
+    return out
+
+
+GENERIC_CHECKS: tuple[GenericCheck, ...] = (
+    GenericCheck("check_ftrace_location", _ftrace, _ftrace_v),
+    GenericCheck("core_kernel_text", _text, _text_v),
+    GenericCheck("within_kprobe_blacklist", _blacklist, _blacklist_v),
+    GenericCheck("jump_label_text_reserved", _jump_label, _jump_label_v),
+    GenericCheck("static_call_text_reserved", _static_call, _static_call_v),
+    GenericCheck("find_bug", _bug, _bug_v),
+    GenericCheck("is_cfi_preamble_symbol", _cfi, _cfi_v),
+)
+
+
+def check_kprobe_address_safe(image: "Image", addr: int) -> tuple[Reason, str] | None:
+    """The first generic check that refuses ``addr`` as (reason, detail), or None."""
+    for c in GENERIC_CHECKS:
+        hit = c.check(image, addr)
+        if hit is not None:
+            return hit
+    return None
+
+
+def check_kprobe_address_safe_vec(v: AddressArrays, codes: np.ndarray, unset: int = 0) -> None:
+    """Every generic check over ``v.aa`` in order, writing the first refusal of each address
+    still ``unset`` in ``codes`` (in place)."""
+    todo = codes == unset
+    for c in GENERIC_CHECKS:
+        got = c.vector(v, todo)
+        m = todo & (got != 0)
+        codes[m] = got[m]
+        todo = codes == unset
