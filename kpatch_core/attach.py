@@ -1,0 +1,83 @@
+"""One entry point for every attach type: kprobes, fentry/fexit, fprobe events, kprobe_multi.
+
+:func:`check_targets` expands each target as its tool would (:mod:`kpatch_core.spec`), then
+asks the rules of its attach type:
+
+- kprobe/kretprobe: :func:`kpatch_core.probe.check_many` (all kprobes registered together, in
+  order).  A kprobe written in a BPF tool's spelling (bpftrace, libbpf, BCC) is created through
+  perf's kprobe PMU, ``create_local_trace_kprobe``, whose ``validate_probe_symbol`` answers a
+  missing name ``-ENOENT`` and a non-unique one ``-EADDRNOTAVAIL`` on every kernel (only a
+  kprobe_events write turns them into ``-EINVAL`` on newer kernels);
+- fentry/fexit: :mod:`kpatch_core.bpf_trampoline`;
+- fprobe events and kprobe_multi: :mod:`kpatch_core.fprobe`.
+
+>>> [(str(t), v.ok) for t, v in check_targets(image, [parse_target("kretprobe:vfs_read")])]  # doctest: +SKIP
+[('kretprobe:vfs_read', True)]
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .attach_verdict import AttachVerdict
+from .bpf_trampoline import check_fentry
+from .fprobe import check_fprobe_event, check_kprobe_multi_target
+from .probe import check_many
+from .spec import expand
+from .target import Target, spelling_source
+from .verdict import Reason, Verdict
+
+if TYPE_CHECKING:
+    from .image import Image
+
+AnyVerdict = Verdict | AttachVerdict
+# validate_probe_symbol's own errnos (create_local_trace_kprobe returns them unchanged)
+_PERF_ERRNO = {Reason.NO_SYMBOL: "ENOENT", Reason.NON_UNIQUE_SYMBOL: "EADDRNOTAVAIL"}
+
+
+@attrs.frozen
+class Unmatched:
+    """A glob that matched no function (the tool attaches nothing and reports it)."""
+
+    target: Target
+
+
+def _perf_kprobe(v: Verdict, t: Target) -> Verdict:
+    """A kprobe_events verdict as perf's kprobe PMU would give it for a BPF tool's spelling."""
+    if spelling_source(t) in ("bpftrace", "libbpf", "bcc") and v.reason in _PERF_ERRNO:
+        return attrs.evolve(v, errno=_PERF_ERRNO[v.reason])
+    return v
+
+
+def check_targets(image: Image, targets: Sequence[Target]) -> list[tuple[Target, AnyVerdict | Unmatched]]:
+    """Every target expanded and checked, in order; kprobes are registered together."""
+    expanded: list[tuple[Target, Target | None]] = []
+    for t in targets:
+        got = expand(image, t)
+        if not got:
+            expanded.append((t, None))
+        expanded.extend((t, e) for e in got)
+    kprobes = [e for _, e in expanded if e is not None and e.is_kprobe]
+    kverdicts = iter(check_many(image, list(kprobes))) if kprobes else iter(())
+    out: list[tuple[Target, AnyVerdict | Unmatched]] = []
+    for orig, e in expanded:
+        if e is None:
+            out.append((orig, Unmatched(orig)))
+        elif e.is_kprobe:
+            out.append((e, _perf_kprobe(next(kverdicts), e)))
+        else:
+            out.append((e, check_one(image, e)))
+    return out
+
+
+def check_one(image: Image, target: Target) -> AnyVerdict:
+    """The verdict for one already-expanded target of any attach type."""
+    if target.is_kprobe:
+        return _perf_kprobe(check_many(image, [target])[0], target)
+    if target.attach in ("fentry", "fexit"):
+        return check_fentry(image, target)
+    if target.attach in ("fprobe", "fprobe_return"):
+        return check_fprobe_event(image, target)
+    return check_kprobe_multi_target(image, target)

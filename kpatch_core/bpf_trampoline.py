@@ -1,0 +1,144 @@
+"""fentry/fexit: what loading and attaching a BPF trampoline program to a kernel function does.
+
+The loader (libbpf, bpftrace) finds the function's ``BTF_KIND_FUNC`` id in vmlinux BTF; the
+verifier's ``bpf_check_attach_target`` distils the prototype (``btf_distill_func_proto``) and
+looks the name up in kallsyms; ``check_attach_btf_id`` applies the deny lists; at attach
+``bpf_trampoline_update`` asks the arch to build the trampoline
+(``arch_prepare_bpf_trampoline``: argument-register limits) and ``register_fentry`` hooks the
+function through its ftrace location (or asks ``bpf_arch_text_poke`` to patch the entry).
+The first failing rule decides, in that order.
+
+>>> v = check_fentry(image, parse_target("fentry:vfs_read"))    # doctest: +SKIP
+>>> v.ok, v.address                                             # doctest: +SKIP
+(True, 18446744071581962656)
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import btf as B
+from .attach_verdict import AttachReason, AttachVerdict, refuse
+from .spec import image_btf
+from .target import Target
+
+if TYPE_CHECKING:
+    from .image import Image
+
+MAX_BPF_FUNC_ARGS = 12  # include/linux/bpf.h
+# check_attach_btf_id: btf_id_deny (the entries built in depend on the config; an entry whose
+# function the image lacks never matches, as BTF_ID resolves it to 0)
+BTF_ID_DENY = ("migrate_disable", "migrate_enable", "rcu_read_unlock_strict",
+               "preempt_count_add", "preempt_count_sub")
+BTF_ID_DENY_PREEMPT_RCU = ("__rcu_read_lock", "__rcu_read_unlock")  # FEATURE FENTRY_DENY_RCU_READ_LOCK
+# check_attach_btf_id: noreturn_deny (FEATURE FEXIT_NORETURN_DENY)
+NORETURN_DENY = ("__ia32_sys_exit", "__ia32_sys_exit_group", "__kunit_abort",
+                 "kunit_try_catch_throw", "__module_put_and_kthread_exit", "__x64_sys_exit",
+                 "__x64_sys_exit_group", "do_exit", "do_group_exit", "kthread_complete_and_exit",
+                 "kthread_exit", "make_task_dead")
+# register_fentry needs CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS (tr->fops); its API's names
+DIRECT_CALLS_EVIDENCE = ("register_ftrace_direct", "register_ftrace_direct_multi")
+
+
+def _type_size(btf: B.Btf, tid: int) -> tuple[int, B.BtfType | None]:
+    """``__get_type_size``: bytes of the type after modifiers (-1 when unsupported), and it."""
+    if tid == 0:
+        return 0, None
+    _, t = btf.skip_modifiers(tid)
+    if t is None:
+        return -1, None
+    if t.kind == B.PTR:
+        return B.POINTER_SIZE, t
+    if t.kind in (B.INT, B.ENUM, B.ENUM64, B.STRUCT, B.UNION):
+        return t.size_or_type, t
+    return -1, t
+
+
+def _distill(btf: B.Btf, name: str, fexit: bool, retval_max_8: bool) -> tuple[AttachReason, str] | None:
+    """``btf_distill_func_proto`` (+ the >8-byte return check): None when the prototype fits."""
+    fid = btf._funcs.get(name)  # btf_find_by_name_kind(vmlinux, name, BTF_KIND_FUNC)
+    ft = btf.type(fid) if fid else None
+    proto = btf.type(ft.size_or_type) if ft else None
+    if proto is None or proto.kind != B.FUNC_PROTO:
+        return AttachReason.NO_BTF_FUNC, name
+    if proto.vlen > MAX_BPF_FUNC_ARGS:
+        return AttachReason.BTF_TOO_MANY_ARGS, f"{proto.vlen} arguments"
+    ret_size, rt = _type_size(btf, proto.size_or_type)
+    if ret_size < 0 or (rt is not None and rt.kind in (B.STRUCT, B.UNION)):
+        return AttachReason.BTF_RET_TYPE, rt.kind_name if rt else "?"
+    raw = btf._u32s(proto.extra, 2 * proto.vlen) if proto.vlen else ()
+    for i in range(proto.vlen):
+        ptid = raw[2 * i + 1]
+        if i == proto.vlen - 1 and ptid == 0:
+            return AttachReason.BTF_VARARGS, ""
+        size, _ = _type_size(btf, ptid)
+        if size < 0 or size > 16:
+            return AttachReason.BTF_ARG_TYPE, f"arg{i} {btf.c_type(ptid)}"
+        if size == 0:
+            return AttachReason.BTF_ARG_TYPE, f"arg{i} is void"
+    if fexit and ret_size > 8 and retval_max_8:
+        return AttachReason.BTF_RET_SIZE, f"{ret_size} bytes"
+    return None
+
+
+def _arg_regs(btf: B.Btf, name: str) -> tuple[int, bool]:
+    """Registers the arguments take (a struct of 9-16 bytes takes two) and whether any
+    argument is a struct by value  [arch_prepare_bpf_trampoline: nr_regs]."""
+    fid = btf._funcs[name]
+    proto = btf.type(btf.type(fid).size_or_type)  # type: ignore[union-attr]
+    assert proto is not None
+    raw = btf._u32s(proto.extra, 2 * proto.vlen) if proto.vlen else ()
+    regs, structs = 0, False
+    for i in range(proto.vlen):
+        size, t = _type_size(btf, raw[2 * i + 1])
+        is_struct = t is not None and t.kind in (B.STRUCT, B.UNION)
+        structs |= is_struct
+        regs += (size + 7) // 8 if is_struct else 1
+    return regs, structs
+
+
+def check_fentry(image: Image, target: Target) -> AttachVerdict:
+    """The verdict for attaching an fentry (``kind 'p'``) or fexit (``'r'``) program to
+    ``target.symbol`` on ``image``."""
+    assert target.symbol is not None
+    name, attach, kind = target.symbol, target.attach, target.kind
+    fexit = attach == "fexit"
+    rules = image.version.rules
+    common = {"spelling": target.spelling, "rules": rules}
+
+    def no(reason: AttachReason, detail: str = "", **kw: object) -> AttachVerdict:
+        return refuse(str(target), kind, attach, reason, detail, **common, **kw)  # type: ignore[arg-type]
+
+    btf = image_btf(image)
+    if btf is None:  # bpf_get_btf_vmlinux: no vmlinux BTF, no attach_btf_id
+        return no(AttachReason.NO_BTF)
+    bad = _distill(btf, name, fexit, image.features.has("FEXIT_RETVAL_MAX_8"))  # bpf_check_attach_target
+    if bad is not None:
+        return no(*bad)
+    addr = image.kallsyms.lookup(name)  # bpf_check_attach_target: kallsyms_lookup_name(tname)
+    if addr is None:
+        return no(AttachReason.NO_ADDRESS, name)
+    sym = f"{name}+0x0"
+    deny = BTF_ID_DENY + (BTF_ID_DENY_PREEMPT_RCU if image.features.has("FENTRY_DENY_RCU_READ_LOCK") else ())
+    if name in deny:  # check_attach_btf_id: btf_id_set_contains(&btf_id_deny, btf_id)
+        return no(AttachReason.DENY_LIST, name, address=addr, symbol=sym)
+    if fexit and name in NORETURN_DENY and image.features.has("FEXIT_NORETURN_DENY"):
+        return no(AttachReason.NORETURN_DENY, name, address=addr, symbol=sym)
+    # bpf_trampoline_update -> arch_prepare_bpf_trampoline: argument registers
+    regs, structs = _arg_regs(btf, name)
+    limit = MAX_BPF_FUNC_ARGS if image.features.has("BPF_TRAMPOLINE_STACK_ARGS") else len(image.backend.arg_regs)
+    if structs and not image.features.has("BPF_TRAMPOLINE_STRUCT_ARGS"):
+        return no(AttachReason.TRAMPOLINE_STRUCT_ARGS, "", address=addr, symbol=sym)
+    if regs > limit:
+        return no(AttachReason.TRAMPOLINE_ARGS, f"{regs} registers, at most {limit}",
+                  address=addr, symbol=sym)
+    ks = image.kallsyms.containing(addr)
+    size = ks.size if ks is not None and ks.addr == addr else 1
+    # register_fentry: ftrace_location(ip) (sym+0 maps to the function's __fentry__ record)
+    if not image.tables.has_ftrace_record(addr, size):
+        return no(AttachReason.NO_FTRACE_LOCATION, "no ftrace record in the function",
+                  address=addr, symbol=sym, errno=getattr(image.backend, "bpf_text_poke_errno", "ENOTSUPP"))
+    if not any(image.symtab.value(s) is not None for s in DIRECT_CALLS_EVIDENCE):
+        return no(AttachReason.NO_DIRECT_CALLS, "no register_ftrace_direct in the image",
+                  address=addr, symbol=sym)
+    return AttachVerdict(str(target), kind, attach, True, address=addr, symbol=sym,
+                         spelling=target.spelling, rules=rules, flags=("FTRACE",))

@@ -1,0 +1,104 @@
+"""``kpatch-analyze check``: targets in, one line (or JSON object) per verdict out.
+
+Targets come from the command line, ``--targets FILE`` (one a line) and ``--from FILE`` (a
+bpftrace script, BCC tool, libbpf object or targets list, :mod:`kpatch_core.readers`).  Plain
+kprobe targets print exactly as before; other attach types add ``attach`` and ``spelling`` to
+their JSON; a refused name (missing, non-unique) gets a ``hint`` and ``candidates``
+(:mod:`kpatch_core.namehelp`) and a second text line ``  hint: ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .attach import AnyVerdict, Unmatched, check_targets
+from .attach_verdict import AttachReason, AttachVerdict
+from .errors import UsageError
+from .image import Image
+from .namehelp import name_help
+from .readers import read_probe_file, resolve
+from .target import Target, parse_target, read_targets
+from .verdict import Reason
+
+_NAME_REASONS = (Reason.NO_SYMBOL, Reason.NON_UNIQUE_SYMBOL)
+_ATTACH_NAME_REASONS = (AttachReason.NO_BTF_FUNC, AttachReason.NO_ADDRESS,
+                        AttachReason.FPROBE_NO_MATCH)
+
+
+def _line(t: Target, v: AnyVerdict) -> str:
+    if v.ok:
+        flags = "".join(f"[{f}]" for f in v.flags)
+        method = v.method.value if v.method else ""
+        extra = f"({v.attach} of {v.count})" if isinstance(v, AttachVerdict) and v.count > 1 else ""
+        return (f"{t!s:40s} ok   {v.symbol or ''} {hex(v.address) if v.address else ''} "
+                f"{method} {flags} {extra}").rstrip() + "\n"
+    j = v.to_json()
+    return f"{t!s:40s} {v.errno:7s} {v.message}: {j['why']} [{j['kernel_function']}]\n"
+
+
+def _wants_help(t: Target, v: AnyVerdict) -> bool:
+    if v.ok or not t.symbol or t.is_pattern:
+        return False
+    return (v.reason in _NAME_REASONS) or (isinstance(v, AttachVerdict) and v.reason in _ATTACH_NAME_REASONS)
+
+
+def run(args: argparse.Namespace, open_image: Callable[[argparse.Namespace], Image]) -> int:
+    """The ``check`` command: print every verdict; 1 when a name is unknown, else 0."""
+    targets = [parse_target(t) for t in args.targets]
+    if args.targets_file:
+        targets += read_targets(args.targets_file)
+    from_file = getattr(args, "from_file", None)
+    if not targets and not from_file:
+        raise UsageError("check: no targets; give TARGET arguments, --targets FILE or --from FILE")
+    image = open_image(args)
+    note = image.features.note()  # outside the verified kernel versions (kpatch_core/features.py)
+    if note and not args.json:
+        print(f"kpatch-analyze: {note}", file=sys.stderr)
+    if from_file:
+        pf = read_probe_file(from_file)
+        got = resolve(image, pf)
+        for u in pf.unresolved:
+            print(f"kpatch-analyze: note: {from_file}: {u}", file=sys.stderr)
+        if not got and not targets:
+            raise UsageError(f"check: {from_file} ({pf.reader}) asks for no kernel-function probe "
+                             f"({len(pf.skipped)} other probes)")
+        targets += got
+    unknown: list[str] = []
+    out = sys.stdout
+    for t, v in check_targets(image, targets):  # kprobes registered together, in order
+        if isinstance(v, Unmatched):
+            unknown.append(str(t))
+            if args.json:
+                out.write(json.dumps({"target": str(t), "ok": False, "errno": "ENOENT",
+                                      "message": None, "reason": "NO_MATCH",
+                                      "why": "the pattern matches no function", "attach": t.attach,
+                                      "spelling": t.spelling or t.text}) + "\n")
+            else:
+                out.write(f"{t!s:40s} ENOENT  the pattern matches no function\n")
+            continue
+        if (v.reason == Reason.NO_SYMBOL or isinstance(v, AttachVerdict) and not v.ok and t.symbol
+                and image.kallsyms.count(t.symbol) == 0) and t.symbol:
+            unknown.append(t.symbol)
+        helper = name_help(image, t.symbol) if _wants_help(t, v) and t.symbol else None
+        if args.json:
+            j: dict[str, Any] = v.to_json()
+            if t.spelling and "attach" not in j:
+                j["attach"], j["spelling"] = t.attach, t.spelling
+            if helper is not None:
+                j["hint"], j["candidates"] = helper.hint, list(helper.candidates)
+            out.write(json.dumps(j) + "\n")
+        else:
+            out.write(_line(t, v))
+            if helper is not None:
+                out.write(f"    hint: {helper.hint}\n")
+    if unknown:
+        # the verdicts above are the kernel's answer (ENOENT); the exit code flags the input error
+        names = ", ".join(sorted(set(unknown))[:5]) + (" ..." if len(set(unknown)) > 5 else "")
+        print(f"kpatch-analyze: error: unknown symbol(s) in {image.path}: {names}; see the hints "
+              "above, list names with 'kpatch-analyze list VMLINUX PATTERN', or probe by 0xADDR",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,134 @@
+"""Verdicts for fentry/fexit, fprobe events and kprobe_multi on the Debian kernels, and the
+kprobe spellings of BPF tools; each case is a kernel rule (bpf_check_attach_target,
+check_attach_btf_id, register_fentry, trace_fprobe.c, ftrace_lookup_symbols)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from kpatch_core.attach import Unmatched, check_one, check_targets
+from kpatch_core.attach_verdict import AttachReason
+from kpatch_core.cli import main
+from kpatch_core.fprobe import check_kprobe_multi
+from kpatch_core.image import Image
+from kpatch_core.target import parse_target
+from kpatch_core.verdict import Reason
+
+CACHE = os.path.expanduser("~/.cache/kpatch-kernels")
+TOOLS = os.path.join(os.path.dirname(__file__), "..", "testdata", "tools")
+
+
+def _path(name: str) -> str:
+    path = os.path.join(CACHE, name, "vmlinux")
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not cached (tests/data/oracle/fetch.sh or fetch-kernels.sh)")
+    return path
+
+
+def _image(name: str) -> Image:
+    return Image.open(_path(name))
+
+
+def _v(image: Image, spec: str):
+    return check_one(image, parse_target(spec))
+
+
+@pytest.mark.parametrize("kernel", ["x86_64", "x86_64-6.12"])
+def test_bpftrace_kprobe_spellings(kernel):
+    image = _image(kernel)
+    missing = _v(image, "kprobe:does_not_exist_at_all")
+    # perf's kprobe PMU (create_local_trace_kprobe) answers -ENOENT on every version, where a
+    # kprobe_events write answers -EINVAL on 6.12
+    assert (missing.ok, missing.reason, missing.errno) == (False, Reason.NO_SYMBOL, "ENOENT")
+    ret = _v(image, "kretprobe:vfs_read")
+    assert ret.ok and ret.kind == "r"
+    assert _v(image, "kprobe:vfs_read").kind == "p"
+
+
+def test_fentry_rules_x86_64_612():
+    image = _image("x86_64-6.12")
+    ok = _v(image, "fentry:vfs_read")
+    assert ok.ok and ok.address == image.kallsyms.lookup("vfs_read")
+    assert _v(image, "fexit/vfs_read").ok
+    deny = _v(image, "fentry:migrate_disable")
+    assert (deny.reason, deny.errno) == (AttachReason.DENY_LIST, "EINVAL")
+    # PREEMPT_RCU build: __rcu_read_lock is on 6.12's deny list
+    assert _v(image, "fentry:__rcu_read_lock").reason == AttachReason.DENY_LIST
+    assert _v(image, "fexit:do_exit").reason == AttachReason.NORETURN_DENY
+    assert _v(image, "fentry:do_exit").ok
+    # noinstr: no ftrace record; x86's bpf_arch_text_poke finds no 5-byte NOP: -EBUSY
+    idle = _v(image, "fentry:default_idle")
+    assert (idle.reason, idle.errno) == (AttachReason.NO_FTRACE_LOCATION, "EBUSY")
+
+
+def test_fentry_rules_x86_64_61():
+    image = _image("x86_64")
+    assert _v(image, "fentry:__rcu_read_lock").ok  # not on 6.1's deny list
+    assert _v(image, "fexit:do_exit").ok  # no noreturn_deny in 6.1
+    clone = _v(image, "fentry:finish_task_switch")
+    assert (clone.reason, clone.errno) == (AttachReason.NO_BTF_FUNC, "ESRCH")
+
+
+def test_fentry_arm64_61_has_no_direct_calls():
+    image = _image("arm64")
+    v = _v(image, "fentry:vfs_read")
+    assert (v.reason, v.errno) == (AttachReason.NO_DIRECT_CALLS, "ENOTSUPP")
+    assert _v(_image("arm64-6.12"), "fentry:vfs_read").ok
+
+
+def test_fprobe_events():
+    image = _image("x86_64-6.12")
+    assert _v(image, "f:ev vfs_read").ok
+    r = _v(image, "f vfs_read%return")
+    assert r.ok and r.attach == "fprobe_return" and r.kind == "r"
+    bad = _v(image, "f:ev default_idle")  # noinstr: no ftrace record to match
+    assert (bad.reason, bad.errno, bad.message) == (AttachReason.FPROBE_NO_MATCH, "EINVAL",
+                                                    "Failed to register probe event")
+    old = _v(_image("x86_64"), "f:ev vfs_read")
+    assert (old.reason, old.errno) == (AttachReason.FPROBE_EVENTS_MISSING, "EINVAL")
+
+
+def test_kprobe_multi_names_the_failing_symbols():
+    image = _image("x86_64-6.12")
+    v = check_kprobe_multi(image, ["vfs_read", "default_idle", "no_such_fn", "vfs_write"])
+    assert (v.ok, v.reason, v.errno) == (False, AttachReason.MULTI_NOT_FOUND, "ESRCH")
+    assert v.failed == ("default_idle", "no_such_fn")
+    assert check_kprobe_multi(image, ["vfs_read", "vfs_write"]).ok
+    pattern = _v(image, "kprobe.multi/vfs_rea*")
+    assert pattern.ok and pattern.count >= 3
+    assert _v(image, "kprobe.multi/zz_no_such_*").reason == AttachReason.MULTI_NO_MATCH
+    old = _v(_image("x86_64"), "kprobe.multi/vfs_read")  # Debian 6.1: no CONFIG_FPROBE
+    assert (old.reason, old.errno) == (AttachReason.MULTI_NO_FPROBE, "EOPNOTSUPP")
+
+
+def test_globs_and_syscalls_expand():
+    image = _image("x86_64-6.12")
+    got = check_targets(image, [parse_target("kprobe:vfs_rea*"), parse_target("ksyscall/openat"),
+                                parse_target("kprobe:zz_nothing_*")])
+    names = [str(t) for t, _ in got]
+    assert "kprobe:vfs_read" in names and "kprobe:vfs_readv" in names
+    sys_t, sys_v = next((t, v) for t, v in got if t.symbol == "__x64_sys_openat")
+    assert sys_v.ok
+    assert isinstance(got[-1][1], Unmatched)
+
+
+def test_check_cli_json_fields(capsys):
+    path = _path("x86_64-6.12")
+    rc = main(["check", path, "--json", "vfs_read", "fentry:vfs_read", "finish_task_switch"])
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert rc == 1  # finish_task_switch is not in kallsyms
+    assert "attach" not in rows[0] and "hint" not in rows[0]  # plain kprobe: unchanged fields
+    assert rows[1]["attach"] == "fentry" and rows[1]["ok"]
+    assert rows[2]["candidates"] == ["finish_task_switch.isra.0"]
+
+
+def test_check_from_tool_files(capsys):
+    path = _path("x86_64-6.12")
+    rc = main(["check", path, "--from", os.path.join(TOOLS, "cpudist-bpfcc")])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith('attach_kprobe(event="finish_task_switch.isra.0")')
+    rc = main(["check", path, "--from", os.path.join(TOOLS, "vfsstat.bpf.o")])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0 and len(out) == 10 and all(" ok " in line for line in out)
