@@ -8,18 +8,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Sequence
 
-from . import analyze_cmd, event_cmd
+from . import analyze_cmd, check_report, event_cmd, list_cmd
 from .cmdline import add_image_args, open_image
 from .errors import KpatchError, UsageError
-from .probe import check_many
-from .verdict import Reason
-from .target import parse_target, read_targets
 
 COMMANDS = ("check", "summary", "event", "func", "diff")
+
+
+COMMANDS += ("list",)  # list_cmd
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,9 +40,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="SYM, SYM+OFF, 0xADDR or MOD:SYM; prefix 'r ' (quoted) for a return probe")
     c.add_argument("--targets", dest="targets_file", metavar="FILE",
                    help="file with one target per line ('#' comments, 'r ' return probes)")
+    c.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="read the probes a tool file asks for: bpftrace script, BCC tool, libbpf "
+                        "object (or a binary embedding one), or a targets list")
     c.add_argument("--json", action="store_true", help="one JSON object per target")
     analyze_cmd.add_parsers(sub)  # summary (the default: full analysis), func, diff
     event_cmd.add_parser(sub)
+    list_cmd.add_parser(sub)
     return p
 
 
@@ -53,33 +56,7 @@ _open = open_image
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    targets = [parse_target(t) for t in args.targets]
-    if args.targets_file:
-        targets += read_targets(args.targets_file)
-    if not targets:
-        raise UsageError("check: no targets; give TARGET arguments or --targets FILE")
-    image = open_image(args)
-    unknown: list[str] = []
-    out = sys.stdout
-    for t, v in zip(targets, check_many(image, targets)):  # registered together, in order
-        if v.reason == Reason.NO_SYMBOL and t.symbol:
-            unknown.append(t.symbol)
-        if args.json:
-            out.write(json.dumps(v.to_json()) + "\n")
-        elif v.ok:
-            flags = "".join(f"[{f}]" for f in v.flags)
-            out.write(f"{str(t):40s} ok   {v.symbol or ''} {hex(v.address) if v.address else ''} "
-                      f"{v.method.value if v.method else ''} {flags}".rstrip() + "\n")
-        else:
-            j = v.to_json()
-            out.write(f"{str(t):40s} {v.errno:7s} {v.message}: {j['why']} [{j['kernel_function']}]\n")
-    if unknown:
-        # the verdicts above are the kernel's answer (ENOENT); the exit code flags the input error
-        names = ", ".join(sorted(set(unknown))[:5]) + (" ..." if len(set(unknown)) > 5 else "")
-        print(f"kpatch-analyze: error: unknown symbol(s) in {image.path}: {names}; check the name "
-              "against kallsyms (kpatch-analyze func lists functions) or probe by 0xADDR", file=sys.stderr)
-        return 1
-    return 0
+    return check_report.run(args, open_image)  # targets, --targets, --from; verdicts; name help
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise UsageError("give a vmlinux, or a command: check, summary, func, diff, event "
                              "(see kpatch-analyze --help)")
+        if args.command == "list":
+            return list_cmd.run(args)
         return {"check": _cmd_check, "summary": analyze_cmd.run_summary, "event": event_cmd.run,
                 "func": analyze_cmd.run_func, "diff": analyze_cmd.run_diff}[args.command](args)
     except KpatchError as e:

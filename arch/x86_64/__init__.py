@@ -159,6 +159,7 @@ class X86_64Backend(Backend):
     stack_reg = "sp"
     arg_stack_base = 1  # regs_get_kernel_argument: $arg7 = *(sp + 8), above the return address
     syscall_prefix = "__x64_sys_"
+    bpf_text_poke_errno = "EBUSY"  # __bpf_arch_text_poke: the entry is not the expected 5-byte NOP
 
     def __init__(self) -> None:
         self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
