@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import attrs
 import numpy as np
 
 from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, mark_ranges, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
-from . import (EMULATED, EMULATION_REFUSED, ENDBR, EXCEPTION_OPCODES_0F, EXCEPTION_OPCODES_1,
-               GROUP_BOOSTABLE, INT3, JMP32_INSN_SIZE, LEGACY_PREFIXES, MAX_INSN_SIZE,
-               NOT_BOOSTABLE, TWOBYTE_BOOSTABLE)
+from . import ENDBR, INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE
+from .opcode_fields import (EMULATED_1, EMULATION_REFUSED_1, EXCEPTION_1, EXCEPTION_0F, group_tables,
+                            boostable_opcode, opcode_fields)
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
@@ -29,100 +28,6 @@ if TYPE_CHECKING:
     from kpatch_core.verdict import Execution, Refusal
 
     from . import X86_64Backend
-
-
-def _table(values) -> np.ndarray:
-    t = np.zeros(256, bool)
-    t[list(values)] = True
-    return t
-
-
-_LEGACY = _table(LEGACY_PREFIXES)
-_EMUL1 = _table(EMULATED)
-_EMUL_REFUSED1 = _table(EMULATION_REFUSED)
-_EXC1 = _table(EXCEPTION_OPCODES_1)
-_EXC2 = _table(EXCEPTION_OPCODES_0F)
-_NOTBOOST1 = _table(NOT_BOOSTABLE)
-_BOOST2 = _table(TWOBYTE_BOOSTABLE)
-
-
-def _group_tables(group_regs: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(is group opcode, bitmask of boostable ModRM.reg values) per one-byte opcode, with or
-    without X86_CAN_BOOST_GROUP_REGS."""
-    is_group = np.zeros(256, bool)
-    regs = np.zeros(256, np.uint8)
-    for op, allowed in GROUP_BOOSTABLE[group_regs].items():
-        is_group[op] = True
-        for r in allowed:
-            regs[op] |= 1 << r
-    return is_group, regs
-
-
-@attrs.frozen
-class OpcodeFields:
-    """The kernel decoder's view of many instructions at once (``kernel_opcode``): after the
-    legacy prefixes and REX, the first opcode byte ``b`` (and ``b1`` after 0F), the byte after
-    the opcode read as ModRM (``reg``/``mod``; meaningful only for opcodes that have one), and
-    ``slow`` where this table view does not apply (prefix runs, VEX/EVEX, 3-byte opcodes, ud2,
-    unknown lengths)."""
-
-    slow: np.ndarray
-    p: np.ndarray  # offset of the opcode (after prefixes and REX)
-    op_end: np.ndarray  # offset just after the opcode bytes
-    b: np.ndarray
-    b1: np.ndarray
-    two: np.ndarray
-    one: np.ndarray
-    modrm: np.ndarray
-    reg: np.ndarray
-    mod: np.ndarray
-    has_2e67: np.ndarray
-    has_66: np.ndarray
-
-
-def opcode_fields(code: np.ndarray, rel: np.ndarray, lens: np.ndarray) -> OpcodeFields:
-    """:class:`OpcodeFields` of the instructions at offsets ``rel`` of ``code`` (lengths ``lens``,
-    -1 or 0 when unknown: those are ``slow``)."""
-    limit = len(code) - 1
-    slow = (lens <= 0) | (lens >= MAX_INSN_SIZE) | (rel + MAX_INSN_SIZE > limit)
-    rel = np.where(slow, 0, rel)
-    # kernel_opcode: legacy prefixes, REX, VEX, 0F escapes (within MAX_INSN_SIZE bytes)
-    p = rel.copy()
-    has_2e67 = np.zeros(len(rel), bool)
-    has_66 = np.zeros(len(rel), bool)
-    act = np.nonzero(_LEGACY[code[p]])[0]  # only instructions with prefixes loop
-    for _ in range(MAX_INSN_SIZE):
-        if not len(act):
-            break
-        pa = p[act]
-        act = act[pa - rel[act] < MAX_INSN_SIZE - 4]
-        pa = p[act]
-        b = code[pa]
-        has_2e67[act] |= (b == 0x2E) | (b == 0x67)
-        has_66[act] |= b == 0x66
-        p[act] = pa + 1
-        act = act[_LEGACY[code[pa + 1]]]
-    slow |= _LEGACY[code[p]]  # prefix run too long for the table path
-    b = code[p]
-    rex = (b & 0xF0) == 0x40
-    p = p + rex
-    b = code[p]
-    slow |= (b == 0xC4) | (b == 0xC5) | (b == 0x62)  # VEX / EVEX
-    two = b == 0x0F
-    b1 = code[p + 1]
-    slow |= two & ((b1 == 0x38) | (b1 == 0x3A))  # 3-byte opcodes
-    slow |= two & (b1 == 0x0B) & (p == rel)  # ud2, Xen/KVM emulate prefix
-    op_end = np.where(two, p + 2, p + 1)
-    modrm = code[np.minimum(op_end, limit)]
-    return OpcodeFields(slow, p, op_end, b, b1, two, ~two, modrm, (modrm >> 3) & 7, modrm >> 6,
-                        has_2e67, has_66)
-
-
-def boostable_opcode(f: OpcodeFields, is_group: np.ndarray, group_regs: np.ndarray) -> np.ndarray:
-    """``can_boost`` from the opcode alone (the exception-table test is the caller's)."""
-    boost1 = ~f.has_2e67 & ~_NOTBOOST1[f.b] & np.where(
-        is_group[f.b], (group_regs[f.b] >> f.reg) & 1 == 1, True)
-    return np.where(f.two, _BOOST2[f.b1], boost1)
 
 
 class X86BulkClassifier(BulkClassifier):
@@ -135,7 +40,7 @@ class X86BulkClassifier(BulkClassifier):
         self.preemption = image.config.enabled("PREEMPTION")
         self.ibt = image.config.enabled("X86_KERNEL_IBT")
         self.extable = image.tables.extable
-        self.is_group, self.group_regs = _group_tables(self.features.has("X86_CAN_BOOST_GROUP_REGS"))
+        self.is_group, self.group_regs = group_tables(self.features.has("X86_CAN_BOOST_GROUP_REGS"))
 
     def fallback_length(self, code: bytes) -> int:
         """Length where capstone gives up (CAPSTONE_GAPS); 0 stops the walk like ``can_probe``."""
@@ -189,17 +94,17 @@ class X86BulkClassifier(BulkClassifier):
         # prepare(): exception insns (can_probe), int3, exception-masking moves
         refused = np.zeros(n, np.uint16)
         if self.features.has("X86_CAN_PROBE_EXCEPTION_INSN"):
-            exc = (one & _EXC1[b]) | (two & _EXC2[b1])
+            exc = (one & EXCEPTION_1[b]) | (two & EXCEPTION_0F[b1])
             refused = np.where(exc & (refused == 0), refused_code(Reason.EXCEPTION_INSN), refused)
         refused = np.where(one & (b == INT3) & (refused == 0), refused_code(Reason.BREAKPOINT_INSN),
                            refused)
         mask_exc = one & ((b == 0x17) | ((b == 0x8E) & (reg == 2)))
         refused = np.where(mask_exc & (refused == 0), refused_code(Reason.PROHIBITED_INSN), refused)
         # prepare_emulation
-        emul_ref = (one & _EMUL_REFUSED1[b]) | (two & (b1 == 0x01) & (reg == 0) & (mod == 3))
+        emul_ref = (one & EMULATION_REFUSED_1[b]) | (two & (b1 == 0x01) & (reg == 0) & (mod == 3))
         refused = np.where(emul_ref & (refused == 0), refused_code(Reason.EMULATE_UNSUPPORTED),
                            refused)
-        emulated = (one & _EMUL1[b]) | (two & ((b1 & 0xF0) == 0x80))
+        emulated = (one & EMULATED_1[b]) | (two & ((b1 & 0xF0) == 0x80))
         # can_boost
         has_ex = np.zeros(n, bool)
         if len(self.extable):  # search the (small) table into the addresses
