@@ -136,7 +136,7 @@ def check_fentry(image: Image, target: Target) -> AttachVerdict:
     # register_fentry: ftrace_location(ip) (sym+0 maps to the function's __fentry__ record)
     if not image.tables.has_ftrace_record(addr, size):
         return no(AttachReason.NO_FTRACE_LOCATION, "no ftrace record in the function",
-                  address=addr, symbol=sym, errno=getattr(image.backend, "bpf_text_poke_errno", "ENOTSUPP"))
+                  address=addr, symbol=sym, errno=image.backend.bpf_text_poke_errno)
     if not any(image.symtab.value(s) is not None for s in DIRECT_CALLS_EVIDENCE):
         return no(AttachReason.NO_DIRECT_CALLS, "no register_ftrace_direct in the image",
                   address=addr, symbol=sym)
