@@ -97,10 +97,10 @@ def needs_boot_elf(path: str) -> bool:
     if head[:4] != b"\x7fELF":
         return True
     try:
-        has, _, _ = _elf_has_symtab(head, path)
+        has, e_type, _ = _elf_has_symtab(head, path)
     except (OSError, struct.error, ValueError, OverflowError):  # hostile e_shoff: Image reports
         return False
-    return not has
+    return not has or e_type == ET_REL  # a module (.ko) has a .symtab: refused by boot_elf
 
 
 def _mistake(path: str, data: bytes) -> str | None:

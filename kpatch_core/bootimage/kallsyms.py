@@ -169,12 +169,12 @@ def find_kallsyms(data: bytes, e: str, absolute_percpu: bool | None = None) -> K
     lo = max(0, tt - _SEARCH_BACK) & ~7
     window = np.frombuffer(data[lo:tt - (tt - lo) % 8], e + "u4")
     pairs = window.reshape(-1, 2)
-    cand = np.nonzero((pairs[:, 0] > 256) & (pairs[:, 0] < 4_000_000) & (pairs[:, 1] == 0))[0]
+    cand = np.nonzero((pairs[:, 0] > 0) & (pairs[:, 0] < 4_000_000) & (pairs[:, 1] == 0))[0]
     for k in cand[::-1].tolist():
         q = lo + 8 * k
         n = int(pairs[k, 0])
         names_at = q + 8
-        if not _first_types_ok(data, names_at, toks, 16):
+        if not _first_types_ok(data, names_at, toks, min(n, 16)):
             continue
         try:
             runs, names_end = _names_end(data, names_at, n)
