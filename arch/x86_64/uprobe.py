@@ -1,0 +1,261 @@
+"""x86_64 uprobes: ``arch_uprobe_analyze_insn``, the XOL slot, emulation and post-XOL fixups.
+
+Tables first, from arch/x86/kernel/uprobes.c (identical in 6.1 and 6.12): ``good_insns_64``
+and ``good_2byte_insns`` (bit set: the opcode may be probed), the bad prefixes, the branch and
+push opcodes that ``branch_setup_xol_ops``/``push_setup_xol_ops`` emulate.  Then the analysis in
+the kernel's order, then what happens on a hit: emulation (``branch_emulate_op``,
+``push_emulate_op``) or single-step of the copy in the XOL slot with ``riprel_pre_xol`` and
+``default_post_xol_op``.  The breakpoint is ``int3`` (``UPROBE_SWBP_INSN``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from kpatch_core.slot import Effect, ReadMem
+from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
+
+from . import EMULATED, kernel_opcode
+
+if TYPE_CHECKING:
+    from kpatch_core.features import FeatureSet
+
+    from . import X86_64Backend
+
+# --- facts [arch/x86/include/asm/uprobes.h] ---------------------------------------------------
+SWBP_INSN = b"\xcc"  # UPROBE_SWBP_INSN
+SWBP_INSN_SIZE = 1  # UPROBE_SWBP_INSN_SIZE
+MAX_UINSN_BYTES = 16  # sizeof(arch_uprobe.insn): copy_insn reads this much
+XOL_SLOT_BYTES = 128  # UPROBE_XOL_SLOT_BYTES
+PAGE_SIZE = 4096  # the mapping granule: a vma covers whole pages of the file
+MASK64 = (1 << 64) - 1
+
+
+def _bits(rows: tuple[str, ...]) -> frozenset[int]:
+    return frozenset(hi * 16 + lo for hi, row in enumerate(rows)
+                     for lo, b in enumerate(row.split()) if b == "1")
+
+
+# good_insns_64[] (uprobes.c, 6.1 == 6.12); row = high nibble
+GOOD_INSNS_64 = _bits((
+    "1 1 1 1 1 1 0 0 1 1 1 1 1 1 0 1", "1 1 1 1 1 1 0 0 1 1 1 1 1 1 0 0",
+    "1 1 1 1 1 1 1 0 1 1 1 1 1 1 1 0", "1 1 1 1 1 1 1 0 1 1 1 1 1 1 1 0",
+    "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "0 0 0 1 1 1 1 1 1 1 1 1 0 0 0 0", "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "1 1 0 1 1 1 1 1 1 1 1 1 1 1 1 1", "1 1 1 1 1 1 1 1 1 1 0 1 1 1 1 1",
+    "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "1 1 1 1 1 1 1 1 1 1 1 1 0 0 0 0", "1 1 1 1 0 0 0 1 1 1 1 1 1 1 1 1",
+    "1 1 1 1 0 0 0 0 1 1 0 1 0 0 0 0", "1 0 1 1 0 1 1 1 1 1 0 0 1 1 1 1",
+))
+# good_2byte_insns[] (reached only when OPCODE1 is not good: 0x0f is, so never in 64-bit mode)
+GOOD_2BYTE_INSNS = _bits((
+    "0 0 1 1 1 0 0 0 0 0 1 0 1 1 1 1", "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "0 1 1 1 0 0 1 0 1 1 1 1 1 1 1 1",
+    "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "1 1 1 1 1 1 1 1 0 0 1 1 1 1 1 1",
+    "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "1 1 1 1 1 1 1 1 1 1 1 1 1 1 0 1", "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+))
+BAD_PREFIXES = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0xF0: "lock"}  # is_prefix_bad
+COND_JMP = frozenset(range(0x70, 0x80))  # is_cond_jmp_opcode (CASE_COND)
+# push_setup_xol_ops: opcode -> pt_regs field, without and with REX 0x41
+PUSH_REGS = {0x50: ("ax", "r8"), 0x51: ("cx", "r9"), 0x52: ("dx", "r10"), 0x53: ("bx", "r11"),
+             0x54: ("sp", "r12"), 0x55: ("bp", "r13"), 0x56: ("si", "r14"), 0x57: ("di", "r15")}
+# riprel_analyze: scratch register choice, in this order (ModRM.rm encodings)
+SCRATCH = ((6, "si", "UPROBE_FIX_RIP_SI"), (7, "di", "UPROBE_FIX_RIP_DI"), (3, "bx", "UPROBE_FIX_RIP_BX"))
+EFLAGS_CF, EFLAGS_PF, EFLAGS_ZF, EFLAGS_SF, EFLAGS_OF = 1, 1 << 2, 1 << 6, 1 << 7, 1 << 11
+
+
+def is_trap_insn(insn: bytes, features: FeatureSet) -> bool:
+    """``is_swbp_insn`` (x86 has no override of ``is_trap_insn``): the first byte is int3."""
+    return insn[:1] == SWBP_INSN
+
+
+def analyze_insn(backend: X86_64Backend, insn: bytes, vaddr: int,
+                 features: FeatureSet) -> Analysis | URefusal:
+    """``arch_uprobe_analyze_insn`` for a 64-bit process on the 16 bytes ``insn`` at ``vaddr``."""
+    k = backend.decode(insn[:MAX_UINSN_BYTES], vaddr)  # uprobe_init_insn: insn_decode
+    if k is None:
+        return URefusal(UReason.UNDECODABLE, insn[:4].hex())
+    opcode, prefixes, rex, vex, op_end = kernel_opcode(insn)
+    for p in prefixes:  # is_prefix_bad
+        if p in BAD_PREFIXES:
+            return URefusal(UReason.BAD_PREFIX, f"{BAD_PREFIXES[p]} prefix: {k.mnemonic}")
+    op1 = opcode[0] if opcode else 0
+    if op1 == 0x17 or (op1 == 0x8E and k.reg == 2):  # insn_masking_exception
+        return URefusal(UReason.MASKING_EXCEPTION, k.mnemonic)
+    nbytes = 1 if vex else len(opcode)
+    if op1 not in GOOD_INSNS_64 and not (nbytes == 2 and opcode[1] in GOOD_2BYTE_INSNS):
+        return URefusal(UReason.BAD_OPCODE, f"opcode {opcode.hex()}: {k.mnemonic}")
+    n = k.length
+    # branch_setup_xol_ops
+    opc = op1
+    branch = False
+    if op1 == 0x90:  # prefix* + nop: a jmp with .offs = 0 (no 0x66 check)
+        return Analysis(UMethod.EMULATE, n, k.mnemonic, "branch_xol_ops", ("nop",))
+    if op1 in (0xEB, 0xE9, 0xE8):
+        branch = True
+    elif op1 == 0x0F and nbytes == 2:
+        opc = (opcode[1] - 0x10) & 0xFF
+        branch = opc in COND_JMP
+    elif op1 != 0x0F:
+        branch = op1 in COND_JMP
+    if branch:
+        if 0x66 in prefixes:
+            return URefusal(UReason.BRANCH_OPSIZE, k.mnemonic)
+        ixol = bytearray(insn[:MAX_UINSN_BYTES])
+        if opc == 0xE8:  # branch_clear_offset: the copy's rel32 is zeroed
+            ixol[op_end:n] = bytes(n - op_end)
+        return Analysis(UMethod.EMULATE, n, k.mnemonic, "branch_xol_ops", (f"opc1={opc:#x}",),
+                        bytes(ixol))
+    # push_setup_xol_ops: length 1, or 2 with exactly the REX prefix 0x41
+    if 0x50 <= op1 <= 0x57 and not vex and (n == 1 or (n == 2 and rex == 0x41 and not prefixes)):
+        reg = PUSH_REGS[op1][1 if n == 2 else 0]
+        return Analysis(UMethod.EMULATE, n, k.mnemonic, "push_xol_ops", (f"push {reg}",))
+    # default_xol_ops: fixups by OPCODE1, then riprel_analyze
+    fixups: list[str] = []
+    fix = "UPROBE_FIX_IP"
+    rip_ok = True
+    if op1 == 0x9D:
+        fixups.append("UPROBE_FIX_SETF")
+    elif op1 in (0xC3, 0xCB, 0xC2, 0xCA, 0xEA):
+        fix, rip_ok = "", False
+    elif op1 == 0x9A:
+        fix, rip_ok = "UPROBE_FIX_CALL", False
+    elif op1 == 0xFF:
+        if k.reg in (2, 3):
+            fix = "UPROBE_FIX_CALL"
+        elif k.reg in (4, 5):
+            fix = ""
+    ixol = bytearray(insn[:MAX_UINSN_BYTES])
+    scratch = None
+    if rip_ok and k.modrm is not None and (k.modrm & 0xC7) == 0x05:
+        scratch = _riprel_analyze(insn, ixol, k, prefixes, rex, vex, fixups)
+    if fix:
+        fixups.append(fix)
+    return Analysis(UMethod.XOL, n, k.mnemonic, "default_xol_ops", tuple(fixups), bytes(ixol),
+                    scratch)
+
+
+def _riprel_analyze(insn: bytes, ixol: bytearray, k: object, prefixes: bytes, rex: int,
+                    vex: bool, fixups: list[str]) -> str:
+    """``riprel_analyze``: ``00 reg 101`` becomes ``10 reg scratch`` (disp32 kept, now
+    relative to the scratch register that ``riprel_pre_xol`` loads with ``vaddr + ilen``)."""
+    i = len(prefixes)
+    if rex:  # clear REX.B
+        ixol[i] &= 0xFE
+        i += 1
+    vex2 = 0
+    if vex:
+        vlen = {0xC4: 3, 0xC5: 2, 0x62: 4}[insn[i]]
+        if vlen >= 3:  # VEX3/EVEX: set (inverted) B and X
+            ixol[i + 1] |= 0x60
+            vex2 = insn[i + 2]
+    reg = (k.modrm >> 3) & 7  # type: ignore[attr-defined]
+    reg2 = ((vex2 if vex else 0xFF) >> 3 & 7) ^ 7
+    for num, name, flag in SCRATCH:
+        if num == 3 or (reg != num and reg2 != num):
+            fixups.append(flag)
+            break
+    modrm_at = k.disp_offset - 1  # type: ignore[attr-defined]
+    ixol[modrm_at] = 0x80 | (reg << 3) | num
+    return name
+
+
+def xol_slot(analysis: Analysis, insn: bytes, vaddr: int, xol_vaddr: int) -> bytes:
+    """``arch_uprobe_copy_ixol`` (the weak copy): ``sizeof(arch_uprobe.ixol)`` = 16 bytes."""
+    return (analysis.ixol or insn)[:MAX_UINSN_BYTES].ljust(MAX_UINSN_BYTES, b"\0")
+
+
+XOL_STEP = "single"  # arch_uprobe_pre_xol sets TF: one instruction, then the debug trap
+
+
+def _jcc(opc: int, flags: int) -> bool:
+    """``check_jmp_cond`` (CASE_COND)."""
+    def xf(b: int) -> bool:
+        return bool(flags & b)
+    base = opc & 0xFE
+    cond = {0x70: xf(EFLAGS_OF), 0x72: xf(EFLAGS_CF), 0x74: xf(EFLAGS_ZF), 0x78: xf(EFLAGS_SF),
+            0x7A: xf(EFLAGS_PF), 0x76: xf(EFLAGS_CF) or xf(EFLAGS_ZF),
+            0x7C: xf(EFLAGS_SF) != xf(EFLAGS_OF),
+            0x7E: xf(EFLAGS_ZF) or xf(EFLAGS_SF) != xf(EFLAGS_OF)}[base]
+    return cond if opc == base else not cond
+
+
+def emulate(backend: X86_64Backend, analysis: Analysis, insn: bytes, vaddr: int,
+            regs: Mapping[str, int], read: ReadMem) -> Effect | None:
+    """``arch_uprobe_skip_sstep`` -> ``ops->emulate``; None: single-step in the XOL slot."""
+    n = analysis.length
+    nxt = (vaddr + n) & MASK64
+    if analysis.ops == "push_xol_ops":  # push_emulate_op
+        reg = analysis.fixups[0].split()[1]
+        sp = (regs["sp"] - 8) & MASK64
+        return Effect(nxt, {"sp": sp}, ((sp, (regs[reg] & MASK64).to_bytes(8, "little")),),
+                      op="push_emulate_op")
+    if analysis.ops != "branch_xol_ops":
+        return None
+    if analysis.fixups == ("nop",):
+        return Effect(nxt, op="branch_emulate_op")
+    opc = int(analysis.fixups[0].split("=")[1], 16)
+    _, _, _, _, op_end = kernel_opcode(insn)
+    offs = int.from_bytes(insn[op_end:n], "little", signed=True)  # insn->immediate.value
+    if opc == 0xE8:  # emulate_push_stack(regs, new_ip)
+        sp = (regs["sp"] - 8) & MASK64
+        return Effect((nxt + offs) & MASK64, {"sp": sp}, ((sp, nxt.to_bytes(8, "little")),),
+                      op="branch_emulate_op")
+    if opc in COND_JMP and not _jcc(opc, regs["flags"]):
+        offs = 0
+    return Effect((nxt + offs) & MASK64, op="branch_emulate_op")
+
+
+def pre_xol(analysis: Analysis, vaddr: int, xol_vaddr: int, regs: Mapping[str, int]) -> dict[str, int]:
+    """``default_pre_xol_op`` -> ``riprel_pre_xol``: the scratch register gets ``vaddr + ilen``
+    (register writes to apply; the saved value is the caller's to keep)."""
+    if analysis.scratch:
+        return {analysis.scratch: (vaddr + analysis.length) & MASK64}
+    return {}
+
+
+def post_xol(analysis: Analysis, vaddr: int, xol_vaddr: int, regs: Mapping[str, int],
+             saved: Mapping[str, int]) -> Effect:
+    """``default_post_xol_op``: restore the scratch register, move the IP back by
+    ``vaddr - xol_vaddr`` (FIX_IP) or replace the pushed return address (FIX_CALL)."""
+    out: dict[str, int] = dict(saved)
+    pc = regs["ip"]
+    stores: tuple[tuple[int, bytes], ...] = ()
+    if "UPROBE_FIX_IP" in analysis.fixups:
+        pc = (pc + vaddr - xol_vaddr) & MASK64
+    elif "UPROBE_FIX_CALL" in analysis.fixups:
+        # sp += 8 (pop the slot's return address), then emulate_push_stack(vaddr + ilen)
+        stores = ((regs["sp"], ((vaddr + analysis.length) & MASK64).to_bytes(8, "little")),)
+    return Effect(pc, out, stores, op="default_post_xol_op")
+
+
+def kernel_divergent(code: bytes) -> str | None:
+    """Why the kernel runs ``code`` differently from the CPU (None: it does not).
+    ``branch_setup_xol_ops`` switches on ``OPCODE1``: for a VEX/EVEX instruction that is the
+    byte after the prefix (``c5 f9 90`` is emulated as a nop, opcode 0x74 as ``je``), and a
+    REX-prefixed 0x90 (``41 90``: xchg %eax,%r8d) is also taken for a nop."""
+    opcode, _, rex, vex, _ = kernel_opcode(code)
+    op1 = opcode[0] if opcode else 0
+    if vex and (op1 in COND_JMP or op1 in (0x90, 0xE8, 0xE9, 0xEB) or 0x50 <= op1 <= 0x57):
+        return f"vex-emulated-as-{EMULATED.get(op1, 'nop' if op1 == 0x90 else 'push')}"
+    if op1 == 0x90 and rex & 1:
+        return "rex-xchg-emulated-as-nop"
+    return None
+
+
+def pc_relative_target(backend: X86_64Backend, code: bytes, addr: int) -> int | None:
+    """The address a RIP-relative operand of ``code`` at ``addr`` names (None: none)."""
+    k = backend.decode(code, addr)
+    if k is None or k.modrm is None or (k.modrm & 0xC7) != 0x05 or not k.disp_offset:
+        return None
+    disp = int.from_bytes(code[k.disp_offset:k.disp_offset + 4], "little", signed=True)
+    return (addr + k.length + disp) & MASK64
+
+
+def insn_length(backend: X86_64Backend, code: bytes) -> int:
+    """Length of the instruction at the start of ``code`` as the kernel decodes it (0: none)."""
+    return backend.insn_length(code)

@@ -1,0 +1,80 @@
+"""uprobe properties (a)-(d) with hypothesis, the bounded ``ci`` profile
+(benchmarks/uprobe_properties_long.py runs the ``long`` one)."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kpatch_core.registry import backend_named
+from kpatch_core.testing import initial_flags, register_names
+from kpatch_core.testing import strategies as S
+from kpatch_core.uprobe import properties as P
+from kpatch_core.uprobe.probe import features_for, uprobe_support
+
+ARCHES = ("x86_64", "arm64", "riscv64")
+ALIGN = {"x86_64": 1, "arm64": 4, "riscv64": 2}
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("kernel", [(6, 1), (6, 12)])
+def test_a_probed_run_equals_plain_run(arch: str, kernel: tuple[int, int]) -> None:
+    b = backend_named(arch)
+    fs = features_for(b, kernel)
+    seen: list[str] = []
+
+    @settings(settings.get_profile("ci"))
+    @given(code=S.instruction(arch), off=st.integers(0, 0xFFF),
+           regs=S.register_file(register_names(b), P.data_pointers()), bits=st.integers(0, 2**32 - 1))
+    def run(code: bytes, off: int, regs: dict[str, int], bits: int) -> None:
+        va = P.USER_TEXT + off - off % ALIGN[arch]
+        seen.append(P.prop_same_end_state(b, fs, code, va, {**regs, **initial_flags(b, bits)}))
+
+    run()
+    ok = [s for s in seen if s.startswith("ok:")]
+    assert len(ok) > len(seen) // 2, sorted(set(seen))  # most examples really compared
+    assert {"ok:xol", "ok:simulate" if arch != "x86_64" else "ok:emulate"} <= set(ok)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_b_install_remove_restores_bytes(arch: str) -> None:
+    b = backend_named(arch)
+    fs = features_for(b)
+
+    @settings(settings.get_profile("ci"))
+    @given(codes=st.lists(S.instruction(arch), min_size=1, max_size=8), data=st.data())
+    def run(codes: list[bytes], data: st.DataObject) -> None:
+        order = data.draw(st.lists(st.integers(0, len(codes) - 1), max_size=12))
+        P.prop_install_remove(b, fs, codes, P.USER_TEXT + 0x100, order)
+
+    run()
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_c_pc_relative_copies(arch: str) -> None:
+    b = backend_named(arch)
+    fs = features_for(b)
+    seen: list[str] = []
+
+    @settings(settings.get_profile("ci"))
+    @given(code=S.pc_relative_instruction(arch), off=st.integers(0, 1 << 40),
+           xol=st.integers(0x7F0000000000, 0x7FFFFFFFF000))
+    def run(code: bytes, off: int, xol: int) -> None:
+        va = 0x400000 + off - off % ALIGN[arch]
+        seen.append(P.prop_pc_relative(b, fs, code, va, xol & ~0x7F))
+
+    run()
+    expect = "retargeted" if arch == "x86_64" else "not-copied:simulate"
+    assert expect in seen
+
+
+@pytest.mark.parametrize("arch", ("x86_64", "arm64", "riscv64", "s390x"))
+def test_d_breakpoint_traps(arch: str) -> None:
+    b = backend_named(arch)
+
+    @settings(settings.get_profile("ci"), max_examples=30)
+    @given(off=st.integers(0, 1 << 30))
+    def run(off: int) -> None:
+        P.prop_breakpoint_traps(b, 0x400000 + off - off % uprobe_support(b).SWBP_INSN_SIZE)
+
+    run()
