@@ -121,6 +121,10 @@ def _print_summary(a: "Analysis", out) -> None:
     w(f"image        {m['path']}\n")
     w(f"arch         {m['arch']}\n")
     w(f"kernel       {m['version']} (rules {m['rules']}) {m['banner'][:80]}\n")
+    if m.get("rules_exact") is False:  # outside the verified kernel versions (features.py)
+        from .features import FeatureSet
+        major, minor = (int(x) for x in m["version"].split(".")[:2])
+        w(f"{FeatureSet.decide((major, minor), m['arch']).note()}\n")
     w(f"build-id     {m['build_id']}\n")
     w("config facts:\n")
     for name, val, src in m["facts"]:

@@ -71,9 +71,6 @@ class KernelConfig:
             hit = next((s for s in evidence if value(s) is not None), None)
             facts[name] = Fact(name, hit is not None,
                                f"inferred: symbol {hit}" if hit else f"inferred: no {evidence[0]}")
-        if not facts["KPROBES_ON_FTRACE"].value and not image.backend.kprobes_on_ftrace(image.version):
-            facts["KPROBES_ON_FTRACE"] = Fact("KPROBES_ON_FTRACE", False,
-                                              f"inferred: {image.backend.name} {image.version.rules}")
         for name, v in DEFAULTS.items():
             facts[name] = Fact(name, v, "default")
         for name, v in image.backend.default_facts().items():

@@ -35,9 +35,13 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``event``; returns the exit code (0: every line was judged, accepted or not)."""
+    """Run ``event``; returns the exit code: 0 when every line is accepted, 1 when the kernel
+    would refuse one (its error_log entry is printed on stdout, one line on stderr says so)."""
     from .cli import _open
     image = _open(args)
+    note = image.features.note()
+    if note and not args.json:
+        print(f"kpatch-analyze: {note}", file=sys.stderr)
     events = EventSet(ImageEnv(image))
     other_events = None
     if args.other:
@@ -45,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
         other_image = Image.open(args.other)
         other_events = EventSet(ImageEnv(other_image))
     out = sys.stdout
+    refused = 0
     for line in args.lines:
         r = events.write(line)
+        refused += not r.ok
         other = None
         if other_events is not None:
             tline, notes = translate_line(line, image.backend, other_events.env.backend)
@@ -68,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
             for n in other[1]:
                 out.write(f"    note: {n}\n")
             _print(out, other[2], f"{ob}, rules {other[2].rules}", indent="    ")
+    if refused:
+        print(f"kpatch-analyze: error: the kernel refuses {refused} of {len(args.lines)} "
+              "line(s) (see the error_log entries above)", file=sys.stderr)
+        return 1
     return 0
 
 

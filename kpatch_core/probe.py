@@ -115,12 +115,13 @@ def check(image: Image, target: Target | str) -> Verdict:
     """
     t = parse_target(target) if isinstance(target, str) else target
     rules = image.features.rules  # the label outputs print
+    exact = image.features.exact
     resolved: _Resolved | None = None
     try:
         if t.module is not None:
             # A module that is not loaded: trace_kprobe defers the probe (-ENOENT -> accepted)
             return Verdict(t.text, t.kind, True, detail="module not loaded; probe deferred",
-                           rules=rules)
+                           rules=rules, rules_exact=exact)
         if t.symbol is not None:
             _events_symbol_checks(image, t)
         probe_addr = _events_address(image, t)
@@ -141,12 +142,12 @@ def check(image: Image, target: Target | str) -> Verdict:
             # trace_kprobe: -ENOENT from register_kprobe on an address is taken as "module not
             # loaded yet" and accepted without a kprobe behind it
             return Verdict(t.text, t.kind, True, address=t.address,
-                           detail="accepted but not registered (no kallsyms symbol)", rules=rules)
+                           detail="accepted but not registered (no kallsyms symbol)", rules=rules, rules_exact=exact)
         addr = e.addr if e.addr is not None else (resolved.addr if resolved else None)
         return Verdict(t.text, t.kind, False, address=addr,
                        symbol=_kallsyms_name(image, addr) if addr is not None else None,
                        reason=e.reason, errno=e.errno or reason_errno(e.reason), detail=e.detail,
-                       rules=rules)
+                       rules=rules, rules_exact=exact)
     flags: tuple[str, ...] = ()
     if execution and execution.method == Method.FTRACE:
         flags = ("FTRACE",)
@@ -159,7 +160,7 @@ def check(image: Image, target: Target | str) -> Verdict:
                    method=execution.method if execution else None, flags=flags,
                    on_func_entry=resolved.on_func_entry,
                    insn=execution.insn if execution else b"",
-                   mnemonic=execution.mnemonic if execution else "", rules=rules)
+                   mnemonic=execution.mnemonic if execution else "", rules=rules, rules_exact=exact)
 
 
 def _events_symbol_checks(image: Image, t: Target) -> None:

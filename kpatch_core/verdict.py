@@ -156,6 +156,7 @@ class Verdict:
     insn: bytes = b""
     mnemonic: str = ""
     rules: str = ""  # which kernel rule set decided ("6.1" / "6.12")
+    rules_exact: bool = True  # the kernel's version lies within the verified ones (features.py)
 
     @property
     def message(self) -> str | None:
@@ -187,4 +188,5 @@ class Verdict:
             "insn": self.insn.hex() if self.insn else None,
             "mnemonic": self.mnemonic or None,
             "rules": self.rules,
+            "rules_exact": self.rules_exact,
         }

@@ -11,6 +11,7 @@ import pytest
 
 from kpatch_arch.base import Backend
 from kpatch_core.btf import Btf
+from kpatch_core.features import FeatureSet
 from kpatch_core.events import (
     MESSAGES,
     EventSet,
@@ -46,11 +47,14 @@ class FakeEnv:
     BOUNDARIES = {0, 4, 8, 10, 16, 20, 24}  # instruction starts in every function
 
     def __init__(self, rules: str, backend: Backend, btf: bool = True, fetch_args: bool = True):
-        self.rules = rules
+        major, minor = rules.split(".")
+        self.features = FeatureSet.decide((int(major), int(minor)), backend.name)
+        self.rules = self.features.rules
         self.backend = backend
         self.fetch_args = fetch_args
         self.btf = Btf(BTF_BLOB) if btf else None
-        self.btf_args = rules == "6.12" and fetch_args and self.btf is not None
+        self.btf_args = self.features.has("KPROBE_EVENTS_BTF_ARGS") and fetch_args \
+            and self.btf is not None
 
     def symbol_address(self, name: str) -> int | None:
         return self.FUNCS.get(name) or self.DATA_SYMS.get(name)
@@ -59,8 +63,8 @@ class FakeEnv:
         if symbol is None or ":" in symbol:
             return PlaceInfo(None)  # unknown address / module not loaded: accepted, deferred
         if symbol not in self.FUNCS:  # validate_probe_symbol / number_of_same_symbols
-            return PlaceInfo(None, parse_error=("BAD_PROBE_ADDR",
-                                                "ENOENT" if self.rules == "6.1" else "EINVAL"))
+            einval = self.features.has("EVENTS_NONUNIQUE_EINVAL")
+            return PlaceInfo(None, parse_error=("BAD_PROBE_ADDR", "EINVAL" if einval else "ENOENT"))
         entry = offset == 0
         if kind == "r" and not entry:
             return PlaceInfo(False, parse_error=("BAD_RETPROBE", "EINVAL"))
@@ -407,7 +411,7 @@ def test_event_command_test_image(capsys) -> None:
     if not path.exists():
         pytest.skip("testdata/x86_64/vmlinux not built")
     assert main(["event", str(path), "p plain_func %none_reg", "p:g/e plain_func a=$arg1 s=+0($arg2):string",
-                 "p dup_static", "p notrace_func", "r plain_func+1", "p no_such", "--json"]) == 0
+                 "p dup_static", "p notrace_func", "r plain_func+1", "p no_such", "--json"]) == 1
     res = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     got = [(r["ok"], r["error"] and (r["error"]["log_id"], r["error"]["errno"], r["error"]["caret"]))
            for r in res]
@@ -428,7 +432,8 @@ def test_event_command_real(capsys) -> None:
     path = KERNELS / "x86_64" / "vmlinux"
     if not path.exists():
         pytest.skip(f"{path} not cached")
-    assert main(["event", str(path), "p vfs_read %none_reg", "p:g/e vfs_read b=+0($arg2):string"]) == 0
+    # exit 1: the kernel refuses a line
+    assert main(["event", str(path), "p vfs_read %none_reg", "p:g/e vfs_read b=+0($arg2):string"]) == 1
     out = capsys.readouterr().out
     assert "Invalid register name  [BAD_REG_NAME]" in out
     assert "  Command: p vfs_read %none_reg\n" + " " * 22 + "^" in out
