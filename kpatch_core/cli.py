@@ -11,14 +11,15 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import analyze_cmd, check_report, event_cmd, list_cmd
+from . import analyze_cmd, check_report, event_cmd, list_cmd, matrix_cmd, uprobe_cmd
 from .cmdline import add_image_args, open_image
 from .errors import KpatchError, UsageError
 
-COMMANDS = ("check", "summary", "event", "func", "diff")
+COMMANDS = ("check", "summary", "event", "func", "diff", "matrix")
 
 
 COMMANDS += ("list",)  # list_cmd
+COMMANDS += ("uprobe",)  # uprobe_cmd
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kpatch-analyze",
                 description="Offline kprobe placement: where the kernel accepts a kprobe, how it "
                             "runs it, and why it refuses it.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"kpatch-analyze {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     c = sub.add_parser("check", help="verdicts for probe targets",
                        description="Verdicts for probe targets, registered together in the order "
@@ -47,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze_cmd.add_parsers(sub)  # summary (the default: full analysis), func, diff
     event_cmd.add_parser(sub)
     list_cmd.add_parser(sub)
+    matrix_cmd.add_parser(sub)
+    uprobe_cmd.add_parser(sub)
     return p
 
 
@@ -67,18 +72,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, extra = _parser().parse_known_args(argv)
         # targets may follow options (`check VMLINUX --json T`): argparse leaves them over
-        bad = [a for a in extra if a.startswith("-") or args.command != "check"]
+        bad = [a for a in extra if a.startswith("-") or args.command not in ("check", "uprobe")]
         if bad:
             raise UsageError(f"unrecognized arguments: {' '.join(bad)} (see kpatch-analyze --help)")
         if extra:
             args.targets += extra
+        if getattr(args, "live", False) and args.vmlinux and args.command == "check":
+            args.targets.insert(0, args.vmlinux)  # `check --live TARGET...`: no image argument
+            args.vmlinux = None
         if args.command is None:
             raise UsageError("give a vmlinux, or a command: check, summary, func, diff, event "
                              "(see kpatch-analyze --help)")
         if args.command == "list":
             return list_cmd.run(args)
-        return {"check": _cmd_check, "summary": analyze_cmd.run_summary, "event": event_cmd.run,
-                "func": analyze_cmd.run_func, "diff": analyze_cmd.run_diff}[args.command](args)
+        return {"check": _cmd_check, "summary": analyze_cmd.run_summary, "event": event_cmd.run, "uprobe": uprobe_cmd.run,
+                "func": analyze_cmd.run_func, "diff": analyze_cmd.run_diff,
+                "matrix": matrix_cmd.run}[args.command](args)
     except KpatchError as e:
         print(f"kpatch-analyze: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -1,0 +1,162 @@
+"""Per-kernel work on Dask: one task per kernel, results through the shared store.
+
+Embedded by default: a ``LocalCluster`` sized to the machine (one single-threaded worker
+process per core, fewer when memory is short: each real vmlinux is mmap'd whole), nothing to
+start.  ``scheduler="tcp://HOST:8786"`` uses a running cluster instead (its workers must be able
+to import kpatch_core and read the image paths and the store URL).
+
+A worker that dies while computing a kernel has its task retried elsewhere by the scheduler;
+a kernel that keeps killing workers (``distributed.scheduler.allowed-failures``; 2 for the
+embedded cluster) or whose image is unusable gets a failed column with the reason, and the
+rest of the matrix completes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from ..errors import KpatchError, UsageError
+from ..image import Image
+from .fetch import fetch_debian, link_build_id
+from .plan import KernelRef, Probe, probes_digest
+from .store import ResultStore, image_identity
+from .worker import Column, evaluate_image, failed_column
+
+# Memory one worker needs for a real kernel (mmap'd image, kallsyms and tables): sizes the pool.
+WORKER_MEMORY = 3 << 30
+
+Task = Callable[[KernelRef, tuple[Probe, ...], str, "str | None"], Column]
+
+
+def kernel_task(ref: KernelRef, probes: tuple[Probe, ...], digest: str,
+                store_url: str | None) -> Column:
+    """One kernel's column (what each Dask task runs): fetch a Debian build if asked, read the
+    stored column for the image's build-id, or compute and store it."""
+    store = ResultStore(store_url) if store_url else None
+    fetch_s = 0.0
+    path = ref.path
+    if ref.debian is not None:
+        assert ref.debarch is not None
+        if store is not None:  # a build computed before needs no download
+            bid = store.name_build_id(ref.debian)
+            col = store.get(bid, digest) if bid else None
+            if col is not None:
+                return attrs.evolve(col, label=ref.label, seconds=0.0, fetch_seconds=0.0)
+        t0 = time.monotonic()
+        try:
+            path = fetch_debian(ref.debian, ref.debarch)
+        except KpatchError as e:
+            return failed_column(ref.label, None, str(e))
+        fetch_s = time.monotonic() - t0
+    assert path is not None
+    try:
+        image = Image.open(path)
+        bid = image.build_id
+    except KpatchError as e:
+        return failed_column(ref.label, path, str(e))
+    if ref.debian is not None and bid:
+        link_build_id(path, bid)
+        if store is not None:
+            store.record_name(ref.debian, bid)
+    ident = image_identity(image.path, bid)
+    if store is not None:
+        col = store.get(ident, digest)
+        if col is not None:
+            return attrs.evolve(col, label=ref.label, path=os.path.abspath(path), seconds=0.0,
+                                fetch_seconds=fetch_s)
+    col = attrs.evolve(evaluate_image(image, probes, ref.label), fetch_seconds=fetch_s)
+    if store is not None:
+        try:
+            store.put(col, digest, ident)
+        except OSError as e:  # an unwritable store costs the cache, not the column
+            logging.getLogger(__name__).warning("matrix store %s: %s", store.url, e)
+    return col
+
+
+def default_workers() -> int:
+    """Worker processes for the embedded cluster: one per core, at most one per
+    :data:`WORKER_MEMORY` of physical memory."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        mem = 0
+    by_mem = max(1, mem // WORKER_MEMORY) if mem else cores
+    return max(1, min(cores, by_mem))
+
+
+def _failure_text(e: BaseException) -> str:
+    from distributed import KilledWorker
+    if isinstance(e, KilledWorker):
+        return ("a worker died while computing this kernel (killed, out of memory or crashed; "
+                "the scheduler gave up after retrying)")
+    return f"{type(e).__name__}: {e}"
+
+
+def run(kernels: Sequence[KernelRef], probes: Sequence[Probe], *, scheduler: str | None = None,
+        workers: int | None = None, store_url: str | None = None,
+        progress: Callable[[int, int], None] | None = None, task: Task = kernel_task,
+        allowed_failures: int = 2) -> list[Column]:
+    """Every kernel's column, in the order given.
+
+    ``scheduler``: a Dask scheduler address (``tcp://HOST:8786``), or None for the embedded
+    cluster of ``workers`` processes (default :func:`default_workers`).  ``store_url``: where
+    columns are kept (None: not stored).  ``progress(done, total)`` is called as kernels finish.
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    if not kernels:
+        return []
+    probes_t = tuple(probes)
+    digest = probes_digest(probes_t)
+    if scheduler is None:
+        n = workers or default_workers()
+        # one task in processing per single-threaded worker: a worker's death is blamed on the
+        # kernel it was computing only, not on tasks queued behind it
+        conf = {"distributed.scheduler.allowed-failures": allowed_failures,
+                "distributed.scheduler.worker-saturation": 1.0}
+        with dask.config.set(conf), \
+                LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+                Client(cluster) as client:
+            return _run_on(client, kernels, probes_t, digest, store_url, progress, task)
+    if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://", "ucx://")):
+        raise UsageError(f"--scheduler {scheduler!r}: expected an address like tcp://HOST:8786")
+    try:
+        client = Client(scheduler, timeout="20s")
+    except (OSError, TimeoutError) as e:
+        raise KpatchError(f"--scheduler {scheduler}: cannot connect ({e}); start one with "
+                          "`dask scheduler` and `dask worker ADDRESS`") from None
+    with client:
+        return _run_on(client, kernels, probes_t, digest, store_url, progress, task)
+
+
+def _run_on(client: object, kernels: Sequence[KernelRef], probes: tuple[Probe, ...],
+            digest: str, store_url: str | None, progress: Callable[[int, int], None] | None,
+            task: Task) -> list[Column]:
+    from distributed import as_completed
+
+    run_id = uuid.uuid4().hex[:8]
+    futures = {client.submit(task, ref, probes, digest, store_url, pure=False,  # type: ignore[attr-defined]
+                             key=f"kpatch-matrix-{run_id}-{i}"): i
+               for i, ref in enumerate(kernels)}
+    out: list[Column | None] = [None] * len(kernels)
+    if progress:
+        progress(0, len(kernels))
+    for done, fut in enumerate(as_completed(futures), 1):
+        i = futures[fut]
+        ref = kernels[i]
+        try:
+            col = fut.result()
+        except Exception as e:  # noqa: BLE001 -- any task error or a dead worker: this column only
+            col = failed_column(ref.label, ref.path, _failure_text(e))
+        out[i] = col
+        if progress:
+            progress(done, len(kernels))
+    return [c for c in out if c is not None]
