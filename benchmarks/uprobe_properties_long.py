@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Run the uprobe execution properties (kpatch_core.uprobe.properties) for a long time.
+
+    nice -n 19 python3 benchmarks/uprobe_properties_long.py --arch x86_64 [--examples 100000]
+        [--property a|b|c|d|bcd|all] [--kernel 6.12] [--batch 2000] [--seed 0] [--out div.jsonl]
+
+Every example is counted by its outcome label ("ok:xol", "ok:emulate", "refused:BAD_PREFIX",
+"kernel-divergent:...", "skipped:..."); every divergence (AssertionError) is written to --out
+and counted.  Examples are drawn in seeded hypothesis batches.  Prints one JSON summary line
+per property at the end; exit 1 when any divergence was found.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+from kpatch_core.registry import backend_named
+from kpatch_core.testing import initial_flags, register_names
+from kpatch_core.testing import strategies as S
+from kpatch_core.uprobe import properties as P
+from kpatch_core.uprobe.probe import features_for, uprobe_support
+
+ALIGN = {"x86_64": 1, "arm64": 4, "riscv64": 2, "s390x": 2}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="x86_64", choices=tuple(ALIGN))
+    ap.add_argument("--examples", type=int, default=100_000)
+    ap.add_argument("--property", default="a")
+    ap.add_argument("--kernel", default="6.12")
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    props = "abcd" if a.property == "all" else a.property
+    if not props or set(props) - set("abcd"):
+        print(f"--property {a.property!r}: use letters of abcd or all", file=sys.stderr)
+        return 2
+    b = backend_named(a.arch)
+    major, minor = (int(x) for x in a.kernel.split(".")[:2])
+    fs = features_for(b, (major, minor))
+    align = ALIGN[a.arch]
+    out = open(a.out, "a") if a.out else None  # noqa: SIM115
+    bad = 0
+    for prop in props:
+        counts: collections.Counter[str] = collections.Counter()
+        divergences = 0
+        t0 = time.time()
+        done = 0
+        batch_no = 0
+        while done < a.examples:
+            n = min(a.batch, a.examples - done)
+
+            def record(label: str | None, err: AssertionError | None, ex: object) -> None:
+                nonlocal divergences
+                if err is not None:
+                    divergences += 1
+                    counts["DIVERGENCE"] += 1
+                    if out:
+                        out.write(json.dumps({"arch": a.arch, "property": prop,
+                                              "error": str(err)[:2000], "example": repr(ex)}) + "\n")
+                        out.flush()
+                else:
+                    counts[label or "ok"] += 1
+
+            cfg = settings(max_examples=n, deadline=None, database=None, derandomize=False,
+                           suppress_health_check=list(HealthCheck))
+            if prop == "a":
+                @cfg
+                @seed(a.seed + batch_no)
+                @given(code=S.instruction(a.arch), off=st.integers(0, 0xFFF),
+                       regs=S.register_file(register_names(b), P.data_pointers()),
+                       bits=st.integers(0, 2**32 - 1))
+                def run(code: bytes, off: int, regs: dict[str, int], bits: int) -> None:
+                    va = P.USER_TEXT + off - off % align
+                    try:
+                        record(P.prop_same_end_state(b, fs, code, va,
+                                                     {**regs, **initial_flags(b, bits)}), None, None)
+                    except AssertionError as e:
+                        record(None, e, (code.hex(), hex(va)))
+            elif prop == "b":
+                @cfg
+                @seed(a.seed + batch_no)
+                @given(codes=st.lists(S.instruction(a.arch), min_size=1, max_size=8), data=st.data())
+                def run(codes: list[bytes], data: st.DataObject) -> None:
+                    order = data.draw(st.lists(st.integers(0, len(codes) - 1), max_size=12))
+                    try:
+                        P.prop_install_remove(b, fs, codes, P.USER_TEXT + 0x100, order)
+                        record("restored", None, None)
+                    except AssertionError as e:
+                        record(None, e, ([c.hex() for c in codes], order))
+            elif prop == "c":
+                @cfg
+                @seed(a.seed + batch_no)
+                @given(code=S.pc_relative_instruction(a.arch), off=st.integers(0, 1 << 40),
+                       xol=st.integers(0x7F0000000000, 0x7FFFFFFFF000))
+                def run(code: bytes, off: int, xol: int) -> None:
+                    va = 0x400000 + off - off % align
+                    try:
+                        record(P.prop_pc_relative(b, fs, code, va, xol & ~0x7F), None, None)
+                    except AssertionError as e:
+                        record(None, e, (code.hex(), hex(va), hex(xol)))
+            else:
+                @cfg
+                @seed(a.seed + batch_no)
+                @given(off=st.integers(0, 1 << 30))
+                def run(off: int) -> None:
+                    va = 0x400000 + off - off % uprobe_support(b).SWBP_INSN_SIZE
+                    try:
+                        P.prop_breakpoint_traps(b, va)
+                        record("traps", None, None)
+                    except AssertionError as e:
+                        record(None, e, hex(va))
+            before = sum(counts.values())
+            run()
+            done += sum(counts.values()) - before
+            batch_no += 1
+            if sum(counts.values()) == before:  # hypothesis produced nothing new
+                break
+        bad += divergences
+        print(json.dumps({"arch": a.arch, "kernel": fs.rules, "property": prop,
+                          "examples": sum(counts.values()), "divergences": divergences,
+                          "seconds": round(time.time() - t0, 1),
+                          "outcomes": dict(counts.most_common())}), flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
