@@ -9,7 +9,6 @@ arch hooks (``arch_adjust_kprobe_addr``, ``arch_within_kprobe_blacklist``,
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar
 
 import attrs
@@ -17,7 +16,12 @@ import attrs
 from kpatch_core.verdict import Execution, Reason, Refusal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     import numpy as np
+
+    from kpatch_core.emulate import Machine
+    from kpatch_core.slot import CpuFacts, Effect, Slot
 
     from kpatch_core.features import FeatureSet
     from kpatch_core.image import Image, KernelVersion
@@ -66,6 +70,9 @@ class Backend:
     # -- encodings --------------------------------------------------------------------------
     breakpoint: ClassVar[bytes] = b""  # BREAKPOINT_INSTRUCTION as stored in memory
     insn_align: ClassVar[int] = 1
+    # padding encodings as stored in memory (int3, nops, zeros): kpatch_core.fill counts the
+    # trailing runs of them as fill, not code
+    fill_encodings: ClassVar[tuple[bytes, ...]] = ()
     misaligned_reason: ClassVar[Reason] = Reason.MISALIGNED  # arch_prepare_kprobe's `addr & (align-1)`
 
     # -- kernel tables ----------------------------------------------------------------------
@@ -156,16 +163,23 @@ class Backend:
         hand out); None: no limit (the insn cache allocates more pages)."""
         return None
 
-    def slot_support(self) -> ModuleType | None:
-        """The backend's out-of-line execution module (``<backend package>.slot``): slot building,
+    def slot_support(self) -> "SlotSupport | None":
+        """The backend's out-of-line execution (:class:`SlotSupport`): slot building,
         simulation and the executor's CPU facts; None when the architecture has none yet."""
-        name = f"{type(self).__module__}.slot"
+        cached = self.__dict__.get("_slot_support", False)
+        if cached is not False:
+            return cached
+        name = f"{type(self).__module__}.slot"  # transitional: backends will override this hook
         try:
-            return importlib.import_module(name)
+            mod = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name == name:
-                return None
-            raise
+            if e.name != name:
+                raise
+            out = None
+        else:
+            out = mod.slot_support(self)
+        self.__dict__["_slot_support"] = out
+        return out
 
     # -- bulk analysis (kpatch_core.analyze; defaults are slow but correct) --------------------
     # arch_adjust_kprobe_addr returns (sym + offset, False) for every offset >= this window
@@ -264,3 +278,87 @@ class BulkClassifier:
         """Where :meth:`Backend.within_arch_blacklist` holds, as ``[start, end)`` ranges, so the
         blacklist is decided per function; default None: asked per address."""
         return None
+
+
+class SlotSupport:
+    """Out-of-line execution of one architecture: the slot ``arch_prepare_kprobe`` fills, the
+    kernel's emulation/simulation of an instruction, and how the executor (kpatch_core.executor)
+    runs the CPU.  Hooks have weak defaults; what an architecture lacks it leaves to them.
+
+    The upper-case attributes are facts: ``CPU`` (a ``kpatch_core.slot.CpuFacts``),
+    ``SLOT_SIZE`` (``kprobe_insn_slots.insn_size``), ``FLAGS_FIXED`` (flag bits the kernel context
+    holds fixed), ``BREAKPOINTS`` (every encoding that must trap; empty: the backend's
+    breakpoint), ``TEST_KERNEL`` (the kernel version property tests decide with) and
+    ``COPIES_PC_RELATIVE`` (PC-relative forms are copied and relocated, not simulated).
+    """
+
+    CPU: ClassVar["CpuFacts"]
+    SLOT_SIZE: ClassVar[int] = 16
+    FLAGS_FIXED: ClassVar[dict[str, int]] = {}
+    BREAKPOINTS: ClassVar[tuple[bytes, ...]] = ()
+    TEST_KERNEL: ClassVar[tuple[int, int]] = (6, 1)
+    COPIES_PC_RELATIVE: ClassVar[bool] = False
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    # -- the slot (required) -------------------------------------------------------------------
+    def default_slot_addr(self, image: "Image | None" = None) -> int:
+        """Where ``get_insn_slot`` would put the first slot (the module area)."""
+        raise NotImplementedError(f"{self.backend.name}: default_slot_addr")
+
+    def build_slot(self, backend: Backend, execution: Execution, addr: int,
+                   slot_addr: int) -> "Slot | Refusal":
+        """The slot bytes, byte for byte as ``arch_prepare_kprobe`` writes them, or a refusal."""
+        raise NotImplementedError(f"{self.backend.name}: build_slot")
+
+    def simulate(self, backend: Backend, insn: bytes, addr: int, regs: "Mapping[str, int]",
+                 read: "Callable[[int, int], bytes]") -> "Effect":
+        """The kernel's emulate/simulate function for one instruction, as an ``Effect``."""
+        raise NotImplementedError(f"{self.backend.name}: simulate")
+
+    # -- the executor's hooks (weak defaults) -----------------------------------------------------
+    def setup_cpu(self, uc: object) -> None:
+        """Prepare a fresh engine (s390x: 64-bit PSW mode); default nothing."""
+
+    def trap_site(self, machine: "Machine", intno: int, pc: int) -> int | None:
+        """The breakpoint site of an engine interrupt; None: not a breakpoint (another
+        exception); negative: spurious, run again.  Default: the PC (less the breakpoint when
+        the PC has moved past it, ``CPU.breakpoint_pc_advance``)."""
+        return pc - len(self.backend.breakpoint) if self.CPU.breakpoint_pc_advance else pc
+
+    def on_insn_invalid(self, machine: "Machine") -> int | None:
+        """The breakpoint site when the engine reports an invalid instruction (riscv ebreak);
+        default None: an invalid instruction is a fault."""
+        return None
+
+    def before_slot(self, machine: "Machine", slot: "Slot") -> None:
+        """Before the slot runs (hardware single-step set-up); default nothing."""
+
+    def after_step(self, machine: "Machine", slot: "Slot", pc: int) -> None:
+        """After a hardware-stepped slot (s390 ``resume_execution``); default nothing."""
+
+    def after_slot(self, slot: "Slot", trap_site: int) -> int:
+        """The PC after the slot's trailing breakpoint trapped; default the resume address."""
+        return slot.resume
+
+    def breakpoint_for(self, insn: bytes) -> bytes:
+        """The breakpoint written over ``insn`` (riscv: c.ebreak over a 2-byte instruction)."""
+        return self.backend.breakpoint
+
+    # -- what property tests need to know (weak defaults) ------------------------------------------
+    def kernel_divergent(self, code: bytes) -> str | None:
+        """Why the kernel's handling of ``code`` differs from the CPU's, or None."""
+        return None
+
+    def oracle_defect(self, code: bytes) -> str | None:
+        """Why the execution engine mis-executes ``code`` (no run can be trusted), or None."""
+        return None
+
+    def pc_relative_target(self, backend: Backend, code: bytes, addr: int) -> int | None:
+        """The address a copied PC-relative instruction names (when ``COPIES_PC_RELATIVE``)."""
+        return None
+
+    def reachable(self, target: int, slot_addr: int, length: int) -> bool:
+        """Can a relocated copy at ``slot_addr`` still name ``target``?  Default yes."""
+        return True

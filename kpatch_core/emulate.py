@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 import attrs
 import unicorn
 
+from kpatch_arch.base import SlotSupport
+
 from .patching import InstalledProbe, ProbeSet
 from .slot import CpuFacts, arch_slots
 from .verdict import Execution, Method, Refusal
@@ -90,7 +92,7 @@ class PtRegs:
         if self._read is None or n < 1:
             raise IndexError(f"$arg{n}")
         sp = self._values[self._backend.stack_reg]
-        base = getattr(self._backend, "arg_stack_base", None)
+        base = self._backend.arg_stack_base
         if base is None:  # regs_get_kernel_argument reads 0 past the argument registers
             return 0
         off = 8 * (base + n - 1 - len(regs))  # $stack(arg_stack_base + n - len(arg_regs))
@@ -156,14 +158,11 @@ class Machine:
         self._interrupt: int | None = None
         self._retry = False
         self._cs = None
-        setup = getattr(self.arch, "setup_cpu", None)
-        if setup:
-            setup(self.uc)
+        self.arch.setup_cpu(self.uc)
         self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         if lazy:
             self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
-        insn_invalid = getattr(self.arch, "on_insn_invalid", None)
-        if insn_invalid:
+        if type(self.arch).on_insn_invalid is not SlotSupport.on_insn_invalid:  # overridden
             self.uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
 
     # -- addresses ------------------------------------------------------------------------------
@@ -255,15 +254,13 @@ class Machine:
     def _on_intr(self, uc: unicorn.Uc, intno: int, _: object) -> None:
         if intno in self.cpu.interrupt_numbers:
             pc = self.pc
-            self._trap = pc - len(self.backend.breakpoint) if self.cpu.breakpoint_pc_advance else pc
-            trap_pc = getattr(self.arch, "trap_site", None)
-            if trap_pc:  # the interrupt also reports other exceptions: is it our breakpoint?
-                self._trap = trap_pc(self, intno, pc)
-                if self._trap is None:
-                    self._interrupt = intno
-                elif self._trap < 0:  # spurious (a fetch hit an unmapped page, now mapped)
-                    self._trap = None
-                    self._retry = True
+            # the interrupt also reports other exceptions: is it our breakpoint?
+            self._trap = self.arch.trap_site(self, intno, pc)
+            if self._trap is None:
+                self._interrupt = intno
+            elif self._trap < 0:  # spurious (a fetch hit an unmapped page, now mapped)
+                self._trap = None
+                self._retry = True
         else:
             self._interrupt = intno
         uc.emu_stop()
@@ -485,9 +482,7 @@ class Executor(Machine):
 
     def _single_step(self, p: InstalledProbe) -> Outcome | None:
         slot = p.slot
-        prep = getattr(self.arch, "before_slot", None)
-        if prep:
-            prep(self, slot)
+        self.arch.before_slot(self, slot)
         self.set(self.cpu.pc, slot.slot_addr)
         if slot.trap_offset is None:  # hardware single-step (s390 PER, ppc MSR_SE)
             err = self._emu(slot.slot_addr, 1)

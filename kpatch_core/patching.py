@@ -84,8 +84,7 @@ class InstalledProbe:
 def breakpoint_for(backend: "Backend", insn: bytes) -> bytes:
     """The breakpoint the kernel writes over ``insn`` (riscv: c.ebreak over a 2-byte insn)."""
     mod = backend.slot_support()
-    hook = getattr(mod, "breakpoint_for", None) if mod else None
-    return hook(insn) if hook else backend.breakpoint
+    return mod.breakpoint_for(insn) if mod is not None else backend.breakpoint
 
 
 class ProbeSet:
@@ -98,7 +97,7 @@ class ProbeSet:
         self.slot_memory = slot_memory
         mod = arch_slots(backend)
         self.slot_base = mod.default_slot_addr(None) if slot_base is None else slot_base
-        self.slot_size = getattr(mod, "SLOT_SIZE", 16)
+        self.slot_size = mod.SLOT_SIZE
         self.probes: dict[int, InstalledProbe] = {}
         self._next_slot = 0
         self._free: list[int] = []

@@ -1,26 +1,10 @@
 """Out-of-line execution: the slot the kernel builds for a probed instruction, and what the
 kprobe handler does instead of running it (emulation / simulation).
 
-Every architecture keeps its rules in ``kpatch_arch.<arch>.slot`` (found through
-``Backend.slot_support()``); this module holds the value types and the generic entry points.
-
-An architecture slot module provides:
-
-* ``default_slot_addr(image) -> int`` -- where ``get_insn_slot`` would put the first slot
-  (the module area on every architecture here);
-* ``build_slot(backend, execution, addr, slot_addr) -> Slot | Refusal`` -- the slot bytes,
-  byte for byte as ``arch_prepare_kprobe`` writes them, or a refusal (e.g. an x86
-  RIP-relative displacement that cannot reach the slot);
-* ``simulate(backend, insn, addr, regs, read) -> Effect`` -- the kernel's emulate/simulate
-  function for one instruction, as a description the executor applies;
-* ``CPU`` -- a :class:`CpuFacts` for :mod:`kpatch_core.emulate`;
-* optional: ``after_slot(slot, trap_site)`` (PC after the slot's trailing breakpoint),
-  ``after_step(machine, slot, pc)`` (hardware single-step fix-ups, s390
-  ``resume_execution``), ``trap_site``/``on_insn_invalid`` (recognise the breakpoint among
-  the engine's exceptions), ``breakpoint_for(insn)`` (riscv c.ebreak), ``BREAKPOINTS``,
-  ``SLOT_SIZE``, ``FLAGS_FIXED``,
-  ``pc_relative_target``/``reachable`` (what a relocated copy must still name),
-  ``TEST_KERNEL`` (the rule set property tests use).
+Every architecture keeps its rules in ``kpatch_arch.<arch>.slot``, as a
+:class:`kpatch_arch.base.SlotSupport` (found through ``Backend.slot_support()``: the slot bytes,
+the kernel's emulate/simulate functions, the executor's CPU facts and hooks, each with a
+documented default); this module holds the value types and the generic entry points.
 
 >>> s = slot_for(image, "vfs_read+4")                  # doctest: +SKIP
 >>> s.code.hex(), hex(s.slot_addr)                     # doctest: +SKIP
@@ -35,9 +19,7 @@ import attrs
 from .verdict import Execution, Method, Reason, Refusal, Verdict
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
-    from kpatch_arch.base import Backend
+    from kpatch_arch.base import Backend, SlotSupport
 
     from .image import Image
 
@@ -113,8 +95,8 @@ class CpuFacts:
     protect_text: bool = True  # map text and slots read+execute (unicorn s390x cannot run them)
 
 
-def arch_slots(backend: "Backend") -> "ModuleType":
-    """The backend's slot module; raises NotImplementedError when it has none."""
+def arch_slots(backend: "Backend") -> "SlotSupport":
+    """The backend's :class:`SlotSupport`; raises NotImplementedError when it has none."""
     mod = backend.slot_support()
     if mod is None:
         raise NotImplementedError(f"{backend.name}: no out-of-line slot support yet")

@@ -91,7 +91,7 @@ def test_c_unreachable_displacement_is_refused(arch: str) -> None:
     def prop(code, addr, slot):
         kinds.append(prop_displacement_reach(b, img, code, addr, slot))
     prop()
-    if hasattr(b.slot_support(), "pc_relative_target"):  # copied and relocated
+    if b.slot_support().COPIES_PC_RELATIVE:  # copied and relocated
         assert "retargeted" in kinds and "refused:RIP_DISP_RANGE" in kinds
     else:  # simulated by the kernel: never in a slot
         assert kinds.count("simulated") > len(kinds) // 2, kinds[:20]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Mapping
 import unicorn
 import unicorn.arm64_const as ua
 
+from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Refusal
 
@@ -155,3 +156,20 @@ def simulate(backend: "Arm64Backend", insn: bytes, addr: int, regs: Mapping[str,
     raise ValueError(f"{op:#010x}: not a simulated instruction")
 
 
+class Arm64SlotSupport(SlotSupport):
+    """arm64 out-of-line execution: the module functions above as the backend's hooks."""
+
+    CPU = CPU
+    SLOT_SIZE = SLOT_SIZE
+    FLAGS_FIXED = FLAGS_FIXED
+    BREAKPOINTS = BREAKPOINTS
+    default_slot_addr = staticmethod(default_slot_addr)
+    build_slot = staticmethod(build_slot)
+    simulate = staticmethod(simulate)
+    after_slot = staticmethod(after_slot)
+    kernel_divergent = staticmethod(kernel_divergent)
+
+
+def slot_support(backend: "Backend") -> Arm64SlotSupport:
+    """The arm64 :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
+    return Arm64SlotSupport(backend)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
+from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Refusal
 
@@ -905,3 +906,17 @@ def run_detour(template: tuple[list[int], Mapping[str, int]], insn: bytes,
     e3, e4 = struct.unpack_from("<QQ", out, EMULATE_REC - BUF)
     return {"regs": regs, "end": r["gregs"], "sig": r["sig"], "callback": (c3, c4, ptr),
             "emulate": (e3, e4), "buff": buff, "code": code, "buffer": buf}
+
+
+class Ppc64leSlotSupport(SlotSupport):
+    """ppc64le out-of-line execution: the module functions above as the backend's hooks."""
+
+    SLOT_SIZE = SLOT_SIZE
+    default_slot_addr = staticmethod(default_slot_addr)
+    build_slot = staticmethod(build_slot)
+    simulate = staticmethod(simulate)
+
+
+def slot_support(backend: "Backend") -> Ppc64leSlotSupport:
+    """The ppc64le :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
+    return Ppc64leSlotSupport(backend)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Mapping
 import unicorn
 import unicorn.riscv_const as ur
 
+from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Refusal
 
@@ -154,3 +155,23 @@ def simulate(backend: "Riscv64Backend", insn: bytes, addr: int, regs: Mapping[st
         return Effect((addr + (_sext(imm, 13) if cond else 4)) & MASK64, op="simulate_branch")
     raise ValueError(f"{op:#010x}: not a simulated instruction")
 
+
+class Riscv64SlotSupport(SlotSupport):
+    """riscv64 out-of-line execution: the module functions above as the backend's hooks."""
+
+    CPU = CPU
+    SLOT_SIZE = SLOT_SIZE
+    FLAGS_FIXED = FLAGS_FIXED
+    BREAKPOINTS = BREAKPOINTS
+    TEST_KERNEL = TEST_KERNEL
+    default_slot_addr = staticmethod(default_slot_addr)
+    build_slot = staticmethod(build_slot)
+    simulate = staticmethod(simulate)
+    on_insn_invalid = staticmethod(on_insn_invalid)
+    after_slot = staticmethod(after_slot)
+    breakpoint_for = staticmethod(breakpoint_for)
+
+
+def slot_support(backend: "Backend") -> Riscv64SlotSupport:
+    """The riscv64 :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
+    return Riscv64SlotSupport(backend)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Mapping
 import unicorn
 import unicorn.s390x_const as us
 
+from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
@@ -161,3 +162,25 @@ def reachable(target: int, slot_addr: int, length: int) -> bool:
     d = d - (1 << 64) if d >> 63 else d
     return -(1 << 31) <= int(d / 2) < (1 << 31)
 
+
+class S390xSlotSupport(SlotSupport):
+    """s390x out-of-line execution: the module functions above as the backend's hooks."""
+
+    CPU = CPU
+    SLOT_SIZE = SLOT_SIZE
+    FLAGS_FIXED = FLAGS_FIXED
+    COPIES_PC_RELATIVE = True
+    default_slot_addr = staticmethod(default_slot_addr)
+    build_slot = staticmethod(build_slot)
+    simulate = staticmethod(simulate)
+    setup_cpu = staticmethod(setup_cpu)
+    trap_site = staticmethod(trap_site)
+    after_step = staticmethod(after_step)
+    oracle_defect = staticmethod(oracle_defect)
+    pc_relative_target = staticmethod(pc_relative_target)
+    reachable = staticmethod(reachable)
+
+
+def slot_support(backend: "Backend") -> S390xSlotSupport:
+    """The s390x :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
+    return S390xSlotSupport(backend)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Mapping
 import unicorn
 import unicorn.x86_const as ux
 
+from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
@@ -245,3 +246,23 @@ def reachable(target: int, slot_addr: int, length: int) -> bool:
     d = _s64(target - (slot_addr + length))
     return S32_MIN <= d <= S32_MAX
 
+
+class X86SlotSupport(SlotSupport):
+    """x86_64 out-of-line execution: the module functions above as the backend's hooks."""
+
+    CPU = CPU
+    SLOT_SIZE = SLOT_SIZE
+    FLAGS_FIXED = FLAGS_FIXED
+    COPIES_PC_RELATIVE = True
+    default_slot_addr = staticmethod(default_slot_addr)
+    build_slot = staticmethod(build_slot)
+    simulate = staticmethod(simulate)
+    after_slot = staticmethod(after_slot)
+    kernel_divergent = staticmethod(kernel_divergent)
+    pc_relative_target = staticmethod(pc_relative_target)
+    reachable = staticmethod(reachable)
+
+
+def slot_support(backend: "Backend") -> X86SlotSupport:
+    """The x86_64 :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
+    return X86SlotSupport(backend)

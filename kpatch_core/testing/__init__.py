@@ -81,7 +81,8 @@ class RawImage:
         self.backend = backend
         if version is None:  # the rule set of the real kernel we test against
             mod = backend.slot_support()
-            version = KernelVersion(*getattr(mod, "TEST_KERNEL", (6, 1)), 0)
+            version = KernelVersion(*mod.TEST_KERNEL, 0) if mod is not None else \
+                KernelVersion(6, 1, 0)
         self.version = version
         self.features = FeatureSet.decide(version, backend.name)
         self.symtab = _NoSymbols()
@@ -205,7 +206,7 @@ def register_names(backend: "Backend") -> tuple[str, ...]:
 def initial_flags(backend: "Backend", bits: int) -> dict[str, int]:
     """Flag registers from random ``bits``, limited to what the property compares."""
     cpu = backend.slot_support().CPU
-    fixed = getattr(backend.slot_support(), "FLAGS_FIXED", {})
+    fixed = backend.slot_support().FLAGS_FIXED
     return {n: (bits & m & ~fixed.get(n, 0)) | fixed.get(n, 0) for n, m in cpu.flags_mask.items()}
 
 
@@ -214,13 +215,13 @@ def prop_same_end_state(backend: "Backend", image: RawImage, code: bytes, addr: 
     """(a) the probed run ends like the plain run: returns "ok" or "refused:<reason>",
     raises AssertionError with the differences."""
     mod = backend.slot_support()
-    defect = getattr(mod, "oracle_defect", lambda c: None)(code)
+    defect = mod.oracle_defect(code)
     if defect is not None:  # the emulator mis-executes it: neither run can be trusted
         return f"skipped:{defect}"
-    kernel = getattr(mod, "kernel_divergent", lambda c: None)(code)
+    kernel = mod.kernel_divergent(code)
     if kernel is not None:  # the real kernel's handling differs from the CPU's: not comparable
         return f"kernel-divergent:{kernel}"
-    target = getattr(mod, "pc_relative_target", lambda *a: None)(backend, code, addr)
+    target = mod.pc_relative_target(backend, code, addr)
     page = mod.CPU.page
     if target is not None and {target // page, (target + 15) // page} & \
             {slot_addr // page, (slot_addr + 31) // page}:
@@ -270,7 +271,7 @@ def prop_breakpoint_traps(backend: "Backend", addr: int) -> None:
     """(d) the breakpoint encoding, executed at ``addr``, traps with its site reported."""
     from kpatch_core.emulate import Executor
 
-    for bp in getattr(backend.slot_support(), "BREAKPOINTS", (backend.breakpoint,)):
+    for bp in backend.slot_support().BREAKPOINTS or (backend.breakpoint,):
         ex = Executor(backend, lazy=False)
         ex.map_code(addr, bp + b"\0" * 8)
         ex.set(ex.cpu.pc, addr)
@@ -289,8 +290,8 @@ def prop_displacement_reach(backend: "Backend", image: RawImage, code: bytes, ad
     e = prepare_raw(image, code + b"\x90" * 16, addr)
     if isinstance(e, Refusal):
         return f"refused:{e.reason.value}"
-    if not hasattr(mod, "pc_relative_target"):  # arm64/riscv64: PC-relative forms are simulated
-        kernel = getattr(mod, "kernel_divergent", lambda c: None)(code)
+    if not mod.COPIES_PC_RELATIVE:  # arm64/riscv64: PC-relative forms are simulated
+        kernel = mod.kernel_divergent(code)
         if kernel is not None:  # the kernel copies it anyway (and reads relative to the slot)
             return f"kernel-divergent:{kernel}"
         s = build_slot(backend, e, addr, slot_addr)
