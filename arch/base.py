@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from kpatch_core.emulate import Machine
+    from kpatch_core.executor import Machine
     from kpatch_core.slot import CpuFacts, Effect, Slot
 
     from kpatch_core.features import FeatureSet

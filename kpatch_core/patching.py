@@ -88,7 +88,7 @@ def breakpoint_for(backend: "Backend", insn: bytes) -> bytes:
 
 
 class ProbeSet:
-    """The probes armed on one text buffer (or a live :class:`kpatch_core.emulate.Machine`)."""
+    """The probes armed on one text buffer (or a live :class:`kpatch_core.executor.Machine`)."""
 
     def __init__(self, backend: "Backend", text: Memory, slot_base: int | None = None,
                  slot_memory: Memory | None = None) -> None:

@@ -74,7 +74,7 @@ class Effect:
 
 @attrs.frozen
 class CpuFacts:
-    """How :mod:`kpatch_core.emulate` runs one architecture in unicorn (or another engine).
+    """How :mod:`kpatch_core.executor` runs one architecture in unicorn (or another engine).
 
     ``regs`` maps pt_regs field names to unicorn register ids; ``rebase`` is subtracted from
     every kernel address before it reaches the engine (x86: unicorn cannot fetch at

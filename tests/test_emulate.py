@@ -4,7 +4,7 @@ from __future__ import annotations
 import keystone
 import pytest
 
-from kpatch_core.emulate import Executor
+from kpatch_core.executor import Executor
 from kpatch_core.patching import ProbeSet, TextBuffer
 from kpatch_core.registry import backend_named
 from kpatch_core.testing import RawImage, prepare_raw
@@ -651,7 +651,7 @@ def test_jump_to_itself_ends_without_the_timer(arch: str, raw: str) -> None:
     import subprocess
     import sys
     prog = (
-        "import kpatch_core.emulate as E; E.SMC_TIMEOUT_US = 0\n"
+        "import kpatch_core.executor as E; E.SMC_TIMEOUT_US = 0\n"
         "from kpatch_core.registry import backend_named\n"
         "from kpatch_core.testing import RawImage, differential, diff_states\n"
         "from kpatch_core.testing.strategies import MODULES, TEXT\n"

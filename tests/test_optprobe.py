@@ -7,7 +7,7 @@ import pytest
 
 from kpatch_arch.base import PrepareContext
 from kpatch_arch.x86_64 import optprobe
-from kpatch_core.emulate import Executor
+from kpatch_core.executor import Executor
 from kpatch_core.probe import check
 from kpatch_core.registry import backend_named
 from kpatch_core.symbols import KSym

@@ -19,7 +19,7 @@ from kpatch_core.verdict import Execution, Method, Refusal
 from . import C_EBREAK, EBREAK, EBREAK_BYTES, insn_length
 
 if TYPE_CHECKING:
-    from kpatch_core.emulate import Machine
+    from kpatch_core.executor import Machine
     from kpatch_core.image import Image
 
     from . import Riscv64Backend

@@ -20,7 +20,7 @@ from kpatch_core.verdict import Execution, Method, Reason, Refusal
 from . import Fixup, fixup_type, insn_length, is_relative_long
 
 if TYPE_CHECKING:
-    from kpatch_core.emulate import Machine
+    from kpatch_core.executor import Machine
     from kpatch_core.image import Image
 
     from . import S390xBackend

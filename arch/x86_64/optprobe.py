@@ -223,10 +223,10 @@ def execution_for(code: bytes, mnemonic: str = "") -> Execution:
 
 def install(executor: "object", detour: Detour, callback: int) -> None:
     """Jump-optimize the kprobe already armed at ``detour.addr`` on a
-    :class:`kpatch_core.emulate.Executor`: write the detour buffer, replace the int3 by the
+    :class:`kpatch_core.executor.Executor`: write the detour buffer, replace the int3 by the
     jump (``arch_optimize_kprobes``), and make ``callback`` run ``optimized_callback``:
     the pre-handlers see the pt_regs the template saved on the stack (``%rsi``)."""
-    from kpatch_core.emulate import Hit, PtRegs
+    from kpatch_core.executor import Hit, PtRegs
 
     ex = executor
     p = ex.probes.probes[detour.addr]

@@ -137,7 +137,7 @@ def differential(backend: "Backend", image: RawImage, code: bytes, addr: int, sl
     """Run the instruction ``code`` at ``addr`` once plainly and once with a kprobe (slot at
     ``slot_addr``); return both end states (outcome, registers, flags, touched memory) or the
     kernel's refusal of the probe.  Register values are engine values (see ``Machine.ptr``)."""
-    from kpatch_core.emulate import Executor
+    from kpatch_core.executor import Executor
 
     execution = prepare_raw(image, code + b"\x90" * 16, addr)
     if isinstance(execution, Refusal):
@@ -269,7 +269,7 @@ def prop_install_remove(backend: "Backend", image: RawImage, codes: list[bytes],
 
 def prop_breakpoint_traps(backend: "Backend", addr: int) -> None:
     """(d) the breakpoint encoding, executed at ``addr``, traps with its site reported."""
-    from kpatch_core.emulate import Executor
+    from kpatch_core.executor import Executor
 
     for bp in backend.slot_support().BREAKPOINTS or (backend.breakpoint,):
         ex = Executor(backend, lazy=False)

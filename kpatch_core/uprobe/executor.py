@@ -5,7 +5,7 @@ as ``handle_swbp`` does [kernel/events/uprobes.c]: the consumers' handlers see t
 ``arch_uprobe_skip_sstep`` emulates or simulates the instruction, else ``arch_uprobe_pre_xol``
 moves the PC to the XOL slot (x86: loads the riprel scratch register), the copy runs for one
 instruction (hardware single-step) or up to the slot's ``ebreak`` (riscv), and
-``arch_uprobe_post_xol`` applies the fixups.  The CPU engine is :class:`kpatch_core.emulate.Machine`
+``arch_uprobe_post_xol`` applies the fixups.  The CPU engine is :class:`kpatch_core.executor.Machine`
 (lazy deterministic pages, register names of pt_regs) with user addresses kept as they are.
 
 >>> ex = UprobeExecutor(elf.backend)                                   # doctest: +SKIP
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..emulate import MASK64, Machine, Outcome
+from ..executor import MASK64, Machine, Outcome
 from ..features import FeatureSet
 from .probe import XOL_VADDR_DEFAULT, uprobe_support
 from .verdict import Analysis, UMethod
