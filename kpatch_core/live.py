@@ -164,18 +164,21 @@ def open_live(root: str = "/", overrides: dict[str, bool] | None = None,
 
 
 def _compare_kallsyms(image: Image, addrs: np.ndarray, names: list[str], kaslr: int) -> str:
-    ks = image.kallsyms
-    ours = dict(zip(ks.names, ks.addrs.tolist()))
-    moved = 0
-    missing = 0
-    for a, n in zip(addrs.tolist(), names):
-        o = ours.get(n)
-        if o is None:
-            missing += 1
-        elif (o + kaslr) & (2**64 - 1) != a:
-            moved += 1
-    return (f"/proc/kallsyms: {len(names)} core symbols, {missing} not in ours, {moved} at another "
-            "address" + ("" if missing or moved else " (all equal)"))
+    """/proc/kallsyms (moved back by ``kaslr``) against our kallsyms view, as (name, address)."""
+    ours = set(zip(image.kallsyms.names, image.kallsyms.addrs.tolist()))
+    theirs = {(n, (a - kaslr) & (2**64 - 1)) for a, n in zip(addrs.tolist(), names)}
+    our_names = {n for n, _a in ours}
+    missing = sorted({n for n, _a in theirs if n not in our_names})
+    moved = sorted({n for n, a in theirs - ours if n in our_names})
+    if not missing and not moved:
+        return f"/proc/kallsyms: {len(names)} core symbols, equal to ours"
+    return (f"/proc/kallsyms: {len(names)} core symbols; not in ours: {_few(missing)}; "
+            f"at another address: {_few(moved)}")
+
+
+def _few(items: list[str]) -> str:
+    return f"{len(items)}" + (" (" + " ".join(items[:5]) + (" ..." if len(items) > 5 else "") + ")"
+                              if items else "")
 
 
 def _compare_blacklist(image: Image, path: str, kaslr: int) -> str:
@@ -197,8 +200,8 @@ def _compare_blacklist(image: Image, path: str, kaslr: int) -> str:
         only_o = sorted(f"{n}@{s:#x}" for s, _e, n in ours - theirs)
     if not only_k and not only_o:
         return f"kprobe blacklist: {len(theirs)} entries, equal to ours"
-    return (f"kprobe blacklist: {len(theirs)} entries; only the kernel's: {len(only_k)} "
-            f"{' '.join(only_k[:5])}; only ours: {len(only_o)} {' '.join(only_o[:5])}").rstrip()
+    return (f"kprobe blacklist: {len(theirs)} entries; only the kernel's: {_few(only_k)}; "
+            f"only ours: {_few(only_o)}")
 
 
 def _compare_filter_functions(image: Image, path: str) -> str:
@@ -219,5 +222,5 @@ def _compare_filter_functions(image: Image, path: str) -> str:
     only_k, only_o = sorted(theirs - ours), sorted(ours - theirs)
     if not only_k and not only_o:
         return f"ftrace: {len(theirs)} available_filter_functions, equal to ours"
-    return (f"ftrace: {len(theirs)} available_filter_functions; only the kernel's: {len(only_k)} "
-            f"{' '.join(only_k[:5])}; only ours: {len(only_o)} {' '.join(only_o[:5])}").rstrip()
+    return (f"ftrace: {len(theirs)} available_filter_functions; only the kernel's: {_few(only_k)}; "
+            f"only ours: {_few(only_o)}")

@@ -191,7 +191,7 @@ def test_no_kallsyms_says_pass_system_map() -> None:
 # -- mistakes --------------------------------------------------------------------------------
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kpatch_core.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
 
 
 def _one_line_error(p: subprocess.CompletedProcess, *words: str) -> None:
@@ -284,9 +284,9 @@ def test_real_boot_files_equal_debug_vmlinux(name: str) -> None:
     targets = _probes(name, 150)
     if not targets:
         pytest.skip(f"no oracle sample for {name}")
-    boot = Image.open(str(img))
-    assert boot.boot is not None
-    ref = Image.open(str(KERNELS / name / "vmlinux"), boot.boot.config_path)
+    boot = Image.open(str(img))  # Debian's ppc64le /boot/vmlinux-* keeps its .symtab: read as is
+    config = boot.boot.config_path if boot.boot is not None else None
+    ref = Image.open(str(KERNELS / name / "vmlinux"), config)
     from kpatch_core.probe import check_many
     from kpatch_core.target import parse_target
     tg = [parse_target(t) for t in targets]

@@ -110,7 +110,7 @@ def _mistake(path: str, data: bytes) -> str | None:
     if looks_like_system_map(head) or b"The real System.map is in" in head:
         return (f"{path}: this is a System.map, not a kernel image; pass the image "
                 f"(e.g. {name.replace('System.map', 'vmlinuz')}) and this file with --system-map")
-    if head.startswith(b"#\n# Automatically generated file") or re.search(rb"^CONFIG_\w+=", head, re.M):
+    if head.startswith(b"#\n# Automatically generated file") or re.search(rb"^CONFIG_\w+=", head, re.MULTILINE):
         return (f"{path}: this is a kernel config, not a kernel image; pass the image "
                 f"(e.g. {name.replace('config', 'vmlinuz')}) and this file with --config")
     return None
@@ -154,10 +154,10 @@ def _unpack(path: str, data: bytes, depth: int = 0) -> tuple[str, bytes, str | N
         return "riscv64 Image", data, "riscv64"
     if is_s390_image(data):
         return "s390x compressed image", s390_payload(data, path), "s390x"
-    fmt = detect(data)
-    if fmt is not None:
+    comp = detect(data)
+    if comp is not None:
         kind, payload, arch = _unpack(path, decompress(data, path), depth + 1)
-        return f"{kind}, {fmt}-compressed", payload, arch
+        return f"{kind}, {comp}-compressed", payload, arch
     if (msg := _mistake(path, data)) is not None:
         raise InputError(msg)
     raise InputError(f"{path}: not a kernel image (unknown format, magic {bytes(data[:8]).hex()}); "
@@ -286,5 +286,5 @@ def _check_same_build(path: str, smap_path: str, payload: bytes, layout: object,
                          " or none (the symbols are then read from the image's kallsyms)")
 
 
-__all__ = ["BootElf", "boot_elf", "needs_boot_elf", "cache_dir", "beside",
-           "EM_AARCH64", "EM_RISCV", "EM_S390"]
+__all__ = ["EM_AARCH64", "EM_RISCV", "EM_S390", "BootElf", "beside", "boot_elf", "cache_dir",
+           "needs_boot_elf"]

@@ -63,7 +63,7 @@ def _zstd(d: bytes) -> bytes:
 def _lz4_legacy(d: bytes) -> bytes:
     """lz4 legacy frame: magic, then blocks of (u32 LE size, block of at most 8 MiB output)
     [lib/decompress_unlz4.c]; a size that is another magic ends the stream."""
-    import lz4.block
+    import lz4.block  # type: ignore[import-untyped]
     out = []
     p = 4
     while p + 4 <= len(d):
@@ -82,7 +82,7 @@ def _lz4_legacy(d: bytes) -> bytes:
 
 
 def _lz4_frame(d: bytes) -> bytes:
-    import lz4.frame
+    import lz4.frame  # type: ignore[import-untyped]
     return lz4.frame.LZ4FrameDecompressor().decompress(d)
 
 
@@ -152,7 +152,7 @@ def find_stream(data: bytes, formats: tuple[str, ...] = ("gzip", "xz", "zstd", "
             try:
                 _DECODERS[name](bytes(data[i:i + 4096]) if name not in ("gzip", "xz", "zstd", "bzip2")
                                 else bytes(data[i:i + 65536]))
-            except Exception:  # a false magic: try the next one
+            except Exception:  # noqa: BLE001, S112 -- a false magic (any decoder's error): next one
                 continue
             best = (i, name)
             break

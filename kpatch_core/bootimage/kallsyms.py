@@ -61,7 +61,7 @@ def _token_table(data: bytes, e: str) -> tuple[int, list[bytes], int]:
             if end <= 0:
                 break
         else:
-            for pad in range(0, 16):
+            for pad in range(16):
                 ix = end + pad
                 idx = np.frombuffer(data[ix:ix + 512], e + "u2")
                 if len(idx) < 256 or idx[0] != 0:

@@ -8,18 +8,29 @@ image (arm64, riscv64, s390x), whose offset 0 is ``_text``.
 """
 from __future__ import annotations
 
+import io
 import struct
 
+import attrs
 import numpy as np
 from elftools.elf.elffile import ELFFile
-import io
 
 from ..errors import InputError
 from .arm64_image import EM_AARCH64, arm64_text_from_branch
 from .riscv_image import EM_RISCV
 from .s390_image import EM_S390
-from .synth_elf import (SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOTE, SHT_PROGBITS,
-                        SHT_RELA, Layout, OutSection, Symbols)
+from .synth_elf import (
+    SHF_ALLOC,
+    SHF_EXECINSTR,
+    SHF_WRITE,
+    SHT_NOBITS,
+    SHT_NOTE,
+    SHT_PROGBITS,
+    SHT_RELA,
+    Layout,
+    OutSection,
+    Symbols,
+)
 
 # per raw-image architecture: ELF machine, byte order, the relocation type the kernel applies
 # to itself at boot (R_*_RELATIVE) and the linker symbols around its table
@@ -44,7 +55,7 @@ NAMED = ((".BTF", "__start_BTF", "__stop_BTF", SHT_PROGBITS, SHF_ALLOC),
 
 def elf_payload_layout(payload: bytes) -> Layout:
     """The payload's own sections (a stripped vmlinux: x86 bzImage payload, ppc64le)."""
-    elf = ELFFile(io.BytesIO(payload[:64] if False else payload))
+    elf = ELFFile(io.BytesIO(payload))
     secs = []
     for s in elf.iter_sections():
         if not s.name or s["sh_type"] in ("SHT_SYMTAB", "SHT_STRTAB"):
@@ -120,10 +131,10 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
         raise InputError("no _text/_stext symbol: cannot place the image; pass --system-map FILE")
     end = base + len(payload)
     cuts: list[tuple[int, int, str, int, int]] = []  # (start, end, name, type, flags)
-    for name, s, e, typ, flags in NAMED:
-        if s in v and e in v and base <= v[s] <= v[e] <= end:
-            cuts.append((v[s], v[e], name, typ, flags))
-    rela = next(((v[s], v[e]) for s, e in rela_syms if s in v and e in v), None)
+    for name, lo_sym, hi_sym, typ, flags in NAMED:
+        if lo_sym in v and hi_sym in v and base <= v[lo_sym] <= v[hi_sym] <= end:
+            cuts.append((v[lo_sym], v[hi_sym], name, typ, flags))
+    rela = next(((v[a], v[b]) for a, b in rela_syms if a in v and b in v), None)
     if rela is None:
         found = _find_rela(payload, base, rtype, little)
         rela = (base + found[0], base + found[1]) if found else None
@@ -135,24 +146,23 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
     secs: list[OutSection] = []
     text_end = v.get("_etext", end)
     pos = base
-    for s, e, name, typ, flags in cuts + [(end, end, "", 0, 0)]:
-        if s < pos:
+    for cut_lo, cut_hi, name, typ, flags in cuts + [(end, end, "", 0, 0)]:
+        if cut_lo < pos:
             continue
-        while pos < s:  # the gap: text up to _etext, data after
+        while pos < cut_lo:  # the gap: text up to _etext, data after
             if pos < text_end:
-                stop = min(s, text_end)
+                stop = min(cut_lo, text_end)
                 secs.append(_gap(".text" if not secs else f".text.{len(secs)}", pos, stop, base,
                                  SHF_ALLOC | SHF_EXECINSTR))
             else:
-                stop = s
+                stop = cut_lo
                 secs.append(_gap(".data" if all(x.name != ".data" for x in secs) else f".data.{len(secs)}",
                                  pos, stop, base, SHF_ALLOC | SHF_WRITE))
             pos = stop
         if name:
-            secs.append(OutSection(name, s, e - s, typ, flags, src=s - base, align=8,
-                                   entsize=24 if typ in (SHT_RELA, 11) else 0,
-                                   link=0))
-            pos = e
+            secs.append(OutSection(name, cut_lo, cut_hi - cut_lo, typ, flags, src=cut_lo - base,
+                                   align=8, entsize=24 if typ in (SHT_RELA, 11) else 0))
+            pos = cut_hi
     bss_s, bss_e = v.get("__bss_start"), v.get("_end")
     if bss_s is not None and bss_e is not None and bss_e > max(bss_s, end):
         lo = max(bss_s, end)
@@ -162,7 +172,6 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
     names = [x.name for x in secs]
     if ".rela.dyn" in names and ".dynsym" in names:
         i = names.index(".rela.dyn")
-        import attrs
         secs[i] = attrs.evolve(secs[i], link=names.index(".dynsym") + 1)
     return Layout(machine, little, tuple(secs), 2, 0, base)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
-import os
 import struct
 import subprocess
 import sys
@@ -41,8 +40,8 @@ HERE = Path(__file__).resolve().parent
 TESTDATA = HERE.parent
 sys.path.insert(0, str(TESTDATA.parent))
 
-from kpatch_core.image import Image  # noqa: E402
-from kpatch_core.symbols import kallsyms_keeps  # noqa: E402
+from kpatch_core.image import Image
+from kpatch_core.symbols import kallsyms_keeps
 
 SOURCES = {"x86_64": "x86_64/vmlinux", "arm64": "arm64/vmlinux-6.12", "riscv64": "riscv64/vmlinux-6.12",
            "s390x": "s390x/vmlinux-6.12", "ppc64le": "ppc64le/vmlinux"}
@@ -265,7 +264,7 @@ def main() -> int:
             continue
         # the image starts at _text (_start on riscv64): a page before the test vmlinux's first
         # section, which holds the arm64/riscv64 header (s390x: its build-id note lies below _text)
-        payload, base, _ks, e = raw_payload(vml, True,
+        payload, base, _ks, _e = raw_payload(vml, True,
                                             "_start" if arch == "riscv64" else "_text")
         write_system_map(vml, d / "System.map", (base, "_start" if arch == "riscv64" else "_text"))
         if arch == "arm64":
