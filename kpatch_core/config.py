@@ -147,8 +147,8 @@ def _kallsyms_all(image: "Image") -> tuple[bool, str] | None:
         return None
     n = int.from_bytes(raw, "little" if image.little_endian else "big")
     v = st.value
-    ranges = [(v(a), v(b)) for a, b in (("_stext", "_etext"), ("_sinittext", "_einittext"))
-              if v(a) is not None and v(b) is not None]
+    bounds = [(v(a), v(b)) for a, b in (("_stext", "_etext"), ("_sinittext", "_einittext"))]
+    ranges = [(lo, hi) for lo, hi in bounds if lo is not None and hi is not None]
     typ = st.info & 0xF
     keep = (st.shndx != 0) & (typ != 3) & (typ != 4)  # defined, not STT_SECTION / STT_FILE
     inside = keep.copy()

@@ -19,13 +19,13 @@ from .events import EventResult, EventSet, ImageEnv, translate_line
 
 def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
     """Add the ``event`` subcommand to the CLI's subparsers."""
-    from .cli import _add_image_args
+    from .cmdline import add_image_args
     p = subparsers.add_parser(
         "event", help="validate kprobe_events definitions (arguments, types, BTF names)",
         description="Validate kprobe_events lines as the image's kernel would: probe point, "
                     "fetch arguments, types and limits; prints the error_log entry for a refusal "
                     "and the definition with this architecture's registers for an acceptance.")
-    _add_image_args(p)
+    add_image_args(p)
     p.add_argument("lines", nargs="+", metavar="LINE",
                    help="a kprobe_events line, quoted, e.g. 'p:grp/ev vfs_read buf=+0($arg2):string'")
     p.add_argument("--arch", dest="other", metavar="OTHER_VMLINUX",
@@ -37,8 +37,8 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
 def run(args: argparse.Namespace) -> int:
     """Run ``event``; returns the exit code: 0 when every line is accepted, 1 when the kernel
     would refuse one (its error_log entry is printed on stdout, one line on stderr says so)."""
-    from .cli import _open
-    image = _open(args)
+    from .cmdline import open_image
+    image = open_image(args)
     note = image.features.note()
     if note and not args.json:
         print(f"kpatch-analyze: {note}", file=sys.stderr)

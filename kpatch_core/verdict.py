@@ -80,8 +80,39 @@ _REASONS: dict[str, tuple[str, str, str, str]] = {
                       "address is the suffix word of a prefixed instruction"),
 }
 
-Reason = enum.Enum("Reason", {k: k for k in _REASONS}, type=str)
-Reason.__doc__ = "Why the kernel refuses a probe: one member per kernel rule."
+class Reason(str, enum.Enum):
+    """Why the kernel refuses a probe: one member per kernel rule (a row of ``_REASONS``)."""
+
+    NO_SYMBOL = "NO_SYMBOL"
+    NON_UNIQUE_SYMBOL = "NON_UNIQUE_SYMBOL"
+    RETPROBE_NOT_ENTRY = "RETPROBE_NOT_ENTRY"
+    NOTRACE = "NOTRACE"
+    NOT_IN_KALLSYMS = "NOT_IN_KALLSYMS"
+    FTRACE_SITE = "FTRACE_SITE"
+    NOT_TEXT = "NOT_TEXT"
+    BLACKLIST_NOKPROBE = "BLACKLIST_NOKPROBE"
+    BLACKLIST_AREA = "BLACKLIST_AREA"
+    BLACKLIST_SUFFIX = "BLACKLIST_SUFFIX"
+    JUMP_LABEL = "JUMP_LABEL"
+    STATIC_CALL = "STATIC_CALL"
+    BUG_SITE = "BUG_SITE"
+    CFI_PREAMBLE = "CFI_PREAMBLE"
+    KRETPROBE_BLACKLIST = "KRETPROBE_BLACKLIST"
+    NOT_BOUNDARY = "NOT_BOUNDARY"
+    MISALIGNED = "MISALIGNED"
+    UNDECODABLE = "UNDECODABLE"
+    PROHIBITED_INSN = "PROHIBITED_INSN"
+    EMULATE_UNSUPPORTED = "EMULATE_UNSUPPORTED"
+    BREAKPOINT_INSN = "BREAKPOINT_INSN"
+    EXCEPTION_INSN = "EXCEPTION_INSN"
+    RIP_DISP_RANGE = "RIP_DISP_RANGE"
+    INSN_TOO_LONG = "INSN_TOO_LONG"
+    EXTABLE = "EXTABLE"
+    EXCLUSIVE_WINDOW = "EXCLUSIVE_WINDOW"
+    PREFIX_SUFFIX = "PREFIX_SUFFIX"
+
+
+assert [r.value for r in Reason] == list(_REASONS), "Reason and _REASONS must list the same rules"
 
 
 def reason_errno(reason: Reason) -> str:
