@@ -153,23 +153,24 @@ def _ppc64le(b, img, total: int, a) -> int:
     words only)."""
     import random
 
-    from kpatch_arch.ppc64le import slot as ppc
+
+    from kpatch_core.testing import qemu_ppc64le as qppc
     from kpatch_arch.ppc64le.emulate import Declined, emulate_step
     from kpatch_core.slot import Effect
     from kpatch_core.testing import prepare_raw
     from kpatch_core.verdict import Method, Refusal
-    if ppc.qemu_run(ppc.EXIT_0) is None:
+    if qppc.qemu_run(qppc.EXIT_0) is None:
         print("qemu-ppc64le-static not installed", file=sys.stderr)
         return 2
     counts: collections.Counter = collections.Counter()
     mismatch: collections.Counter = collections.Counter()
     diverged: list[dict] = []
     out = open(a.out, "a") if a.out else None
-    msr = ppc._proof_msr()
+    msr = qppc._proof_msr()
     t0 = time.time()
     done, batch_no = 0, a.seed
     emulated_word = st.integers(0, (1 << 64) - 1).map(
-        lambda s: ppc.random_emulated_word(random.Random(s)).to_bytes(4, "little"))
+        lambda s: qppc.random_emulated_word(random.Random(s)).to_bytes(4, "little"))
     while done < total:
         n = min(a.batch, total - done)
         drawn: list[tuple[bytes, int, int]] = []
@@ -182,8 +183,8 @@ def _ppc64le(b, img, total: int, a) -> int:
             drawn.append((code, k, s))
         draw()
         drawn = drawn[:n]
-        buffer = random.Random(batch_no).randbytes(ppc.BUF_SIZE)
-        read = ppc._buffer_read(buffer)
+        buffer = random.Random(batch_no).randbytes(qppc.BUF_SIZE)
+        read = qppc._buffer_read(buffer)
         emulate, step = [], []
         for code, k, s in drawn:
             e = prepare_raw(img, code + b"\0" * 8, 0xC000000000A00000 + 4 * k)
@@ -191,8 +192,8 @@ def _ppc64le(b, img, total: int, a) -> int:
                 counts["a:refused-by-prepare"] += 1
                 continue
             word = int.from_bytes(code[:4], "little")
-            regs = ppc.random_register_file(random.Random(s), word)
-            r = emulate_step(e.insn, ppc.SITE, regs, read, msr=msr)
+            regs = qppc.random_register_file(random.Random(s), word)
+            r = emulate_step(e.insn, qppc.SITE, regs, read, msr=msr)
             key = f"op{word >> 26}" + (f"/{(word >> 1) & 0x3FF}" if word >> 26 in (19, 31) else "")
             if word >> 26 == 31 and (word >> 1) & 0x1F == 15:
                 key = "op31 isel"
@@ -202,8 +203,8 @@ def _ppc64le(b, img, total: int, a) -> int:
                     and "fault" not in r.reason and "misaligned" not in r.reason):
                 mismatch[f"class:EMULATE-but-declined {key} ({r.reason[:40]})"] += 1
             (step if isinstance(r, Declined) else emulate).append((e.insn, regs))
-        ce, de = ppc.prove_emulation(emulate, buffer)
-        cs, ds = ppc.prove_single_step(step, buffer)
+        ce, de = qppc.prove_emulation(emulate, buffer)
+        cs, ds = qppc.prove_single_step(step, buffer)
         for key, v in ce.items():
             if key != "declined":
                 counts["a:" + ("ok-emulated" if key == "ok" else key if key != "DIVERGED"

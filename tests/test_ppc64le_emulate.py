@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from kpatch_arch.ppc64le import emulate as E
 from kpatch_arch.ppc64le import slot as ppc
+from kpatch_core.testing import qemu_ppc64le as qppc
 from kpatch_core.slot import Effect
 
-HAVE_QEMU = shutil.which(ppc.QEMU) is not None
+HAVE_QEMU = shutil.which(qppc.QEMU) is not None
 needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason="qemu-ppc64le-static not installed")
 REAL = Path.home() / ".cache" / "kpatch-kernels" / "ppc64le" / "vmlinux"
 A = 0xC000000000A00000  # a kernel text address
@@ -208,9 +209,9 @@ NAMED = [0x48000101, 0x4200FFF0, 0x41820010, 0x4E800021, 0x7C632215, 0x7C632014,
 
 def _prove(words: list[int], seed: int) -> tuple[dict, list]:
     rng = random.Random(seed)
-    buf = rng.randbytes(ppc.BUF_SIZE)
-    ex = [(w(x), ppc.random_register_file(rng, x)) for x in words]
-    res = ppc.prove_emulation(ex, buf)
+    buf = rng.randbytes(qppc.BUF_SIZE)
+    ex = [(w(x), qppc.random_register_file(rng, x)) for x in words]
+    res = qppc.prove_emulation(ex, buf)
     assert res is not None
     return res
 
@@ -226,7 +227,7 @@ def test_named_cases_match_qemu() -> None:
 @given(seed=st.integers(0, 1 << 32))
 def test_model_matches_qemu_on_random_words(seed: int) -> None:
     rng = random.Random(seed)
-    counts, div = _prove([ppc.random_emulated_word(rng) for _ in range(300)], seed)
+    counts, div = _prove([qppc.random_emulated_word(rng) for _ in range(300)], seed)
     assert div == [], div[:3]
     assert counts.get("ok", 0) > 200, counts
 
@@ -250,29 +251,29 @@ def test_slot_copy_single_steps_like_the_original_in_a_batch() -> None:
     # fadd f1,f1,f2; addo r3,r3,r4; vaddubm; mffs f0; fcmpu cr1,f1,f2: emulate_step declines
     words = [0xFC21102A, 0x7C632614, 0x10011000, 0xFC00048E, 0xFC811000]
     rng = random.Random(3)
-    ex = [(w(x), ppc.random_register_file(rng, x)) for x in words]
-    assert all(isinstance(E.emulate_step(i, ppc.SITE, r), E.Declined) for i, r in ex)
-    counts, div = ppc.prove_single_step(ex, bytes(ppc.BUF_SIZE))
+    ex = [(w(x), qppc.random_register_file(rng, x)) for x in words]
+    assert all(isinstance(E.emulate_step(i, qppc.SITE, r), E.Declined) for i, r in ex)
+    counts, div = qppc.prove_single_step(ex, bytes(qppc.BUF_SIZE))
     assert div == [] and counts == {"ok": len(ex)}
 
 
 # --- the optprobe detour buffer -----------------------------------------------------------------
 def _check_detour(r: dict, insn: int, op: int, marker: int | None) -> None:
     regs, g = r["regs"], r["end"]
-    assert r["sig"] == 4 and g[ppc.G_NIP] == ppc.DETOUR_PROBE + 4  # back at addr + 4
+    assert r["sig"] == 4 and g[qppc.G_NIP] == qppc.DETOUR_PROBE + 4  # back at addr + 4
     for n in range(32):  # the original register file, except what emulate_step changed
         want = marker if (marker is not None and n == 7) else regs[f"gpr{n}"]
         assert g[n] == want & M64, f"r{n}"
-    assert (g[ppc.G_CTR], g[ppc.G_LINK], g[ppc.G_CCR] & 0xFFFFFFFF) == (
+    assert (g[qppc.G_CTR], g[qppc.G_LINK], g[qppc.G_CCR] & 0xFFFFFFFF) == (
         regs["ctr"], regs["link"], regs["ccr"])
-    assert g[ppc.G_XER] & E.XER_IMPLEMENTED == regs["xer"]
+    assert g[qppc.G_XER] & E.XER_IMPLEMENTED == regs["xer"]
     c3, c4, pt = r["callback"]
-    frame = ppc.DETOUR_STACK - ppc.TEMPLATE_OFFSETS_6_1["int_frame"]
-    assert c3 == op and c4 == frame + ppc.TEMPLATE_OFFSETS_6_1["overhead"]  # (op, regs)
+    frame = qppc.DETOUR_STACK - qppc.TEMPLATE_OFFSETS_6_1["int_frame"]
+    assert c3 == op and c4 == frame + qppc.TEMPLATE_OFFSETS_6_1["overhead"]  # (op, regs)
     assert [pt[n] for n in range(32)] == [regs[f"gpr{n}"] & M64 for n in range(32)]  # gpr1: old SP
     assert (pt[33], pt[34], pt[35], pt[36], pt[37], pt[38]) == (
-        ppc.USER_MSR, 0, regs["ctr"], regs["link"], regs["xer"], regs["ccr"])
-    softe = r["buffer"][ppc.DETOUR_PACA - ppc.BUF + ppc.TEMPLATE_OFFSETS_6_1["paca_softmask"]]
+        qppc.USER_MSR, 0, regs["ctr"], regs["link"], regs["xer"], regs["ccr"])
+    softe = r["buffer"][qppc.DETOUR_PACA - qppc.BUF + qppc.TEMPLATE_OFFSETS_6_1["paca_softmask"]]
     assert (pt[39], pt[40], pt[43]) == (softe, 0x700, 0)  # softe, trap, result
     assert r["emulate"] == (c4, insn)  # emulate_step(regs, ppc_inst_as_ulong(insn))
 
@@ -281,10 +282,10 @@ def _check_detour(r: dict, insn: int, op: int, marker: int | None) -> None:
 @pytest.mark.parametrize("marker", [None, 0x5A])
 def test_detour_buffer_saves_calls_restores_and_returns(marker: int | None) -> None:
     rng = random.Random(7)
-    regs = ppc.random_register_file(rng)
+    regs = qppc.random_register_file(rng)
     insn, op = 0x7C632214, 0x1122334455667788
-    r = ppc.run_detour(ppc.template_from_source(), w(insn), regs, op=op, marker=marker,
-                       buffer=rng.randbytes(ppc.BUF_SIZE))
+    r = qppc.run_detour(qppc.template_from_source(), w(insn), regs, op=op, marker=marker,
+                       buffer=rng.randbytes(qppc.BUF_SIZE))
     assert r is not None
     _check_detour(r, insn, op, marker)
 
@@ -292,9 +293,9 @@ def test_detour_buffer_saves_calls_restores_and_returns(marker: int | None) -> N
 @needs_qemu
 def test_detour_of_a_branch_returns_to_its_target() -> None:
     # can_optimize: an unconditional I-form branch's detour returns to the branch target
-    r = ppc.run_detour(ppc.template_from_source(), w(0x48000040), ppc.random_register_file(
+    r = qppc.run_detour(qppc.template_from_source(), w(0x48000040), qppc.random_register_file(
         random.Random(8)))
-    assert r is not None and r["end"][ppc.G_NIP] == ppc.DETOUR_PROBE + 0x40
+    assert r is not None and r["end"][qppc.G_NIP] == qppc.DETOUR_PROBE + 0x40
     assert r["emulate"][1] == 0x48000040
 
 
@@ -304,24 +305,24 @@ def test_template_transcription_is_the_real_one_and_runs() -> None:
         pytest.skip("real ppc64le vmlinux not cached")
     from kpatch_core.image import Image
     img = Image.open(str(REAL))
-    words, sym = ppc.template_from_source(**ppc.TEMPLATE_OFFSETS_6_1)
+    words, sym = qppc.template_from_source(**qppc.TEMPLATE_OFFSETS_6_1)
     entry = img.symtab.value("optprobe_template_entry")
     real = [int.from_bytes(img.read(entry + 4 * i, 4), "little") for i in range(len(words))]
     assert real == words
     assert {k: (img.symtab.value(k) - entry) // 4 for k in sym} == sym
     if HAVE_QEMU:
-        regs = ppc.random_register_file(random.Random(9))
-        r = ppc.run_detour((real, sym), w(0x7C632214), regs, op=0xC0FFEE)
+        regs = qppc.random_register_file(random.Random(9))
+        r = qppc.run_detour((real, sym), w(0x7C632214), regs, op=0xC0FFEE)
         assert r is not None
         _check_detour(r, 0x7C632214, 0xC0FFEE, None)
 
 
 def test_template_words_are_what_optprobes_head_s_says() -> None:
-    words, sym = ppc.template_from_source()
+    words, sym = qppc.template_from_source()
     assert len(words) == sym["optprobe_template_end"] == 109
     assert words[0] == 0xF821FCF1  # stdu r1,-784(r1)
     assert struct.pack("<I", words[sym["optprobe_template_ret"] - 1]) == bytes.fromhex("10032138")
-    assert ppc.MFMSR_R5 in words and ppc.MTMSR_R5 in words
+    assert qppc.MFMSR_R5 in words and qppc.MTMSR_R5 in words
 
 
 @pytest.mark.realkernel
@@ -353,8 +354,8 @@ def test_bctarl_is_declined_and_single_stepped_with_lr_in_the_slot() -> None:
     # analyse_instr has no bctar case: emulate_step returns 0 and the copy runs in the slot,
     # so the link register names the slot, not the probed address (real kernel behaviour)
     bctarl = 0x4E800461  # bctarl (BO=20: always)
-    regs = ppc.random_register_file(random.Random(4))
-    assert isinstance(E.emulate_step(w(bctarl), ppc.SITE, regs), E.Declined)
-    counts, div = ppc.prove_single_step([(w(bctarl), regs)], bytes(ppc.BUF_SIZE))
+    regs = qppc.random_register_file(random.Random(4))
+    assert isinstance(E.emulate_step(w(bctarl), qppc.SITE, regs), E.Declined)
+    counts, div = qppc.prove_single_step([(w(bctarl), regs)], bytes(qppc.BUF_SIZE))
     assert counts == {"DIVERGED": 1} and set(div[0]["diff"]) == {"link"}
-    assert div[0]["diff"]["link"] == (hex(ppc.SITE + 4), hex(ppc.SLOT_SITE + 4))
+    assert div[0]["diff"]["link"] == (hex(qppc.SITE + 4), hex(qppc.SLOT_SITE + 4))

@@ -111,24 +111,24 @@ def test_d_breakpoint_traps(arch: str) -> None:
 def test_d_ppc64le_breakpoint_traps_under_qemu() -> None:
     """ppc64le has no unicorn engine: qemu-ppc64le-static is the oracle (SIGTRAP = -5)."""
     from kpatch_arch.ppc64le import BREAKPOINT_INSTRUCTION, NOP
-    from kpatch_arch.ppc64le import slot as ppc
-    if ppc.qemu_run(ppc.EXIT_0) is None:
+    from kpatch_core.testing import qemu_ppc64le as qppc
+    if qppc.qemu_run(qppc.EXIT_0) is None:
         pytest.skip("qemu-ppc64le-static not installed")
-    assert ppc.qemu_run(ppc.EXIT_0) == 0  # the harness exits cleanly without the trap
+    assert qppc.qemu_run(qppc.EXIT_0) == 0  # the harness exits cleanly without the trap
 
     @settings(max_examples=5, deadline=None, derandomize=True)
     @given(st.integers(0, 0x3FF))
     def prop(k):
-        at = ppc.USER_BASE + 0x1000 + 4 * k
-        assert ppc.qemu_run([NOP, BREAKPOINT_INSTRUCTION] + ppc.EXIT_0, at=at) == -5
+        at = qppc.USER_BASE + 0x1000 + 4 * k
+        assert qppc.qemu_run([NOP, BREAKPOINT_INSTRUCTION] + qppc.EXIT_0, at=at) == -5
     prop()
 
 
 def test_a_ppc64le_slot_copy_runs_like_the_original_under_qemu() -> None:
     """(a) for ppc64le, oracle qemu-ppc64le-static: an instruction emulate_step leaves to the
     slot, single-stepped there with NIP set to addr + len afterwards, ends like the original."""
-    from kpatch_arch.ppc64le import slot as ppc
-    if ppc.qemu_run(ppc.EXIT_0) is None:
+    from kpatch_core.testing import qemu_ppc64le as qppc
+    if qppc.qemu_run(qppc.EXIT_0) is None:
         pytest.skip("qemu-ppc64le-static not installed")
     b = backend_named("ppc64le")
     img = RawImage(b)
@@ -143,10 +143,10 @@ def test_a_ppc64le_slot_copy_runs_like_the_original_under_qemu() -> None:
         assume(not isinstance(e, Refusal) and e.method == Method.SINGLESTEP)
         import random
         r = random.Random(seed)
-        regs = [r.choice([r.getrandbits(64), r.randint(0, 64), ppc.USER_BASE + 0x8000])
+        regs = [r.choice([r.getrandbits(64), r.randint(0, 64), qppc.USER_BASE + 0x8000])
                 for _ in range(31)]
-        addr = ppc.USER_BASE + 0x1000 + 4 * k
-        a, s = ppc.slot_equivalence(code, regs, addr, ppc.USER_BASE + 0x6000)
+        addr = qppc.USER_BASE + 0x1000 + 4 * k
+        a, s = qppc.slot_equivalence(code, regs, addr, qppc.USER_BASE + 0x6000)
         assert a == s, (code.hex(), a, s)
         ran.append(a[0])
     prop()

@@ -21,7 +21,7 @@ does not compute (listed in :data:`NOT_MODELLED`; never a guessed effect).
 Rules are 6.1's (the Debian ppc64le kernel; 6.12 only makes lbarx/lharx depend on
 CONFIG_PPC_HAS_LBARX_LHARX).  CPU features default to POWER9 (ISA 3.0: CPU_FTR_ARCH_300, no
 ARCH_31), the oracle kernel's CPU.  The model is proved by execution against
-qemu-ppc64le-static (:func:`kpatch_arch.ppc64le.slot.prove_emulation`): unicorn has no
+qemu-ppc64le-static (:func:`kpatch_core.testing.qemu_ppc64le.prove_emulation`): unicorn has no
 little-endian PPC64, so qemu user mode is the honest oracle.
 """
 from __future__ import annotations
