@@ -106,13 +106,13 @@ FEATURES: tuple[Feature, ...] = (
        "$argN on return probes (fetched at function entry, store_trace_entry_data); the FENTRY "
        "flag is set for entry probes only",
        "kernel/trace/trace_probe.c: parse_probe_vars; 25f00e40ce79 'tracing/probes: Support "
-       "$argN in return probe (kprobe and fprobe)' (v6.9; since not pinned)",
-       since=(6, 6)),
+       "$argN in return probe (kprobe and fprobe)' (v6.9)",
+       since=(6, 9)),
     _F("EVENTS_DENTRY_ARGS",
        "ARG:%pd / ARG:%pD print a dentry / file name (traceprobe_expand_dentry_args)",
        "kernel/trace/trace_probe.c: traceprobe_expand_dentry_args; 'tracing/probes: support "
-       "%pd/%pD type' (v6.10; since not pinned)",
-       since=(6, 6)),
+       "%pd/%pD type' (v6.10)",
+       since=(6, 10)),
     _F("EVENTS_SANITIZE_ASTERISK",
        "an automatic event name has '*' replaced by '_' as well as ':' and '.'",
        "kernel/trace/trace_probe.h: sanitize_event_name (since not pinned)",
@@ -155,8 +155,8 @@ FEATURES: tuple[Feature, ...] = (
        "-fpatchable-function-entry=4,2: each ftrace record sits 8 bytes before its function "
        "(the image's record layout decides; the version only says the option exists)",
        "arch/arm64/kernel/ftrace.c: ftrace_call_adjust; baaf553d3bc3 'arm64: Implement "
-       "HAVE_DYNAMIC_FTRACE_WITH_CALL_OPS' (v6.4; since not pinned)",
-       since=(6, 6), arches=("arm64",), config="DYNAMIC_FTRACE_WITH_CALL_OPS"),
+       "HAVE_DYNAMIC_FTRACE_WITH_CALL_OPS' (v6.4)",
+       since=(6, 4), arches=("arm64",), config="DYNAMIC_FTRACE_WITH_CALL_OPS"),
     # --- riscv64 -----------------------------------------------------------------------------
     _F("RISCV_KPROBES_ON_FTRACE",
        "HAVE_KPROBES_ON_FTRACE (DYNAMIC_FTRACE_WITH_REGS): a probe on an ftrace site uses "
@@ -179,6 +179,20 @@ FEATURES: tuple[Feature, ...] = (
        "the masks of asm/insn.h (before: rejected, with simulate-insn.h's masks)",
        "arch/riscv/kernel/probes/decode-insn.c: riscv_probe_decode_insn (since not pinned)",
        since=(6, 6), arches=("riscv64",)),
+    _F("RISCV_FTRACE_AUIPC_AT_INIT",
+       "ftrace_init_nop writes 'auipc t0, ftrace_caller' + a 4-byte nop over the patchable "
+       "entry and only the second word is toggled: the ftrace site (rec->ip) is the word after "
+       "the auipc, so SYM+0 (the auipc) is probed by breakpoint and SYM+4 is the ftrace site",
+       "arch/riscv/kernel/ftrace.c: ftrace_call_adjust (+MCOUNT_AUIPC_SIZE), ftrace_init_nop; "
+       "'riscv: ftrace: prepare ftrace for atomic code patching' (since not pinned; Debian "
+       "7.2.13 riscv64 checked by the oracle)",
+       since=(6, 16), arches=("riscv64",)),
+    _F("RISCV_DYNAMIC_FTRACE_WITH_CALL_OPS",
+       "-fpatchable-function-entry=8,4: each ftrace record sits 8 bytes (the ops literal) "
+       "before its function, ftrace_call_adjust adds 8 (the image's record layout decides)",
+       "arch/riscv/kernel/ftrace.c: ftrace_call_adjust; 'riscv: Implement "
+       "HAVE_DYNAMIC_FTRACE_WITH_CALL_OPS' (since not pinned)",
+       since=(6, 16), arches=("riscv64",), config="DYNAMIC_FTRACE_WITH_CALL_OPS"),
     # --- s390x -------------------------------------------------------------------------------
     _F("RISCV_UPROBE_TRAP_ANY_EBREAK",
        "prepare_uprobe refuses (-ENOTSUPP) an ebreak as well as a c.ebreak at the uprobe "
