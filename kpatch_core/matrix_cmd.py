@@ -31,12 +31,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "kpatch_core.readers reads it) or a target list (one a line, 'r ' return "
                         "probes, '#' comments); repeatable")
     m.add_argument("-p", "--probe", dest="probes", action="append", default=[], metavar="PROBE",
-                   help="a probe: SYM, SYM+OFF, 'r SYM', kprobe:SYM, kretprobe:SYM; repeatable")
+                   help="a probe in any spelling `check` reads: SYM, SYM+OFF, 'r SYM', kprobe:SYM, "
+                        "kretprobe:SYM, fentry:SYM, globs (vfs_*); repeatable")
     m.add_argument("--debian", action="append", default=[], metavar="KVER-FLAVOUR[:DEBARCH]",
                    help="a Debian build fetched on demand, e.g. 6.12.117+deb13-amd64; repeatable")
     m.add_argument("--attach", metavar="LIST",
-                   help="attach types for every function probe, e.g. kprobe,kretprobe "
-                        "(default: as the probe list says)")
+                   help="attach types for every function probe, e.g. kprobe,kretprobe,fentry "
+                        "(kprobe kretprobe fentry fexit fprobe fprobe_return kprobe_multi "
+                        "kretprobe_multi; default: as the probe list says)")
     m.add_argument("--json", action="store_true", help="the matrix as one JSON document")
     m.add_argument("--html", metavar="FILE", help="also write an HTML heatmap (one offline file)")
     m.add_argument("--scheduler", metavar="ADDRESS",
@@ -67,11 +69,15 @@ def run(args: argparse.Namespace) -> int:
 
     probes = []
     for f in args.from_files:
-        probes += probes_from_file(f)
+        got, notes = probes_from_file(f)
+        probes += got
+        for n in notes:
+            print(f"kpatch-analyze: note: not in the matrix: {n}", file=sys.stderr)
     probes += [parse_probe(p) for p in args.probes]
     paths = []
     for item in args.images:
-        if re.match(r"^(kprobe|kretprobe|k|kr):", item) and not os.path.exists(item):
+        if re.match(r"^(kprobe|kretprobe|k|kr|fentry|fexit|kfunc|kretfunc):", item) and \
+                not os.path.exists(item):
             probes.append(parse_probe(item))
         else:
             paths.append(item)

@@ -17,15 +17,17 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
+from kpatch_core.attach import check_targets
 from kpatch_core.cache import code_fingerprint
 from kpatch_core.cli import main
 from kpatch_core.image import Image
 from kpatch_core.matrix import Matrix, compute, engine
 from kpatch_core.matrix.classify import classify
-from kpatch_core.matrix.plan import KernelRef, Probe, parse_probe
+from kpatch_core.matrix.plan import KernelRef, Probe, parse_probe, probes_from_file
 from kpatch_core.matrix.render import html_page, json_text, to_json
 from kpatch_core.matrix.worker import Cell, Column
 from kpatch_core.probe import check
+from kpatch_core.target import parse_target
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 IMAGES = sorted(str(p) for p in TESTDATA.glob("*/vmlinux")) + \
@@ -42,7 +44,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the task wrappers
 
 
 def _single_check_json(path: str, probe: Probe) -> dict:
-    return check(Image.open(path), probe.kprobe_target).to_json()
+    """What `kpatch-analyze check IMAGE PROBE` gives for this one probe."""
+    [(_, v)] = check_targets(Image.open(path), [probe.kprobe_target])
+    return v.to_json()
 
 
 def _assert_cells_equal_single_check(m: Matrix, refs: list[KernelRef]) -> None:
@@ -206,11 +210,11 @@ def test_classify_names_what_changed() -> None:
                    Cell(_v(True), func_offset=0), Cell(_v(True), func_offset=0),
                    Cell(_v(True), func_offset=8)])
     new = _column([Cell(_v(True), signature="int f(long)", func_offset=4),
-                   Cell(_v(False, "NO_SYMBOL"), clones=("g.isra.0",)),
-                   Cell(_v(False, "NO_SYMBOL"), in_dwarf=True),
+                   Cell(_v(False, "NO_SYMBOL"), clones=("g.isra.0",), has_symbol=False),
+                   Cell(_v(False, "NO_SYMBOL"), in_dwarf=True, has_symbol=False),
                    Cell(_v(False, "NOT_BOUNDARY"))])
     gone = _column([Cell(_v(True), signature="int f(int)", func_offset=0),
-                    Cell(_v(False, "NO_SYMBOL"), in_dwarf=False),
+                    Cell(_v(False, "NO_SYMBOL"), in_dwarf=False, has_symbol=False),
                     Cell(_v(False, "NOTRACE")), Cell(_v(False, "BLACKLIST_NOKPROBE"))])
     got = classify(probes, [old, new, gone])
     assert [c.category for c in got[0]] == ["ok", "ok", "ok"]
@@ -264,3 +268,30 @@ def _die_always(victim: str, ref: KernelRef, *args: object) -> Column:
     if ref.label == victim:
         os._exit(1)
     return engine.kernel_task(ref, *args)  # type: ignore[arg-type]
+
+
+def test_bpftrace_tool_rows_globs_and_fentry(tmp_path: Path) -> None:
+    tool = tmp_path / "plainstat.bt"
+    tool.write_text("#!/usr/bin/env bpftrace\nkprobe:plain_*\n{ @[func] = count(); }\n"
+                    "kretprobe:plain_func { @r = count(); }\nfentry:plain_func { @f = count(); }\n"
+                    "kprobe:no_such_* { @n = count(); }\n")
+    probes, notes = probes_from_file(str(tool))
+    assert [str(p) for p in probes] == ["kprobe:plain_*", "kretprobe:plain_func",
+                                        "fentry:plain_func", "kprobe:no_such_*"]
+    assert notes == [] and probes[0].source == "bpftrace"
+    refs = [r for r in REFS if "/x86_64/" in (r.path or "")]
+    m = Matrix.build(probes, engine.run(refs, probes, workers=1))
+    for ref, col in zip(refs, m.columns):
+        image = Image.open(ref.path or "")
+        glob = col.cells[0]
+        expanded = [t for t, _ in check_targets(image, [probes[0].kprobe_target])]
+        assert glob.matches is not None and [n for n, _ in glob.matches] == \
+            [t.symbol for t in expanded] and len(expanded) >= 2
+        for name, v in glob.matches:
+            [(_, single)] = check_targets(image, [parse_target(f"kprobe:{name}")])
+            assert v == single.to_json()
+        for r in (1, 2):
+            assert col.cells[r].verdict == _single_check_json(ref.path or "", probes[r])
+        assert col.cells[2].verdict["attach"] == "fentry"
+        assert col.cells[3].matches == () and m.classes[3][m.columns.index(col)].category == \
+            "vanished"

@@ -7,12 +7,13 @@ Categories (the heatmap's colours), decided from the verdict and the facts the w
   CALL_OPS words) and ``signature-changed`` (the BTF prototype differs from the other kernels').
 - ``renamed-into-clone``: no such symbol, but compiler clones of it exist (``NAME.isra.0``,
   ``NAME.constprop.0``, ``NAME.part.0`` ...).
-- ``notrace``: the function has no ftrace record (``within_notrace_func``).
+- ``notrace``: the function has no ftrace record (``within_notrace_func``; fentry/fprobe: no
+  ftrace location).
 - ``blacklisted``: NOKPROBE list, blacklisted area, clone of a blacklisted function, kretprobe
-  blacklist (``within_kprobe_blacklist``, ``register_kretprobe``).
+  blacklist (``within_kprobe_blacklist``, ``register_kretprobe``); the verifier's deny lists.
 - ``inlined``: no symbol and no clone, but DWARF still names the function (inlined everywhere).
 - ``vanished``: no symbol, no clone, no DWARF name (removed or renamed in the source, or built
-  as a module: module symbols are not in vmlinux).
+  as a module: module symbols are not in vmlinux); a glob that matches nothing.
 - ``moved``: ``SYM+OFF`` lands off an instruction boundary here, where it is accepted on another
   kernel (the code at that offset moved).
 - ``refused``: any other kernel rule (its reason is in the cell).
@@ -31,7 +32,13 @@ from .worker import Cell, Column
 CATEGORIES = ("ok", "renamed-into-clone", "notrace", "blacklisted", "inlined", "vanished",
               "moved", "refused", "failed")
 TAGS = ("moved", "signature-changed")
-_BLACKLIST = {"BLACKLIST_NOKPROBE", "BLACKLIST_AREA", "BLACKLIST_SUFFIX", "KRETPROBE_BLACKLIST"}
+# reason names (kprobe Reason, fentry/fprobe AttachReason) -> category
+_BLACKLIST = {"BLACKLIST_NOKPROBE", "BLACKLIST_AREA", "BLACKLIST_SUFFIX", "KRETPROBE_BLACKLIST",
+              "DENY_LIST", "NORETURN_DENY"}
+_NOTRACE = {"NOTRACE", "NO_FTRACE_LOCATION", "FPROBE_NO_MATCH", "MULTI_NOT_FOUND"}
+# refusals that mean "no function of that name" when kallsyms has none either
+_ABSENT = {"NO_SYMBOL", "NO_BTF_FUNC", "NO_ADDRESS", "FPROBE_NO_MATCH", "MULTI_NO_MATCH",
+           "MULTI_NOT_FOUND", "NO_MATCH"}
 _OFF_BOUNDARY = {"NOT_BOUNDARY", "EXCEPTION_INSN", "MISALIGNED", "PREFIX_SUFFIX"}
 
 
@@ -67,14 +74,16 @@ def _base(cell: Cell, probe: Probe, row_ok_somewhere: bool) -> CellClass:
     if v["ok"]:
         return CellClass("ok")
     reason = v["reason"] or ""
-    if reason == "NO_SYMBOL" and probe.symbol is not None:
+    if reason == "NO_MATCH":
+        return CellClass("vanished", note=f"{probe.target} matches no function here")
+    if reason in _ABSENT and probe.symbol is not None and cell.has_symbol is False:
         if cell.clones:
             return CellClass("renamed-into-clone", note="clones: " + ", ".join(cell.clones))
         if cell.in_dwarf:
             return CellClass("inlined", note=f"{probe.symbol} is named in DWARF but has no symbol")
         return CellClass("vanished", note=f"{probe.symbol} is not in this vmlinux (removed, "
                                           "renamed, or in a module)")
-    if reason == "NOTRACE":
+    if reason in _NOTRACE:
         return CellClass("notrace", note=v.get("why") or "")
     if reason in _BLACKLIST:
         return CellClass("blacklisted", note=v.get("why") or "")

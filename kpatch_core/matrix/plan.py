@@ -1,7 +1,8 @@
 """What a matrix is made of: the probes (rows) and the kernels (columns).
 
 A probe is an attach type and a target as a tracing tool spells it (``kprobe:vfs_read``,
-``kretprobe:tcp_connect``); a kernel is an image path (a vmlinux, or a /boot directory that
+``kretprobe:tcp_connect``, ``fentry:tcp_sendmsg``; tool files are read by
+:mod:`kpatch_core.readers`); a kernel is an image path (a vmlinux, or a /boot directory that
 :meth:`kpatch_core.Image.open` reads) or a Debian build fetched by name on demand.
 
 >>> p = probe_from_target("r vfs_read")
@@ -13,96 +14,77 @@ A probe is an attach type and a target as a tracing tool spells it (``kprobe:vfs
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import re
 from collections.abc import Iterable, Sequence
 
 import attrs
 
-from ..errors import InputError, KpatchError, UsageError
-from ..target import Target, parse_target, read_targets
-
-# Attach types a cell can hold, and the kprobe_events kind the kernel registers for each.
-# fentry/fprobe join when a verdict for them exists (kpatch_core.readers / attach types).
-ATTACH_KINDS = {"kprobe": "p", "kretprobe": "r"}
+from ..errors import InputError, UsageError
+from ..target import ATTACH_TYPES, Target, parse_target, spelling_source
 
 
 @attrs.frozen
 class Probe:
-    """One matrix row: an attach type and a kprobe target (``SYM``, ``SYM+OFF``, ``0xADDR``)."""
+    """One matrix row: an attach type and a target name (``SYM``, ``SYM+OFF``, a glob,
+    ``0xADDR``).  ``spec`` is the target as the tool spelled it (it decides, e.g., the errno
+    perf's kprobe PMU gives a BPF tool); rows are identified by attach type and name."""
 
     attach: str
     target: str
-    tools: tuple[str, ...] = ()  # where the probe came from (tool names); not part of identity
+    tools: tuple[str, ...] = attrs.field(default=(), eq=False)  # where the probe came from
+    spec: Target | None = attrs.field(default=None, eq=False)
 
     def __str__(self) -> str:
         return f"{self.attach}:{self.target}"
 
     @property
     def kprobe_target(self) -> Target:
-        """The target as ``check`` takes it (``r SYM`` for a kretprobe)."""
-        return parse_target(("r " if ATTACH_KINDS[self.attach] == "r" else "") + self.target)
+        """The target as :func:`kpatch_core.attach.check_targets` takes it."""
+        if self.spec is not None:
+            return self.spec
+        return parse_target(("r " if ATTACH_TYPES[self.attach] == "r" else "") + self.target)
 
     @property
     def symbol(self) -> str | None:
         """The function name the probe names, or None for a raw address."""
         return self.kprobe_target.symbol
 
+    @property
+    def source(self) -> str:
+        """Whose spelling the probe is in (bpftrace, libbpf, bcc, kprobe_events, perf)."""
+        return spelling_source(self.kprobe_target)
+
 
 def probe_from_target(spec: str | Target, tool: str | None = None) -> Probe:
-    """A probe from a target line (``SYM``, ``r SYM+OFF``...; the oracle's targets format)."""
+    """A probe from a parsed target, or from any spelling :func:`parse_target` reads
+    (``SYM``, ``r SYM+OFF``, ``kprobe:SYM``, ``fentry:SYM``, ``kretprobe/SYM`` ...)."""
     t = parse_target(spec) if isinstance(spec, str) else spec
-    attach = "kretprobe" if t.kind == "r" else "kprobe"
-    return Probe(attach, t.text, (tool,) if tool else ())
+    return Probe(t.attach, t.text, (tool,) if tool else (), t)
 
 
 def parse_probe(spec: str) -> Probe:
-    """A probe from the command line: ``kprobe:SYM``, ``kretprobe:SYM``, or a target line."""
-    m = re.match(r"^(kprobe|kretprobe|k|kr):(.+)$", spec.strip())
-    if m:
-        attach = {"k": "kprobe", "kr": "kretprobe"}.get(m.group(1), m.group(1))
-        t = parse_target(m.group(2))  # validates the target syntax
-        return Probe(attach, t.text)
+    """A probe from the command line (any spelling :func:`parse_target` reads)."""
     return probe_from_target(spec)
 
 
-def _reader_probes(path: str) -> list[Probe] | None:
-    """Probes from a tool file through ``kpatch_core.readers`` when that package is present
-    and knows the format (bpftrace scripts, BCC tools, libbpf objects); None otherwise."""
-    try:
-        readers = importlib.import_module("kpatch_core.readers")
-    except ImportError:
-        return None
-    read = getattr(readers, "read_probes", None) or getattr(readers, "read", None)
-    if read is None:
-        return None
-    try:
-        found = read(path)
-    except KpatchError as e:  # the reader's own one-line input error
-        raise InputError(f"{path}: {e}") from None
-    out = []
-    tool = os.path.basename(path)
-    for item in found:
-        attach = str(getattr(item, "attach", None) or getattr(item, "kind", "kprobe"))
-        attach = {"p": "kprobe", "r": "kretprobe"}.get(attach, attach)
-        target = getattr(item, "target", None) or getattr(item, "symbol", None)
-        if attach in ATTACH_KINDS and isinstance(target, str):
-            out.append(Probe(attach, str(target), (tool,)))
-    return out
-
-
-def probes_from_file(path: str) -> list[Probe]:
-    """The probes of a tool (via :mod:`kpatch_core.readers` when it reads the format) or of a
-    plain target list (one target a line, ``r `` return probes, ``#`` comments)."""
+def probes_from_file(path: str) -> tuple[list[Probe], list[str]]:
+    """The probes of a tool file (bpftrace script, BCC tool, libbpf object) or a plain target
+    list, read by :mod:`kpatch_core.readers`; and notes on what could not be taken (probes
+    only known at run time, BCC regexes and syscall names resolved per image)."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file (give a target list or a tool script)")
-    if not path.endswith((".txt", ".list")):
-        got = _reader_probes(path)
-        if got is not None:
-            return got
+    from ..readers import read_probe_file
+    pf = read_probe_file(path)
     tool = os.path.basename(path)
-    return [probe_from_target(t, tool) for t in read_targets(path)]
+    out, notes = [], [f"{tool}: {u} (known only at run time)" for u in pf.unresolved]
+    for s in pf.specs:
+        if s.regex is not None or s.bcc_syscall is not None:
+            notes.append(f"{tool}: {s.regex or s.bcc_syscall} (BCC "
+                         f"{'event_re' if s.regex else 'get_syscall_fnname'}: not in the matrix)")
+            continue
+        out.append(probe_from_target(s.target, tool))
+    return out, notes
 
 
 def dedupe(probes: Iterable[Probe]) -> list[Probe]:
@@ -120,23 +102,30 @@ def dedupe(probes: Iterable[Probe]) -> list[Probe]:
 
 
 def expand_attach(probes: Sequence[Probe], attach: Sequence[str]) -> list[Probe]:
-    """Each function-entry probe (``SYM``, no offset) once per attach type in ``attach``."""
+    """Each function-entry probe (``SYM`` or a glob, no offset) once per attach type in
+    ``attach`` (kprobe, kretprobe, fentry, fexit, fprobe, fprobe_return, kprobe_multi ...)."""
     for a in attach:
-        if a not in ATTACH_KINDS:
-            raise UsageError(f"--attach {a!r}: expected one of {', '.join(ATTACH_KINDS)}")
+        if a not in ATTACH_TYPES:
+            raise UsageError(f"--attach {a!r}: expected one of {', '.join(ATTACH_TYPES)}")
     out = []
     for p in probes:
         t = p.kprobe_target
-        if t.symbol is not None and t.offset == 0:
-            out += [attrs.evolve(p, attach=a) for a in attach]
-        else:
+        if t.symbol is None or t.offset or t.module or t.syscall:
             out.append(p)
+            continue
+        for a in attach:
+            spelling = f"{a}:{t.text}" if p.source == "bpftrace" and a in _BPFTRACE else ""
+            spec = attrs.evolve(t, attach=a, kind=ATTACH_TYPES[a], spelling=spelling)
+            out.append(attrs.evolve(p, attach=a, spec=spec))
     return dedupe(out)
+
+
+_BPFTRACE = ("kprobe", "kretprobe", "fentry", "fexit")
 
 
 def probes_digest(probes: Sequence[Probe]) -> str:
     """The identity of a probe list (the store key next to the build-id)."""
-    h = hashlib.sha1("\n".join(str(p) for p in probes).encode())
+    h = hashlib.sha1("\n".join(f"{p} {p.source}" for p in probes).encode())
     return h.hexdigest()[:16]
 
 

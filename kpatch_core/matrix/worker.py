@@ -1,8 +1,9 @@
-"""One kernel's column: open the image, ask :func:`kpatch_core.probe.check` about every probe.
+"""One kernel's column: open the image, ask the kernel's rules about every probe.
 
 :func:`evaluate` is a pure function of (image path, probe list): it is what each Dask task
 runs, and what a single-machine caller can run directly.  Each cell is exactly the verdict of
-a single ``check(image, probe)`` (every probe in isolation, as a tool attaching it alone), plus
+a single ``check`` of that probe (:func:`kpatch_core.attach.check_one` of the target as the
+tool spelled it, every probe in isolation; a glob: one verdict per function it matches), plus
 the facts :mod:`.classify` needs to say why it differs between kernels: the function's
 compiler clones in kallsyms, whether DWARF still names it, its BTF signature, and the probed
 address's offset from the function start.
@@ -21,16 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..attach import check_one
 from ..errors import KpatchError
 from ..image import Image
-from ..probe import check
+from ..spec import expand
 from ..symbols import base_name
+from ..target import Target
 from .plan import Probe
 
 if TYPE_CHECKING:
     from ..btf import Btf
 
-COLUMN_SCHEMA = 1
+COLUMN_SCHEMA = 2
 
 
 @attrs.frozen
@@ -42,15 +45,23 @@ class Cell:
     in_dwarf: bool | None = None  # the name is in .debug_str (None: the image has no DWARF)
     signature: str | None = None  # BTF prototype (None: no BTF or no such function)
     func_offset: int | None = None  # resolved address - start of its function
+    has_symbol: bool | None = None  # the name is in kallsyms (None: an address target)
+    # a glob: (name, verdict) of every function it matched here; ``verdict`` is the first
+    # refused one (else the first), or a no-match verdict
+    matches: tuple[tuple[str, dict[str, Any]], ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "clones": list(self.clones), "in_dwarf": self.in_dwarf,
-                "signature": self.signature, "func_offset": self.func_offset}
+                "signature": self.signature, "func_offset": self.func_offset,
+                "has_symbol": self.has_symbol,
+                "matches": None if self.matches is None else [list(m) for m in self.matches]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Cell:
+        m = d.get("matches")
         return cls(d["verdict"], tuple(d["clones"]), d["in_dwarf"], d["signature"],
-                   d["func_offset"])
+                   d["func_offset"], d.get("has_symbol"),
+                   None if m is None else tuple((str(n), v) for n, v in m))
 
 
 @attrs.frozen
@@ -81,6 +92,8 @@ class Column:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Column:
+        if d.get("schema") != COLUMN_SCHEMA:
+            raise ValueError(f"column schema {d.get('schema')} (this code reads {COLUMN_SCHEMA})")
         return cls(d["label"], d["path"], d["build_id"], d["arch"], d["version"], d["rules"],
                    tuple(Cell.from_json(c) for c in d["cells"]), d["error"], d["seconds"],
                    d.get("fetch_seconds", 0.0))
@@ -132,22 +145,44 @@ class _Facts:
         return None if proto is None else proto.signature()
 
 
+def single_verdict(image: Image, target: Target) -> dict[str, Any]:
+    """``check`` of one already-expanded target of any attach type, as JSON."""
+    return check_one(image, target).to_json()
+
+
+def _no_match(target: Target, rules: str) -> dict[str, Any]:
+    """The verdict of a glob that matched no function (the tool attaches nothing)."""
+    return {"target": str(target), "kind": target.kind, "ok": False, "errno": None,
+            "message": None, "reason": "NO_MATCH", "kernel_function": None,
+            "why": "the pattern matches no function on this kernel", "address": None,
+            "symbol": None, "method": None, "flags": [], "rules": rules}
+
+
 def _cell(image: Image, facts: _Facts, probe: Probe) -> Cell:
-    v = check(image, probe.kprobe_target)
-    name = probe.symbol
+    t = probe.kprobe_target
+    got = expand(image, t)
+    if t.is_pattern:
+        matches = tuple((str(e.symbol), single_verdict(image, e)) for e in got)
+        rep = next((v for _, v in matches if not v["ok"]), None) or \
+            (matches[0][1] if matches else _no_match(t, image.version.rules))
+        return Cell(rep, has_symbol=bool(matches), matches=matches)
+    v = single_verdict(image, got[0])
+    name = got[0].symbol
     clones: tuple[str, ...] = ()
-    in_dwarf = signature = None
+    in_dwarf = signature = has_symbol = None
     if name is not None:
         clones = tuple(sorted(facts.clones_by_base.get(name, ())))
         signature = facts.signature(name)
-        if image.kallsyms.lookup(name) is None:
+        has_symbol = image.kallsyms.lookup(name) is not None
+        if not has_symbol:
             in_dwarf = facts.in_dwarf(name)
     off = None
-    if v.address is not None:
-        f = image.kallsyms.containing(v.address)
+    if v.get("address"):
+        addr = int(v["address"], 16)
+        f = image.kallsyms.containing(addr)
         if f is not None:
-            off = v.address - f.addr
-    return Cell(v.to_json(), clones, in_dwarf, signature, off)
+            off = addr - f.addr
+    return Cell(v, clones, in_dwarf, signature, off, has_symbol)
 
 
 def evaluate_image(image: Image, probes: Sequence[Probe], label: str | None = None) -> Column:
