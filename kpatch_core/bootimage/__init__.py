@@ -30,11 +30,12 @@ from .kallsyms import find_kallsyms
 from .layout import elf_payload_layout, raw_payload_layout, read_at
 from .riscv_image import EM_RISCV, is_riscv_image
 from .s390_image import EM_S390, is_s390_image, s390_payload
-from .synth_elf import Layout, Symbols, write_elf
+from .symbol_types import FUNCTION_ENTRY_WORDS, near_mcount
+from .synth_elf import SHF_EXECINSTR, Layout, Symbols, write_elf
 from .system_map import looks_like_system_map, read_system_map
 from .zboot import is_zboot, zboot_payload
 
-FORMAT_VERSION = 2  # bump when the synthetic ELF changes: old cache entries are not reused
+FORMAT_VERSION = 3  # bump when the synthetic ELF changes: old cache entries are not reused
 SHT_SYMTAB = 2
 ET_REL = 1
 
@@ -219,7 +220,8 @@ def boot_elf(path: str, config_path: str | None = None, system_map: str | None =
     layout = elf_payload_layout(payload) if arch is None else raw_payload_layout(arch, payload, syms)
     if smap is not None:
         _check_same_build(path, smap_path, payload, layout, banner)  # type: ignore[arg-type]
-    write_elf(out, layout, payload, syms, _btf_functions(layout, payload), _mcount(layout, payload, syms),
+    evidence = near_mcount(syms.addrs, _mcount(layout, payload, syms)) | _entry_words(layout, payload, syms)
+    write_elf(out, layout, payload, syms, _btf_functions(layout, payload), evidence,
               comment=f"kpatch-core boot image: {kind}".encode())
     with open(src_file + ".tmp", "w") as f:
         f.write(f"{kind}\n{syms.source}")
@@ -267,6 +269,27 @@ def _mcount(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:
     raw = read_at(layout, payload, v["__start_mcount_loc"], n)
     e = "<" if layout.little_endian else ">"
     return np.frombuffer(raw[:len(raw) // 8 * 8], e + "u8").astype(np.uint64)
+
+
+def _entry_words(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:
+    """Per symbol: does it start with one of the machine's function-entry instructions?"""
+    words = FUNCTION_ENTRY_WORDS.get(layout.machine)
+    out = np.zeros(len(syms.addrs), bool)
+    if not words:
+        return out
+    e = "<" if layout.little_endian else ">"
+    buf = np.frombuffer(payload, np.uint8)
+    addrs = np.asarray(syms.addrs, np.uint64)
+    for s in layout.sections:
+        if not s.flags & SHF_EXECINSTR or s.src < 0 or s.size < 4:
+            continue
+        m = (addrs >= np.uint64(s.addr)) & (addrs <= np.uint64(s.addr + s.size - 4))
+        if not m.any():
+            continue
+        pos = (addrs[m] - np.uint64(s.addr)).astype(np.int64) + s.src
+        raw = buf[pos[:, None] + np.arange(4)].copy().view(np.dtype(e + "u4")).reshape(-1)
+        out[m] = np.isin(raw, np.array(words, np.uint32))
+    return out
 
 
 def _check_same_build(path: str, smap_path: str, payload: bytes, layout: object, banner: str | None) -> None:

@@ -144,7 +144,7 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
         cuts.append((base + bid[0], base + bid[0] + bid[1], ".notes", SHT_NOTE, SHF_ALLOC))
     cuts.sort()
     secs: list[OutSection] = []
-    text_end = v.get("_etext", end)
+    text_end = _text_end(payload, base, v.get("_etext", end), syms)
     pos = base
     for cut_lo, cut_hi, name, typ, flags in cuts + [(end, end, "", 0, 0)]:
         if cut_lo < pos:
@@ -174,6 +174,20 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
         i = names.index(".rela.dyn")
         secs[i] = attrs.evolve(secs[i], link=names.index(".dynsym") + 1)
     return Layout(machine, little, tuple(secs), 2, 0, base)
+
+
+def _text_end(payload: bytes, base: int, etext: int, syms: Symbols) -> int:
+    """Where the text section ends: ``_etext``, less the whole zero pages before it that no
+    symbol starts in (arm64 aligns ``_etext`` to SEGMENT_ALIGN after .text; vmlinux has no
+    section over that padding, so the engine must not decode it as code)."""
+    a = np.asarray(syms.addrs, np.uint64)
+    below = a[a < np.uint64(etext)]
+    last = int(below.max()) if len(below) else base
+    end = etext
+    while end - 4096 >= max(last, base) and end % 4096 == 0 and \
+            not any(payload[end - 4096 - base:end - base]):
+        end -= 4096
+    return end
 
 
 def _gap(name: str, lo: int, hi: int, base: int, flags: int) -> OutSection:

@@ -23,25 +23,40 @@ STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
 # include/asm-generic/vmlinux.lds.h and arch vmlinux.lds.S symbols: never functions
 LINKER_SCRIPT = re.compile(r"^(__start_|__stop_|__end_)|^__\w*_text_(start|end)$|^_(s|e)?(init)?text$"
                            r"|^_(s|e)data$|^_end$|^__\w+_(start|end)$")
-FUNCTION_PREFIXES = ("__pfx_", "__cfi_", "__SCT__")
+FUNCTION_PREFIXES = ("__pfx_", "__cfi_", "__SCT__",
+                     "__raw_callee_save_")  # x86 PV_CALLEE_SAVE_REGS_THUNK: .type @function
+# the compiler's names for function parts and clones (foo.isra.0, foo.cold, foo.llvm.123)
+COMPILER_SUFFIX = re.compile(r"\.(isra|constprop|part|cold|llvm|lto_priv|localalias|clone|\d)")
+# arm64 aliases of kernel symbols for the position-independent code and the nVHE hypervisor
+ALIAS_PREFIXES = ("__pi_", "__kvm_nvhe_")
+# per ELF machine: instructions only a function's entry holds (arm64: PACIASP and BTI C, the
+# prologue -mbranch-protection gives every C function; assembler labels rarely start with one)
+FUNCTION_ENTRY_WORDS: dict[int, tuple[int, ...]] = {183: (0xD503233F, 0xD503245F)}
 # where an __mcount_loc record may sit relative to its function's entry: patchable-function-
 # entry NOPs before it (arm64 CALL_OPS: entry - 8) up to after a BTI/ENDBR and a mov (x86: +4)
 MCOUNT_WINDOW = (-8, 16)
 
 
-def symbol_info(letter: str, name: str, in_text: bool, in_btf: bool, has_mcount: bool) -> int:
+def symbol_info(letter: str, name: str, in_text: bool, in_btf: bool, entry_evidence: bool) -> int:
     """st_info of a symbol known by its ``nm`` letter and name: local for lower case, weak for
     w/W/v/V; the type from the evidence listed in the module docstring."""
     bind = STB_WEAK if letter in "wWvV" else (STB_LOCAL if letter.islower() else STB_GLOBAL)
     if letter in "aA":
         typ = STT_NOTYPE
     elif letter in "tTwW" and in_text:
-        if in_btf or "." in name[1:] or name.startswith(FUNCTION_PREFIXES):
+        base = name
+        for p in ALIAS_PREFIXES:
+            base = base.removeprefix(p)
+        if name.startswith(FUNCTION_PREFIXES) or COMPILER_SUFFIX.search(name):
+            typ = STT_FUNC
+        elif LINKER_SCRIPT.match(base) and not in_btf:
+            typ = STT_NOTYPE
+        elif in_btf or COMPILER_SUFFIX.search(name):
             typ = STT_FUNC
         elif LINKER_SCRIPT.match(name):
             typ = STT_NOTYPE
         else:
-            typ = STT_FUNC if has_mcount else STT_NOTYPE
+            typ = STT_FUNC if entry_evidence else STT_NOTYPE
     elif LINKER_SCRIPT.match(name):
         typ = STT_NOTYPE
     elif letter in "dDbBrRvVgGsS":

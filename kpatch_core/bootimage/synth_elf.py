@@ -14,7 +14,7 @@ import tempfile
 import attrs
 import numpy as np
 
-from .symbol_types import STB_LOCAL, near_mcount, symbol_info
+from .symbol_types import STB_LOCAL, symbol_info
 
 SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOTE, SHT_NOBITS = 1, 2, 3, 4, 7, 8
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
@@ -63,11 +63,12 @@ class Layout:
 
 
 def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symbols,
-              func_names: frozenset[str] = frozenset(), mcount: np.ndarray | None = None,
+              func_names: frozenset[str] = frozenset(), entry_evidence: np.ndarray | None = None,
               comment: bytes = b"") -> None:
     """Write the synthetic ELF to ``path`` (atomically: a temporary file renamed into place).
-    ``func_names`` (BTF functions) and ``mcount`` (``__mcount_loc`` records) are the evidence
-    for each symbol's ELF type (:mod:`.symbol_types`)."""
+    ``func_names`` (BTF functions) and ``entry_evidence`` (per symbol: an ``__mcount_loc``
+    record or a function-entry instruction at it) decide each symbol's ELF type
+    (:mod:`.symbol_types`)."""
     e = "<" if layout.little_endian else ">"
     secs = list(layout.sections)
     alloc_sorted = sorted(((s.addr, s.addr + s.size, i + 1, bool(s.flags & SHF_EXECINSTR))
@@ -85,7 +86,7 @@ def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symb
     is_exec = inside & (exe[jj] if len(starts) else False)
     # .symtab: locals first is an ELF rule (sh_info = first global); keep kallsyms order within
     names_b = [n.encode("latin-1") for n in syms.names]
-    traced = near_mcount(addrs, mcount if mcount is not None else np.zeros(0, np.uint64))
+    traced = entry_evidence if entry_evidence is not None else np.zeros(len(addrs), bool)
     infos = [symbol_info(t, n, bool(x), n in func_names, bool(m))
              for t, n, x, m in zip(syms.types, syms.names, is_exec.tolist(), traced.tolist())]
     order = sorted(range(len(names_b)), key=lambda i: (infos[i] >> 4) != STB_LOCAL)
