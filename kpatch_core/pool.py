@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from .analysis import TextSymbols
-from .rules import STATE, Chunk, register_kprobes
+from .rules import Chunk, register_kprobes
 
 
 def chunk_worker(args: tuple[int, int]) -> Chunk:

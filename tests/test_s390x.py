@@ -219,7 +219,7 @@ def test_opcode_module_is_what_the_generator_makes() -> None:
     trees = [KSRC / "linux-source-6.1", KSRC / "linux-source-6.12"]
     if not all((t / "arch/s390/tools/opcodes.txt").exists() for t in trees):
         pytest.skip("kernel source trees not available")
-    p = subprocess.run([sys.executable, str(DATA / "gen_opcodes.py"), *map(str, trees)],
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_s390x_opcodes.py"), *map(str, trees)],
                        capture_output=True, text=True, timeout=60, check=True)
     assert p.stdout == (ROOT / "arch" / "s390x" / "opcodes.py").read_text()
 

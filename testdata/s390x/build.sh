@@ -4,7 +4,7 @@
 #   vmlinux-6.12  the same code, banner "Linux version 6.12.0-kpatch-test"
 # Usage: testdata/s390x/build.sh   (from anywhere; writes next to this script)
 # The opcode table module is rebuilt separately from the kernel trees:
-#   python3 testdata/s390x/gen_opcodes.py LINUX_6_1 LINUX_6_12 > arch/s390x/opcodes.py
+#   python3 tools/gen_s390x_opcodes.py LINUX_6_1 LINUX_6_12 > arch/s390x/opcodes.py
 set -eu
 cd "$(dirname "$0")"
 CC=${CC:-s390x-linux-gnu-gcc}
