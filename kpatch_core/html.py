@@ -128,8 +128,13 @@ def image_data(a: Analysis) -> dict:
     counts = a.counts.astype(np.int64)
     real = ~a.fill_mask()
     codes = (a.codes & np.uint16(0x7FFF)).astype(np.int64)
-    uniq, inv = np.unique(codes, return_inverse=True) if len(codes) else (np.zeros(0, np.int64),
-                                                                          np.zeros(0, np.int64))
+    # distinct outcome codes and each instruction's index among them (a lookup table over the
+    # 15-bit codes: linear, no sort of millions of instructions)
+    present = np.bincount(codes, minlength=0x8000) > 0 if len(codes) else np.zeros(0x8000, bool)
+    uniq = np.flatnonzero(present)
+    lut = np.zeros(0x8000, np.int64)
+    lut[uniq] = np.arange(len(uniq))
+    inv = lut[codes]
     outs = [decode_code(int(c)) for c in uniq.tolist()]
     outcomes = [{"l": o.label, "ok": o.ok, "e": o.errno or ""} for o in outs]
     func_of = np.repeat(np.arange(n), counts)
@@ -145,18 +150,22 @@ def image_data(a: Analysis) -> dict:
     lens_r = a.lens[real].astype(np.int64)
     inv_r = inv[real] if len(codes) else inv
     f_r = func_of[real]
-    lut = np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyz", np.uint8)
-    chars = lut[np.minimum(lens_r, 35)].tobytes().decode("ascii")
+    digits = np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyz", np.uint8)
+    chars = digits[np.minimum(lens_r, 35)].tobytes().decode("ascii")
     nreal = np.bincount(f_r, minlength=n) if len(f_r) else np.zeros(n, np.int64)
     starts_r = np.concatenate(([0], np.cumsum(nreal)[:-1])) if n else np.zeros(0, np.int64)
-    runs: list[list[str]] = [[] for _ in range(n)]
+    runs = [""] * n
     if len(inv_r):
         cut = np.flatnonzero((np.diff(inv_r) != 0) | (np.diff(f_r) != 0)) + 1
         rs = np.concatenate(([0], cut))
         rl = np.diff(np.concatenate((rs, [len(inv_r)])))
-        for s0, ln, fi in zip(rs.tolist(), rl.tolist(), f_r[rs].tolist()):
-            oi = int(inv_r[s0])
-            runs[fi].append(f"{oi}*{ln}" if ln > 1 else str(oi))
+        tokens = [f"{o}*{ln}" if ln > 1 else str(o)
+                  for o, ln in zip(inv_r[rs].tolist(), rl.tolist())]
+        # runs are in function order: each function's tokens are one slice
+        rf = f_r[rs]
+        bounds = np.searchsorted(rf, np.arange(n + 1)).tolist()
+        for fi in np.unique(rf).tolist():
+            runs[fi] = ",".join(tokens[bounds[fi]:bounds[fi + 1]])
     ok_r = np.bincount(f_r, weights=np.array([o.ok for o in outs], bool)[inv_r] if len(inv_r)
                        else np.zeros(0), minlength=n).astype(np.int64) if n else nreal
     ec = a.entry_codes()
@@ -192,7 +201,7 @@ def image_data(a: Analysis) -> dict:
                      idx("verdicts", _verdict_label(f.get("kretprobe"))),
                      clone.get("base"), int(f.get("ftrace_sites") or 0), bl.get("source"),
                      int(f.get("same_name") or 0), m, int(ok_r[i]), int(f.get("fill") or 0),
-                     chart_entry, ",".join(hist[i]), chars[s0:s0 + m], ",".join(runs[i])])
+                     chart_entry, ",".join(hist[i]), chars[s0:s0 + m], runs[i]])
     meta = a.meta
     return {"arch": meta["arch"], "version": meta["version"], "outcomes": outcomes,
             **{k: list(v) for k, v in tables.items()}, "f": rows}

@@ -101,7 +101,7 @@ def parse_ulong(s: str) -> int:
     v, err = kstrtoull(s, 0)
     if v is None:
         raise ValueError("out of range (2^64 or more)" if err == ERANGE else
-                         "not a number (decimal, 0x hex or 0 octal; ASCII digits)")
+                         "is not a number (decimal, 0x hex or 0 octal; ASCII digits)")
     return v
 
 
@@ -110,5 +110,5 @@ def parse_long(s: str) -> int:
     v, err = kstrtol(s, 0)
     if v is None:
         raise ValueError("out of range (a signed 64-bit long)" if err == ERANGE else
-                         "not a number (decimal, 0x hex or 0 octal; ASCII digits)")
+                         "is not a number (decimal, 0x hex or 0 octal; ASCII digits)")
     return v
