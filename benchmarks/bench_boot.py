@@ -14,7 +14,9 @@ System.map-*, config-*) prints side by side:
   each: from the vmlinuz both the first run (boot cache empty: decompress, recover kallsyms,
   write the synthetic ELF) and a later one (synthetic ELF cached).
 
-``--kallsyms-only`` hides System.map (a copy of the boot image in a directory of its own), so
+``--system-maps DIR`` passes ``DIR/System.map-RELEASE`` (e.g. made with ``nm -n`` from the debug
+vmlinux, as the -dbg package ships it) with ``--system-map``: the kernels built without
+CONFIG_KALLSYMS_ALL need it. ``--kallsyms-only`` hides System.map (a copy of the boot image in a directory of its own), so
 the symbols come from the image's kallsyms tables.
 """
 from __future__ import annotations
@@ -117,6 +119,7 @@ def main() -> int:
     ap.add_argument("--full", action="store_true", help="also compare the full analysis")
     ap.add_argument("--no-time", action="store_true", help="skip the cold-check timings")
     ap.add_argument("--kallsyms-only", action="store_true", help="hide System.map from the boot run")
+    ap.add_argument("--system-maps", metavar="DIR", help="pass DIR/System.map-RELEASE with --system-map")
     a = ap.parse_args()
     names = a.only or sorted(p.name for p in KERNELS.iterdir() if (p / "boot").is_dir())
     tmp = Path(tempfile.mkdtemp(prefix="bench-boot-"))
@@ -140,17 +143,20 @@ def main() -> int:
                     shutil.copy(cfg, d / cfg.name)
                 img = d / img.name
             cfg_args = ["--config", str(cfg)] if cfg else []
+            smap = Path(a.system_maps) / f"System.map-{img.name.split('-', 1)[1]}" if a.system_maps else None
+            boot_args = cfg_args + (["--system-map", str(smap)] if smap and smap.is_file() else [])
             tg = targets(name)
             if tg:
                 tf = tmp / f"{name}.targets"
                 tf.write_text("\n".join(tg) + "\n")
                 v, _ = run(["check", str(vml), *cfg_args, "--targets", str(tf), "--json"], env)
-                b, _ = run(["check", str(img), *cfg_args, "--targets", str(tf), "--json"], env)
+                b, _ = run(["check", str(img), *boot_args, "--targets", str(tf), "--json"], env)
                 print(f"{name:13s} {'check':6s} {sha(v):14s} {sha(b):14s} {v == b!s:6s} "
                       f"{len(tg)} targets" + ("" if v == b else "; " + diff_fields(v, b)))
             if a.full:
                 v, _ = run(["summary", str(vml), *cfg_args, "--json", "--no-cache", "--no-progress"], env)
-                b, _ = run(["summary", str(img), *cfg_args, "--json", "--no-cache", "--no-progress"], env)
+                b, _ = run(["summary", str(img), *cfg_args, "--json", "--no-cache", "--no-progress"]
+                           + boot_args[len(cfg_args):], env)
                 print(f"{name:13s} {'full':6s} {sha(v):14s} {sha(b):14s} {v == b!s:6s} "
                       + ("" if v == b else diff_fields(v, b)))
             if not a.no_time:
@@ -158,9 +164,9 @@ def main() -> int:
                 _, tv = run(["check", str(vml), *cfg_args, "vfs_read"], env)
                 shutil.rmtree(tmp / "boot-cache", ignore_errors=True)
                 drop_caches()
-                _, tb1 = run(["check", str(img), *cfg_args, "vfs_read"], env)
+                _, tb1 = run(["check", str(img), *boot_args, "vfs_read"], env)
                 drop_caches()
-                _, tb2 = run(["check", str(img), *cfg_args, "vfs_read"], env)
+                _, tb2 = run(["check", str(img), *boot_args, "vfs_read"], env)
                 label = "cold" if cold else "warm"
                 print(f"{name:13s} {label:6s} {tv:12.2f} s {tb1:7.2f}/{tb2:4.2f} s  ratio "
                       f"{tb1 / tv:.2f} (first) {tb2 / tv:.2f} (cached synthetic ELF)")

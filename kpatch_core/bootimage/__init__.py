@@ -35,7 +35,7 @@ from .synth_elf import SHF_EXECINSTR, Layout, Symbols, write_elf
 from .system_map import looks_like_system_map, read_system_map
 from .zboot import is_zboot, zboot_payload
 
-FORMAT_VERSION = 3  # bump when the synthetic ELF changes: old cache entries are not reused
+FORMAT_VERSION = 4  # bump when the synthetic ELF changes: old cache entries are not reused
 SHT_SYMTAB = 2
 ET_REL = 1
 
@@ -248,15 +248,18 @@ def _kallsyms(path: str, payload: bytes, arch: str | None) -> Symbols:
 
 
 def _btf_functions(layout: Layout, payload: bytes) -> frozenset[str]:
-    """Names of the BTF_KIND_FUNC records of the image's .BTF (empty without BTF)."""
-    from ..btf import Btf
+    """Names in the string section of the image's .BTF (include/uapi/linux/btf.h: header, then
+    ``str_off``/``str_len`` after ``hdr_len``): every BTF_KIND_FUNC name is there. Reading the
+    strings instead of walking the types is five times faster; a name that is only a member or
+    parameter name counts too, which the types it decides (function or label) rarely meet."""
     s = next((s for s in layout.sections if s.name == ".BTF" and s.src >= 0), None)
-    if s is None:
+    if s is None or s.size < 24:
         return frozenset()
-    try:
-        return frozenset(Btf(bytes(payload[s.src:s.src + s.size])).func_names())
-    except InputError:
-        return frozenset()  # a damaged .BTF: types fall back to the other evidence
+    raw = payload[s.src:s.src + s.size]
+    e = "<" if raw[:2] == b"\x9f\xeb" else ">"
+    _magic, _ver, _flags, hdr_len, _toff, _tlen, str_off, str_len = struct.unpack_from(e + "HBBIIIII", raw, 0)
+    strs = bytes(raw[hdr_len + str_off:hdr_len + str_off + str_len])
+    return frozenset(x.decode("latin-1") for x in strs.split(b"\0") if x)
 
 
 def _mcount(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:

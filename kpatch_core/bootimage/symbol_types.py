@@ -76,3 +76,29 @@ def near_mcount(addrs: np.ndarray, mcount: np.ndarray) -> np.ndarray:
     i = np.searchsorted(rec, lo, side="left")
     i = np.minimum(i, len(rec) - 1)
     return (rec[i] >= lo) & (rec[i] < np.asarray(addrs, np.uint64) + np.uint64(MCOUNT_WINDOW[1]))
+
+
+# names whose type needs symbol_info's full reading; any other name's type follows from its
+# letter and the evidence alone
+_SPECIAL = re.compile(r"^(__pfx_|__cfi_|__SCT__|__raw_callee_save_|__pi_|__kvm_nvhe_|__start_|__stop_|__end_)"
+                      r"|\.(isra|constprop|part|cold|llvm|lto_priv|localalias|clone|\d)"
+                      r"|^_(s|e)?(init)?text$|^_(s|e)data$|^_end$|^__\w+_(start|end)$")
+
+
+def symbol_infos(letters: str, names: list[str], in_text: list[bool], in_btf: list[bool],
+                 evidence: list[bool]) -> list[int]:
+    """:func:`symbol_info` for every symbol (the plain names through a table)."""
+    memo: dict[tuple[str, bool, bool, bool], int] = {}
+    out = []
+    special = _SPECIAL.search
+    for t, n, x, b, ev in zip(letters, names, in_text, in_btf, evidence):
+        if (n[:1] == "_" or "." in n) and special(n):  # every special name has one of these
+            out.append(symbol_info(t, n, x, b, ev))
+            continue
+        k = (t, x, b, ev)
+        v = memo.get(k)
+        if v is None:
+            v = memo[k] = symbol_info(t, "plain", x, b, ev)
+        out.append(v)
+    return out
+

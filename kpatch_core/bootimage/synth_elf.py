@@ -14,7 +14,7 @@ import tempfile
 import attrs
 import numpy as np
 
-from .symbol_types import STB_LOCAL, symbol_info
+from .symbol_types import STB_LOCAL, symbol_infos
 
 SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOTE, SHT_NOBITS = 1, 2, 3, 4, 7, 8
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
@@ -85,27 +85,28 @@ def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symb
     shndx = np.where(inside, idx[jj] if len(starts) else 0, SHN_ABS).astype(np.int64)
     is_exec = inside & (exe[jj] if len(starts) else False)
     # .symtab: locals first is an ELF rule (sh_info = first global); keep kallsyms order within
-    names_b = [n.encode("latin-1") for n in syms.names]
     traced = entry_evidence if entry_evidence is not None else np.zeros(len(addrs), bool)
-    infos = [symbol_info(t, n, bool(x), n in func_names, bool(m))
-             for t, n, x, m in zip(syms.types, syms.names, is_exec.tolist(), traced.tolist())]
-    order = sorted(range(len(names_b)), key=lambda i: (infos[i] >> 4) != STB_LOCAL)
-    strtab = bytearray(b"\0")
+    info = np.array(symbol_infos(syms.types, syms.names, is_exec.tolist(),
+                                 [n in func_names for n in syms.names], traced.tolist()), np.uint8)
+    o = np.argsort((info >> 4) != STB_LOCAL, kind="stable")
+    names_b = [syms.names[i].encode("latin-1") for i in o.tolist()]
+    strtab = b"\0" + b"\0".join(names_b) + b"\0"
     st_dt = np.dtype([("name", e + "u4"), ("info", "u1"), ("other", "u1"), ("shndx", e + "u2"),
                       ("value", e + "u8"), ("size", e + "u8")])
-    st = np.zeros(len(order) + 1, st_dt)
-    for k, i in enumerate(order, 1):
-        st[k]["name"] = len(strtab)
-        strtab += names_b[i] + b"\0"
-        st[k]["info"] = infos[i]
-    o = np.array(order, np.int64)
+    st = np.zeros(len(o) + 1, st_dt)
+    lens = np.fromiter((len(b) + 1 for b in names_b), np.int64, len(names_b))
+    st["name"][1:] = 1 + np.concatenate([[0], np.cumsum(lens)[:-1]]) if len(o) else []
+    st["info"][1:] = info[o]
     st["shndx"][1:] = shndx[o] if len(o) else []
     st["value"][1:] = addrs[o] if len(o) else []
-    first_global = 1 + sum(1 for i in order if (infos[i] >> 4) == STB_LOCAL)
+    first_global = 1 + int(((info >> 4) == STB_LOCAL).sum())
     extra = [OutSection(".symtab", 0, st.nbytes, SHT_SYMTAB, 0, data=st.tobytes(), align=8,
                         entsize=24, link=len(secs) + 2, info=first_global),
              OutSection(".strtab", 0, len(strtab), SHT_STRTAB, 0, data=bytes(strtab)),
              OutSection(".comment.kpatch", 0, len(comment), SHT_PROGBITS, 0, data=comment)]
+    # a .dynsym cut from a raw image (s390x) keeps its values; its names are not needed, but
+    # readers require sh_link to name a string table
+    secs = [attrs.evolve(x, link=len(secs) + 2) if x.type == 11 and not x.link else x for x in secs]
     secs += extra
     shstr = bytearray(b"\0")
     name_off = []
