@@ -1,10 +1,12 @@
 """The real Debian kernels' own answers (kernel-oracle under QEMU) against ``check`` on the
 same cached vmlinux: verdict and errno for every probe, and for accepted ones the resolved
 address and the [FTRACE]/[OPTIMIZED] flags the kernel printed after arming each job's probes
-together (``check_many``, in the oracle's order).  All answers are committed in
-tests/data/oracle/<NAME> (6.1 copied from ../shared/data/oracle, 6.12 taken by this project;
-kernels: tests/data/oracle/fetch.sh).
-Skipped when the vmlinux is not cached (never committed: ../shared/tools/fetch-kernels.sh).
+together (``check_many``, in the oracle's order); the kernel's kprobe blacklist; and, where taken,
+the kprobe_events lines (``syntax.jsonl.gz``: the 58 kprobe_syntax_errors.tc vectors) with errno,
+error_log message and caret.  All answers are committed in tests/data/oracle/<NAME> (6.1 copied
+from ../shared/data/oracle, the others taken by this project; every directory there is replayed;
+figures and commands: tests/data/oracle/README.md).
+Skipped per image when its vmlinux is not cached (never committed: tests/data/oracle/fetch.sh NAME).
 """
 from __future__ import annotations
 
@@ -21,8 +23,18 @@ from kpatch_core.testing import oracle_verdicts
 
 ORACLE = Path(os.environ.get("KPATCH_ORACLE_DIR", ORACLE_DATA))
 OWN = ORACLE_DATA  # answers committed with the project (tests/data/oracle/<NAME>/)
-KERNELS = ["x86_64", "arm64", "riscv64", "s390x", "ppc64le",
-           "x86_64-6.12", "arm64-6.12", "s390x-6.12", "ppc64le-6.12"]
+# the 6.1 kernels (answers in ../shared/data/oracle unless copied here), then every answer set
+# committed in tests/data/oracle/<NAME>
+KERNELS = ["x86_64", "arm64", "riscv64", "s390x", "ppc64le"] + sorted(
+    p.parent.name for p in OWN.glob("*/results.jsonl.gz")
+    if p.parent.name not in ("x86_64", "arm64", "riscv64", "s390x", "ppc64le"))
+SYNTAX = sorted(p.parent.name for p in OWN.glob("*/syntax.jsonl.gz"))
+BLACKLISTS = sorted(p.parent.name for p in OWN.glob("*/blacklist.txt.gz"))
+
+
+def _gz_lines(path: Path) -> list[str]:
+    with gzip.open(path, "rt") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
 
 
 def _answers(name: str) -> tuple[list[dict], dict]:
@@ -57,3 +69,44 @@ def test_real_kernel_agrees_with_oracle(name: str) -> None:
         elif v.ok and r["flags"] is not None and sorted(r["flags"]) != sorted(v.flags):
             wrong.append((r["target"], r["flags"], v.flags))
     assert len(rows) >= 1990 and not wrong, wrong[:10]
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("name", BLACKLISTS)
+def test_real_kernel_blacklist(name: str) -> None:
+    """/sys/kernel/debug/kprobes/blacklist of the booted kernel == ``Tables.blacklist``
+    (start-end ranges, duplicates counted; as benchmarks/blacklist_compare.py)."""
+    import collections
+    image = Image.open(str(real_vmlinux(name)))
+    kernel: collections.Counter[tuple[int, int]] = collections.Counter()
+    for line in _gz_lines(OWN / name / "blacklist.txt.gz"):
+        a, b = line.partition("\t")[0].split("-")
+        kernel[(int(a, 16), int(b, 16))] += 1
+    ours = collections.Counter((e.start, e.end) for e in image.tables.blacklist)
+    assert ours == kernel, (sorted((kernel - ours).items())[:5], sorted((ours - kernel).items())[:5])
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("name", SYNTAX)
+def test_real_kernel_event_lines(name: str) -> None:
+    """kprobe_events lines as the kernel answered them (oracle ``--events``), replayed through
+    EventSet in the oracle's protocol: ok, errno, error_log message and caret per line."""
+    from kpatch_core.events import EventSet, ImageEnv
+    image = Image.open(str(real_vmlinux(name)))
+    events = EventSet(ImageEnv(image))
+    wrong = []
+    rows = [json.loads(line) for line in _gz_lines(OWN / name / "syntax.jsonl.gz")]
+    for rec in rows:
+        if rec.get("op") == "clear":
+            events.clear()
+            continue
+        line = rec["line"].removeprefix("!keep ")
+        r = events.write(line, keep=rec.get("op") == "keep")
+        if rec.get("crash"):
+            continue
+        e = r.error
+        ours = (r.ok, e.errno if e else None, e.message if e else None, e.caret if e else None)
+        theirs = (bool(rec.get("ok")), rec.get("error"), rec.get("error_message"), rec.get("caret"))
+        if ours != theirs:
+            wrong.append((line, theirs, ours))
+    assert sum(r.get("op") == "event" for r in rows) >= 58 and not wrong, wrong[:10]

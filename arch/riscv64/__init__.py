@@ -38,6 +38,9 @@ C_EBREAK_BYTES = C_EBREAK.to_bytes(2, "little")
 NOP = 0x00000013  # addi x0, x0, 0: what ftrace_init_nop writes (2x) over the patchable entry
 NOP_BYTES = NOP.to_bytes(4, "little")
 MCOUNT_INSN_SIZE = 8  # patchable function entry bytes  [asm/ftrace.h]
+MCOUNT_AUIPC_SIZE = 4  # the auipc ftrace_init_nop writes before the site (RISCV_FTRACE_AUIPC_AT_INIT)
+AUIPC_T0 = 0x00000297  # auipc t0, 0  [asm/ftrace.h]
+CALL_OPS_SIZE = 8  # the ftrace_ops literal before each function (RISCV_DYNAMIC_FTRACE_WITH_CALL_OPS)
 MAX_INSN_SIZE = 2  # kprobe_opcode_t words in a slot  [asm/probes.h]
 R_RISCV_RELATIVE = 3
 EXTABLE_ENTRY_SIZE = 12  # struct exception_table_entry { int insn, fixup; short type, data; }
@@ -54,6 +57,13 @@ ISA_EXT_IDS_612 = {"D": 3, "F": 5, "V": 21, "ZBB": 30, "ZICBOM": 31, "ZIHINTPAUS
 # (riscv_cpufeature_patch_func applies an alternative when the hart has its extension)
 ASSUMED_EXTENSIONS = frozenset({"D", "F", "ZBA", "ZBB", "ZBC", "ZBS", "ZIHINTPAUSE"})
 EXT_FACT = "RUNTIME_RISCV_{}"  # fact name per extension, e.g. RUNTIME_RISCV_ZBB
+
+
+def _auipc_t0(offset: int) -> int:
+    """``to_auipc_t0``: the auipc half of a call to ``offset`` bytes away (asm/ftrace.h)."""
+    offset &= 0xFFFFFFFF
+    hi = (offset & 0xFFFFF000) + (0x1000 if offset & 0x800 else 0)
+    return (hi & 0xFFFFF000) | AUIPC_T0
 
 
 def insn_length(halfword: int) -> int:
@@ -186,6 +196,8 @@ class Riscv64Backend(Backend):
     single_step_breakpoint = EBREAK_BYTES  # slot tail is always the 32-bit ebreak
     uprobe_breakpoint = C_EBREAK_BYTES  # CONFIG_RISCV_ISA_C
     insn_align = 2
+    # c.nop, nop (addi x0,x0,0), zero halfwords (c.unimp)
+    fill_encodings = (b"\x01\x00", b"\x13\x00\x00\x00", b"\x00\x00")
     misaligned_reason = Reason.NOT_BOUNDARY  # odd address: -EILSEQ (arch_prepare_kprobe)
     slot_size = 8
     extable_entry_size = EXTABLE_ENTRY_SIZE
@@ -216,7 +228,24 @@ class Riscv64Backend(Backend):
         return (("__irqentry_text_start", "__irqentry_text_end"),)  # arch_populate_kprobe_blacklist
 
     def ftrace_call_adjust(self, image: "Image", record: int) -> int:
-        return record  # the patchable entry starts at the function (asm/ftrace.h)
+        if not image.features.has("RISCV_FTRACE_AUIPC_AT_INIT"):
+            return record  # the patchable entry starts at the function (asm/ftrace.h)
+        # ftrace_call_adjust (arch/riscv/kernel/ftrace.c): the word after the auipc, past the
+        # ops literal with DYNAMIC_FTRACE_WITH_CALL_OPS
+        return record + (CALL_OPS_SIZE if self._call_ops(image) else 0) + MCOUNT_AUIPC_SIZE
+
+    @functools.cache
+    def _call_ops(self, image: "Image") -> bool:
+        """DYNAMIC_FTRACE_WITH_CALL_OPS (``-fpatchable-function-entry=8,4``) as the image shows
+        it: the records sit 8 bytes before their function symbols, not at them."""
+        if not image.features.has("RISCV_DYNAMIC_FTRACE_WITH_CALL_OPS"):
+            return False
+        recs = image.tables.mcount_records
+        recs = recs[recs != 0]  # zeroed (weak, dropped by sorttable) records sort first
+        recs = recs[:: max(1, len(recs) // 256)].tolist()
+        at = image.kallsyms.aliases_at
+        after = sum(1 for r in recs if at(int(r) + CALL_OPS_SIZE) and not at(int(r)))
+        return after * 2 > len(recs)
 
     def jump_label_size(self, image: "Image", code: int) -> int:
         return 4  # arch_static_branch: one 4-byte `nop` / `j` (norvc)
@@ -262,11 +291,18 @@ class Riscv64Backend(Backend):
                 for k, b in enumerate(image.read(alt, n)):
                     if 0 <= site - start + k < len(buf):
                         buf[site - start + k] = b
-        for site in image.tables.ftrace_sites_in(start - MCOUNT_INSN_SIZE + 1, end):
+        # the patchable entry after ftrace_init_nop: two nops, or (RISCV_FTRACE_AUIPC_AT_INIT)
+        # `auipc t0, ftrace_caller` then the nop at the site
+        pre = MCOUNT_AUIPC_SIZE if image.features.has("RISCV_FTRACE_AUIPC_AT_INIT") else 0
+        caller = image.symtab.value("ftrace_caller") or 0
+        for site in image.tables.ftrace_sites_in(start - MCOUNT_INSN_SIZE + pre + 1, end + pre):
+            entry = NOP_BYTES * 2
+            if pre:
+                entry = _auipc_t0(caller - (site - pre)).to_bytes(4, "little") + NOP_BYTES
             for i in range(MCOUNT_INSN_SIZE):
-                j = site - start + i
+                j = site - pre - start + i
                 if 0 <= j < len(buf):
-                    buf[j] = (NOP_BYTES * 2)[i]
+                    buf[j] = entry[i]
         return bytes(buf)
 
     # -- decoding -----------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Download the Debian kernels whose oracle answers sit beside this script (debug vmlinux +
 # bootable image), next to the kernels of ../shared/tools/fetch-kernels.sh:
-#   tests/data/oracle/fetch.sh [NAME ...]      NAME: arm64-6.12 x86_64-6.12 s390x-6.12
-#                                              ppc64le-6.12 (default: all)
-# into $KPATCH_KERNELS/NAME (default ~/.cache/kpatch-kernels/NAME). The answers in NAME/ were
-# taken from that kernel by ../shared/tools/kernel-oracle (sample_probes.py -n 2000 --seed 1,
-# then oracle.py); tests/test_real_oracle.py compares them when the vmlinux is cached.
+#   tests/data/oracle/fetch.sh [NAME ...]      NAME: a directory beside this script (default: all)
+# into $KPATCH_KERNELS/NAME (default ~/.cache/kpatch-kernels/NAME).
+#  - arm64-6.12 x86_64-6.12 s390x-6.12 ppc64le-6.12: fetched here from trixie (seed 1 samples).
+#  - every other NAME is a Debian build KVER-FLAVOUR (5.10.0-46-amd64, 7.2.13+deb14-riscv64 ...),
+#    fetched by tools/fetch-debian-kernel.sh (both package layouts, 5.10 to 7.x) with the Debian
+#    arch of DEBIAN below.  Their answers were taken by tools/kernel-oracle (sample_probes.py
+#    -n 2000 --seed S, S in NAME/results.meta.json "sample_seed", then oracle.py); see README.md.
+# tests/test_real_oracle.py compares them when the vmlinux is cached.
 # Uses a private apt state directory; the machine's apt configuration is untouched.
 set -euo pipefail
 DEST=${KPATCH_KERNELS:-$HOME/.cache/kpatch-kernels}
@@ -16,7 +19,29 @@ declare -A SPEC=(
   [s390x-6.12]="s390x:trixie:6.12.107+deb13-s390x:"
   [ppc64le-6.12]="ppc64el:trixie:6.12.107+deb13-powerpc64le:"
 )
-NAMES=${*:-"${!SPEC[@]}"}
+# NAME (Debian build) : Debian arch, for tools/fetch-debian-kernel.sh
+declare -A DEBIAN=(
+  [5.10.0-46-amd64]=amd64
+  [5.10.0-46-arm64]=arm64
+  [7.2.13+deb14-amd64]=amd64
+  [7.2.13+deb14-arm64]=arm64
+  [7.2.13+deb14-riscv64]=riscv64
+  [7.2.13+deb14-s390x]=s390x
+  [7.2.13+deb14-powerpc64le]=ppc64el
+)
+NAMES=${*:-"${!SPEC[@]} ${!DEBIAN[@]}"}
+OLD=()
+for name in $NAMES; do
+  if [ -n "${DEBIAN[$name]:-}" ]; then
+    "$(dirname "$0")/../../../tools/fetch-debian-kernel.sh" "$name" "${DEBIAN[$name]}" "$DEST/$name"
+  elif [ -n "${SPEC[$name]:-}" ]; then
+    OLD+=("$name")
+  else
+    echo "fetch.sh: unknown kernel $name (known: ${!SPEC[*]} ${!DEBIAN[*]})" >&2; exit 2
+  fi
+done
+[ ${#OLD[@]} -gt 0 ] || exit 0
+NAMES=${OLD[*]}
 APTDIR=$DEST/.apt-trixie
 mkdir -p "$APTDIR"/state/lists/partial "$APTDIR"/cache/archives/partial "$DEST/.debs"
 touch "$APTDIR/state/status"
