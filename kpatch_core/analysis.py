@@ -124,11 +124,18 @@ class Analysis:
         """Per instruction: accepted."""
         return (self.codes & np.uint16(0x7FFF)) < REFUSED_BASE
 
+    def fill_mask(self) -> np.ndarray:
+        """Per instruction: padding after its symbol's last real instruction (kpatch_core.fill)."""
+        from .fill import fill_mask
+        return fill_mask(self.counts, self.facts)
+
     def per_symbol(self) -> tuple[np.ndarray, np.ndarray]:
-        """(instructions, probeable instructions) per symbol."""
+        """(instructions, probeable instructions) per symbol, fill left out."""
         func_of = np.repeat(np.arange(len(self.counts)), self.counts)
-        ok = np.bincount(func_of, weights=self.ok_mask(), minlength=len(self.counts))
-        return self.counts.astype(np.int64), ok.astype(np.int64)
+        real = ~self.fill_mask()
+        n = np.bincount(func_of, weights=real, minlength=len(self.counts))
+        ok = np.bincount(func_of, weights=self.ok_mask() & real, minlength=len(self.counts))
+        return n.astype(np.int64), ok.astype(np.int64)
 
     def entry_codes(self) -> np.ndarray:
         """Per symbol: the outcome code of a probe on its first address (0 when none)."""
@@ -142,8 +149,16 @@ class Analysis:
 
     def totals(self) -> dict:
         """Whole-image counts: instructions by outcome, functions, entries by outcome (a probe on
-        each STT_FUNC symbol's address, as the summary always counted them)."""
-        vals, cnts = np.unique(self.codes, return_counts=True)
+        each STT_FUNC symbol's address, as the summary always counted them).  Instruction
+        counts and shares leave fill out (``fill``: padding instructions, ``fill_by_outcome``
+        their verdicts)."""
+        is_fill = self.fill_mask()
+        fill_by: dict[str, int] = {}
+        for v, k in zip(*[x.tolist() for x in np.unique(self.codes[is_fill], return_counts=True)]):
+            lab = decode_code(v).label
+            fill_by[lab] = fill_by.get(lab, 0) + int(k)
+        real = self.codes[~is_fill]
+        vals, cnts = np.unique(real, return_counts=True)
         by: dict[str, int] = {}
         ok = 0
         for v, k in zip(vals.tolist(), cnts.tolist()):
@@ -166,10 +181,12 @@ class Analysis:
             else:
                 kk = (o.label, o.errno or "")
                 rejected[kk] = rejected.get(kk, 0) + k
-        opt = int(((self.codes & np.uint16(OPTIMIZED)) != 0).sum()) \
+        opt = int(((real & np.uint16(OPTIMIZED)) != 0).sum()) \
             if self.meta.get("optimized") else None
-        return {"insns": int(len(self.codes)), "probeable_insns": ok, "optimized_insns": opt,
+        return {"insns": int(len(real)), "probeable_insns": ok, "optimized_insns": opt,
                 "by_outcome": dict(sorted(by.items(), key=lambda x: -x[1])),
+                "fill": int(is_fill.sum()),
+                "fill_by_outcome": dict(sorted(fill_by.items(), key=lambda x: -x[1])),
                 "symbols": len(self.syms), "functions": int(funcs.sum()),
                 "probeable_entries": eok,
                 "entry_methods": dict(sorted(entries.items(), key=lambda x: -x[1])),

@@ -48,7 +48,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable
 
-from . import pool, rules
+from . import fill, pool, rules
 from .analysis import ANALYZER_VERSION, TYPE_NAMES, Analysis, TextSymbols, iter_insns
 from .bulk import classify_inputs, fixed_width_walk, mark_ranges
 from .decode import LinearDecoder, Runs, decode_function
@@ -95,6 +95,7 @@ def analyze(image: "Image", jobs: int | None = None,
     lo, counts, offs, lens, codes, fail = pool.concat(chunks)
     timing["decode"] = time.perf_counter() - t0
     facts = entry_facts(image, syms, static, lo, counts, offs, codes, fail)
+    fill.annotate(image, syms, lo, counts, offs, lens, facts)  # padding, kept out of the shares
     timing["facts"] = time.perf_counter() - t0
     meta = image_meta(image)
     meta["analyzer"] = ANALYZER_VERSION
@@ -122,6 +123,7 @@ def analyze_function(image: "Image", name: str) -> tuple[Analysis, list[int]]:
     ff = {k: v[idx] for k, v in rules.STATE["func_facts"].items()}
     lo, counts, offs, lens, codes, fail = pool.concat(chunks)
     facts = entry_facts(image, sel, static_facts(image, sel, ff), lo, counts, offs, codes, fail)
+    fill.annotate(image, sel, lo, counts, offs, lens, facts)
     rules.STATE.clear()
     meta = image_meta(image)
     return Analysis(meta, sel, lo, counts, offs, lens, codes, facts), list(range(len(idx)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -142,6 +143,8 @@ def _print_summary(a: "Analysis", out) -> None:
       f"({_pct(t['probeable_insns'], t['insns']).strip()})"
       + (f"   jump-optimized [OPTIMIZED] {t['optimized_insns']}" if t["optimized_insns"] is not None
          else "") + "\n")
+    w(f"  (padding not counted: {t.get('fill', 0)} fill instructions -- int3/nop/zero runs after "
+      "a symbol's last real instruction)\n")
     w(f"  {'outcome':24s} {'count':>9s}  share\n")
     for k, c in t["by_outcome"].items():
         w(f"  {k:24s} {c:9d} {_pct(c, t['insns'])}\n")
@@ -197,6 +200,21 @@ def _with_optimized(image: "Image", addr: int, o: "Outcome") -> "Outcome":
     return attrs.evolve(o, optimized="OPTIMIZED" in v.flags)
 
 
+_HEX_OPERAND = re.compile(r"(?<![\w+-])#?(0x[0-9a-f]{4,16})\b")
+
+
+def _name_targets(image: "Image", mnemonic: str) -> str:
+    """``mnemonic`` with each address operand inside a kallsyms symbol named (``call
+    0xffffffff81000010 <plain_func+0x0>``): call and jump targets, PC-relative references."""
+    names = []
+    for m in _HEX_OPERAND.finditer(mnemonic):
+        addr = int(m.group(1), 16)
+        s = image.kallsyms.containing(addr) if image.tables.is_core_text(addr) else None
+        if s is not None:
+            names.append(f"<{s.name}+{addr - s.addr:#x}>")
+    return f"{mnemonic} {' '.join(names)}" if names else mnemonic
+
+
 def run_func(args: argparse.Namespace) -> int:
     """``func VMLINUX NAME``: every instruction of the function with its verdict."""
     from .analyze import iter_insns
@@ -229,7 +247,9 @@ def run_func(args: argparse.Namespace) -> int:
                       f"   entry shift {f['entry_shift']}"
                       + (f"   local entry +{f['lookup_shift']}" if f["lookup_shift"] else "")
                       + (f"   syscall {f['syscall']}" if f["syscall"] else "") + "\n")
-            out.write(f"  {f['probeable']}/{f['insns']} instructions probeable\n")
+            out.write(f"  {f['probeable']}/{f['insns']} instructions probeable"
+                      + (f" ({f['fill']} of them padding after the last real instruction)"
+                         if f.get("fill") else "") + "\n")
         for ins in iter_insns(a, i, image):
             o = ins["outcome"]
             if args.optimized and o.ok and image is not None:
@@ -252,8 +272,13 @@ def run_func(args: argparse.Namespace) -> int:
                 out.write(json.dumps(d) + "\n")
             else:
                 verdict, why, method = _verdict_cells(o)
+                mn = ins["mnemonic"]
+                if _HEX_OPERAND.search(mn):  # name branch targets (kallsyms: open the image once)
+                    if image is None:
+                        image = _open(args.vmlinux, args)
+                    mn = _name_targets(image, mn)
                 out.write(f"  {ins['address']:#x} +{ins['offset']:<5d} {ins['bytes'].hex():<22s} "
-                          f"{ins['mnemonic'][:36]:36s} {verdict:7s} {method or why}"
+                          f"{mn[:60]:60s} {verdict:13s} {method or why}"
                           + (f"  slot {slot}" if slot else "") + "\n")
     return 0
 

@@ -28,15 +28,49 @@ _ATTACH_NAME_REASONS = (AttachReason.NO_BTF_FUNC, AttachReason.NO_ADDRESS,
                         AttachReason.FPROBE_NO_MATCH)
 
 
+ERRNO_WIDTH = 13  # len("EADDRNOTAVAIL"): the verdict column stays aligned for every errno
+
+
+def _why(message: str, why: str | None, detail: str) -> str:
+    """The reason text unless the kernel's message already says it (then only the detail)."""
+    if not why:
+        return detail
+    base = why[: -len(f" ({detail})")] if detail and why.endswith(f" ({detail})") else why
+    tail = " ".join(base.lower().split()[-4:])
+    if tail and tail in (message or "").lower():
+        return detail
+    return why
+
+
 def _line(t: Target, v: AnyVerdict) -> str:
     if v.ok:
         flags = "".join(f"[{f}]" for f in v.flags)
         method = v.method.value if v.method else ""
         extra = f"({v.attach} of {v.count})" if isinstance(v, AttachVerdict) and v.count > 1 else ""
-        return (f"{t!s:40s} ok   {v.symbol or ''} {hex(v.address) if v.address else ''} "
-                f"{method} {flags} {extra}").rstrip() + "\n"
+        return (f"{t!s:40s} {'ok':{ERRNO_WIDTH}s} {v.symbol or ''} "
+                f"{hex(v.address) if v.address else ''} {method} {flags} {extra}").rstrip() + "\n"
     j = v.to_json()
-    return f"{t!s:40s} {v.errno:7s} {v.message}: {j['why']} [{j['kernel_function']}]\n"
+    where = f"{v.symbol or ''} {hex(v.address)} " if v.address is not None else ""
+    why = _why(v.message or "", j.get("why"), getattr(v, "detail", "") or "")
+    text = f"{v.message}: {why}" if v.message and why else (v.message or why or "")
+    return (f"{t!s:40s} {v.errno or '':{ERRNO_WIDTH}s} {where}{text} "
+            f"[{j['kernel_function']}]\n")
+
+
+def _past_end(image: Image, t: Target) -> str | None:
+    """A warning for ``SYM+OFF`` past the end of SYM: the kernel takes the address as it is,
+    inside whatever symbol follows (``_kprobe_addr`` adds the offset, no size check)."""
+    if t.symbol is None or t.module is not None or t.offset <= 0 or t.is_pattern:
+        return None
+    base = image.kallsyms.lookup(t.symbol)
+    sym = image.kallsyms.containing(base) if base is not None else None
+    if sym is None or t.offset < sym.size:
+        return None
+    addr = (base + t.offset) & ((1 << 64) - 1)  # type: ignore[operator]
+    other = image.kallsyms.containing(addr)
+    into = f"{other.name}+{addr - other.addr:#x}" if other is not None else "no kallsyms symbol"
+    return (f"    warning: +{t.offset:#x} is past the end of {t.symbol} (size {sym.size:#x}); "
+            f"the kernel takes {addr:#x}, in {into}\n")
 
 
 def _wants_help(t: Target, v: AnyVerdict) -> bool:
@@ -77,7 +111,7 @@ def run(args: argparse.Namespace, open_image: Callable[[argparse.Namespace], Ima
                                       "why": "the pattern matches no function", "attach": t.attach,
                                       "spelling": t.spelling or t.text}) + "\n")
             else:
-                out.write(f"{t!s:40s} ENOENT  the pattern matches no function\n")
+                out.write(f"{t!s:40s} {'ENOENT':{ERRNO_WIDTH}s} the pattern matches no function\n")
             continue
         if (v.reason == Reason.NO_SYMBOL or isinstance(v, AttachVerdict) and not v.ok and t.symbol
                 and image.kallsyms.count(t.symbol) == 0) and t.symbol:
@@ -92,6 +126,9 @@ def run(args: argparse.Namespace, open_image: Callable[[argparse.Namespace], Ima
             out.write(json.dumps(j) + "\n")
         else:
             out.write(_line(t, v))
+            past = _past_end(image, t)
+            if past:
+                out.write(past)
             if helper is not None:
                 out.write(f"    hint: {helper.hint}\n")
     if unknown:

@@ -15,6 +15,7 @@ import attrs
 import numpy as np
 
 from .errors import InputError
+from .inputs import read_text
 
 if TYPE_CHECKING:
     from .image import Image
@@ -95,11 +96,7 @@ _UNSET = re.compile(r"^# CONFIG_(\w+) is not set")
 
 def read_config_file(path: str) -> dict[str, bool]:
     """Parse a /boot/config-* file into {name: enabled}; raises InputError when unreadable."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read config file ({e.strerror}); give a /boot/config-* file")
+    lines = read_text(path, "a /boot/config-* file", "config file", errors="replace").splitlines()
     out: dict[str, bool] = {}
     for line in lines:
         if m := _LINE.match(line):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .analysis import TextSymbols
     from .image import Image
 
-__all__ = ["fill_instructions", "trailing_fill", "annotate", "fill_mask"]
+__all__ = ["annotate", "fill_instructions", "fill_mask", "trailing_fill"]
 
 
 def fill_instructions(code: np.ndarray, starts: np.ndarray, lens: np.ndarray,
@@ -52,7 +52,7 @@ def fill_instructions(code: np.ndarray, starts: np.ndarray, lens: np.ndarray,
     return out
 
 
-def trailing_fill(image: "Image", syms: "TextSymbols", lo: np.ndarray, counts: np.ndarray,
+def trailing_fill(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.ndarray,
                   offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Per symbol: how many of its last instructions are fill (all of them for a symbol that
     has no real instruction), from the runtime bytes the verdicts were computed on."""
@@ -83,7 +83,7 @@ def trailing_fill(image: "Image", syms: "TextSymbols", lo: np.ndarray, counts: n
     return out.astype(np.int64)
 
 
-def _text_bytes(image: "Image", base: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+def _text_bytes(image: Image, base: int, end: int) -> tuple[np.ndarray, np.ndarray]:
     """The runtime bytes of ``[base, end)`` and where they are file bytes (a read stops at its
     section's end, so each allocated section is read on its own)."""
     code = np.zeros(end - base, np.uint8)
@@ -99,7 +99,7 @@ def _text_bytes(image: "Image", base: int, end: int) -> tuple[np.ndarray, np.nda
     return code, valid
 
 
-def annotate(image: "Image", syms: "TextSymbols", lo: np.ndarray, counts: np.ndarray,
+def annotate(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.ndarray,
              offs: np.ndarray, lens: np.ndarray, facts: list[dict]) -> None:
     """Add ``fill`` (trailing fill instructions) to each symbol's facts."""
     for d, n in zip(facts, trailing_fill(image, syms, lo, counts, offs, lens).tolist()):

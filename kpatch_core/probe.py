@@ -17,6 +17,7 @@ import attrs
 from kpatch_arch.base import PrepareContext
 
 from .image import Image
+from .kstrtox import ULONG_MAX
 from .safety import check_kprobe_address_safe
 from .symbols import base_name
 from .target import Target, parse_target
@@ -42,7 +43,7 @@ def _kprobe_addr(image: Image, target: Target) -> _Resolved:
         base = backend.lookup_name(image, target.symbol, target.offset)
         if base is None:
             raise _Refused(Reason.NO_SYMBOL, target.symbol)
-        addr = base + target.offset
+        addr = (base + target.offset) & ULONG_MAX  # unsigned long arithmetic: wraps
     else:
         assert target.address is not None
         addr = target.address
@@ -128,7 +129,7 @@ def check(image: Image, target: Target | str) -> Verdict:
         if probe_addr is not None and _within_notrace_func(image, probe_addr) \
                 and not image.config.enabled("KPROBE_EVENTS_ON_NOTRACE"):
             s = image.kallsyms.containing(probe_addr)
-            raise _Refused(Reason.NOTRACE, s.name if s else hex(probe_addr))
+            raise _Refused(Reason.NOTRACE, s.name if s else hex(probe_addr), addr=probe_addr)
         if t.kind == "r":
             resolved = _kprobe_addr(image, t)  # register_kretprobe: kprobe_on_func_entry
             if not resolved.on_func_entry:
@@ -203,7 +204,7 @@ def _events_address(image: Image, t: Target) -> int | None:
     """``trace_kprobe_address``: kallsyms_lookup_name(sym) + offset, or the raw address."""
     if t.symbol is not None:
         base = image.kallsyms.lookup(t.symbol)
-        return None if base is None else base + t.offset
+        return None if base is None else (base + t.offset) & ULONG_MAX
     return t.address
 
 

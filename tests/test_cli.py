@@ -235,3 +235,64 @@ def test_summary_json(capsys, tmp_path, monkeypatch):
     funcs = [r for r in rows if r["type"] == "func"]
     assert sum(r["entry"]["ok"] for r in funcs) + sum(not r["entry"]["ok"] for r in funcs) == len(funcs)
     assert {r["name"] for r in rows if r["blacklist"]} >= {"nokprobe_func", "asm_nokprobe_func"}
+
+
+# --- issue 13: CLI hygiene ------------------------------------------------------------------
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    from kpatch_core import __version__
+    assert capsys.readouterr().out.strip() == f"kpatch-analyze {__version__}"
+
+
+def test_unknown_set_fact_is_a_usage_error_listing_the_known_ones(capsys):
+    assert main(["check", str(X86_VMLINUX), "plain_func", "--set", "PREEMPTON=n"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "PREEMPTON" in err and "PREEMPTION" in err \
+        and "OPTPROBES" in err
+    assert main(["check", str(X86_VMLINUX), "plain_func", "--set", "PREEMPTION=n"]) == 0
+
+
+def test_event_exits_nonzero_when_a_line_is_refused(capsys):
+    assert main(["event", str(X86_VMLINUX), "p:a plain_func"]) == 0
+    capsys.readouterr()
+    assert main(["event", str(X86_VMLINUX), "p:a plain_func", "p:b no_such_function"]) == 1
+    cap = capsys.readouterr()
+    assert "accepted" in cap.out and "refused" in cap.out
+    assert cap.err.count("\n") == 1 and "refuses 1 of 2" in cap.err
+
+
+def test_func_names_call_targets(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("KPATCH_CACHE", str(tmp_path / "cache"))
+    assert main(["func", str(X86_VMLINUX), "dup_a_caller"]) == 0
+    out = capsys.readouterr().out
+    call = next(ln for ln in out.splitlines() if " call 0x" in ln)
+    assert "<dup_static+0x0>" in call
+
+
+def test_offset_past_the_end_warns(capsys):
+    assert main(["check", str(X86_VMLINUX), "plain_func+0x20", "plain_func+0x4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].lstrip().startswith("warning: +0x20 is past the end of plain_func")
+    assert "plain_loop+0x0" in out[1]  # where the kernel puts it
+    assert not any("warning" in ln for ln in out[2:])  # +4 is inside: no warning
+
+
+def test_refused_symbol_target_reports_address_and_name(capsys):
+    assert main(["check", str(X86_VMLINUX), "plain_func+1", "notrace_func"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "plain_func+0x1 0xffffffff8100" in lines[0] and "EILSEQ" in lines[0]
+    assert "notrace_func+0x0 0xffffffff8100" in lines[1] and "EINVAL" in lines[1]
+
+
+def test_columns_aligned_for_long_errnos_and_no_repetition(capsys):
+    assert main(["check", str(X86_VMLINUX), "plain_func", "dup_static", "plain_func+1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ok, dup, eilseq = lines[0], next(ln for ln in lines if ln.startswith("dup_static")), \
+        next(ln for ln in lines if ln.startswith("plain_func+1"))
+    assert "EADDRNOTAVAIL" in dup
+    col = ok.index("plain_func+0x4")  # the column after the verdict
+    assert dup[col - 1] == " " and dup[col] != " " and eilseq[col] != " "
+    assert dup.index("EADDRNOTAVAIL") == ok.index("ok") == eilseq.index("EILSEQ")
+    assert eilseq.lower().count("not an instruction boundary") == 1

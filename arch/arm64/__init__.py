@@ -222,6 +222,7 @@ class Arm64Backend(Backend):
     single_step_breakpoint = KPROBE_SS_BREAKPOINT  # BRK64_OPCODE_KPROBES_SS, slot[1]
     uprobe_breakpoint = UPROBE_BREAKPOINT  # BRK64_OPCODE_UPROBES
     insn_align = AARCH64_INSN_SIZE
+    fill_encodings = (b"\x00\x00\x00\x00", b"\x1f\x20\x03\xd5")  # udf #0 (zeros), nop
     slot_size = MAX_INSN_SIZE * AARCH64_INSN_SIZE
     extable_entry_size = EXTABLE_ENTRY_SIZE
     static_call_inline = False

@@ -151,6 +151,7 @@ class Ppc64leBackend(Backend):
     absolute_reloc_type = 38  # R_PPC64_ADDR64
     breakpoint = BREAKPOINT_INSTRUCTION.to_bytes(4, "little")
     insn_align = INSN_SIZE
+    fill_encodings = (b"\x00\x00\x00\x60", b"\x00\x00\x00\x00")  # nop (ori 0,0,0), zeros
     extable_entry_size = 8  # s32 insn, s32 fixup
     static_call_inline = False
     kretprobe_blacklist = ()

@@ -194,6 +194,7 @@ class S390xBackend(Backend):
     absolute_reloc_type = 22  # R_390_64 (global asm symbols in pointer tables)
     breakpoint = BREAKPOINT_INSTRUCTION.to_bytes(2, "big")
     insn_align = 2
+    fill_encodings = (b"\x07\x07", b"\x47\x00\x07\x00", b"\x00\x00")  # nopr %r7, nop, zeros
     extable_entry_size = 12  # s32 insn, s32 fixup, s16 type, s16 data
     static_call_inline = False
     kretprobe_blacklist = ()

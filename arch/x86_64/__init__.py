@@ -147,6 +147,12 @@ class X86_64Backend(Backend):
     relative_reloc_type = 8  # R_X86_64_RELATIVE
     breakpoint = bytes([INT3])
     insn_align = 1
+    # padding: int3, GNU as nops (single and multi-byte, up to 15 with 0x66 prefixes), zeros
+    fill_encodings = (b"\xcc", b"\x90", b"\x66\x90", b"\x0f\x1f\x00", b"\x0f\x1f\x40\x00",
+                      b"\x0f\x1f\x44\x00\x00", b"\x66\x0f\x1f\x44\x00\x00",
+                      b"\x0f\x1f\x80\x00\x00\x00\x00", b"\x0f\x1f\x84\x00\x00\x00\x00\x00",
+                      b"\x66\x0f\x1f\x84\x00\x00\x00\x00\x00", b"\x00\x00",
+                      *(b"\x66" * k + b"\x2e\x0f\x1f\x84\x00\x00\x00\x00\x00" for k in range(7)))
     extable_entry_size = 12  # insn, fixup, data (s32 each)
     static_call_inline = True
     kretprobe_blacklist = ("__switch_to",)
