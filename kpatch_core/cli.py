@@ -11,15 +11,29 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import analyze_cmd, check_report, event_cmd, list_cmd, matrix_cmd, uprobe_cmd
+import importlib
+from types import ModuleType
+
 from .cmdline import add_image_args, open_image
 from .errors import KpatchError, UsageError
 
-COMMANDS = ("check", "summary", "event", "func", "diff", "matrix")
+# subcommand -> (module of kpatch_core, its parser hook, its run function).  Only the module of
+# the command given is imported (a cold `check` does not load the full analysis, the events
+# layer or the matrix); --help and errors before a command load them all.
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "summary": ("analyze_cmd", "add_parsers", "run_summary"),
+    "func": ("analyze_cmd", "add_parsers", "run_func"),
+    "diff": ("analyze_cmd", "add_parsers", "run_diff"),
+    "event": ("event_cmd", "add_parser", "run"),
+    "list": ("list_cmd", "add_parser", "run"),
+    "matrix": ("matrix_cmd", "add_parser", "run"),
+    "uprobe": ("uprobe_cmd", "add_parser", "run"),
+}
+COMMANDS = ("check", *SUBCOMMANDS)
 
 
-COMMANDS += ("list",)  # list_cmd
-COMMANDS += ("uprobe",)  # uprobe_cmd
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f".{name}", __package__)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,13 +41,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``only``: just that command's subparser (the others' modules are
+    not imported)."""
     p = _Parser(prog="kpatch-analyze",
                 description="Offline kprobe placement: where the kernel accepts a kprobe, how it "
                             "runs it, and why it refuses it.")
     from . import __version__
     p.add_argument("--version", action="version", version=f"kpatch-analyze {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    if only in (None, "check"):
+        _add_check_parser(sub)
+    # each module once, in table order (the help lists the commands as before)
+    for mod, add in dict.fromkeys((m, a) for c, (m, a, _) in SUBCOMMANDS.items() if only in (None, c)):
+        getattr(_module(mod), add)(sub)
+    return p
+
+
+def _add_check_parser(sub: "argparse._SubParsersAction") -> None:
     c = sub.add_parser("check", help="verdicts for probe targets",
                        description="Verdicts for probe targets, registered together in the order "
                                    "given (limits such as ppc64le's optprobe detour buffers apply "
@@ -47,12 +72,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="read the probes a tool file asks for: bpftrace script, BCC tool, libbpf "
                         "object (or a binary embedding one), or a targets list")
     c.add_argument("--json", action="store_true", help="one JSON object per target")
-    analyze_cmd.add_parsers(sub)  # summary (the default: full analysis), func, diff
-    event_cmd.add_parser(sub)
-    list_cmd.add_parser(sub)
-    matrix_cmd.add_parser(sub)
-    uprobe_cmd.add_parser(sub)
-    return p
 
 
 # subcommand modules written before kpatch_core.cmdline import these two names from here
@@ -61,6 +80,7 @@ _open = open_image
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from . import check_report
     return check_report.run(args, open_image)  # targets, --targets, --from; verdicts; name help
 
 
@@ -70,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "summary")
     try:
-        args, extra = _parser().parse_known_args(argv)
+        args, extra = _parser(argv[0] if argv and argv[0] in COMMANDS else None) \
+            .parse_known_args(argv)
         # targets may follow options (`check VMLINUX --json T`): argparse leaves them over
         bad = [a for a in extra if a.startswith("-") or args.command not in ("check", "uprobe")]
         if bad:
@@ -83,11 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise UsageError("give a vmlinux, or a command: check, summary, func, diff, event "
                              "(see kpatch-analyze --help)")
-        if args.command == "list":
-            return list_cmd.run(args)
-        return {"check": _cmd_check, "summary": analyze_cmd.run_summary, "event": event_cmd.run, "uprobe": uprobe_cmd.run,
-                "func": analyze_cmd.run_func, "diff": analyze_cmd.run_diff,
-                "matrix": matrix_cmd.run}[args.command](args)
+        if args.command == "check":
+            return _cmd_check(args)
+        mod, _, run = SUBCOMMANDS[args.command]
+        return getattr(_module(mod), run)(args)
     except KpatchError as e:
         print(f"kpatch-analyze: error: {e}", file=sys.stderr)
         return e.exit_code
