@@ -53,7 +53,12 @@ def ours(image: Image, request: str):
     kind, arg = request.split(" ", 1)
     if kind in ("kmulti", "kretmulti"):
         return check_kprobe_multi(image, arg.split(","), kind == "kretmulti")
-    attach = {"fentry": "fentry", "fexit": "fexit", "fprobe": "fprobe",
+    if kind in ("kprobe", "kretprobe"):  # perf's kprobe PMU, as the BPF tools create them
+        name, _, off = arg.partition("+")
+        t = Target(arg, "r" if kind == "kretprobe" else "p", symbol=name,
+                   offset=int(off, 0) if off else 0, attach=kind, spelling=f"{kind}:{arg}")
+        return check_one(image, t)
+    attach = {"fentry": "fentry", "fexit": "fexit", "fmod_ret": "fmod_ret", "fprobe": "fprobe",
               "fprobe_return": "fprobe_return"}[kind]
     ret = attach in ("fexit", "fprobe_return")
     return check_one(image, Target(arg, "r" if ret else "p", symbol=arg, attach=attach))

@@ -8,7 +8,7 @@ asks the rules of its attach type:
   perf's kprobe PMU, ``create_local_trace_kprobe``, whose ``validate_probe_symbol`` answers a
   missing name ``-ENOENT`` and a non-unique one ``-EADDRNOTAVAIL`` on every kernel (only a
   kprobe_events write turns them into ``-EINVAL`` on newer kernels);
-- fentry/fexit: :mod:`kpatch_core.bpf_trampoline`;
+- fentry/fexit/fmod_ret: :mod:`kpatch_core.bpf_trampoline`;
 - fprobe events and kprobe_multi: :mod:`kpatch_core.fprobe`.
 
 >>> [(str(t), v.ok) for t, v in check_targets(image, [parse_target("kretprobe:vfs_read")])]  # doctest: +SKIP
@@ -76,7 +76,7 @@ def check_one(image: Image, target: Target) -> AnyVerdict:
     """The verdict for one already-expanded target of any attach type."""
     if target.is_kprobe:
         return _perf_kprobe(check_many(image, [target])[0], target)
-    if target.attach in ("fentry", "fexit"):
+    if target.attach in ("fentry", "fexit", "fmod_ret"):
         return check_fentry(image, target)
     if target.attach in ("fprobe", "fprobe_return"):
         return check_fprobe_event(image, target)

@@ -36,6 +36,8 @@ class AttachReason(enum.Enum):
                     "return value larger than 8 bytes (fexit/fmod_ret read it)")
     NO_ADDRESS = ("ENOENT", "bpf_check_attach_target",
                   "kallsyms_lookup_name finds no address for the BTF function")
+    NOT_MODIFIABLE = ("EINVAL", "check_attach_modify_return",
+                      "fmod_ret needs an ALLOW_ERROR_INJECTION function or a security_ hook")
     DENY_LIST = ("EINVAL", "check_attach_btf_id",
                  "function is on the verifier's btf_id_deny list")
     NORETURN_DENY = ("EINVAL", "check_attach_btf_id",

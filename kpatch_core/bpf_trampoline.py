@@ -96,12 +96,24 @@ def _arg_regs(btf: B.Btf, name: str) -> tuple[int, bool]:
     return regs, structs
 
 
+def error_injection_list(image: Image) -> frozenset[int]:
+    """Addresses of ALLOW_ERROR_INJECTION functions (``_error_injection_whitelist``: struct
+    error_injection_entry {unsigned long addr; int etype;}, 16 bytes); empty without
+    CONFIG_FUNCTION_ERROR_INJECTION  [within_error_injection_list]."""
+    st = image.symtab
+    start, stop = st.value("__start_error_injection_whitelist"), st.value("__stop_error_injection_whitelist")
+    if start is None or stop is None or stop <= start:
+        return frozenset()
+    words = image.read_pointers(start, stop)
+    return frozenset(int(a) for a in words[::2].tolist())
+
+
 def check_fentry(image: Image, target: Target) -> AttachVerdict:
-    """The verdict for attaching an fentry (``kind 'p'``) or fexit (``'r'``) program to
+    """The verdict for attaching an fentry, fexit or fmod_ret program (``target.attach``) to
     ``target.symbol`` on ``image``."""
     assert target.symbol is not None
     name, attach, kind = target.symbol, target.attach, target.kind
-    fexit = attach == "fexit"
+    fexit = attach in ("fexit", "fmod_ret")  # attach_uses_trampoline_retval, noreturn_deny
     rules = image.version.rules
     common = {"spelling": target.spelling, "rules": rules}
 
@@ -118,6 +130,10 @@ def check_fentry(image: Image, target: Target) -> AttachVerdict:
     if addr is None:
         return no(AttachReason.NO_ADDRESS, name)
     sym = f"{name}+0x0"
+    # bpf_check_attach_target -> check_attach_modify_return
+    if attach == "fmod_ret" and not name.startswith("security_") \
+            and addr not in error_injection_list(image):
+        return no(AttachReason.NOT_MODIFIABLE, name, address=addr, symbol=sym)
     deny = BTF_ID_DENY + (BTF_ID_DENY_PREEMPT_RCU if image.features.has("FENTRY_DENY_RCU_READ_LOCK") else ())
     if name in deny:  # check_attach_btf_id: btf_id_set_contains(&btf_id_deny, btf_id)
         return no(AttachReason.DENY_LIST, name, address=addr, symbol=sym)

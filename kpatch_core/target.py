@@ -33,6 +33,7 @@ _GLOB = re.compile(r"^(?:(?P<mod>[A-Za-z0-9_\-]+):)?(?P<sym>[\w.$*?\[\]!-]*[*?\[
 ATTACH_TYPES: dict[str, str] = {
     "kprobe": "p", "kretprobe": "r",  # register_kprobe / register_kretprobe
     "fentry": "p", "fexit": "r",  # BPF trampoline (bpf_trampoline_link_prog)
+    "fmod_ret": "p",  # BPF trampoline, BPF_MODIFY_RETURN (check_attach_modify_return)
     "fprobe": "p", "fprobe_return": "r",  # fprobe events (trace_fprobe.c), 6.7+
     "kprobe_multi": "p", "kretprobe_multi": "r",  # bpf_kprobe_multi_link_attach
 }
@@ -50,7 +51,7 @@ _PREFIXES: dict[tuple[str, str], tuple[str, str]] = {
     ("kprobe", "/"): ("kprobe", "libbpf"), ("kretprobe", "/"): ("kretprobe", "libbpf"),
     ("fentry", "/"): ("fentry", "libbpf"), ("fexit", "/"): ("fexit", "libbpf"),
     ("fentry.s", "/"): ("fentry", "libbpf"), ("fexit.s", "/"): ("fexit", "libbpf"),
-    ("fmod_ret", "/"): ("fentry", "libbpf"), ("fmod_ret.s", "/"): ("fentry", "libbpf"),
+    ("fmod_ret", "/"): ("fmod_ret", "libbpf"), ("fmod_ret.s", "/"): ("fmod_ret", "libbpf"),
     ("kprobe.multi", "/"): ("kprobe_multi", "libbpf"),
     ("kretprobe.multi", "/"): ("kretprobe_multi", "libbpf"),
     ("ksyscall", "/"): ("kprobe", "libbpf"), ("kretsyscall", "/"): ("kretprobe", "libbpf"),
@@ -230,7 +231,7 @@ def parse_target(spec: str) -> Target:
 
 def read_targets(path: str) -> list[Target]:
     """Read a targets file (one target a line, ``#`` comments, ``r `` for return probes)."""
-    lines = read_text(path, "a targets file (one target a line)").splitlines()
+    lines = read_text(path, "a file of targets, one a line", "targets file").splitlines()
     out = []
     for n, line in enumerate(lines, 1):
         if not line.split("#", 1)[0].strip():

@@ -63,6 +63,13 @@ def test_fentry_rules_x86_64_612():
     assert (idle.reason, idle.errno) == (AttachReason.NO_FTRACE_LOCATION, "EBUSY")
 
 
+def test_fmod_ret_needs_error_injection_or_security_hook():
+    image = _image("x86_64-6.12")
+    assert _v(image, "fmod_ret/security_file_open").ok  # check_attach_modify_return: security_
+    bad = _v(image, "fmod_ret/vfs_read")
+    assert (bad.reason, bad.errno) == (AttachReason.NOT_MODIFIABLE, "EINVAL")
+
+
 def test_fentry_rules_x86_64_61():
     image = _image("x86_64")
     assert _v(image, "fentry:__rcu_read_lock").ok  # not on 6.1's deny list

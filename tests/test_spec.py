@@ -40,6 +40,7 @@ from kpatch_core.target import parse_target, spelling_source
     ("kretprobe/vfs_read", "kretprobe", "r", "vfs_read", 0, None, "libbpf"),
     ("fentry/tcp_sendmsg", "fentry", "p", "tcp_sendmsg", 0, None, "libbpf"),
     ("fexit/tcp_sendmsg", "fexit", "r", "tcp_sendmsg", 0, None, "libbpf"),
+    ("fmod_ret/security_file_open", "fmod_ret", "p", "security_file_open", 0, None, "libbpf"),
     ("kprobe.multi/tcp_*", "kprobe_multi", "p", "tcp_*", 0, None, "libbpf"),
     ("kretprobe.multi/tcp_*", "kretprobe_multi", "r", "tcp_*", 0, None, "libbpf"),
     ("ksyscall/openat", "kprobe", "p", "openat", 0, None, "libbpf"),

@@ -4,20 +4,23 @@
  * it can be a guest's /init:  gcc -O2 -static -o bpf_attach bpf_attach.c
  *
  * Input (/probes.txt as /init, else the file named by argv[1]), one request a line:
- *   fentry NAME | fexit NAME                 BPF_PROG_TYPE_TRACING, attach_btf_id of NAME's
+ *   fentry|fexit|fmod_ret NAME               BPF_PROG_TYPE_TRACING, attach_btf_id of NAME's
  *                                            BTF FUNC in /sys/kernel/btf/vmlinux, then attach
  *   kmulti A,B,... | kretmulti A,B,...       BPF_TRACE_KPROBE_MULTI link over the symbols
  *   fprobe NAME | fprobe_return NAME         'f:bpfor/eN NAME[%return]' >> dynamic_events
+ *   kprobe NAME | kretprobe NAME             perf_event_open with the kprobe PMU, as BPF tools
+ *                                            (bcc, bpftrace, libbpf) create their kprobes
  * Output, one line per request:
  *   @@BA <index> ok|<ERRNO> <stage> <message>
  * stage: btf (no BTF FUNC: what libbpf would refuse with -ESRCH), load (BPF_PROG_LOAD: the
  * verifier; message = last verifier log line), attach (raw_tracepoint_open / link_create),
- * write (dynamic_events).  Each program is detached and closed before the next request.
+ * write (dynamic_events), perf (perf_event_open).  Each program is detached and closed before the next request.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <linux/perf_event.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,7 +154,7 @@ static void report(int idx, int err, const char *stage, const char *msg)
 	fflush(stdout);
 }
 
-static void do_trampoline(int idx, const char *name, int fexit)
+static void do_trampoline(int idx, const char *name, int attach_type)
 {
 	uint32_t id = btf_func_id(name);
 	union bpf_attr a;
@@ -160,7 +163,7 @@ static void do_trampoline(int idx, const char *name, int fexit)
 		report(idx, ESRCH, "btf", "no BTF FUNC");
 		return;
 	}
-	fd = prog_load(BPF_PROG_TYPE_TRACING, fexit ? BPF_TRACE_FEXIT : BPF_TRACE_FENTRY, id);
+	fd = prog_load(BPF_PROG_TYPE_TRACING, attach_type, id);
 	if (fd < 0) {
 		report(idx, errno, "load", last_log_line());
 		return;
@@ -223,6 +226,45 @@ static void do_fprobe(int idx, const char *name, int ret)
 	close(fd);
 }
 
+static int read_int(const char *path, const char *prefix)
+{
+	char buf[64] = "";
+	int fd = open(path, O_RDONLY), v = -1;
+	if (fd >= 0) {
+		if (read(fd, buf, sizeof buf - 1) > 0 && !strncmp(buf, prefix, strlen(prefix)))
+			v = atoi(buf + strlen(prefix));
+		close(fd);
+	}
+	return v;
+}
+
+/* create_local_trace_kprobe: the kprobe PMU's config1 is the name, config2 the offset */
+static void do_perf_kprobe(int idx, const char *name, int ret)
+{
+	struct perf_event_attr a;
+	int type = read_int("/sys/bus/event_source/devices/kprobe/type", "");
+	int bit = read_int("/sys/bus/event_source/devices/kprobe/format/retprobe", "config:");
+	char sym[256], *plus;
+	unsigned long off = 0;
+	int fd;
+	snprintf(sym, sizeof sym, "%s", name);
+	plus = strchr(sym, '+');
+	if (plus) {
+		*plus = 0;
+		off = strtoul(plus + 1, NULL, 0);
+	}
+	memset(&a, 0, sizeof(a));
+	a.size = sizeof(a);
+	a.type = type;
+	a.config = ret && bit >= 0 ? 1ULL << bit : 0;
+	a.config1 = (uintptr_t)sym;
+	a.config2 = off;
+	fd = syscall(__NR_perf_event_open, &a, -1, 0, -1, 0);
+	report(idx, fd < 0 ? errno : 0, "perf", "");
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	int idx = 0, init = getpid() == 1;
@@ -260,10 +302,16 @@ int main(int argc, char **argv)
 			continue;
 		}
 		*arg++ = 0;
-		if (!strcmp(line, "fentry") || !strcmp(line, "fexit"))
-			do_trampoline(idx, arg, line[1] == 'e' && line[2] == 'x');
+		if (!strcmp(line, "fentry"))
+			do_trampoline(idx, arg, BPF_TRACE_FENTRY);
+		else if (!strcmp(line, "fexit"))
+			do_trampoline(idx, arg, BPF_TRACE_FEXIT);
+		else if (!strcmp(line, "fmod_ret"))
+			do_trampoline(idx, arg, BPF_MODIFY_RETURN);
 		else if (!strcmp(line, "kmulti") || !strcmp(line, "kretmulti"))
 			do_kmulti(idx, arg, line[1] == 'r');
+		else if (!strcmp(line, "kprobe") || !strcmp(line, "kretprobe"))
+			do_perf_kprobe(idx, arg, line[1] == 'r');
 		else if (!strcmp(line, "fprobe") || !strcmp(line, "fprobe_return"))
 			do_fprobe(idx, arg, line[6] == '_');
 		else
