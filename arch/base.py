@@ -92,6 +92,7 @@ class Backend:
     # bpf_arch_text_poke on a kernel function without an ftrace location (register_fentry's
     # fallback): the weak/arm64 answer is -ENOTSUPP (only BPF text is poked)
     bpf_text_poke_errno: ClassVar[str] = "ENOTSUPP"
+    bpf_text_poke_checks_text: ClassVar[bool] = False  # -EINVAL outside core kernel text first
     # regs_get_kernel_argument: argument n >= len(arg_regs) is $stack(arg_stack_base + n -
     # len(arg_regs)) (x86_64: 1, s390x: 20); None: the arch reads 0 past its registers
     arg_stack_base: ClassVar[int | None] = None

@@ -166,6 +166,7 @@ class X86_64Backend(Backend):
     arg_stack_base = 1  # regs_get_kernel_argument: $arg7 = *(sp + 8), above the return address
     syscall_prefix = "__x64_sys_"
     bpf_text_poke_errno = "EBUSY"  # __bpf_arch_text_poke: the entry is not the expected 5-byte NOP
+    bpf_text_poke_checks_text = True  # bpf_arch_text_poke: !is_kernel_text(ip) (init text) -> -EINVAL
 
     def __init__(self) -> None:
         self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
