@@ -151,8 +151,13 @@ def check_fentry(image: Image, target: Target) -> AttachVerdict:
     size = ks.size if ks is not None and ks.addr == addr else 1
     # register_fentry: ftrace_location(ip) (sym+0 maps to the function's __fentry__ record)
     if not image.tables.has_ftrace_record(addr, size):
-        return no(AttachReason.NO_FTRACE_LOCATION, "no ftrace record in the function",
-                  address=addr, symbol=sym, errno=image.backend.bpf_text_poke_errno)
+        # bpf_arch_text_poke: x86 refuses an address outside core text (init text is freed)
+        # with -EINVAL before comparing the entry with its NOP
+        outside = image.backend.bpf_text_poke_checks_text and not image.tables.is_core_text(addr)
+        return no(AttachReason.NO_FTRACE_LOCATION,
+                  "no ftrace record in the function" + ("; not core kernel text" if outside else ""),
+                  address=addr, symbol=sym,
+                  errno="EINVAL" if outside else image.backend.bpf_text_poke_errno)
     if not any(image.symtab.value(s) is not None for s in DIRECT_CALLS_EVIDENCE):
         return no(AttachReason.NO_DIRECT_CALLS, "no register_ftrace_direct in the image",
                   address=addr, symbol=sym)

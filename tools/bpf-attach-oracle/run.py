@@ -45,7 +45,7 @@ def build_initramfs(arch: str, requests: str, work: str) -> str:
     return out
 
 
-def boot(arch: str, kernel_dir: str, initrd: str, timeout: int, accel: str) -> str:
+def boot(arch: str, kernel_dir: str, initrd: str, timeout: int, accel: str, log: str) -> str:
     kernels = sorted(glob.glob(os.path.join(kernel_dir, "boot", "vmlinuz-*")))
     if not kernels:
         raise SystemExit(f"{kernel_dir}/boot: no vmlinuz-*; give a Debian kernel directory")
@@ -54,11 +54,15 @@ def boot(arch: str, kernel_dir: str, initrd: str, timeout: int, accel: str) -> s
                               f"console={ARCHES[arch][2]} panic=-1 oops=panic nokaslr loglevel=1"]
     if accel == "kvm":
         qemu += ["-accel", "kvm"]
-    try:
-        r = subprocess.run(qemu, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        return r.stdout.decode("utf-8", "replace")
-    except subprocess.TimeoutExpired as e:
-        return (e.stdout or b"").decode("utf-8", "replace")
+    with open(log, "wb") as f:  # streamed, so a long run can be watched (grep -c @@BA LOG)
+        p = subprocess.Popen(qemu, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    with open(log, "rb") as f:
+        return f.read().decode("utf-8", "replace")
 
 
 def main() -> int:
@@ -74,9 +78,7 @@ def main() -> int:
         reqs = [line.strip() for line in f if line.strip()]
     with tempfile.TemporaryDirectory() as work:
         console = boot(args.arch, args.kernel_dir, build_initramfs(args.arch, args.requests, work),
-                       args.timeout, args.accel)
-    with open(args.out + ".console.log", "w") as f:
-        f.write(console)
+                       args.timeout, args.accel, args.out + ".console.log")
     got = 0
     with open(args.out, "w") as out:
         for line in console.splitlines():
