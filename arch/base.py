@@ -9,7 +9,7 @@ arch hooks (``arch_adjust_kprobe_addr``, ``arch_within_kprobe_blacklist``,
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -289,8 +289,9 @@ class SlotSupport:
     The upper-case attributes are facts: ``CPU`` (a ``kpatch_core.slot.CpuFacts``),
     ``SLOT_SIZE`` (``kprobe_insn_slots.insn_size``), ``FLAGS_FIXED`` (flag bits the kernel context
     holds fixed), ``BREAKPOINTS`` (every encoding that must trap; empty: the backend's
-    breakpoint), ``TEST_KERNEL`` (the kernel version property tests decide with) and
-    ``COPIES_PC_RELATIVE`` (PC-relative forms are copied and relocated, not simulated).
+    breakpoint), ``TEST_KERNEL`` (the kernel version property tests decide with),
+    ``COPIES_PC_RELATIVE`` (PC-relative forms are copied and relocated, not simulated) and
+    ``FAULT_CLASSES`` (the engine's exception numbers as fault classes).
     """
 
     CPU: ClassVar["CpuFacts"]
@@ -299,6 +300,9 @@ class SlotSupport:
     BREAKPOINTS: ClassVar[tuple[bytes, ...]] = ()
     TEST_KERNEL: ClassVar[tuple[int, int]] = (6, 1)
     COPIES_PC_RELATIVE: ClassVar[bool] = False
+    # the executor's fault text -> its class, for the engine's exception numbers (property (a)
+    # counts an instruction that faulted in the plain run apart: it never executed)
+    FAULT_CLASSES: ClassVar[dict[str, str]] = {}
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -308,12 +312,13 @@ class SlotSupport:
         """Where ``get_insn_slot`` would put the first slot (the module area)."""
         raise NotImplementedError(f"{self.backend.name}: default_slot_addr")
 
-    def build_slot(self, backend: Backend, execution: Execution, addr: int,
+    # the backend is typed Any: an architecture's hooks take its own Backend subclass
+    def build_slot(self, backend: Any, execution: Execution, addr: int,
                    slot_addr: int) -> "Slot | Refusal":
         """The slot bytes, byte for byte as ``arch_prepare_kprobe`` writes them, or a refusal."""
         raise NotImplementedError(f"{self.backend.name}: build_slot")
 
-    def simulate(self, backend: Backend, insn: bytes, addr: int, regs: "Mapping[str, int]",
+    def simulate(self, backend: Any, insn: bytes, addr: int, regs: "Mapping[str, int]",
                  read: "Callable[[int, int], bytes]") -> "Effect":
         """The kernel's emulate/simulate function for one instruction, as an ``Effect``."""
         raise NotImplementedError(f"{self.backend.name}: simulate")
@@ -356,7 +361,12 @@ class SlotSupport:
         """Why the execution engine mis-executes ``code`` (no run can be trusted), or None."""
         return None
 
-    def pc_relative_target(self, backend: Backend, code: bytes, addr: int) -> int | None:
+    def not_comparable(self, code: bytes) -> str | None:
+        """Why no two runs of ``code`` can be compared at all (its result is not a function of
+        registers and memory: time, randomness, privileged, I/O or hypervisor state), or None."""
+        return None
+
+    def pc_relative_target(self, backend: Any, code: bytes, addr: int) -> int | None:
         """The address a copied PC-relative instruction names (when ``COPIES_PC_RELATIVE``)."""
         return None
 

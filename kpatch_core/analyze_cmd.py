@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+from types import ModuleType
 import json
 import re
 import sys
@@ -221,12 +222,10 @@ def run_func(args: argparse.Namespace) -> int:
     a, image = query_function(args.vmlinux, args.name, args.config, args.set, not args.no_cache)
     if not len(a):
         raise InputError(f"{args.name}: no such symbol in core text")
-    slot_mod = None
+    slot_mod: ModuleType | None = None
     if args.slots:
-        try:
-            from . import slot as slot_mod  # noqa: F811
-        except ImportError:
-            slot_mod = None
+        from . import slot as slot_module
+        slot_mod = slot_module
     if (args.slots or args.optimized) and image is None:
         image = _open(args.vmlinux, args)
     out = sys.stdout
@@ -312,7 +311,7 @@ def run_diff(args: argparse.Namespace) -> int:
     for ch in d.probeability[:lim]:
         out.write(f"  {ch.kind} {ch.name}: {ch.old} -> {ch.new}\n")
     if len(d.probeability) > (lim or len(d.probeability)):
-        out.write(f"  ... (+{len(d.probeability) - lim} probeability changes)\n")
+        out.write(f"  ... (+{len(d.probeability) - (lim or 0)} probeability changes)\n")
     if d.signatures is None:
         out.write(f"{d.btf_note}\n")
     else:

@@ -176,13 +176,13 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
             if fx is not None or (n < want and n < avail - begin and stop_at > begin + n - 15):
                 continue  # the window ended (or a length was fixed), not the decoding
         # capstone cannot decode at pos
-        k = fallback(pos)
-        if k is not None and k > 0:
+        kl = fallback(pos)
+        if kl is not None and kl > 0:
             offs.append(np.array([pos], np.int64))
-            lens.append(np.array([k], np.int64))
-            pos += k
+            lens.append(np.array([kl], np.int64))
+            pos += kl
             continue
-        if k is not None:  # the kernel's decoder fails here too: its walk ends
+        if kl is not None:  # the kernel's decoder fails here too: its walk ends
             fail = pos
             break
         offs.append(np.array([pos], np.int64))

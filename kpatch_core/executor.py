@@ -21,7 +21,7 @@ runs of the same code see the same memory.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping
 
 import attrs
 import unicorn
@@ -55,6 +55,11 @@ def page_fill(page_addr: int, size: int) -> bytes:
 class PtRegs:
     """A ``struct pt_regs`` view for handlers: ``regs["di"]``, ``regs.di``, ``regs.arg(1)``,
     ``regs.retval``; assignments are written back to the CPU when the handler returns."""
+
+    _backend: "Backend"
+    _values: dict[str, int]
+    _read: Callable[[int, int], bytes] | None
+    _dirty: set[str]
 
     def __init__(self, backend: "Backend", values: dict[str, int],
                  read: Callable[[int, int], bytes] | None = None) -> None:
@@ -112,7 +117,7 @@ class PtRegs:
         """The structure as the kernel lays it out (``pt_regs_size`` bytes, by field offset)."""
         b = self._backend
         out = bytearray(b.pt_regs_size)
-        order = "little" if b.little_endian else "big"
+        order: Literal["little", "big"] = "little" if b.little_endian else "big"
         for f in b.pt_regs:
             v = self._values.get(f.name, 0)
             out[f.offset:f.offset + f.size] = (v & ((1 << (8 * f.size)) - 1)).to_bytes(f.size, order)
@@ -157,7 +162,7 @@ class Machine:
         self._trap: int | None = None
         self._interrupt: int | None = None
         self._retry = False
-        self._cs = None
+        self._cs: Any = None  # capstone.Cs, made on first use
         self.arch.setup_cpu(self.uc)
         self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         if lazy:
@@ -275,12 +280,13 @@ class Machine:
 
     def _insn_length(self, pc: int) -> int:
         """Length of the instruction at ``pc`` as capstone decodes it (0: undecodable)."""
-        if self._cs is None:
+        cs = self._cs
+        if cs is None:
             import capstone
             b = self.backend
-            self._cs = capstone.Cs(b.capstone_arch, b.capstone_mode | (
+            cs = self._cs = capstone.Cs(b.capstone_arch, b.capstone_mode | (
                 0 if b.little_endian else capstone.CS_MODE_BIG_ENDIAN))
-        for _, size, _, _ in self._cs.disasm_lite(self.read(pc, 16), pc, 1):
+        for _, size, _, _ in cs.disasm_lite(self.read(pc, 16), pc, 1):
             return size
         return 0
 
@@ -394,7 +400,7 @@ class Executor(Machine):
         return self.add_kprobe(addr, execution, pre=pre)
 
     @property
-    def _order(self) -> str:
+    def _order(self) -> Literal["little", "big"]:
         return "little" if self.backend.little_endian else "big"
 
     def _view(self, pc: int) -> PtRegs:
@@ -470,9 +476,9 @@ class Executor(Machine):
                     self.uc.reg_write(self.cpu.regs[n], v & MASK64)
             self.set(self.cpu.pc, self.kaddr(eff.pc))
         else:
-            err = self._single_step(p)
-            if err:
-                return err
+            stepped = self._single_step(p)
+            if stepped:
+                return stepped
         view = self._view(self.pc)
         for h in p.post_handlers:
             self.hits.append(Hit("post", p.addr, view.as_dict()))

@@ -15,7 +15,7 @@ import mmap
 import os
 import re
 import stat
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 import attrs
 import numpy as np
@@ -134,7 +134,7 @@ class Image:
         self.little_endian = self.data[5] == 1
         self._stream = _MmapStream(self.data)
         try:
-            self.elf = ELFFile(self._stream)
+            self.elf = ELFFile(cast("IO[bytes]", self._stream))
             self.e_type_dyn = self.elf.header["e_type"] == "ET_DYN"
             self.machine: str = self.elf.header["e_machine"]
             shoff, shnum, shentsize = (self.elf.header["e_shoff"], self.elf.header["e_shnum"],
@@ -144,11 +144,11 @@ class Image:
                                  f"{shoff + shnum * shentsize}, file has {size} bytes); "
                                  "download the image again")
             sections = []
-            for s in self.elf.iter_sections():
-                sections.append(Section(s.name, s["sh_addr"], s["sh_size"], s["sh_offset"],
-                                        s.header["sh_type"] if isinstance(s.header["sh_type"], int)
-                                        else _SHT.get(s.header["sh_type"], -1), s["sh_flags"],
-                                        s["sh_addralign"]))
+            for es in self.elf.iter_sections():
+                sh_type = es.header["sh_type"]
+                sections.append(Section(es.name, es["sh_addr"], es["sh_size"], es["sh_offset"],
+                                        sh_type if isinstance(sh_type, int) else _SHT.get(sh_type, -1),
+                                        es["sh_flags"], es["sh_addralign"]))
         except ELFError as e:
             raise InputError(f"{path}: malformed ELF ({e}); give a vmlinux image") from None
         for s in sections:
@@ -303,9 +303,12 @@ class Image:
         if self.config.enabled("KALLSYMS_ALL"):
             return Kallsyms.build(self.symtab)
         v = self.symtab.value  # without KALLSYMS_ALL: text symbols only (scripts/kallsyms.c)
-        ranges = tuple((v(a), v(b)) for a, b in (("_stext", "_etext"), ("_sinittext", "_einittext"))
-                       if v(a) is not None and v(b) is not None)
-        return Kallsyms.build(self.symtab, ranges)
+        ranges: list[tuple[int, int]] = []
+        for a, b in (("_stext", "_etext"), ("_sinittext", "_einittext")):
+            lo, hi = v(a), v(b)
+            if lo is not None and hi is not None:
+                ranges.append((lo, hi))
+        return Kallsyms.build(self.symtab, tuple(ranges))
 
     @functools.cached_property
     def tables(self) -> "KernelTables":

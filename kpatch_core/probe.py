@@ -170,13 +170,15 @@ def _events_symbol_checks(image: Image, t: Target) -> None:
     features = image.features
     einval = features.has("EVENTS_NONUNIQUE_EINVAL")  # parse_error: -EINVAL
 
+    symbol = t.symbol
+
     def unique() -> None:  # validate_probe_symbol / number_of_same_symbols
-        n = image.kallsyms.count(t.symbol)
+        n = image.kallsyms.count(symbol)
         if n > 1:
             raise _Refused(Reason.NON_UNIQUE_SYMBOL, f"{n} symbols",
                            "EINVAL" if einval else "EADDRNOTAVAIL")
         if n == 0:
-            raise _Refused(Reason.NO_SYMBOL, t.symbol, "EINVAL" if einval else "ENOENT")
+            raise _Refused(Reason.NO_SYMBOL, symbol, "EINVAL" if einval else "ENOENT")
 
     def retprobe_at_entry() -> None:  # kprobe_on_func_entry at parse time
         if t.kind != "r":
@@ -225,12 +227,13 @@ def check_many(image: Image, targets: list[Target | str]) -> list[Verdict]:
     held: set[int] = set()
     out = []
     for v in verdicts:
-        if v.ok and "OPTIMIZED" in v.flags and v.address is not None:
-            if v.address not in held and len(held) >= capacity:
+        addr = v.address
+        if v.ok and "OPTIMIZED" in v.flags and addr is not None:
+            if addr not in held and len(held) >= capacity:
                 v = attrs.evolve(v, flags=tuple(f for f in v.flags if f != "OPTIMIZED"),
                                  detail=f"not optimized: all {capacity} detour buffers are held "
                                         "by earlier probes (get_optinsn_slot)")
             else:
-                held.add(v.address)
+                held.add(addr)
         out.append(v)
     return out

@@ -158,9 +158,9 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     runs_of = section_runs(image, syms.addrs[lo:hi])
     if len(runs_of) > 1:  # one byte buffer per section (image.read stops at a section's end)
         got = [register_kprobes(lo + a, lo + b) for a, b in runs_of]
-        return Chunk(*(np.concatenate([getattr(c, f) for c in got])
-                        for f in ("offs", "lens", "codes", "counts", "fail")),
-                      time.perf_counter() - t0)
+        return Chunk(np.concatenate([c.offs for c in got]), np.concatenate([c.lens for c in got]),
+                     np.concatenate([c.codes for c in got]), np.concatenate([c.counts for c in got]),
+                     np.concatenate([c.fail for c in got]), time.perf_counter() - t0)
     A = int(syms.addrs[lo])
     B = int(syms.addrs[hi - 1] + syms.sizes[hi - 1])
     code = backend.runtime_bytes(image, A, B + 32)
@@ -207,8 +207,10 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
         # a following function is taken from the same stream only when it starts on a boundary
         # of the stream (then the kernel's walk from its start sees the same instructions)
         cap_end = max(int(ends_rel[i]), min(s0 + LinearDecoder.WINDOW, total))
+        def fallback_at(p: int, r: int = s0) -> int | None:
+            return fallback(r + p)
         o, ln, f = decode_function(dec, base_ptr + s0, s0, cap_end - s0, avail_total - s0, A + s0,
-                                   lambda p, r=s0: fallback(r + p), step, fixup_at(s0), runs)
+                                   fallback_at, step, fixup_at(s0), runs)
         S = o + s0
         j_end = max(i + 1, int(np.searchsorted(ends_rel, cap_end, side="right")))
         j_end = min(j_end, nf)
@@ -301,8 +303,8 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
             per_address = cand[slow_opt]
         for j in per_address.tolist():
             a = int(aa[j])
-            func = image.kallsyms.containing(a)
-            if func and backend.optimizable(PrepareContext(image, a, func)):
+            owner = image.kallsyms.containing(a)
+            if owner and backend.optimizable(PrepareContext(image, a, owner)):
                 codes[j] |= OPTIMIZED
     return Chunk(offs.astype(np.uint32), np.minimum(lens, 255).astype(np.uint8), codes, counts,
                   fail, time.perf_counter() - t0)

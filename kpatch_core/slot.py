@@ -59,6 +59,10 @@ class Slot:
                 "trap_offset": self.trap_offset, "mnemonic": self.mnemonic, "note": self.note}
 
 
+def _regs_dict(regs: Mapping[str, int]) -> dict[str, int]:
+    return dict(regs)
+
+
 @attrs.frozen
 class Effect:
     """What an emulate/simulate function does to the machine: new PC, register writes (pt_regs
@@ -66,7 +70,7 @@ class Effect:
     writes (e.g. the return address an x86 call pushes) and the loads it made."""
 
     pc: int
-    regs: Mapping[str, int] = attrs.field(factory=dict, converter=dict)
+    regs: Mapping[str, int] = attrs.field(factory=dict, converter=_regs_dict)
     stores: tuple[tuple[int, bytes], ...] = ()
     loads: tuple[tuple[str, int, int], ...] = ()  # (register, address, size)
     op: str = ""  # the kernel function, e.g. "kprobe_emulate_call"

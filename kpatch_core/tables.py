@@ -55,13 +55,14 @@ class KernelTables:
     def __init__(self, image: "Image") -> None:
         self.image = image
         sym = image.symtab.value
-        self.stext = sym("_stext")
-        self.etext = sym("_etext")
-        self.sinittext = sym("_sinittext")
-        self.einittext = sym("_einittext")
-        if self.stext is None or self.etext is None:
+        stext, etext = sym("_stext"), sym("_etext")
+        if stext is None or etext is None:
             from .errors import InputError
             raise InputError(f"{image.path}: no _stext/_etext symbols; this is not a Linux vmlinux")
+        self.stext: int = stext
+        self.etext: int = etext
+        self.sinittext = sym("_sinittext")
+        self.einittext = sym("_einittext")
 
     # -- text ---------------------------------------------------------------------------------
     def is_core_text(self, addr: int) -> bool:
