@@ -324,7 +324,7 @@ class SlotSupport:
         raise NotImplementedError(f"{self.backend.name}: simulate")
 
     # -- the executor's hooks (weak defaults) -----------------------------------------------------
-    def setup_cpu(self, uc: object) -> None:
+    def setup_cpu(self, uc: Any) -> None:
         """Prepare a fresh engine (s390x: 64-bit PSW mode); default nothing."""
 
     def trap_site(self, machine: "Machine", intno: int, pc: int) -> int | None:

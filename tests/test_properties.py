@@ -7,7 +7,7 @@ displacement is refused, not mis-encoded; (d) each breakpoint encoding traps on 
 """
 from __future__ import annotations
 
-import functools
+import collections
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,22 +24,10 @@ CI = settings(max_examples=150, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
-@functools.cache
-def _backend(arch: str):
-    try:
-        b = backend_named(arch)
-    except Exception:
-        return None
-    try:
-        return b if b.slot_support() is not None else None
-    except Exception:
-        return None
-
-
 def need(arch: str):
-    b = _backend(arch)
-    if b is None:
-        pytest.skip(f"{arch}: no backend with slot support yet")
+    """The registered backend of ``arch`` with its slot support; any failure fails the test."""
+    b = backend_named(arch)
+    assert b.slot_support() is not None, f"{arch}: backend without slot support"
     return b
 
 
@@ -54,12 +42,19 @@ def test_a_probed_run_ends_like_the_plain_run(arch: str) -> None:
     seen = []
 
     @CI
-    @given(code=S.instruction(arch), addr=S.text_address(arch), slot=S.slot_address(arch),
+    @given(code=S.executable_instruction(arch), addr=S.text_address(arch), slot=S.slot_address(arch),
            regs=S.register_file(names, ptrs), bits=st.integers(0, (1 << 64) - 1))
     def prop(code, addr, slot, regs, bits):
         seen.append(prop_same_end_state(b, img, code, addr, slot, {**regs, **initial_flags(b, bits)}))
     prop()
-    assert seen.count("ok") > len(seen) // 2, f"too few accepted examples: {seen[:20]}"
+    # "ok" only when the probed instruction executed in both runs (faults, refusals, exclusions
+    # and kernel-divergent forms are counted apart, never as equality)
+    counts = collections.Counter(":".join(x.split(":")[:2]) for x in seen)
+    executed = counts["ok"]
+    print(f"{arch}: {executed} of {len(seen)} examples executed the probed instruction; "
+          f"{dict(counts)}; not generated (the oracle lacks them): "
+          f"{ {k: v for k, v in S.NOT_EXECUTABLE.items() if k.startswith(arch + ':')} }")
+    assert executed >= 75 and executed >= len(seen) // 2, dict(counts)
 
 
 @pytest.mark.parametrize("arch", [*ARCHES, "ppc64le"])
@@ -75,7 +70,8 @@ def test_b_install_then_remove_restores_bytes(arch: str) -> None:
         order = data.draw(st.lists(st.integers(0, len(codes) - 1), min_size=1, max_size=8))
         armed.append(prop_install_remove(b, img, codes, addr, order))
     prop()
-    assert sum(armed) > 0
+    print(f"{arch}: {sum(1 for n in armed if n)} of {len(armed)} examples armed a probe ({sum(armed)} armed)")
+    assert sum(1 for n in armed if n) >= len(armed) * 9 // 10, armed[:40]
 
 
 @pytest.mark.parametrize("arch", ARCHES)
@@ -91,8 +87,10 @@ def test_c_unreachable_displacement_is_refused(arch: str) -> None:
     def prop(code, addr, slot):
         kinds.append(prop_displacement_reach(b, img, code, addr, slot))
     prop()
+    counts = collections.Counter(kinds)
+    print(f"{arch}: {dict(counts)}")
     if b.slot_support().COPIES_PC_RELATIVE:  # copied and relocated
-        assert "retargeted" in kinds and "refused:RIP_DISP_RANGE" in kinds
+        assert counts["retargeted"] >= len(kinds) // 5 and counts["refused:RIP_DISP_RANGE"] >= 5, counts
     else:  # simulated by the kernel: never in a slot
         assert kinds.count("simulated") > len(kinds) // 2, kinds[:20]
 

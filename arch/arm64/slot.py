@@ -76,6 +76,11 @@ def kernel_divergent(code: bytes) -> str | None:
     w = int.from_bytes(code[:4], "little")
     if len(code) >= 4 and w & SIMD_LDR_LITERAL[0] == SIMD_LDR_LITERAL[1] and w >> 30 != 3:
         return "simd-literal-stepped-in-slot"
+    # simulate_ldr_literal / simulate_ldrsw_literal read the live text: a literal overlapping
+    # the probed word reads the BRK the probe put there, the CPU the original instruction
+    literal = w & 0x3B000000 == 0x18000000  # ldr/ldrsw/prfm/ldr (SIMD) literal
+    if len(code) >= 4 and literal and ((w >> 5) & 0x7FFFF) in (0, 0x7FFFF):
+        return "literal-reads-the-probed-word"
     return None
 
 
@@ -163,6 +168,7 @@ class Arm64SlotSupport(SlotSupport):
     SLOT_SIZE = SLOT_SIZE
     FLAGS_FIXED = FLAGS_FIXED
     BREAKPOINTS = BREAKPOINTS
+    FAULT_CLASSES = {"interrupt 1": "undefined-instruction"}  # QEMU EXCP_UDEF
     default_slot_addr = staticmethod(default_slot_addr)
     build_slot = staticmethod(build_slot)
     simulate = staticmethod(simulate)

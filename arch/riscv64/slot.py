@@ -161,6 +161,9 @@ class Riscv64SlotSupport(SlotSupport):
 
     CPU = CPU
     SLOT_SIZE = SLOT_SIZE
+    FAULT_CLASSES = {"interrupt 2": "illegal-instruction",  # RISCV_EXCP_ILLEGAL_INST
+                     "interrupt 5": "memory", "interrupt 7": "memory",  # load/store access
+                     "interrupt 13": "memory", "interrupt 15": "memory"}  # page faults
     FLAGS_FIXED = FLAGS_FIXED
     BREAKPOINTS = BREAKPOINTS
     TEST_KERNEL = TEST_KERNEL

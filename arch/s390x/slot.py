@@ -89,7 +89,7 @@ def build_slot(backend: "S390xBackend", execution: Execution, addr: int,
                slot_addr: int) -> Slot | Refusal:
     """``copy_instruction``: the copy, relative-long displacement rewritten for ``slot_addr``."""
     insn = execution.insn[:insn_length(execution.insn[0])]
-    code = insn
+    code: bytes | None = insn
     if is_relative_long(insn):
         code = _relocate(insn, addr, slot_addr)
         if code is None:
@@ -142,6 +142,26 @@ def simulate(backend: "S390xBackend", insn: bytes, addr: int, regs: Mapping[str,
 ROSBG_TEST_ONLY = ((0xEC, 0x54), (0xEC, 0x56), (0xEC, 0x57))
 
 
+# privileged / I/O / clock / service instructions whose effect is not a function of registers
+# and memory under an emulator; sam24/sam31: the slot (above 16 MiB) leaves the mode's range,
+# ex/exrl execute another instruction
+NOT_COMPARABLE = frozenset("""stck stckf stcke stckc sck sckc spt stpt svc diag sie sigp ssm stnsm
+stosm lpsw lpswe lpswey epsw spm ipm lctl lctlg stctl stctg ptlb ipte idte iske sske rrbe
+stfl stfle stidp stap lra lrag tprot sac sacf mvcp mvcs pc pt pr bsa bakr bsg ssar esar
+trap2 trap4 sclp stsi stcps tpi tsch ssch csch hsch rsch xsch msch stcrw chsc sal schm rchp
+ex exrl sam24 sam31""".split())
+
+
+def not_comparable(code: bytes) -> str | None:
+    """Why two runs of ``code`` cannot be compared (privileged, I/O, clock, mode changes)."""
+    import capstone
+    cs = capstone.Cs(capstone.CS_ARCH_SYSZ, capstone.CS_MODE_BIG_ENDIAN)
+    insn = next(cs.disasm(code, 0x1000, 1), None)
+    if insn is not None and insn.mnemonic in NOT_COMPARABLE:
+        return f"state-outside-registers:{insn.mnemonic}"
+    return None
+
+
 def oracle_defect(code: bytes) -> str | None:
     """Why the unicorn oracle cannot judge ``code`` (None: it can)."""
     if len(code) >= 6 and (code[0], code[5]) in ROSBG_TEST_ONLY and code[2] & 0x80:
@@ -170,6 +190,7 @@ class S390xSlotSupport(SlotSupport):
     SLOT_SIZE = SLOT_SIZE
     FLAGS_FIXED = FLAGS_FIXED
     COPIES_PC_RELATIVE = True
+    FAULT_CLASSES = {"interrupt 3": "program-interrupt"}  # QEMU EXCP_PGM
     default_slot_addr = staticmethod(default_slot_addr)
     build_slot = staticmethod(build_slot)
     simulate = staticmethod(simulate)
@@ -177,6 +198,7 @@ class S390xSlotSupport(SlotSupport):
     trap_site = staticmethod(trap_site)
     after_step = staticmethod(after_step)
     oracle_defect = staticmethod(oracle_defect)
+    not_comparable = staticmethod(not_comparable)
     pc_relative_target = staticmethod(pc_relative_target)
     reachable = staticmethod(reachable)
 

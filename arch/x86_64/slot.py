@@ -9,6 +9,7 @@ asm/text-patching.h ``int3_emulate_*``.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Mapping
 
 import unicorn
@@ -21,6 +22,8 @@ from kpatch_core.verdict import Execution, Method, Reason, Refusal
 from . import EMULATED, INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
 
 if TYPE_CHECKING:
+    from . import KInsn
+    import capstone
     from kpatch_core.image import Image
 
     from . import X86_64Backend
@@ -71,7 +74,7 @@ def _s32(v: int) -> bytes:
     return (v & 0xFFFFFFFF).to_bytes(4, "little")
 
 
-def _rip_relative(k: "object") -> bool:
+def _rip_relative(k: "KInsn") -> bool:
     """``insn_rip_relative``: ModRM present with mod == 0 and rm == 5 (64-bit mode), whatever
     the address size -- so ``[eip + disp]`` (0x67 prefix) is relocated too."""
     return k.modrm is not None and (k.modrm & 0xC7) == 0x05
@@ -220,15 +223,83 @@ FLAGS_FIXED = {"flags": 0x202}  # reserved bit 1 and IF, as in kernel context
 SLOT_SIZE = MAX_INSN_SIZE  # kprobe_insn_slots.insn_size
 
 
+# x86 instructions whose result is not a function of registers and memory (time, randomness),
+# or that change privilege, I/O, descriptor-table or hypervisor state: no two runs compare
+NOT_COMPARABLE_MNEMONICS = frozenset("""
+rdtsc rdtscp rdrand rdseed rdpmc rdpid hlt syscall sysret sysretq sysenter sysexit iret iretd iretq
+int int1 into in insb insw insd out outsb outsw outsd swapgs wrmsr rdmsr lgdt lidt lldt ltr clts
+invd wbinvd invlpg invlpga invpcid xsetbv xgetbv monitor mwait monitorx mwaitx vmcall vmlaunch
+vmresume vmxoff vmxon vmclear vmptrld vmptrst vmread vmwrite vmfunc vmrun vmload vmsave vmmcall
+stgi clgi skinit getsec rsm cpuid xbegin xabort xend xtest enclu encls enclv
+pconfig wbnoinvd rdpkru wrpkru ud1 ud0 sgdt sidt sldt str smsw lsl lar verr verw lmsw
+clac stac xsave xsaves xsavec xsaveopt xrstor xrstors xsave64 xsaves64 xsavec64 xsaveopt64
+xrstor64 xrstors64 fxsave fxsave64 fxrstor fxrstor64 rdfsbase rdgsbase wrfsbase wrgsbase
+fnstenv fstenv fldenv fnsave fsave frstor fninit finit emms femms fxch
+""".split())
+REP_STRING_OPS = frozenset({"movs", "stos", "lods", "cmps", "scas", "ins", "outs"})
+RELATIVE_BRANCH_OPCODES = frozenset([*(bytes([b]) for b in (*range(0x70, 0x80), 0xE0, 0xE1, 0xE2,
+                                                           0xE3, 0xE8, 0xE9, 0xEB)),
+                                     *(bytes([0x0F, b]) for b in range(0x80, 0x90))])
+
+
+@functools.cache
+def _capstone() -> "capstone.Cs":
+    import capstone
+    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    cs.detail = True
+    return cs
+
+
 def kernel_divergent(code: bytes) -> str | None:
     """Why the kernel itself runs ``code`` differently from the CPU (None: it does not).
     ``prepare_emulation`` switches on ``insn->opcode.bytes[0]``, which for a VEX/EVEX-encoded
     instruction is the byte after the VEX payload: `vpsubd` (``c5 .. fa``) is emulated as
-    `cli`, a VEX opcode byte 0x74 as `je`, and so on.  Such a probe does what the kernel does
-    (our model follows it), not what the instruction does."""
-    opcode, _, _, vex, _ = kernel_opcode(code)
+    `cli`, a VEX opcode byte 0x74 as `je`, and so on.  The int3_emulate_* helpers also ignore
+    operand-size and address-size prefixes and immediates the CPU honours.  Such a probe does
+    what the kernel does (our model follows it), not what the instruction does."""
+    opcode, prefixes, _, vex, modrm_at = kernel_opcode(code)
     if vex and opcode[:1] and opcode[0] in EMULATED:
         return f"vex-emulated-as-{EMULATED[opcode[0]]}"
+    if vex:
+        return None
+    # kprobe_emulate_ret: ret imm16 and lret (far) are emulated as a plain near ret
+    if opcode in (b"\xc2", b"\xca", b"\xcb"):
+        return "ret-imm16-or-lret-emulated-as-near-ret"
+    p = set(prefixes)
+    # kprobe_emulate_ifmodifiers / int3_emulate_push/pop: 8 bytes whatever 0x66 says
+    if 0x66 in p and opcode in (b"\x9c", b"\x9d", b"\xc3"):
+        return "66-stack-op-emulated-as-8-bytes"
+    # int3_emulate_jmp/call/jcc, kprobe_emulate_loop: 64-bit targets and RCX whatever 0x66/0x67
+    # say (the CPU truncates the target to 16 bits, 0x67 loop uses ECX)
+    if p & {0x66, 0x67} and opcode in RELATIVE_BRANCH_OPCODES:
+        return "prefixed-branch-emulated-as-64-bit"
+    if 0x66 in p and opcode == b"\xff" and modrm_at < len(code) and (code[modrm_at] >> 3) & 7 in (2, 4):
+        return "66-indirect-branch-emulated-as-64-bit"  # kprobe_emulate_call_indirect/jmp_indirect
+    return None
+
+
+def not_comparable(code: bytes) -> str | None:
+    """Why two runs of ``code`` cannot be compared (privileged, I/O, time, randomness)."""
+    import capstone.x86 as cx
+    insn = next(_capstone().disasm(code, 0x1000, 1), None)
+    if insn is None:
+        return None
+    if insn.mnemonic in NOT_COMPARABLE_MNEMONICS or insn.mnemonic.startswith(("vm", "xsave", "xrstor")):
+        return f"state-outside-registers:{insn.mnemonic}"
+    bad = {cx.X86_GRP_PRIVILEGE, cx.X86_GRP_INT, cx.X86_GRP_IRET, cx.X86_GRP_VM, cx.X86_GRP_SGX,
+           cx.X86_GRP_RTM}
+    if set(insn.groups) & bad:
+        return f"state-outside-registers:{insn.mnemonic}"
+    return None
+
+
+def oracle_defect(code: bytes) -> str | None:
+    """Why unicorn cannot judge ``code``: it counts each iteration of a REP string instruction
+    as one instruction, so a single step of the plain run is one iteration, not the instruction."""
+    insn = next(_capstone().disasm(code, 0x1000, 1), None)
+    if insn is not None and set(insn.prefix) & {0xF2, 0xF3} and \
+            insn.mnemonic.split()[-1].rstrip("bwdq") in REP_STRING_OPS:
+        return "unicorn-rep-string-one-iteration"
     return None
 
 
@@ -254,11 +325,15 @@ class X86SlotSupport(SlotSupport):
     SLOT_SIZE = SLOT_SIZE
     FLAGS_FIXED = FLAGS_FIXED
     COPIES_PC_RELATIVE = True
+    FAULT_CLASSES = {"interrupt 6": "undefined-instruction",  # #UD
+                     "interrupt 13": "general-protection", "interrupt 0": "divide-error"}
     default_slot_addr = staticmethod(default_slot_addr)
     build_slot = staticmethod(build_slot)
     simulate = staticmethod(simulate)
     after_slot = staticmethod(after_slot)
     kernel_divergent = staticmethod(kernel_divergent)
+    not_comparable = staticmethod(not_comparable)
+    oracle_defect = staticmethod(oracle_defect)
     pc_relative_target = staticmethod(pc_relative_target)
     reachable = staticmethod(reachable)
 

@@ -10,17 +10,20 @@ Execution(method=<Method.SINGLESTEP: 'singlestep'>, insn=b'H\\x89\\xe5', ...)
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from kpatch_core.features import FeatureSet
 from kpatch_core.image import KernelVersion
+from kpatch_core.slot import arch_slots
 from kpatch_core.symbols import KSym
 from kpatch_core.verdict import Execution, Method, Refusal
 
 if TYPE_CHECKING:
     from kpatch_arch.base import Backend
+    from kpatch_core.executor import Executor
+    from kpatch_core.executor import Outcome as ExecOutcome
     from kpatch_core.image import Image
     from kpatch_core.verdict import Verdict
 
@@ -115,7 +118,9 @@ def prepare_raw(image: RawImage, code: bytes, addr: int) -> Execution | Refusal:
     from kpatch_arch.base import PrepareContext
 
     image.load(code, addr)
-    return image.backend.prepare(PrepareContext(image, addr, KSym("raw", addr, len(code))))
+    # a RawImage answers what prepare asks of an Image
+    return image.backend.prepare(PrepareContext(cast("Image", image), addr,
+                                                KSym("raw", addr, len(code))))
 
 
 # --- differential execution: a run with the probe installed against one without -------------
@@ -123,13 +128,23 @@ DATA_BASE = 0xFFFF888000100000  # x86 direct map; any page the engine can map wo
 STACK_TOP = 0xFFFFC90000004000
 
 
-def _state(ex: "object", outcome: "object", skip_pages: set[int]) -> dict:
+def _state(ex: "Executor", outcome: "ExecOutcome | None") -> dict:
     cpu = ex.cpu
     regs = ex.regs()
     for name, mask in cpu.flags_mask.items():
         regs[name] &= mask
     return {"outcome": None if outcome is None else (outcome.reason, outcome.pc, outcome.detail),
-            "regs": regs, "pages": {p for p in ex.mapped if p not in skip_pages}}
+            "regs": regs, "pages": set(ex.mapped)}
+
+
+def _masked(data: bytes, page: int, masks: list[tuple[int, int]]) -> bytes:
+    """``data`` (the page at ``page``) with the byte ranges ``masks`` ([start, end)) zeroed."""
+    out = bytearray(data)
+    for start, end in masks:
+        lo, hi = max(start, page), min(end, page + len(out))
+        if lo < hi:
+            out[lo - page:hi - page] = bytes(hi - lo)
+    return bytes(out)
 
 
 def differential(backend: "Backend", image: RawImage, code: bytes, addr: int, slot_addr: int,
@@ -144,33 +159,43 @@ def differential(backend: "Backend", image: RawImage, code: bytes, addr: int, sl
         return execution
     states = []
     machines = []
+    slot_bytes = (slot_addr, slot_addr)
     for probed in (False, True):
         ex = Executor(backend, slot_base=slot_addr)
         ex.map(addr, len(code), fill=False)  # zeros around the instruction, in both runs
+        ex.map(slot_addr, 32, fill=False)  # and around the slot: both runs compare that page
         ex.map_code(addr, code)
         ex.set_regs(regs)
         ex.set(ex.cpu.sp, ex.ptr(STACK_TOP) - 0x100)
         ex.set(ex.cpu.pc, addr)
-        skip = {a & ~(ex.cpu.page - 1) for a in (addr, addr + len(code) - 1, ex.trampoline)}
         hits: list[int] = []
         if probed:
             p = ex.add_kprobe(addr, execution, pre=lambda r: hits.append(r[ex.cpu.pc]),
                               post=(lambda r: None) if post else None, slot_addr=slot_addr)
             if isinstance(p, Refusal):
                 return p
-            skip |= {a & ~(ex.cpu.page - 1) for a in (slot_addr, slot_addr + 15)}
+            slot_bytes = (p.slot.slot_addr, p.slot.slot_addr + len(p.slot.code))
         out = ex.step()
         if probed:  # the breakpoint trapped and the pre-handler ran exactly once
             assert len(hits) == 1, f"{code.hex()}: pre-handler ran {len(hits)} times ({out})"
         if out is not None and out.reason == "fault":
             ex.set(ex.cpu.pc, addr)  # kprobe_fault_handler: reported at the probed address
-        states.append((ex, out, skip))
+        states.append((ex, out))
         machines.append(ex)
-    skip_all = states[0][2] | states[1][2]
-    a, b = (_state(ex, out, skip_all) for ex, out, _ in states)
-    pages = sorted(a["pages"] | b["pages"])
-    a["memory"] = {p: machines[0].read(p, machines[0].cpu.page) for p in pages}
-    b["memory"] = {p: machines[1].read(p, machines[1].cpu.page) for p in pages}
+    # every page either run mapped is compared, the instruction's and the slot's included; only
+    # the bytes the probe itself owns differ by design: the probed instruction (the breakpoint
+    # stays armed), the slot and the kretprobe trampoline
+    cpu = machines[0].cpu
+    masks = [(addr, addr + len(code)), slot_bytes,
+             (machines[0].trampoline, machines[0].trampoline + len(backend.breakpoint))]
+    a, b = (_state(ex, out) for ex, out in states)
+    pages = sorted({p & ~(cpu.page - 1) for p in a["pages"] | b["pages"]})
+    a["memory"] = {p: _masked(machines[0].read(p, cpu.page), p, masks) for p in pages}
+    b["memory"] = {p: _masked(machines[1].read(p, cpu.page), p, masks) for p in pages}
+    a["plain_fault"] = states[0][1] is not None and states[0][1].reason == "fault" \
+        and states[0][1].pc == addr
+    plain = states[0][1]
+    a["fault_detail"] = plain.detail if a["plain_fault"] and plain is not None else ""
     del a["pages"], b["pages"]
     return a, b
 
@@ -193,31 +218,38 @@ def diff_states(a: dict, b: dict) -> list[str]:
 # --- the properties (shared by tests/test_properties.py and benchmarks/properties_long.py) ----
 def data_pointers(backend: "Backend", n: int = 4) -> tuple[int, ...]:
     """Engine values of ``n`` data pages (register values that point at mapped memory)."""
-    cpu = backend.slot_support().CPU
+    cpu = arch_slots(backend).CPU
     return tuple(((DATA_BASE + i * 0x1000) - cpu.rebase) & ((1 << 64) - 1) for i in range(n))
 
 
 def register_names(backend: "Backend") -> tuple[str, ...]:
     """General registers a property may set (not the PC, SP or flags)."""
-    cpu = backend.slot_support().CPU
+    cpu = arch_slots(backend).CPU
     return tuple(n for n in cpu.regs if n not in (cpu.pc, cpu.sp) and n not in cpu.flags_mask)
 
 
 def initial_flags(backend: "Backend", bits: int) -> dict[str, int]:
     """Flag registers from random ``bits``, limited to what the property compares."""
-    cpu = backend.slot_support().CPU
-    fixed = backend.slot_support().FLAGS_FIXED
+    cpu = arch_slots(backend).CPU
+    fixed = arch_slots(backend).FLAGS_FIXED
     return {n: (bits & m & ~fixed.get(n, 0)) | fixed.get(n, 0) for n, m in cpu.flags_mask.items()}
 
 
 def prop_same_end_state(backend: "Backend", image: RawImage, code: bytes, addr: int,
                         slot_addr: int, regs: dict[str, int]) -> str:
-    """(a) the probed run ends like the plain run: returns "ok" or "refused:<reason>",
-    raises AssertionError with the differences."""
-    mod = backend.slot_support()
+    """(a) the probed run ends like the plain run: returns "ok" (the instruction executed and
+    both runs agree), "faulted:<kind>" (both runs agree, but the plain run faulted on the
+    instruction itself, so it never executed: counted apart, never as equality),
+    "refused:<reason>", "excluded:<why>" (not comparable: time, privileged state),
+    "kernel-divergent:<why>" or "skipped:<oracle defect>"; raises
+    AssertionError with the differences."""
+    mod = arch_slots(backend)
     defect = mod.oracle_defect(code)
     if defect is not None:  # the emulator mis-executes it: neither run can be trusted
         return f"skipped:{defect}"
+    excluded = mod.not_comparable(code)
+    if excluded is not None:  # no two runs of it compare (time, privileged or I/O state)
+        return f"excluded:{excluded}"
     kernel = mod.kernel_divergent(code)
     if kernel is not None:  # the real kernel's handling differs from the CPU's: not comparable
         return f"kernel-divergent:{kernel}"
@@ -231,7 +263,42 @@ def prop_same_end_state(backend: "Backend", image: RawImage, code: bytes, addr: 
         return f"refused:{r.reason.value}"
     d = diff_states(*r)
     assert not d, f"{code.hex()} at {addr:#x} slot {slot_addr:#x}: " + "; ".join(d[:6])
+    if r[0]["plain_fault"]:  # the instruction never completed in the plain run: nothing compared
+        return f"faulted:{fault_kind(backend, r[0]['fault_detail'])}"
     return "ok"
+
+
+def fault_kind(backend: "Backend", detail: str) -> str:
+    """The class of an execution-oracle fault: the arch's exception numbers
+    (``SlotSupport.FAULT_CLASSES``), else from unicorn's error: ``undefined-instruction``
+    (UC_ERR_INSN_INVALID), ``memory`` (an access fault), ``other``."""
+    known = arch_slots(backend).FAULT_CLASSES.get(detail)
+    if known is not None:
+        return known
+    d = detail.upper()
+    if "INSN_INVALID" in d:
+        return "undefined-instruction"
+    if any(k in d for k in ("READ", "WRITE", "FETCH", "MAP", "PROT")):
+        return "memory"
+    return "other"
+
+
+def plain_run_fault(backend: "Backend", code: bytes, addr: int) -> str | None:
+    """The fault class when ``code`` does not execute at ``addr`` in the execution oracle, with
+    zeroed registers and lazily mapped memory (None: it executes).  Decides which generated
+    instructions the oracle implements (:func:`kpatch_core.testing.strategies.executable_instruction`)."""
+    from kpatch_core.executor import Executor
+
+    ex = Executor(backend)
+    ex.map(addr, len(code), fill=False)
+    ex.map_code(addr, code)
+    ex.set(ex.cpu.sp, ex.ptr(STACK_TOP) - 0x100)
+    ex.set(ex.cpu.pc, addr)
+    out = ex.step()
+    if out is None or out.reason != "fault" or out.pc != addr:
+        return None
+    kind = fault_kind(backend, out.detail)
+    return None if kind == "memory" else kind
 
 
 def prop_install_remove(backend: "Backend", image: RawImage, codes: list[bytes], base: int,
@@ -271,7 +338,7 @@ def prop_breakpoint_traps(backend: "Backend", addr: int) -> None:
     """(d) the breakpoint encoding, executed at ``addr``, traps with its site reported."""
     from kpatch_core.executor import Executor
 
-    for bp in backend.slot_support().BREAKPOINTS or (backend.breakpoint,):
+    for bp in arch_slots(backend).BREAKPOINTS or (backend.breakpoint,):
         ex = Executor(backend, lazy=False)
         ex.map_code(addr, bp + b"\0" * 8)
         ex.set(ex.cpu.pc, addr)
@@ -286,7 +353,7 @@ def prop_displacement_reach(backend: "Backend", image: RawImage, code: bytes, ad
     simulates PC-relative forms (arm64, riscv64) they are never copied into a slot at all."""
     from kpatch_core.slot import Slot, build_slot
 
-    mod = backend.slot_support()
+    mod = arch_slots(backend)
     e = prepare_raw(image, code + b"\x90" * 16, addr)
     if isinstance(e, Refusal):
         return f"refused:{e.reason.value}"
@@ -307,8 +374,34 @@ def prop_displacement_reach(backend: "Backend", image: RawImage, code: bytes, ad
         assert not mod.reachable(target, slot_addr, len(e.insn))
         return "refused:RIP_DISP_RANGE"
     assert mod.reachable(target, slot_addr, len(e.insn))
-    assert mod.pc_relative_target(backend, s.code, slot_addr) == target
+    # checked by a decoder that is not ours: capstone names the same target from the original
+    # at addr and from the slot's copy at slot_addr
+    want = capstone_pc_target(backend, code, addr)
+    assert want == target, f"{code.hex()}: our target {target:#x}, capstone's {want}"
+    got = capstone_pc_target(backend, s.code, slot_addr)
+    assert got == target, f"{code.hex()} -> slot {s.code.hex()}: capstone reads {got}, want {target:#x}"
     return "retargeted"
+
+
+def capstone_pc_target(backend: "Backend", code: bytes, addr: int) -> int | None:
+    """The absolute address a PC-relative operand of ``code`` at ``addr`` names, as capstone
+    decodes it (independent of the backends' own decoders): a memory operand based on the
+    program counter (``[rip + disp]``), else the last immediate, which capstone gives as an
+    absolute address for relative-long forms.  None when capstone sees no such operand."""
+    import capstone
+
+    cs = capstone.Cs(backend.capstone_arch, backend.capstone_mode)
+    cs.detail = True
+    insn = next(cs.disasm(code, addr, 1), None)
+    if insn is None:
+        return None
+    imm = None
+    for o in insn.operands:
+        if o.type == capstone.CS_OP_MEM and o.mem.base and insn.reg_name(o.mem.base) in ("rip", "pc"):
+            return (addr + insn.size + o.mem.disp) & ((1 << 64) - 1)
+        if o.type == capstone.CS_OP_IMM:
+            imm = o.imm & ((1 << 64) - 1)
+    return imm
 
 
 def oracle_verdicts(image: "Image", rows: list[dict], chunk: int = 200) -> dict[int, "Verdict"]:
