@@ -12,10 +12,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cloudpickle
 import pytest
+from distributed import Client, LocalCluster
 
 from kpatch_core.attach import check_targets
 from kpatch_core.cache import code_fingerprint
@@ -59,8 +61,16 @@ def _assert_cells_equal_single_check(m: Matrix, refs: list[KernelRef]) -> None:
 
 
 @pytest.fixture(scope="module")
-def matrix() -> Matrix:
-    cols = engine.run(REFS, PROBES, workers=2, store_url=None)
+def client() -> Iterator[Client]:
+    """One 2-worker LocalCluster for the tests that do not kill workers."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def matrix(client: Client) -> Matrix:
+    cols = engine.run(REFS, PROBES, client=client, store_url=None)
     return Matrix.build(PROBES, cols)
 
 
@@ -167,14 +177,14 @@ def test_external_scheduler_gives_the_same_output(tmp_path: Path, capsys: pytest
     assert list((tmp_path / "ext" / "columns" / str(x86)).glob("*.json"))
 
 
-def test_store_answers_a_second_run(tmp_path: Path, matrix: Matrix) -> None:
+def test_store_answers_a_second_run(tmp_path: Path, matrix: Matrix, client: Client) -> None:
     refs = REFS[:3]
     for attempt in range(3):  # the shared tree's code may change under us (it is in the key)
         store = tmp_path / f"store{attempt}"
         url = "file://" + str(store)
         code = code_fingerprint.__wrapped__()
-        first = engine.run(refs, PROBES, workers=2, store_url=url)
-        again = engine.run(refs, PROBES, workers=1, store_url=url)
+        first = engine.run(refs, PROBES, client=client, store_url=url)
+        again = engine.run(refs, PROBES, client=client, store_url=url)
         if code_fingerprint.__wrapped__() == code:
             break
     assert all(c.seconds > 0 for c in first)
@@ -184,9 +194,9 @@ def test_store_answers_a_second_run(tmp_path: Path, matrix: Matrix) -> None:
     assert [c.cells for c in again] == [c.cells for c in matrix.columns[:3]]
 
 
-def test_compute_returns_a_dataframe() -> None:
+def test_compute_returns_a_dataframe(client: Client) -> None:
     images = [str(TESTDATA / "x86_64" / "vmlinux"), str(TESTDATA / "x86_64" / "vmlinux-6.12")]
-    df = compute(["plain_func", "kretprobe:plain_func", "notrace_func"], images, workers=1)
+    df = compute(["plain_func", "kretprobe:plain_func", "notrace_func"], images, client=client)
     assert len(df) == 6 and not df.attrs["failed"]
     wide = df.pivot(index="probe", columns="kernel", values="category")
     assert wide.loc["kprobe:notrace_func"].tolist() == ["notrace", "notrace"]
@@ -270,7 +280,7 @@ def _die_always(victim: str, ref: KernelRef, *args: object) -> Column:
     return engine.kernel_task(ref, *args)  # type: ignore[arg-type]
 
 
-def test_bpftrace_tool_rows_globs_and_fentry(tmp_path: Path) -> None:
+def test_bpftrace_tool_rows_globs_and_fentry(tmp_path: Path, client: Client) -> None:
     tool = tmp_path / "plainstat.bt"
     tool.write_text("#!/usr/bin/env bpftrace\nkprobe:plain_*\n{ @[func] = count(); }\n"
                     "kretprobe:plain_func { @r = count(); }\nfentry:plain_func { @f = count(); }\n"
@@ -280,7 +290,7 @@ def test_bpftrace_tool_rows_globs_and_fentry(tmp_path: Path) -> None:
                                         "fentry:plain_func", "kprobe:no_such_*"]
     assert notes == [] and probes[0].source == "bpftrace"
     refs = [r for r in REFS if "/x86_64/" in (r.path or "")]
-    m = Matrix.build(probes, engine.run(refs, probes, workers=1))
+    m = Matrix.build(probes, engine.run(refs, probes, client=client))
     for ref, col in zip(refs, m.columns):
         image = Image.open(ref.path or "")
         glob = col.cells[0]

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .plan import KernelRef, Probe, kernel_ref, parse_probe
+from .plan import KernelRef, Probe, dedupe, kernel_ref, parse_probe
 from .table import Matrix
 
 if TYPE_CHECKING:
     import pandas
+    from distributed import Client
 
 __all__ = ["KernelRef", "Matrix", "Probe", "compute", "compute_matrix"]
 
@@ -24,26 +25,29 @@ __all__ = ["KernelRef", "Matrix", "Probe", "compute", "compute_matrix"]
 def compute_matrix(probes: Sequence[Probe], kernels: Sequence[KernelRef], *,
                    scheduler: str | None = None, workers: int | None = None,
                    store: str | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> Matrix:
+                   progress: Callable[[int, int], None] | None = None,
+                   client: Client | None = None) -> Matrix:
     """The :class:`Matrix` of ``probes`` x ``kernels`` (see :func:`engine.run` for the
     arguments)."""
     from . import engine
     cols = engine.run(kernels, probes, scheduler=scheduler, workers=workers, store_url=store,
-                      progress=progress)
+                      progress=progress, client=client)
     return Matrix.build(probes, cols)
 
 
 def compute(probes: Iterable[str | Probe], images: Iterable[str] = (), *,
             debian: Iterable[str] = (), scheduler: str | None = None,
-            workers: int | None = None, store: str | None = None) -> pandas.DataFrame:
+            workers: int | None = None, store: str | None = None,
+            client: Client | None = None) -> pandas.DataFrame:
     """The matrix as a pandas DataFrame, one row per (probe, kernel).
 
     ``probes``: ``kprobe:SYM``, ``kretprobe:SYM``, target lines (``SYM``, ``r SYM+OFF``) or
     :class:`Probe` values.  ``images``: vmlinux paths or /boot directories; ``debian``: Debian
     build names fetched on demand.  ``store``: an fsspec URL where columns are kept by
-    build-id (None: not kept).  Failed kernels are in ``df.attrs["failed"]``.
+    build-id (None: not kept).  ``client``: an existing Dask client to run on (else
+    ``scheduler`` or an embedded cluster).  Failed kernels are in ``df.attrs["failed"]``.
     """
     ps = [p if isinstance(p, Probe) else parse_probe(p) for p in probes]
     ks = [kernel_ref("path", p) for p in images] + [kernel_ref("--debian", d) for d in debian]
-    return compute_matrix(ps, ks, scheduler=scheduler, workers=workers,
-                          store=store).to_frame()
+    return compute_matrix(dedupe(ps), ks, scheduler=scheduler, workers=workers, store=store,
+                          client=client).to_frame()

@@ -17,6 +17,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -27,8 +28,12 @@ from .plan import KernelRef, Probe, probes_digest
 from .store import ResultStore, image_identity
 from .worker import Column, evaluate_image, failed_column
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 # Memory one worker needs for a real kernel (mmap'd image, kallsyms and tables): sizes the pool.
 WORKER_MEMORY = 3 << 30
+WAIT_FOR_WORKERS = 60  # seconds a --scheduler run waits for its first worker
 
 Task = Callable[[KernelRef, tuple[Probe, ...], str, "str | None"], Column]
 
@@ -101,12 +106,13 @@ def _failure_text(e: BaseException) -> str:
 def run(kernels: Sequence[KernelRef], probes: Sequence[Probe], *, scheduler: str | None = None,
         workers: int | None = None, store_url: str | None = None,
         progress: Callable[[int, int], None] | None = None, task: Task = kernel_task,
-        allowed_failures: int = 2) -> list[Column]:
+        allowed_failures: int = 2, client: Client | None = None) -> list[Column]:
     """Every kernel's column, in the order given.
 
     ``scheduler``: a Dask scheduler address (``tcp://HOST:8786``), or None for the embedded
-    cluster of ``workers`` processes (default :func:`default_workers`).  ``store_url``: where
-    columns are kept (None: not stored).  ``progress(done, total)`` is called as kernels finish.
+    cluster of ``workers`` processes (default :func:`default_workers`); or an existing
+    ``client`` (a notebook's).  ``store_url``: where columns are kept (None: not stored).
+    ``progress(done, total)`` is called as kernels finish.
     """
     import dask
     from distributed import Client, LocalCluster
@@ -115,6 +121,8 @@ def run(kernels: Sequence[KernelRef], probes: Sequence[Probe], *, scheduler: str
         return []
     probes_t = tuple(probes)
     digest = probes_digest(probes_t)
+    if client is not None:
+        return _run_on(client, kernels, probes_t, digest, store_url, progress, task)
     if scheduler is None:
         n = workers or default_workers()
         # one task in processing per single-threaded worker: a worker's death is blamed on the
@@ -123,7 +131,7 @@ def run(kernels: Sequence[KernelRef], probes: Sequence[Probe], *, scheduler: str
                 "distributed.scheduler.worker-saturation": 1.0}
         with dask.config.set(conf), \
                 LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+                             dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
                 Client(cluster) as client:
             return _run_on(client, kernels, probes_t, digest, store_url, progress, task)
     if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://", "ucx://")):
@@ -134,16 +142,22 @@ def run(kernels: Sequence[KernelRef], probes: Sequence[Probe], *, scheduler: str
         raise KpatchError(f"--scheduler {scheduler}: cannot connect ({e}); start one with "
                           "`dask scheduler` and `dask worker ADDRESS`") from None
     with client:
+        try:  # a scheduler without workers would leave every task waiting
+            client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS)
+        except TimeoutError:
+            raise KpatchError(f"--scheduler {scheduler}: no worker joined in "
+                              f"{WAIT_FOR_WORKERS} s; start some with `dask worker "
+                              f"{scheduler}`") from None
         return _run_on(client, kernels, probes_t, digest, store_url, progress, task)
 
 
-def _run_on(client: object, kernels: Sequence[KernelRef], probes: tuple[Probe, ...],
+def _run_on(client: Client, kernels: Sequence[KernelRef], probes: tuple[Probe, ...],
             digest: str, store_url: str | None, progress: Callable[[int, int], None] | None,
             task: Task) -> list[Column]:
     from distributed import as_completed
 
     run_id = uuid.uuid4().hex[:8]
-    futures = {client.submit(task, ref, probes, digest, store_url, pure=False,  # type: ignore[attr-defined]
+    futures = {client.submit(task, ref, probes, digest, store_url, pure=False,
                              key=f"kpatch-matrix-{run_id}-{i}"): i
                for i, ref in enumerate(kernels)}
     out: list[Column | None] = [None] * len(kernels)
