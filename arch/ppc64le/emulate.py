@@ -26,7 +26,7 @@ little-endian PPC64, so qemu user mode is the honest oracle.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 
@@ -292,7 +292,7 @@ def emulate_step(insn: bytes | int, addr: int, regs: REGS, read: ReadMem | None 
         return NotModelled("undefined-quotient", str(e))
 
 
-def _done(m: _Machine, out: dict[str, int], op: str, length: int = 4, **kw: object) -> Effect:
+def _done(m: _Machine, out: dict[str, int], op: str, length: int = 4, **kw: Any) -> Effect:
     return Effect(m.trunc(m.nip + length), out, op=op, **kw)
 
 

@@ -127,8 +127,9 @@ def build_detour(image: "Image", addr: int, insn: bytes, op: int = DEFAULT_OP,
     the ``b buff`` written at ``addr`` by arch_optimize_kprobes); a refusal (-ERANGE) when
     the buffer or the return is out of branch range."""
     from kpatch_core.verdict import Reason
-    sym = {n: image.symtab.value(n) for n in TEMPLATE_SYMBOLS}
-    if any(v is None for v in sym.values()):
+    found = {n: image.symtab.value(n) for n in TEMPLATE_SYMBOLS}
+    sym = {n: v for n, v in found.items() if v is not None}
+    if len(sym) != len(found):
         return Refusal(Reason.UNDECODABLE, "no optprobe template in the image")
     entry = sym["optprobe_template_entry"]
 
@@ -140,7 +141,8 @@ def build_detour(image: "Image", addr: int, insn: bytes, op: int = DEFAULT_OP,
     word = int.from_bytes(insn[:4], "little")
     nip = next_nip(word, addr)
     ret_at = buff + 4 * idx("optprobe_template_ret")
-    if branch(addr, buff) is None or branch(ret_at, nip) is None:
+    to_buff, back = branch(addr, buff), branch(ret_at, nip)
+    if to_buff is None or back is None:
         return Refusal(Reason.RIP_DISP_RANGE, "detour or return out of branch range (-ERANGE)")
     words = [int.from_bytes(image.read(entry + 4 * i, 4), "little")
              for i in range(idx("optprobe_template_end"))]
@@ -157,9 +159,9 @@ def build_detour(image: "Image", addr: int, insn: bytes, op: int = DEFAULT_OP,
     put(idx("optprobe_template_call_handler"), [ch])
     put(idx("optprobe_template_call_emulate"), [ce])
     put(idx("optprobe_template_insn"), imm64_load(word, 4))  # ppc_inst_as_ulong
-    put(idx("optprobe_template_ret"), [branch(ret_at, nip)])
+    put(idx("optprobe_template_ret"), [back])
     code = b"".join(w.to_bytes(4, "little") for w in words)
-    return buff, code, branch(addr, buff).to_bytes(4, "little")
+    return buff, code, to_buff.to_bytes(4, "little")
 
 
 class Ppc64leSlotSupport(SlotSupport):

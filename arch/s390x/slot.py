@@ -89,12 +89,13 @@ def build_slot(backend: "S390xBackend", execution: Execution, addr: int,
                slot_addr: int) -> Slot | Refusal:
     """``copy_instruction``: the copy, relative-long displacement rewritten for ``slot_addr``."""
     insn = execution.insn[:insn_length(execution.insn[0])]
-    code: bytes | None = insn
+    code = insn
     if is_relative_long(insn):
-        code = _relocate(insn, addr, slot_addr)
-        if code is None:
+        moved = _relocate(insn, addr, slot_addr)
+        if moved is None:
             return Refusal(Reason.RIP_DISP_RANGE,
                            f"relative-long displacement cannot reach {addr:#x} from {slot_addr:#x}")
+        code = moved
     return Slot(addr, slot_addr, insn, code, Method.SINGLESTEP, addr + len(insn), None,
                 execution.mnemonic, "PER single-step, then resume_execution fixups")
 

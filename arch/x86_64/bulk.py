@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 
 class X86BulkClassifier(BulkClassifier):
+    backend: "X86_64Backend"
     """Vectorised ``arch_prepare_kprobe`` for one x86_64 image."""
 
     def __init__(self, backend: "X86_64Backend", image: "Image") -> None:

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import attrs
 import capstone
@@ -18,6 +18,7 @@ from . import JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
 from .slot import MODULES_VADDR, relocate, synthesize_reljump
 
 if TYPE_CHECKING:
+    from kpatch_core.executor import Executor
     from kpatch_core.features import FeatureSet
     from kpatch_core.image import Image
 
@@ -108,7 +109,7 @@ def can_optimize(ctx: PrepareContext) -> bool:
 def prepare_optimized(ctx: PrepareContext, detour_addr: int = DEFAULT_DETOUR) -> Detour | Refusal:
     """``arch_prepare_optimized_kprobe``: the detour, or why the probe stays a breakpoint."""
     image, paddr, func = ctx.image, ctx.addr, ctx.func
-    backend = image.backend
+    backend = cast("X86_64Backend", image.backend)
     features = ctx.features
     # can_optimize
     size, offset = func.size, paddr - func.addr
@@ -205,8 +206,9 @@ def build_detour(image: "Image | None", backend: "X86_64Backend", paddr: int, co
         tmpl[TMPL_CLAC_IDX:TMPL_CLAC_IDX + 3] = b"\x0f\x01\xca"
     tmpl[TMPL_MOVE_IDX:TMPL_MOVE_IDX + 10] = b"\x48\xbf" + (op & MASK64).to_bytes(8, "little")
     if callback is None:
-        callback = image.symtab.value("optimized_callback") if image is not None and \
-            hasattr(image, "symtab") and image.symtab.value("optimized_callback") else paddr
+        found = image.symtab.value("optimized_callback") if image is not None and \
+            hasattr(image, "symtab") else None
+        callback = found if found else paddr
     call_at = detour + TMPL_CALL_IDX
     tmpl[TMPL_CALL_IDX:TMPL_CALL_IDX + 5] = b"\xe8" + (
         (callback - (call_at + 5)) & 0xFFFFFFFF).to_bytes(4, "little")  # synthesize_relcall
@@ -221,7 +223,7 @@ def execution_for(code: bytes, mnemonic: str = "") -> Execution:
     return Execution(Method.SINGLESTEP, code, mnemonic)
 
 
-def install(executor: "object", detour: Detour, callback: int) -> None:
+def install(executor: "Executor", detour: Detour, callback: int) -> None:
     """Jump-optimize the kprobe already armed at ``detour.addr`` on a
     :class:`kpatch_core.executor.Executor`: write the detour buffer, replace the int3 by the
     jump (``arch_optimize_kprobes``), and make ``callback`` run ``optimized_callback``:
@@ -234,9 +236,9 @@ def install(executor: "object", detour: Detour, callback: int) -> None:
     ex.map_code(detour.slot, detour.code)
     replaced = ex.probes.recovered(detour.addr, JMP32_INSN_SIZE)
     ex.probes.optimize(detour.addr, detour, detour.jump, replaced)
-    order = "little"
+    order: Literal["little", "big"] = "little"
 
-    def optimized_callback(m: "object") -> None:
+    def optimized_callback(m: "Executor") -> None:
         import unicorn.x86_const as ux
         regs_at = m.kaddr(m.uc.reg_read(ux.UC_X86_REG_RSI))
         raw = m.read(regs_at, backend.pt_regs_size)

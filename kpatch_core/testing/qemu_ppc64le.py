@@ -395,7 +395,11 @@ def qemu_batch_robust(examples: list[tuple], buffer: bytes) -> list[dict | None]
     """:func:`qemu_batch`, splitting a batch that does not complete (an instruction that
     kills or hangs qemu) down to the examples responsible, which give None."""
     try:
-        return qemu_batch(examples, buffer, timeout=20.0 + 0.05 * len(examples))
+        got = qemu_batch(examples, buffer, timeout=20.0 + 0.05 * len(examples))
+        if got is None:
+            return None
+        done: list[dict | None] = [*got]
+        return done
     except RuntimeError:
         if len(examples) == 1:
             return [None]
@@ -480,7 +484,7 @@ def prove_emulation(examples: list[tuple[bytes, Mapping[str, int]]], buffer: byt
             for k, defined in undef.items():
                 exp[k] &= defined
                 act[k] &= defined
-            diff = {k: (hex(exp[k]), hex(act[k])) for k in exp if exp[k] != act[k]}
+            diff: dict[str, object] = {k: (hex(exp[k]), hex(act[k])) for k in exp if exp[k] != act[k]}
             if bytes(mem) != got["buf"]:
                 diff["memory"] = [hex(BUF + j) for j in range(BUF_SIZE)
                                   if mem[j] != got["buf"][j]][:8]
@@ -576,7 +580,8 @@ def prove_single_step(examples: list[tuple[bytes, Mapping[str, int]]], buffer: b
     Every example starts with the FP, VMX and VSX registers zero.
     lmw/stmw/lsw*/stsw* are not run (little-endian: an alignment interrupt qemu-user
     aborts on; emulate_step emulates them in the kernel anyway).
-    Returns (counts ``ok`` / ``nondeterministic`` / ``oracle-le-multiple`` / ``oracle-crash`` /
+    Returns (counts ``ok`` / ``faulted`` (both runs faulted on the instruction: equal, but it
+    never executed) / ``nondeterministic`` / ``oracle-le-multiple`` / ``oracle-crash`` /
     ``DIVERGED``,
     divergences); None without qemu."""
     import collections
@@ -607,14 +612,18 @@ def prove_single_step(examples: list[tuple[bytes, Mapping[str, int]]], buffer: b
                 continue
             n = 8 if is_prefixed(int.from_bytes(insn[:4], "little")) else 4
             nip_b = b["gregs"][G_NIP]
+            # kprobe_post_handler fixes NIP only when the step ended at slot + len (NIP =
+            # addr + len); kprobe_fault_handler (KPROBE_HIT_SS) points a step that faulted back
+            # at the probe address; anywhere else NIP stays where the slot copy sent it
             if nip_b == SLOT_SITE + n:
-                nip_b = SITE + n  # kprobe_post_handler: NIP = addr + len
-            elif SLOT_PAGE <= nip_b < SLOT_PAGE + 0x10000:
-                nip_b = nip_b - SLOT_PAGE + SITE_PAGE
+                nip_b = SITE + n
+            elif nip_b == SLOT_SITE and b["sig"] not in (0, None):
+                nip_b = SITE
             ga, gb = list(a["gregs"]), list(b["gregs"])
             gb[G_NIP] = nip_b
             keep = [*range(32), G_NIP, G_CTR, G_LINK, G_XER, G_CCR]
-            diff = {GREG_NAMES[k]: (hex(ga[k]), hex(gb[k])) for k in keep if ga[k] != gb[k]}
+            diff: dict[str, object] = {GREG_NAMES[k]: (hex(ga[k]), hex(gb[k])) for k in keep
+                                       if ga[k] != gb[k]}
             if a["sig"] != b["sig"]:
                 diff["sig"] = (a["sig"], b["sig"])
             if a["buf"] != b["buf"]:
@@ -626,6 +635,8 @@ def prove_single_step(examples: list[tuple[bytes, Mapping[str, int]]], buffer: b
                     d["note"] = ("LR = slot + 4: a branch-and-link emulate_step declines "
                                  "(bctarl) ran out of line; the kernel's real behaviour")
                 diverged.append(d)
+            elif a["gregs"][G_NIP] == SITE and a["sig"] not in (0, None):
+                counts["faulted"] += 1  # the original faulted on itself: it never executed
             else:
                 counts["ok"] += 1
     return dict(counts), diverged
