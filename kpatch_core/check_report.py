@@ -21,7 +21,7 @@ from .image import Image
 from .namehelp import name_help
 from .readers import read_probe_file, resolve
 from .target import Target, parse_target, read_targets
-from .verdict import Reason
+from .verdict import Reason, Verdict
 
 _NAME_REASONS = (Reason.NO_SYMBOL, Reason.NON_UNIQUE_SYMBOL)
 _ATTACH_NAME_REASONS = (AttachReason.NO_BTF_FUNC, AttachReason.NO_ADDRESS,
@@ -47,6 +47,8 @@ def _line(t: Target, v: AnyVerdict) -> str:
         flags = "".join(f"[{f}]" for f in v.flags)
         method = v.method.value if v.method else ""
         extra = f"({v.attach} of {v.count})" if isinstance(v, AttachVerdict) and v.count > 1 else ""
+        if isinstance(v, Verdict) and v.deferred:  # MOD:SYM of a module not given
+            extra = f"deferred: {v.detail}"
         return (f"{t!s:40s} {'ok':{ERRNO_WIDTH}s} {v.symbol or ''} "
                 f"{hex(v.address) if v.address else ''} {method} {flags} {extra}").rstrip() + "\n"
     j = v.to_json()

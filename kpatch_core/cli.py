@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "list": ("list_cmd", "add_parser", "run"),
     "matrix": ("matrix_cmd", "add_parser", "run"),
     "uprobe": ("uprobe_cmd", "add_parser", "run"),
+    "modules": ("module_cmd", "add_parser", "run"),
 }
 COMMANDS = ("check", *SUBCOMMANDS)
 
@@ -72,6 +73,7 @@ def _add_check_parser(sub: "argparse._SubParsersAction") -> None:
                    help="read the probes a tool file asks for: bpftrace script, BCC tool, libbpf "
                         "object (or a binary embedding one), or a targets list")
     c.add_argument("--json", action="store_true", help="one JSON object per target")
+    _module("module_cmd").add_module_args(c)  # --module/--modules: MOD:SYM checked
 
 
 # subcommand modules written before kpatch_core.cmdline import these two names from here
@@ -81,14 +83,14 @@ _open = open_image
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from . import check_report
-    return check_report.run(args, open_image)  # targets, --targets, --from; verdicts; name help
+    return check_report.run(args, _module("module_cmd").opener(open_image))  # targets, --targets, --from; verdicts; name help
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``kpatch-analyze``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
-        argv.insert(0, "summary")
+        argv.insert(0, "modules" if "--modules" in argv else "summary")
     try:
         args, extra = _parser(argv[0] if argv and argv[0] in COMMANDS else None) \
             .parse_known_args(argv)

@@ -27,6 +27,8 @@ from .inputs import check_regular
 from .registry import backend_for
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from kpatch_arch.base import Backend
 
     from .config import KernelConfig
@@ -90,8 +92,20 @@ class Section:
         return self.addr + self.size
 
 
+if TYPE_CHECKING:
+    class ModuleSource(Protocol):
+        """The modules given with the image (kpatch_core.module.ModuleSet)."""
+
+        def view(self, name: str) -> "Image | None": ...
+
+        def missing(self, name: str) -> str: ...
+
+
 class Image:
     """A kernel image opened for analysis (one per vmlinux file; cheap to keep open)."""
+
+    # MOD:SYM targets are checked against these modules (--module/--modules); None: deferred
+    module_source: "ModuleSource | None" = None
 
     def __init__(self, path: str, config_path: str | None = None,
                  overrides: dict[str, bool] | None = None, system_map: str | None = None) -> None:

@@ -120,9 +120,16 @@ def check(image: Image, target: Target | str) -> Verdict:
     resolved: _Resolved | None = None
     try:
         if t.module is not None:
-            # A module that is not loaded: trace_kprobe defers the probe (-ENOENT -> accepted)
-            return Verdict(t.text, t.kind, True, detail="module not loaded; probe deferred",
-                           rules=rules, rules_exact=exact)
+            view = image.module_source.view(t.module) if image.module_source else None
+            if view is not None:  # the module given, checked as the live module
+                return attrs.evolve(check(view, attrs.evolve(t, module=None)), target=t.text)
+            # A module that is not loaded: trace_kprobe defers the probe (-ENOENT -> accepted,
+            # __register_trace_kprobe; armed by trace_kprobe_module_callback when it loads)
+            why = image.module_source.missing(t.module) if image.module_source else \
+                f"module {t.module} not given (--module PATH.ko or --modules DIR)"
+            return Verdict(t.text, t.kind, True, deferred=True,
+                           detail=f"{why}; the kernel registers the probe and arms it when "
+                                  f"{t.module} loads, unchecked here", rules=rules, rules_exact=exact)
         if t.symbol is not None:
             _events_symbol_checks(image, t)
         probe_addr = _events_address(image, t)

@@ -188,6 +188,7 @@ class Verdict:
     mnemonic: str = ""
     rules: str = ""  # which kernel rule set decided ("6.1" / "6.12")
     rules_exact: bool = True  # the kernel's version lies within the verified ones (features.py)
+    deferred: bool = False  # MOD:SYM of a module not given: registered when the module loads
 
     @property
     def message(self) -> str | None:
@@ -210,7 +211,7 @@ class Verdict:
             "reason": self.reason.value if self.reason else None,
             "kernel_function": reason_kernel_function(self.reason) if self.reason else None,
             "why": (reason_text(self.reason) + (f" ({self.detail})" if self.detail else ""))
-            if self.reason else None,
+            if self.reason else (self.detail if self.deferred else None),
             "address": None if self.address is None else hex(self.address),
             "symbol": self.symbol,
             "method": self.method.value if self.method else None,
@@ -218,6 +219,7 @@ class Verdict:
             "on_func_entry": self.on_func_entry,
             "insn": self.insn.hex() if self.insn else None,
             "mnemonic": self.mnemonic or None,
+            "deferred": self.deferred,
             "rules": self.rules,
             "rules_exact": self.rules_exact,
         }

@@ -1,0 +1,152 @@
+"""The arch-neutral half of module relocation: ``simplify_symbols`` (each symbol's final value:
+section base + value, absolute, or an undefined symbol resolved against the kernel of the same
+build and the modules it depends on) and ``apply_relocations`` (every SHT_RELA section whose
+target is loaded, handed to the architecture's ``apply_relocate_add`` table, vectorised per
+relocation type).
+
+The per-architecture table lives in ``kpatch_arch.<arch>.module`` (``RELOCATIONS``: type ->
+:class:`kpatch_arch.<arch>.module.Reloc`-like rows with ``name``, ``width`` and
+``compute(S, A, P, old) -> new``).
+
+>>> rel = relocate(ko, layout, arch_module, resolve)        # doctest: +SKIP
+>>> rel.sections[ko.section(".text").index][:5].hex()        # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Callable
+
+import attrs
+import numpy as np
+
+from ..errors import InputError
+from .kofile import SHN_ABS, SHN_COMMON, SHN_LORESERVE, SHN_UNDEF, SHT_RELA, KoFile, rela_dtype
+from .layout import PERCPU_SECTION, ModuleLayout, section_bytes
+
+STB_WEAK = 2
+PERCPU_BASE = 0  # per-cpu symbols are offsets into each CPU's area (no text lives there)
+
+
+@attrs.frozen(eq=False)
+class Relocated:
+    """The module after ``apply_relocate_add``: per loaded section its bytes, the final value
+    of every symbol, and what could not be resolved or applied."""
+
+    sections: dict[int, bytes]
+    sym_values: np.ndarray  # uint64 per .symtab entry
+    unresolved: tuple[str, ...]  # undefined symbols neither the kernel nor a dependency has
+    unsupported: dict[str, int]  # relocation type name -> count not applied
+    overflow: dict[str, int]  # relocation type name -> count out of the field's range
+    count: int  # relocations applied
+
+
+def _names(strtab: bytes, offs: np.ndarray) -> list[str]:
+    out = []
+    for o in offs.tolist():
+        end = strtab.find(b"\0", o)
+        out.append(strtab[o:end if end >= 0 else len(strtab)].decode("latin-1"))
+    return out
+
+
+def simplify_symbols(ko: KoFile, layout: ModuleLayout,
+                     resolve: Callable[[str], int | None]) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
+    """(value per symbol, names, unresolved names): ``simplify_symbols`` of
+    kernel/module/main.c.  An unresolved strong symbol gets the value ``resolve`` gives for
+    ``""`` (a placeholder in reach), and is listed."""
+    syms, strtab = ko.symtab()
+    names = _names(strtab, syms["name"].astype(np.int64))
+    shndx = syms["shndx"].astype(np.int64)
+    vals = syms["value"].astype(np.uint64).copy()
+    if (shndx == SHN_COMMON).any():
+        raise InputError(f"{ko.path}: module has common symbols (load_module refuses it: "
+                         "'Please compile with -fno-common')")
+    pcpu = ko.section(PERCPU_SECTION)
+    bases = np.zeros(len(ko.sections), np.uint64)
+    for i, a in layout.address_of.items():
+        bases[i] = a
+    if pcpu is not None:
+        bases[pcpu.index] = PERCPU_BASE
+    regular = (shndx != SHN_UNDEF) & (shndx < SHN_LORESERVE) & (shndx < len(ko.sections))
+    with np.errstate(over="ignore"):
+        vals[regular] += bases[shndx[regular]]
+    unresolved = []
+    placeholder = resolve("") or 0
+    for i in np.flatnonzero(shndx == SHN_UNDEF).tolist():
+        if i == 0 or not names[i]:
+            continue
+        v = resolve(names[i])
+        if v is None:
+            if (int(syms["info"][i]) >> 4) == STB_WEAK:
+                v = 0
+            else:
+                unresolved.append(names[i])
+                v = placeholder
+        vals[i] = np.uint64(v)
+    _ = SHN_ABS  # absolute symbols keep st_value
+    return vals, names, tuple(sorted(set(unresolved)))
+
+
+def relocate(ko: KoFile, layout: ModuleLayout, arch: ModuleType,
+             resolve: Callable[[str], int | None]) -> Relocated:
+    """``apply_relocations``: each SHT_RELA section targeting a loaded section, applied with the
+    architecture table ``arch.RELOCATIONS``."""
+    vals, _names_, unresolved = simplify_symbols(ko, layout, resolve)
+    out = {i: section_bytes(ko, i) for i in layout.address_of}
+    table = arch.RELOCATIONS
+    unsupported: dict[str, int] = {}
+    overflow: dict[str, int] = {}
+    e = ko.endian
+    count = 0
+    for s in ko.sections:
+        if s.type != SHT_RELA or s.info not in out:  # target not loaded (SHF_ALLOC clear)
+            continue
+        rel = np.frombuffer(ko.data, rela_dtype(e), count=s.size // 24, offset=s.offset)
+        if not len(rel):
+            continue
+        buf = np.frombuffer(out[s.info], np.uint8)
+        types = (rel["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        symi = (rel["info"] >> np.uint64(32)).astype(np.int64)
+        if (symi >= len(vals)).any():
+            raise InputError(f"{ko.path}: malformed module (relocation in {s.name} names symbol "
+                             f"{int(symi.max())} of {len(vals)})")
+        offs = rel["offset"].astype(np.int64)
+        base = np.uint64(layout.address_of[s.info])
+        for t in np.unique(types).tolist():
+            sel = types == t
+            row = table.get(t)
+            if row is None:
+                unsupported[f"{t}"] = unsupported.get(f"{t}", 0) + int(sel.sum())
+                continue
+            if row.width == 0:  # R_*_NONE
+                continue
+            o = offs[sel]
+            if (o < 0).any() or (o + row.width > len(buf)).any():
+                raise InputError(f"{ko.path}: malformed module (relocation past the end of "
+                                 f"{ko.sections[s.info].name})")
+            with np.errstate(over="ignore"):
+                S = vals[symi[sel]]
+                A = rel["addend"][sel].astype(np.int64).astype(np.uint64)
+                P = base + o.astype(np.uint64)
+                old = _read(buf, o, row.width, ko.little_endian)
+                new, bad = row.compute(S, A, P, old)
+            if bad is not None and bad.any():
+                overflow[row.name] = overflow.get(row.name, 0) + int(bad.sum())
+            _write(buf, o, new, row.width, ko.little_endian)
+            count += int(sel.sum())
+    return Relocated({i: bytes(b) for i, b in out.items()}, vals, unresolved, unsupported,
+                     overflow, count)
+
+
+def _read(buf: np.ndarray, offs: np.ndarray, width: int, le: bool) -> np.ndarray:
+    v = np.zeros(len(offs), np.uint64)
+    for k in range(width):
+        shift = 8 * k if le else 8 * (width - 1 - k)
+        v |= buf[offs + k].astype(np.uint64) << np.uint64(shift)
+    return v
+
+
+def _write(buf: np.ndarray, offs: np.ndarray, vals: np.ndarray, width: int, le: bool) -> None:
+    vals = vals.astype(np.uint64)
+    for k in range(width):
+        shift = 8 * k if le else 8 * (width - 1 - k)
+        buf[offs + k] = ((vals >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.uint8)
