@@ -5,9 +5,14 @@
         [--property a|b|c|d|bcd|all] [--batch 2000] [--out divergences.jsonl]
 
 Property (a) compares a run with the probe installed against a plain run for random
-instructions at random text and slot addresses; every example is counted (accepted and
-compared, or refused by the kernel's rules) and every divergence is written to --out.
-Examples are drawn in seeded batches (hypothesis slows down on one huge run).
+instructions (those the execution oracle executes; the others are counted as not generated)
+at random text and slot addresses; every example is counted in its class -- executed (``ok``),
+faulted, refused by the kernel's rules, kernel-divergent, excluded (not comparable) or an
+oracle defect -- and every divergence is written to --out.  Examples are drawn in seeded
+batches (hypothesis slows down on one huge run).
+Exit 1 on any divergence, when fewer than --min-executed of property (a)'s examples executed
+the probed instruction, or (ppc64le) when the backend's emulate/step class and the model's run
+disagree.
 """
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--out", default=None, help="JSONL file for divergences")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-executed", type=float, default=0.5,
+                    help="least share of (a) examples that executed the probed instruction")
     a = ap.parse_args(argv)
     settings.load_profile("long")
     total = a.examples or settings().max_examples
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if "a" in props:
             @seed(batch_no)
             @cfg
-            @given(code=S.instruction(a.arch), addr=S.text_address(a.arch),
+            @given(code=S.executable_instruction(a.arch), addr=S.text_address(a.arch),
                    slot=S.slot_address(a.arch), regs=S.register_file(names, ptrs),
                    bits=st.integers(0, (1 << 64) - 1))
             def pa(code, addr, slot, regs, bits):
@@ -137,7 +144,23 @@ def main(argv: list[str] | None = None) -> int:
           f"divergences: {len(diverged)}")
     for k, v in sorted(counts.items()):
         print(f"  {k}: {v}")
-    return 1 if diverged else 0
+    failed = bool(diverged)
+    if "a" in props:
+        classes = collections.Counter()
+        for k, v in counts.items():
+            if k.startswith("a:"):
+                classes[k.split(":")[1]] += v
+        executed = classes["ok"]
+        print(f"  (a) executed {executed}, faulted {classes['faulted']}, refused "
+              f"{classes['refused']}, kernel-divergent {classes['kernel-divergent']}, excluded "
+              f"{classes['excluded']}, oracle defects {classes['skipped']}; not generated (the "
+              f"oracle does not execute them): {sum(S.NOT_EXECUTABLE.values())} "
+              f"{dict(S.NOT_EXECUTABLE)}")
+        if executed < a.min_executed * per["a"]:
+            print(f"FAIL: only {executed} of {per['a']} examples executed the probed instruction "
+                  f"(floor {a.min_executed:.0%})")
+            failed = True
+    return 1 if failed else 0
 
 
 def _ppc64le(b, img, total: int, a) -> int:
@@ -233,7 +256,20 @@ def _ppc64le(b, img, total: int, a) -> int:
         print(f"  {k}: {v}")
     for k, v in mismatch.most_common(40):
         print(f"  {k}: {v}")
-    return 1 if diverged else 0
+    executed = counts["a:ok-emulated"] + counts["a:ok-stepped"]
+    print(f"  (a) executed {executed} of {done} (emulated {counts['a:ok-emulated']}, stepped "
+          f"{counts['a:ok-stepped']}), faulted {counts['a:stepped-faulted']}, refused "
+          f"{counts['a:refused-by-prepare']}, kernel-divergent "
+          f"{counts['a:kernel-divergent:link-stepped-in-slot']}")
+    failed = bool(diverged)
+    if mismatch:
+        print(f"FAIL: {sum(mismatch.values())} examples where the backend's emulate/step class "
+              "and the emulate_step model disagree")
+        failed = True
+    if executed < a.min_executed * done:
+        print(f"FAIL: only {executed} of {done} examples executed (floor {a.min_executed:.0%})")
+        failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
