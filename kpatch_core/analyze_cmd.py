@@ -258,8 +258,8 @@ def run_func(args: argparse.Namespace) -> int:
                 try:
                     s = slot_mod.slot_for(image, ins["address"])
                     slot = s.code.hex() if hasattr(s, "code") else f"refused: {s.reason.value}"
-                except Exception as ex:  # an arch without slot support yet
-                    slot = f"unavailable ({type(ex).__name__})"
+                except Exception as ex:  # a defect in a backend's slot code: say what failed
+                    slot = f"unavailable: {type(ex).__name__}: {ex}"
             if args.json:
                 d = {"function": f["name"], "address": hex(ins["address"]), "offset": ins["offset"],
                      "bytes": ins["bytes"].hex(), "mnemonic": ins["mnemonic"], "ok": o.ok,

@@ -39,11 +39,19 @@ def backends() -> tuple["Backend", ...]:
     return tuple(out)
 
 
+def broken_backends() -> dict[str, str]:
+    """Entry points of the group that failed to load, with the error (empty when all load)."""
+    backends()
+    return dict(_broken)
+
+
 def backend_named(name: str) -> "Backend":
     """The backend whose ``name`` is ``name`` (e.g. ``'arm64'``)."""
     for b in backends():
         if b.name == name:
             return b
+    if name in _broken:
+        raise InputError(f"the {name} backend failed to load: {_broken[name]}")
     known = ", ".join(b.name for b in backends()) or "none"
     raise InputError(f"unknown architecture {name!r}; known: {known}")
 

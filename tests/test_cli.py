@@ -296,3 +296,32 @@ def test_columns_aligned_for_long_errnos_and_no_repetition(capsys):
     assert dup[col - 1] == " " and dup[col] != " " and eilseq[col] != " "
     assert dup.index("EADDRNOTAVAIL") == ok.index("ok") == eilseq.index("EILSEQ")
     assert eilseq.lower().count("not an instruction boundary") == 1
+
+
+@pytest.mark.parametrize("image", ["x86_64/vmlinux", "arm64/vmlinux-6.12", "riscv64/vmlinux-6.12",
+                                   "s390x/vmlinux", "ppc64le/vmlinux"])
+def test_func_slots_lists_every_accepted_instruction_with_its_slot(capsys, image):
+    """``func --slots --json``: every accepted instruction has its slot bytes (or the slot's
+    refusal); a slot module that raises would print "unavailable" and fail here."""
+    from kpatch_core.image import Image
+    path = str(Path(__file__).resolve().parent.parent / "testdata" / image)
+    img = Image.open(path)
+    ks = img.kallsyms
+    lo, hi = img.tables.stext, img.tables.etext
+    names = list(dict.fromkeys(n for i, n in enumerate(ks.names)
+                               if ks.symtab_type(i) == 2 and lo <= int(ks.addrs[i]) < hi))[:400]
+    checked = 0
+    for name in names:
+        if img.kallsyms.count(name) != 1:
+            continue
+        code, out, err = run(capsys, "func", path, name, "--slots", "--json")
+        assert code == 0 and "Traceback" not in err, err
+        for line in out.splitlines():
+            d = json.loads(line)
+            assert "unavailable" not in str(d.get("slot")), d
+            if d["ok"]:
+                assert d["slot"] is not None, d
+                checked += 1
+        if checked >= 40:
+            break
+    assert checked >= 40, f"only {checked} accepted instructions listed with slots"
