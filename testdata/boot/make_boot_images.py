@@ -40,8 +40,8 @@ HERE = Path(__file__).resolve().parent
 TESTDATA = HERE.parent
 sys.path.insert(0, str(TESTDATA.parent))
 
-from kpatch_core.image import Image
-from kpatch_core.symbols import kallsyms_keeps
+from kpatch_core.image import Image  # noqa: E402 (after the sys.path line)
+from kpatch_core.symbols import kallsyms_keeps  # noqa: E402
 
 SOURCES = {"x86_64": "x86_64/vmlinux", "arm64": "arm64/vmlinux-6.12", "riscv64": "riscv64/vmlinux-6.12",
            "s390x": "s390x/vmlinux-6.12", "ppc64le": "ppc64le/vmlinux"}
