@@ -295,6 +295,9 @@ class SlotSupport:
     """
 
     CPU: ClassVar["CpuFacts"]
+    EXECUTABLE: ClassVar[bool] = False  # the executor (unicorn) runs this architecture's code
+    TEXT_RANGE: ClassVar[tuple[int, int]] = (0, 0)  # (start, size) of typical kernel text
+    MODULE_RANGE: ClassVar[tuple[int, int]] = (0, 0)  # (start, size) of the module area
     SLOT_SIZE: ClassVar[int] = 16
     FLAGS_FIXED: ClassVar[dict[str, int]] = {}
     BREAKPOINTS: ClassVar[tuple[bytes, ...]] = ()

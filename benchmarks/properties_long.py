@@ -43,7 +43,7 @@ def _properties(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="x86_64", choices=(*S.ARCHES, "ppc64le"))
+    ap.add_argument("--arch", default="x86_64", choices=S.ARCHES)
     ap.add_argument("--examples", type=int, default=None, help="default: the long profile's")
     ap.add_argument("--property", default="a", type=_properties,
                     help="a, b, c, d, a combination such as bcd, or all (default: a)")

@@ -164,6 +164,9 @@ def simulate(backend: "Arm64Backend", insn: bytes, addr: int, regs: Mapping[str,
 class Arm64SlotSupport(SlotSupport):
     """arm64 out-of-line execution: the module functions above as the backend's hooks."""
 
+    TEXT_RANGE = (0xFFFF800008010000, 0x1000000)  # (start, size) of a typical kernel text
+    MODULE_RANGE = (0xFFFF800000000000, 0x8000000)  # the module area: where slots go
+    EXECUTABLE = True
     CPU = CPU
     SLOT_SIZE = SLOT_SIZE
     FLAGS_FIXED = FLAGS_FIXED

@@ -167,6 +167,8 @@ def build_detour(image: "Image", addr: int, insn: bytes, op: int = DEFAULT_OP,
 class Ppc64leSlotSupport(SlotSupport):
     """ppc64le out-of-line execution: the module functions above as the backend's hooks."""
 
+    TEXT_RANGE = (0xC000000000008000, 0x1000000)  # (start, size) of a typical kernel text
+    MODULE_RANGE = (0xC008000000000000, 0x7F000000)  # the module area: where slots go
     SLOT_SIZE = SLOT_SIZE
     default_slot_addr = staticmethod(default_slot_addr)
     build_slot = staticmethod(build_slot)

@@ -159,6 +159,9 @@ def simulate(backend: "Riscv64Backend", insn: bytes, addr: int, regs: Mapping[st
 class Riscv64SlotSupport(SlotSupport):
     """riscv64 out-of-line execution: the module functions above as the backend's hooks."""
 
+    TEXT_RANGE = (0xFFFFFFFF80002000, 0x1000000)  # (start, size) of a typical kernel text
+    MODULE_RANGE = (0xFFFFFFFF01000000, 0x7F000000)  # the module area: where slots go
+    EXECUTABLE = True
     CPU = CPU
     SLOT_SIZE = SLOT_SIZE
     FAULT_CLASSES = {"interrupt 2": "illegal-instruction",  # RISCV_EXCP_ILLEGAL_INST

@@ -187,6 +187,9 @@ def reachable(target: int, slot_addr: int, length: int) -> bool:
 class S390xSlotSupport(SlotSupport):
     """s390x out-of-line execution: the module functions above as the backend's hooks."""
 
+    TEXT_RANGE = (0x100000, 0x1000000)  # (start, size) of a typical kernel text
+    MODULE_RANGE = (0x1000000, 0x7F000000)  # the module area: where slots go
+    EXECUTABLE = True
     CPU = CPU
     SLOT_SIZE = SLOT_SIZE
     FLAGS_FIXED = FLAGS_FIXED

@@ -321,6 +321,9 @@ def reachable(target: int, slot_addr: int, length: int) -> bool:
 class X86SlotSupport(SlotSupport):
     """x86_64 out-of-line execution: the module functions above as the backend's hooks."""
 
+    TEXT_RANGE = (0xFFFFFFFF81000000, 0x1000000)  # (start, size) of a typical kernel text
+    MODULE_RANGE = (0xFFFFFFFFC0000000, 0x3F000000)  # the module area: where slots go
+    EXECUTABLE = True
     CPU = CPU
     SLOT_SIZE = SLOT_SIZE
     FLAGS_FIXED = FLAGS_FIXED

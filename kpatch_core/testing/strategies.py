@@ -19,27 +19,26 @@ import capstone
 from hypothesis import assume
 from hypothesis import strategies as st
 
+from kpatch_core.registry import backend_named, backends
+
 __all__ = ["instruction", "executable_instruction", "NOT_EXECUTABLE", "rip_relative_instruction",
            "text_address", "slot_address", "register_file", "ARCHES", "decode_one"]
 
 MASK64 = (1 << 64) - 1
 
-# per-arch ranges: (kernel text start, size) and module area (slot) (start, size)
-TEXT = {"x86_64": (0xFFFFFFFF81000000, 0x1000000), "arm64": (0xFFFF800008010000, 0x1000000),
-        "riscv64": (0xFFFFFFFF80002000, 0x1000000), "s390x": (0x100000, 0x1000000),
-        "ppc64le": (0xC000000000008000, 0x1000000)}
-MODULES = {"x86_64": (0xFFFFFFFFC0000000, 0x3F000000), "arm64": (0xFFFF800000000000, 0x8000000),
-           "riscv64": (0xFFFFFFFF01000000, 0x7F000000), "s390x": (0x1000000, 0x7F000000),
-           "ppc64le": (0xC008000000000000, 0x7F000000)}
+# the per-arch facts come from the registered backends: their slot support's typical text and
+# module-area ranges (start, size), capstone mode and instruction alignment
+_SLOTS = {b.name: s for b in backends() if (s := b.slot_support()) is not None}
+ARCHES = tuple(_SLOTS)  # every registered backend with out-of-line execution
+TEXT = {name: s.TEXT_RANGE for name, s in _SLOTS.items()}
+MODULES = {name: s.MODULE_RANGE for name, s in _SLOTS.items()}
+
 
 @functools.cache
 def _cs(arch: str) -> capstone.Cs:
-    modes = {"x86_64": (capstone.CS_ARCH_X86, capstone.CS_MODE_64),
-             "arm64": (capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM),
-             "riscv64": (capstone.CS_ARCH_RISCV, capstone.CS_MODE_RISCV64 | capstone.CS_MODE_RISCVC),
-             "s390x": (capstone.CS_ARCH_SYSZ, capstone.CS_MODE_BIG_ENDIAN),
-             "ppc64le": (capstone.CS_ARCH_PPC, capstone.CS_MODE_64 | capstone.CS_MODE_LITTLE_ENDIAN)}
-    cs = capstone.Cs(*modes[arch])
+    b = backend_named(arch)
+    cs = capstone.Cs(b.capstone_arch, b.capstone_mode | (0 if b.little_endian else
+                                                          capstone.CS_MODE_BIG_ENDIAN))
     cs.detail = True
     return cs
 
@@ -155,8 +154,6 @@ def _ppc_step_candidate(draw: Callable) -> bytes:
     return raw
 
 
-ARCHES = ("x86_64", "arm64", "riscv64", "s390x")
-
 
 def instruction(arch: str) -> st.SearchStrategy[bytes]:
     """One valid instruction encoding of ``arch`` (exactly its bytes)."""
@@ -180,8 +177,6 @@ def executable_instruction(arch: str) -> st.SearchStrategy[bytes]:
     """:func:`instruction` limited to encodings the execution oracle executes (a plain run with
     zeroed registers does not raise an undefined-instruction or program exception); each one
     set aside is counted in :data:`NOT_EXECUTABLE`."""
-    from kpatch_core.registry import backend_named
-
     from . import plain_run_fault
     backend = backend_named(arch)
     start = TEXT[arch][0]
@@ -202,7 +197,7 @@ def rip_relative_instruction() -> st.SearchStrategy[bytes]:
 def text_address(arch: str) -> st.SearchStrategy[int]:
     """A kernel text address (instruction-aligned for the architecture)."""
     start, size = TEXT[arch]
-    align = {"x86_64": 1, "arm64": 4, "riscv64": 2, "s390x": 2, "ppc64le": 4}[arch]
+    align = backend_named(arch).insn_align
     return st.integers(0, size // align - 1).map(lambda i: start + i * align)
 
 
