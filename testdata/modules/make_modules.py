@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Regenerate the test modules in this directory from kpt_test.c (gcc, the kernel's x86_64 code
+generation flags; no kernel tree needed):
+
+  kpt_test.ko        the module (vermagic 6.1.0-kpatch-test, as testdata/x86_64/vmlinux)
+  kpt_test.ko.xz     the same, xz (as Debian ships modules)
+  kpt_test.ko.zst    the same, zstd
+  kpt_other.ko       vermagic 6.12.0-kpatch-test (a mismatched build)
+  truncated.ko.xz    the xz file cut in half (a corrupt download)
+  truncated.ko       the ELF cut before its section headers
+
+Usage: python3 testdata/modules/make_modules.py   (writes next to this script)
+"""
+from __future__ import annotations
+
+import lzma
+import os
+import subprocess
+import tempfile
+
+import zstandard
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CFLAGS = ("-O2 -g0 -ffreestanding -fno-pic -fno-pie -mcmodel=kernel -mno-red-zone -mno-sse "
+          "-mno-mmx -fno-stack-protector -fno-asynchronous-unwind-tables -fno-unwind-tables "
+          "-fcf-protection=branch -pg -mfentry -mrecord-mcount -fno-common "
+          "-fno-strict-aliasing -Wall -Werror").split()
+
+
+def build(out: str, release: str) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = os.path.join(tmp, "kpt_test.o")
+        subprocess.run(["gcc", *CFLAGS, f'-DUTS_RELEASE="{release}"', "-c",
+                        os.path.join(HERE, "kpt_test.c"), "-o", obj], check=True)
+        # a module is one relocatable object (modpost + ld -r in a kernel build)
+        subprocess.run(["ld", "-r", "--build-id=sha1", "-o", out, obj], check=True)
+    with open(out, "rb") as f:
+        return f.read()
+
+
+def main() -> None:
+    ko = build(os.path.join(HERE, "kpt_test.ko"), "6.1.0-kpatch-test")
+    build(os.path.join(HERE, "kpt_other.ko"), "6.12.0-kpatch-test")
+    xz = lzma.compress(ko, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+    with open(os.path.join(HERE, "kpt_test.ko.xz"), "wb") as f:
+        f.write(xz)
+    with open(os.path.join(HERE, "kpt_test.ko.zst"), "wb") as f:
+        f.write(zstandard.ZstdCompressor(level=19).compress(ko))
+    with open(os.path.join(HERE, "truncated.ko.xz"), "wb") as f:
+        f.write(xz[: len(xz) // 2])
+    with open(os.path.join(HERE, "truncated.ko"), "wb") as f:
+        f.write(ko[: len(ko) - 200])
+
+
+if __name__ == "__main__":
+    main()

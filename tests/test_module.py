@@ -1,0 +1,290 @@
+"""Kernel modules (kpatch_core/module): the generated test module testdata/modules/kpt_test.ko
+(testdata/modules/make_modules.py) against testdata/x86_64/vmlinux, and real Debian modules
+when their tree is cached."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import capstone
+import numpy as np
+import pytest
+from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
+
+from conftest import X86_VMLINUX
+from kpatch_core.cli import main
+from kpatch_core.errors import InputError
+from kpatch_core.image import Image
+from kpatch_core.module import KoFile, ModuleSet, index_tree, module_file_name
+from kpatch_core.module.layout import MemType
+from kpatch_core.probe import check
+
+MODDIR = Path(__file__).resolve().parent.parent / "testdata" / "modules"
+KO = str(MODDIR / "kpt_test.ko")
+VMLINUX = str(X86_VMLINUX)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Image:
+    return Image.open(VMLINUX)
+
+
+@pytest.fixture(scope="module")
+def modset(kernel: Image) -> ModuleSet:
+    ms = ModuleSet(kernel, [KO], warn=False)
+    kernel.module_source = ms
+    return ms
+
+
+def _symbol(path: str, name: str) -> tuple[str, int]:
+    """(section name, st_value) of ``name`` in the .ko, read with pyelftools."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        sym = next(s for s in elf.get_section_by_name(".symtab").iter_symbols() if s.name == name)
+        return elf.get_section(sym["st_shndx"]).name, sym["st_value"]
+
+
+# -- the file ---------------------------------------------------------------------------
+def test_modinfo_and_compressed_forms() -> None:
+    plain = KoFile.open(KO)
+    assert (plain.name, plain.release, plain.depends) == ("kpt_test", "6.1.0-kpatch-test", ())
+    assert plain.vermagic.startswith("6.1.0-kpatch-test SMP preempt mod_unload")
+    for ext in (".xz", ".zst"):
+        ko = KoFile.open(KO + ext)
+        assert ko.data == plain.data and ko.name == "kpt_test"
+    assert plain.build_id and len(plain.build_id) == 40
+
+
+@pytest.mark.parametrize("name,words", [
+    ("truncated.ko.xz", "corrupt or truncated xz module"),
+    ("truncated.ko", "truncated module"),
+    ("kpt_test.c", "not a kernel module (not an ELF file)"),
+])
+def test_bad_module_files(name: str, words: str) -> None:
+    with pytest.raises(InputError) as e:
+        KoFile.open(str(MODDIR / name))
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_vmlinux_is_not_a_module() -> None:
+    with pytest.raises(InputError, match="not ET_REL"):
+        KoFile.open(VMLINUX)
+
+
+def test_module_names() -> None:
+    assert module_file_name("a/snd-hda-intel.ko.zst") == "snd_hda_intel"
+    assert module_file_name("nf_conntrack.ko.xz") == "nf_conntrack"
+    assert module_file_name("README") is None
+    idx = index_tree(str(MODDIR))
+    assert idx["kpt_test"].endswith("kpt_test.ko") and "truncated" in idx
+
+
+# -- layout and relocation ---------------------------------------------------------------
+def test_layout_sections(modset: ModuleSet) -> None:
+    lm = modset.loaded("kpt_test")
+    assert lm is not None
+    ko, lay = lm.ko, lm.layout
+    at = {ko.sections[i].name: a for i, a in lay.address_of.items()}
+    text = lay.range_of(MemType.TEXT)
+    # code first, in section order, each at its alignment; init text apart; not loaded: .modinfo
+    assert at[".text"] == text[0] and at[".text"] < at[".kprobes.text"] < at[".exit.text"] < text[1]
+    assert lay.mem_of[ko.section(".init.text").index] == MemType.INIT_TEXT
+    assert lay.mem_of[ko.section("__jump_table").index] == MemType.RO_AFTER_INIT
+    assert lay.mem_of[ko.section("__mcount_loc").index] == MemType.RODATA
+    assert ".modinfo" not in at
+    for i, a in lay.address_of.items():
+        assert a % max(ko.sections[i].align, 1) == 0
+
+
+def test_relocations_match_ld(modset: ModuleSet, kernel: Image, tmp_path: Path) -> None:
+    """The relocated sections equal what GNU ld makes of the same object placed at the same
+    addresses with the same symbol values (an independent apply_relocate_add)."""
+    if shutil.which("ld") is None:
+        pytest.skip("GNU ld not installed (binutils)")
+    lm = modset.loaded("kpt_test")
+    assert lm is not None and lm.relocated.unresolved == ()
+    args = ["ld", "-o", str(tmp_path / "out"), "-e", "0", "--no-warn-rwx-segments"]
+    for i, a in lm.layout.address_of.items():
+        args.append(f"--section-start={lm.ko.sections[i].name}={a:#x}")
+    for k, s in enumerate(x for x in lm.ko.sections if x.flags & 2 and x.index not in lm.layout.address_of):
+        args.append(f"--section-start={s.name}={0x10000000 + k * 0x10000:#x}")  # not loaded
+    for name in ("plain_func", "__fentry__"):
+        args.append(f"--defsym={name}={kernel.symtab.value(name):#x}")
+    subprocess.run(args + [KO], check=True, capture_output=True)
+    with open(tmp_path / "out", "rb") as f:
+        elf = ELFFile(f)
+        for i in lm.layout.address_of:
+            s = lm.ko.sections[i]
+            if s.type == 8 or s.size == 0 or s.name.startswith(".note"):
+                continue
+            sec = elf.get_section_by_name(s.name)
+            assert sec["sh_addr"] == lm.layout.address_of[i], s.name
+            assert sec.data() == lm.relocated.sections[i], s.name
+
+
+def test_call_into_the_kernel(modset: ModuleSet, kernel: Image) -> None:
+    view = modset.view("kpt_test")
+    assert view is not None
+    start = view.kallsyms.lookup("kpt_func")
+    size = view.kallsyms.containing(start).size
+    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    calls = [int(i.op_str, 16) for i in cs.disasm(view.read(start, size), start) if i.mnemonic == "call"]
+    assert calls == [kernel.symtab.value("__fentry__"), kernel.symtab.value("plain_func")]
+
+
+def test_module_kallsyms(modset: ModuleSet) -> None:
+    view = modset.view("kpt_test")
+    assert view is not None
+    ks = view.kallsyms
+    for name in ("kpt_func", "kpt_nokprobe", "kpt_kprobes_fn", "kpt_notrace", "kpt_jl", "kpt_exit",
+                 "cleanup_module", "kpt_counter"):
+        assert ks.count(name) == 1, name
+    for name in ("kpt_init", "init_module", "plain_func"):  # init text is freed; kernel not here
+        assert ks.count(name) == 0, name
+    assert sorted(n for n, _ in view.loaded.init_functions()) == ["init_module", "kpt_init"]
+
+
+# -- verdicts ----------------------------------------------------------------------------
+def test_module_tables(modset: ModuleSet) -> None:
+    view = modset.view("kpt_test")
+    assert view is not None
+    t = view.tables
+    ks = view.kallsyms
+    ftraced = {ks.containing(int(a)).addr for a in t.ftrace_sites}
+    # -pg -mfentry: every function but the notrace one; init text records are dropped
+    assert ftraced == {ks.lookup(n) for n in ("kpt_func", "kpt_nokprobe", "kpt_kprobes_fn", "kpt_jl",
+                                              "kpt_exit")}
+    # aliases: the first in the module's symbol table names the address (find_kallsyms_symbol)
+    assert ks.lookup("kpt_exit") == ks.lookup("cleanup_module")
+    assert [(b.symbol, b.source) for b in t.blacklist] == [
+        ("kpt_nokprobe", "NOKPROBE_SYMBOL"), ("kpt_kprobes_fn", ".kprobes.text")]
+    assert len(t.jump_labels[0]) == 1
+
+
+def _jump_site_offset() -> int:
+    """kpt_jl's jump-label site as an offset in kpt_jl, from __jump_table's relocation."""
+    with open(KO, "rb") as f:
+        elf = ELFFile(f)
+        rel = next(s for s in elf.iter_sections() if isinstance(s, RelocationSection)
+                   and s.name == ".rela__jump_table")
+        symtab = elf.get_section(rel["sh_link"])
+        r = next(r for r in rel.iter_relocations() if r["r_offset"] == 0)
+        sym = symtab.get_symbol(r["r_info_sym"])
+        sec = elf.get_section(sym["st_shndx"]).name
+        code = sym["st_value"] + r["r_addend"]  # .long 1b - . at offset 0 of the entry
+    where, func = _symbol(KO, "kpt_jl")
+    assert where == sec == ".text"
+    return code - func
+
+
+@pytest.mark.parametrize("target,ok,reason", [
+    ("kpt_test:kpt_func", True, None),
+    ("r kpt_test:kpt_func", True, None),
+    ("kpt_test:kpt_func+1", False, "NOT_BOUNDARY"),
+    ("kpt_test:kpt_nokprobe", False, "BLACKLIST_NOKPROBE"),
+    ("kpt_test:kpt_kprobes_fn", False, "BLACKLIST_AREA"),
+    ("kpt_test:kpt_notrace", False, "NOTRACE"),
+    ("kpt_test:kpt_init", False, "NO_SYMBOL"),
+    ("kpt_test:kpt_exit", True, None),
+    ("kpt_test:nonesuch", False, "NO_SYMBOL"),
+])
+def test_module_verdicts(modset: ModuleSet, kernel: Image, target: str, ok: bool,
+                         reason: str | None) -> None:
+    v = check(kernel, target)
+    assert v.ok is ok and (v.reason.value if v.reason else None) == reason, v
+    assert not v.deferred
+    if ok and target.endswith("kpt_func"):
+        assert v.flags == ("FTRACE",) and v.symbol == "kpt_func+0x4"  # ENDBR, then the NOP5
+
+
+def test_jump_label_in_module(modset: ModuleSet, kernel: Image) -> None:
+    off = _jump_site_offset()
+    v = check(kernel, f"kpt_test:kpt_jl+{off}")
+    assert not v.ok and v.reason is not None and v.reason.value == "JUMP_LABEL"
+    assert check(kernel, f"kpt_test:kpt_jl+{off + 1}").reason.value in ("JUMP_LABEL", "NOT_BOUNDARY")
+
+
+def test_module_not_given_is_deferred() -> None:
+    img = Image.open(VMLINUX)
+    v = check(img, "ext4:ext4_file_open")
+    j = v.to_json()
+    assert j["ok"] and j["deferred"] is True and "arms it when ext4 loads" in j["why"]
+    assert check(img, "plain_func").to_json()["deferred"] is False
+
+
+# -- the command line --------------------------------------------------------------------
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("form", ["", ".xz", ".zst"])
+def test_cli_check_module(capsys, form: str) -> None:
+    code, out, err = _run(capsys, "check", VMLINUX, "--module", KO + form, "--json",
+                          "kpt_test:kpt_func", "kpt_test:kpt_nokprobe", "other:f")
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [(r["ok"], r["reason"], r["deferred"]) for r in rows] == [
+        (True, None, False), (False, "BLACKLIST_NOKPROBE", False), (True, None, True)]
+
+
+def test_cli_bad_module(capsys) -> None:
+    code, out, err = _run(capsys, "check", VMLINUX, "--module", str(MODDIR / "truncated.ko.xz"),
+                          "kpt_test:kpt_func")
+    assert code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "corrupt or truncated xz module" in err
+
+
+def test_cli_mismatched_module(capsys) -> None:
+    code, out, err = _run(capsys, "check", VMLINUX, "--module", str(MODDIR / "kpt_other.ko"),
+                          "kpt_test:kpt_func")
+    assert code == 0 and "built for 6.12.0-kpatch-test, the kernel is 6.1.0-kpatch-test" in err
+    assert out.split()[1] == "ok"
+
+
+def test_cli_modules_command(capsys) -> None:
+    code, out, err = _run(capsys, "modules", VMLINUX, "--module", KO, "--json", "--no-cache")
+    assert code == 0, err
+    r = json.loads(out.splitlines()[0])
+    assert r["module"] == "kpt_test" and r["functions"] >= 5 and r["init_functions"] == 2
+    assert r["blacklist"] == 2 and r["unresolved"] == []
+
+
+# -- real modules -------------------------------------------------------------------------
+DEBIAN = Path(os.path.expanduser("~/.cache/kpatch-kernels/6.12.117+deb13-amd64"))
+
+
+@pytest.fixture(scope="module")
+def debian() -> ModuleSet:
+    if not (DEBIAN / "modules").is_dir() or not (DEBIAN / "vmlinux").is_file():
+        pytest.skip(f"Debian 6.12.117 amd64 vmlinux + modules not cached in {DEBIAN} "
+                    "(fetch-debian-kernel.sh --modules 6.12.117+deb13-amd64 amd64)")
+    return ModuleSet(Image.open(str(DEBIAN / "vmlinux")), tree=str(DEBIAN / "modules"), warn=False)
+
+
+@pytest.mark.parametrize("mod", ["ext4", "xfs", "kvm_intel", "nf_conntrack", "e1000e"])
+def test_debian_modules(debian: ModuleSet, mod: str) -> None:
+    view = debian.view(mod)
+    assert view is not None
+    lm = view.loaded
+    assert lm.relocated.unresolved == () and lm.relocated.unsupported == {}
+    assert lm.relocated.overflow == {}
+    # every __mcount_loc record of core text is an ftrace site at a NOP5 after boot patching
+    sites = view.tables.ftrace_sites
+    assert len(sites) > 100
+    a = int(sites[len(sites) // 2])
+    raw = view.read(a, 5)
+    assert raw[0] == 0xE8  # call __fentry__ in the file ...
+    assert a + 5 + int.from_bytes(raw[1:5], "little", signed=True) == \
+        view.kernel.symtab.value("__fentry__")  # ... relocated to the kernel's __fentry__
+    f = view.kallsyms.containing(a)
+    assert f is not None
+    v = check(view, f.name) if view.kallsyms.count(f.name) == 1 else None
+    if v is not None:
+        assert v.ok and v.flags == ("FTRACE",), v
+    assert np.all(np.diff(sites.astype(np.int64)) > 0)
