@@ -68,14 +68,22 @@ def cache_dir() -> str:
     return os.path.join(os.path.expanduser("~"), ".cache", "kpatch-core", "boot")
 
 
+# e_machine of the supported kernels: x86_64, aarch64, riscv, s390, ppc64 (others: Image says so)
+KERNEL_MACHINES = frozenset({62, 183, 243, 22, 21})
+
+
 def _elf_has_symtab(head: bytes, path: str) -> tuple[bool, int, int]:
-    """(has .symtab, e_type, e_machine) of the ELF file ``path`` (reads only its headers)."""
+    """(has .symtab, e_type, e_machine) of the ELF file ``path`` (reads only its headers); an
+    ELF that :class:`Image` refuses with its own message (32-bit, truncated, an unsupported
+    machine) counts as having one."""
     e = "<" if head[5] == 1 else ">"
     e_type, e_machine = struct.unpack_from(e + "HH", head, 16)
-    if head[4] != 2:
-        return True, e_type, e_machine  # 32-bit: Image refuses it with its own message
+    if head[4] != 2 or (e_machine not in KERNEL_MACHINES and e_type != ET_REL):
+        return True, e_type, e_machine
     shoff, = struct.unpack_from(e + "Q", head, 40)
     shentsize, shnum = struct.unpack_from(e + "HH", head, 58)
+    if shoff + shentsize * shnum > os.path.getsize(path):
+        return True, e_type, e_machine  # truncated: Image says so
     with open(path, "rb") as f:
         f.seek(shoff)
         raw = f.read(shentsize * shnum)
@@ -161,8 +169,8 @@ def _unpack(path: str, data: bytes, depth: int = 0) -> tuple[str, bytes, str | N
         return f"{kind}, {comp}-compressed", payload, arch
     if (msg := _mistake(path, data)) is not None:
         raise InputError(msg)
-    raise InputError(f"{path}: not a kernel image (unknown format, magic {bytes(data[:8]).hex()}); "
-                     "pass a vmlinux, vmlinuz/bzImage or Image of a Linux kernel")
+    raise InputError(f"{path}: not a kernel image (not an ELF file nor a known boot image format, "
+                     f"magic {bytes(data[:8]).hex()}); pass a vmlinux, vmlinuz/bzImage or Image of a Linux kernel")
 
 
 def _bz_payload_at(data: bytes) -> int:
@@ -236,6 +244,10 @@ def _kallsyms(path: str, payload: bytes, arch: str | None) -> Symbols:
     try:
         k = find_kallsyms(payload, e)
     except InputError as err:
+        if arch is None:  # a stripped ELF: the debug vmlinux is the usual answer
+            raise InputError(f"{path}: stripped image (no .symtab) without kallsyms tables; use the "
+                             "unstripped debug vmlinux (Debian: linux-image-<version>-dbg) or pass "
+                             "its System.map with --system-map FILE") from None
         raise InputError(f"{path}: {err}") from None
     if "linux_banner" not in k.names:  # a .rodata symbol: absent from text-only kallsyms
         # scripts/kallsyms.c without --all-symbols keeps _stext.._etext and the init text only:
