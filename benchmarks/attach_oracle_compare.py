@@ -19,11 +19,9 @@ import json
 import random
 import sys
 
-from kpatch_core.attach import check_one
-from kpatch_core.fprobe import check_kprobe_multi
+from kpatch_core.attach import check_request
 from kpatch_core.image import Image
 from kpatch_core.spec import available_filter_functions, image_btf, text_functions
-from kpatch_core.target import Target
 
 
 def sample(image: Image, n: int, seed: int) -> list[str]:
@@ -49,21 +47,6 @@ def sample(image: Image, n: int, seed: int) -> list[str]:
     return out
 
 
-def ours(image: Image, request: str):
-    kind, arg = request.split(" ", 1)
-    if kind in ("kmulti", "kretmulti"):
-        return check_kprobe_multi(image, arg.split(","), kind == "kretmulti")
-    if kind in ("kprobe", "kretprobe"):  # perf's kprobe PMU, as the BPF tools create them
-        name, _, off = arg.partition("+")
-        t = Target(arg, "r" if kind == "kretprobe" else "p", symbol=name,
-                   offset=int(off, 0) if off else 0, attach=kind, spelling=f"{kind}:{arg}")
-        return check_one(image, t)
-    attach = {"fentry": "fentry", "fexit": "fexit", "fmod_ret": "fmod_ret", "fprobe": "fprobe",
-              "fprobe_return": "fprobe_return"}[kind]
-    ret = attach in ("fexit", "fprobe_return")
-    return check_one(image, Target(arg, "r" if ret else "p", symbol=arg, attach=attach))
-
-
 def compare(image: Image, answers: str, min_agree: float) -> int:
     total = agree = false_accepts = 0
     by_kind: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -73,7 +56,7 @@ def compare(image: Image, answers: str, min_agree: float) -> int:
             a = json.loads(line)
             if a["stage"] == "delete":
                 continue
-            v = ours(image, a["request"])
+            v = check_request(image, a["request"])
             kind = a["request"].split(" ", 1)[0]
             total += 1
             same = v.ok == a["ok"] and (v.ok or v.errno == a["errno"])

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .attach_verdict import AttachVerdict
+from .errors import UsageError
 from .bpf_trampoline import check_fentry
-from .fprobe import check_fprobe_event, check_kprobe_multi_target
+from .fprobe import check_fprobe_event, check_kprobe_multi, check_kprobe_multi_target
 from .probe import check_many
 from .spec import expand
 from .target import Target, spelling_source
@@ -81,3 +82,22 @@ def check_one(image: Image, target: Target) -> AnyVerdict:
     if target.attach in ("fprobe", "fprobe_return"):
         return check_fprobe_event(image, target)
     return check_kprobe_multi_target(image, target)
+
+
+def check_request(image: Image, request: str) -> AnyVerdict:
+    """The verdict for one tools/bpf-attach-oracle request line (``fentry NAME``, ``fexit
+    NAME``, ``fmod_ret NAME``, ``kmulti A,B``, ``kretmulti A``, ``fprobe NAME``,
+    ``fprobe_return NAME``, ``kprobe NAME[+OFF]``, ``kretprobe NAME``), so our answers and
+    the kernel's can be compared line by line."""
+    kind, _, arg = request.partition(" ")
+    if kind in ("kmulti", "kretmulti"):
+        return check_kprobe_multi(image, arg.split(","), kind == "kretmulti")
+    if kind in ("kprobe", "kretprobe"):  # perf's kprobe PMU, as the BPF tools create them
+        name, _, off = arg.partition("+")
+        return check_one(image, Target(arg, "r" if kind == "kretprobe" else "p", symbol=name,
+                                       offset=int(off, 0) if off else 0, attach=kind,
+                                       spelling=f"{kind}:{arg}"))
+    if kind not in ("fentry", "fexit", "fmod_ret", "fprobe", "fprobe_return") or not arg:
+        raise UsageError(f"bad oracle request {request!r}: expected ATTACH NAME")
+    ret = kind in ("fexit", "fprobe_return")
+    return check_one(image, Target(arg, "r" if ret else "p", symbol=arg, attach=kind))

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .attach_verdict import AttachReason, AttachVerdict, refuse
-from .spec import available_filter_functions, glob_regex
+from .spec import available_filter_functions, glob_regex, traceable_names
 from .target import Target
 
 if TYPE_CHECKING:
@@ -108,8 +108,11 @@ def check_fprobe_event(image: Image, target: Target) -> AttachVerdict:
         return refuse(t, kind, attach, AttachReason.FPROBE_EVENTS_MISSING, **common)  # type: ignore[arg-type]
     if target.module:  # a module's functions are not in this image: not modelled
         return AttachVerdict(t, kind, attach, True, detail="module function: not checked", **common)  # type: ignore[arg-type]
-    rx = glob_regex(target.symbol)  # ftrace_set_filter: the symbol is an ftrace glob
-    names = [n for n in dict.fromkeys(available_filter_functions(image)) if rx.match(n)]
+    if target.is_pattern:  # ftrace_set_filter: the symbol is an ftrace glob
+        rx = glob_regex(target.symbol)
+        names = [n for n in dict.fromkeys(available_filter_functions(image)) if rx.match(n)]
+    else:
+        names = [target.symbol] if target.symbol in traceable_names(image) else []
     if not names:  # ftrace_set_hash: !ftrace_match_records -> -EINVAL
         return refuse(t, kind, attach, AttachReason.FPROBE_NO_MATCH, target.symbol, **common)  # type: ignore[arg-type]
     addr = next((a for a in image.kallsyms.addresses_of(names[0]) if _ftrace_location(image, a)), None)

@@ -52,6 +52,12 @@ def _available_filter_functions(image: Image) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=8)
+def traceable_names(image: Image) -> frozenset[str]:
+    """The distinct names of :func:`available_filter_functions`, for exact lookups."""
+    return frozenset(available_filter_functions(image))
+
+
+@functools.lru_cache(maxsize=8)
 def text_functions(image: Image) -> tuple[str, ...]:
     """Every kallsyms name of an ELF function symbol in kernel text, in address order (what
     ``perf probe -F`` lists from kallsyms, before its blacklist filter)."""

@@ -3,12 +3,13 @@ kprobe spellings of BPF tools; each case is a kernel rule (bpf_check_attach_targ
 check_attach_btf_id, register_fentry, trace_fprobe.c, ftrace_lookup_symbols)."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 
 import pytest
 
-from kpatch_core.attach import Unmatched, check_one, check_targets
+from kpatch_core.attach import Unmatched, check_one, check_request, check_targets
 from kpatch_core.attach_verdict import AttachReason
 from kpatch_core.cli import main
 from kpatch_core.fprobe import check_kprobe_multi
@@ -139,3 +140,25 @@ def test_check_from_tool_files(capsys):
     rc = main(["check", path, "--from", os.path.join(TOOLS, "vfsstat.bpf.o")])
     out = capsys.readouterr().out.splitlines()
     assert rc == 0 and len(out) == 10 and all(" ok " in line for line in out)
+
+
+ORACLE = os.path.join(os.path.dirname(__file__), "data", "attach_oracle")
+
+
+@pytest.mark.parametrize("kernel", sorted(f.split(".jsonl")[0] for f in os.listdir(ORACLE)
+                                          if f.endswith(".jsonl.gz")) if os.path.isdir(ORACLE) else [])
+def test_agrees_with_the_real_kernel(kernel):
+    """Answers of Debian kernels booted with tools/bpf-attach-oracle (fentry, fexit, fprobe
+    events, kprobe_multi; see tests/data/attach_oracle/README.md): >= 99.9% (ok, errno)
+    agreement and no false accept."""
+    image = _image(kernel)
+    with gzip.open(os.path.join(ORACLE, f"{kernel}.jsonl.gz"), "rt") as f:
+        answers = [json.loads(line) for line in f]
+    agree = false_accepts = 0
+    for a in answers:
+        v = check_request(image, a["request"])
+        agree += v.ok == a["ok"] and (v.ok or v.errno == a["errno"])
+        false_accepts += v.ok and not a["ok"]
+    assert len(answers) >= 1000
+    assert false_accepts == 0
+    assert agree / len(answers) >= 0.999, f"{agree}/{len(answers)}"
