@@ -137,6 +137,14 @@ FEATURES: tuple[Feature, ...] = (
        "(before: it always scans, and refuses jumps into __indirect_thunk_*)",
        "arch/x86/kernel/kprobes/opt.c: can_optimize, insn_is_indirect_jump (since not pinned)",
        since=(6, 6), arches=("x86_64",)),
+    _F("X86_PARAVIRT_NATIVE_PATCH",
+       "apply_paravirt inlines the native code of the irq, cr2/cr3, wbinvd and (native) lock pv "
+       "ops (cli, sti, pushf;pop, movb $0,(%rdi) ...) and _paravirt_ident_64 as mov %rdi,%rax; "
+       "later kernels patch these with ALTERNATIVE instead",
+       "arch/x86/kernel/paravirt_patch.c: native_patch, paravirt_patch_insns; removed by "
+       "'x86/paravirt: switch functions with custom code to ALTERNATIVE' (v5.13; until not "
+       "pinned; Debian 5.10.262 checked by the oracle)",
+       until=(5, 13), arches=("x86_64",)),
     # --- arm64 -------------------------------------------------------------------------------
     _F("ARM64_BCOND_MATCHES_BC",
        "aarch64_insn_is_bcond's mask also takes BC.cond (bit 4 set): simulated as a branch",

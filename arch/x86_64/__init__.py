@@ -31,6 +31,22 @@ RET_INT3 = bytes.fromhex("c3cccccccc")  # patch_return() without X86_FEATURE_RET
 X86_NOPS = {1: "90", 2: "6690", 3: "0f1f00", 4: "0f1f4000", 5: "0f1f440000", 6: "660f1f440000",
             7: "0f1f8000000000", 8: "0f1f840000000000"}  # x86_nops[] (BYTES_NOP1..8)
 PARAVIRT_SITE_SIZE = 16  # struct paravirt_patch_site { u8 *instr; u8 type; u8 len; }
+# native_patch (X86_PARAVIRT_NATIVE_PATCH): the code inlined for a pv op whose native function is
+# this one (patch_data_xxl / patch_data_lock, arch/x86/kernel/paravirt_patch.c; the lock ops
+# when pv_is_native_spin_unlock / _vcpu_is_preempted, as on a guest without KVM/Xen)
+PARAVIRT_NATIVE_CODE = {
+    "native_irq_disable": b"\xfa",  # cli
+    "native_irq_enable": b"\xfb",  # sti
+    "native_save_fl": b"\x9c\x58",  # pushf; pop %rax
+    "native_restore_fl": b"\x57\x9d",  # push %rdi; popf
+    "native_read_cr2": b"\x0f\x20\xd0",  # mov %cr2, %rax
+    "__native_read_cr3": b"\x0f\x20\xd8",  # mov %cr3, %rax
+    "native_write_cr3": b"\x0f\x22\xdf",  # mov %rdi, %cr3
+    "native_wbinvd": b"\x0f\x09",  # wbinvd
+    "_paravirt_ident_64": b"\x48\x89\xf8",  # mov %rdi, %rax (paravirt_patch_ident_64)
+    "__raw_callee_save___native_queued_spin_unlock": b"\xc6\x07\x00",  # movb $0, (%rdi)
+    "__raw_callee_save___native_vcpu_is_preempted": b"\x31\xc0",  # xor %eax, %eax
+}
 ENDBR = (bytes.fromhex("f30f1efa"), bytes.fromhex("f30f1efb"), bytes.fromhex("660f1f00"))
 
 # struct pt_regs, arch/x86/include/asm/ptrace.h; names from regoffset_table (arch/x86/kernel/ptrace.c)
@@ -206,12 +222,20 @@ class X86_64Backend(Backend):
         if start is None or end is None or pv_ops is None:
             return np.zeros(0, np.uint64), []
         raw = image.read(start, end - start)
+        native: dict[int, bytes] = {}
+        if image.features.has("X86_PARAVIRT_NATIVE_PATCH"):
+            for name, code in PARAVIRT_NATIVE_CODE.items():
+                a = image.symtab.value(name)
+                if a is not None:
+                    native[a] = code
         sites, patches = [], []
         for i in range(0, len(raw) - PARAVIRT_SITE_SIZE + 1, PARAVIRT_SITE_SIZE):
             at = int.from_bytes(raw[i:i + 8], "little")
             typ, length = raw[i + 8], raw[i + 9]
             op = int.from_bytes(image.read(pv_ops + 8 * typ, 8), "little")
-            if op == pv_nop or length < 5:
+            if op in native and len(native[op]) <= length:  # native_patch: paravirt_patch_insns
+                patch = native[op]
+            elif op == pv_nop or length < 5:
                 patch = b""
             else:
                 patch = b"\xe8" + ((op - at - 5) & 0xFFFFFFFF).to_bytes(4, "little")
