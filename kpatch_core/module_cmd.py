@@ -78,8 +78,18 @@ def analyse_module(ms: "ModuleSet", name: str, use_cache: bool | None, jobs: int
     if view is None:
         raise InputError(ms.missing(name))
     t1 = time.perf_counter()
-    a = cache.cached_analysis(view, jobs=jobs, use=use_cache)
     lm = view.loaded
+    if lm.layout.range_of(_text_type())[1] == 0:  # data only (e.g. tuner tables): nothing to probe
+        return {"module": name, "path": lm.ko.path, "vermagic": lm.ko.vermagic,
+                "build_id": lm.ko.build_id, "functions": 0, "probeable_entries": 0, "insns": 0,
+                "probeable_insns": 0, "fill": 0, "entry_methods": {}, "rejected_entries": [],
+                "init_functions": len(lm.core.init), "ftrace_sites": 0, "blacklist": 0,
+                "relocations": lm.relocated.count, "unresolved": list(lm.relocated.unresolved),
+                "unsupported_relocations": lm.relocated.unsupported,
+                "relocation_overflow": lm.relocated.overflow, "text": [],
+                "note": "no core text (nothing to probe)", "load_seconds": round(t1 - t0, 3),
+                "analysis_seconds": 0.0, "from_cache": False, "_analysis": None}
+    a = cache.cached_analysis(view, jobs=jobs, use=use_cache)
     rel = lm.relocated
     tot = a.totals()
     return {"module": name, "path": lm.ko.path, "vermagic": lm.ko.vermagic,
@@ -134,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             totals[k] += 1 if k == "modules" else int(r[k] or 0)
         if args.json:
             out.write(json.dumps(r, separators=(",", ":")) + "\n")
-            if args.functions:
+            if args.functions and a is not None:
                 for i in range(len(a)):
                     out.write(json.dumps({"module": n, **a.function_json(i)},
                                          separators=(",", ":")) + "\n")
@@ -147,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
                       f"{r['blacklist']:3d} init(freed) {r['init_functions']:4d}{un}\n")
     secs = time.perf_counter() - t0
     if not args.json:
-        f, e = totals["functions"], totals["probeable_entries"]
-        out.write(f"total: {totals['modules']} modules ({failed} failed), {f} functions, "
-                  f"{e} probeable entries ({100.0 * e / f if f else 0:.1f}%), "
+        nf, ne = totals["functions"], totals["probeable_entries"]
+        out.write(f"total: {totals['modules']} modules ({failed} failed), {nf} functions, "
+                  f"{ne} probeable entries ({100.0 * ne / nf if nf else 0:.1f}%), "
                   f"{totals['insns']} instructions, {secs:.1f} s\n")
     return 1 if failed and not totals["modules"] else 0

@@ -288,3 +288,74 @@ def test_debian_modules(debian: ModuleSet, mod: str) -> None:
     if v is not None:
         assert v.ok and v.flags == ("FTRACE",), v
     assert np.all(np.diff(sites.astype(np.int64)) > 0)
+
+
+# -- arm64 --------------------------------------------------------------------------------
+ARM64_KO = str(MODDIR / "kpt_test_arm64.ko")
+ARM64_VMLINUX = str(Path(__file__).resolve().parent.parent / "testdata" / "arm64" / "vmlinux-6.12")
+
+
+@pytest.fixture(scope="module")
+def arm64() -> tuple[Image, ModuleSet]:
+    k = Image.open(ARM64_VMLINUX)
+    ms = ModuleSet(k, [ARM64_KO], warn=False)
+    k.module_source = ms
+    return k, ms
+
+
+def test_arm64_relocations_match_ld(arm64: tuple[Image, ModuleSet], tmp_path: Path) -> None:
+    """arm64 apply_relocate_add (ADRP/LDST/ADD lo12, CALL26/JUMP26, PREL32, ABS64) equals
+    GNU ld's output for the same placement; the module sits in the 128 MiB below _end."""
+    ld = shutil.which("aarch64-linux-gnu-ld")
+    if ld is None:
+        pytest.skip("aarch64-linux-gnu-ld not installed (binutils-aarch64-linux-gnu)")
+    kernel, ms = arm64
+    lm = ms.loaded("kpt_test")
+    assert lm is not None and lm.relocated.unresolved == () and not lm.relocated.overflow
+    assert lm.relocated.unsupported == {}
+    end = kernel.symtab.value("_end") or kernel.link_range[1]
+    assert end - (128 << 20) <= min(lm.layout.address_of.values()) < end
+    args = [ld, "-o", str(tmp_path / "out"), "-e", "0", "--no-warn-rwx-segments"]
+    for i, a in lm.layout.address_of.items():
+        args.append(f"--section-start={lm.ko.sections[i].name}={a:#x}")
+    for k, s in enumerate(x for x in lm.ko.sections if x.flags & 2 and x.index not in lm.layout.address_of):
+        args.append(f"--section-start={s.name}={0x10000000 + k * 0x10000:#x}")
+    args.append(f"--defsym=a_hyp={kernel.symtab.value('a_hyp'):#x}")
+    subprocess.run(args + [ARM64_KO], check=True, capture_output=True)
+    with open(tmp_path / "out", "rb") as f:
+        elf = ELFFile(f)
+        compared = 0
+        for i in lm.layout.address_of:
+            s = lm.ko.sections[i]
+            if s.type == 8 or s.size == 0 or s.name.startswith(".note"):
+                continue
+            sec = elf.get_section_by_name(s.name)
+            assert sec.data() == lm.relocated.sections[i], s.name
+            compared += 1
+        assert compared >= 5
+
+
+@pytest.mark.parametrize("target,ok,reason", [
+    ("kpt_test:kpt_func", True, None),
+    ("kpt_test:kpt_nokprobe", False, "BLACKLIST_NOKPROBE"),
+    ("kpt_test:kpt_kprobes_fn", False, "BLACKLIST_AREA"),
+    ("kpt_test:kpt_notrace", False, "NOTRACE"),
+    ("kpt_test:kpt_init", False, "NO_SYMBOL"),
+    ("kpt_test:kpt_func+2", False, "MISALIGNED"),
+])
+def test_arm64_module_verdicts(arm64: tuple[Image, ModuleSet], target: str, ok: bool,
+                               reason: str | None) -> None:
+    kernel, _ = arm64
+    v = check(kernel, target)
+    assert v.ok is ok and (v.reason.value if v.reason else None) == reason, v
+
+
+def test_arm64_ftrace_sites(arm64: tuple[Image, ModuleSet]) -> None:
+    """Call sites come from __patchable_function_entries (FTRACE_CALLSITE_SECTION on arm64)."""
+    _, ms = arm64
+    view = ms.view("kpt_test")
+    assert view is not None
+    ks = view.kallsyms
+    funcs = {ks.containing(int(a)).addr for a in view.tables.ftrace_sites}
+    assert funcs == {ks.lookup(n) for n in ("kpt_func", "kpt_nokprobe", "kpt_kprobes_fn", "kpt_jl",
+                                            "kpt_exit")}

@@ -12,6 +12,7 @@ import numpy as np
 
 MODULES_VADDR = 0xFFFFFFFFC0000000  # __START_KERNEL_map + KERNEL_IMAGE_SIZE (1 GiB)
 PAGE_SIZE = 4096
+FTRACE_CALLSITE_SECTION = "__mcount_loc"  # include/linux/ftrace.h (-mrecord-mcount)
 
 
 class Reloc(NamedTuple):

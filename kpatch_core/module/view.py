@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..config import KernelConfig
     from ..features import FeatureSet
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SHN_ABS = 0xFFF1
 STB_GLOBAL = 1
 
@@ -139,9 +139,11 @@ def _private_tmp() -> str:
     return d
 
 
-def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int) -> None:
+def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int,
+                     callsites: str = "__mcount_loc") -> None:
     """The relocated module as an ELF64 ET_EXEC: loaded sections at their addresses, its
-    core symbols (table order, original st_info), then the marker symbols."""
+    core symbols (table order, original st_info), then the marker symbols.  ``callsites``:
+    the section ``ftrace_module_init`` reads (FTRACE_CALLSITE_SECTION of the arch)."""
     ko, lay = lm.ko, lm.layout
     e = ko.endian
     idx = sorted(lay.address_of, key=lambda i: lay.address_of[i])
@@ -164,7 +166,7 @@ def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int) ->
     add(_TEXT_MARKERS[1][0], STB_GLOBAL << 4, 0, SHN_ABS, 0, 0)  # init text: freed after init
     add(_TEXT_MARKERS[1][1], STB_GLOBAL << 4, 0, SHN_ABS, 0, 0)
     for sec, (start, end) in MARKERS.items():
-        s = ko.section(sec)
+        s = ko.section(callsites if start == "__start_mcount_loc" else sec)
         a = lay.address_of.get(s.index) if s is not None else None
         lo, hi = (a, a + s.size) if a is not None and s is not None else (0, 0)
         add(start, STB_GLOBAL << 4, 0, SHN_ABS, lo, 0)
@@ -212,8 +214,8 @@ def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int) ->
     d = os.path.dirname(path)
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".mod-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(out)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(out)
     os.replace(tmp, path)
 
 
@@ -240,7 +242,8 @@ class ModuleImage(Image):
             f"{min(lm.layout.address_of.values(), default=0):x}-{kernel.build_id or ''}-{FORMAT_VERSION}"
         path = os.path.join(_cache_dir(), f"{lm.name}-{key}.elf")
         if not os.path.exists(path):
-            write_module_elf(path, lm, lm.ko.machine, lm.ko.e_flags)
+            write_module_elf(path, lm, lm.ko.machine, lm.ko.e_flags,
+                             arch_module(kernel).FTRACE_CALLSITE_SECTION)
         img = cls(path, kernel.config_path, kernel.overrides)
         img.kernel = kernel
         img.loaded = lm

@@ -3,14 +3,19 @@
  * kernel's x86_64 code generation flags; no kernel tree needed).  It has what the loader and
  * the kprobe rules look at: .modinfo, __fentry__ calls recorded in __mcount_loc, a
  * NOKPROBE_SYMBOL entry, a .kprobes.text function, a notrace function, a jump label, init and
- * exit text, and calls into the kernel (testdata/x86_64/vmlinux: plain_func).
+ * exit text, and calls into the kernel.  The arm64 build (kpt_test_arm64.ko) is for
+ * testdata/arm64/vmlinux-6.12.
  */
 #define __section(s) __attribute__((__section__(s)))
 #define __used __attribute__((__used__))
+#ifdef __aarch64__  /* include/linux/compiler_types.h with CC_USING_PATCHABLE_FUNCTION_ENTRY */
+#define notrace __attribute__((patchable_function_entry(0, 0)))
+#else
 #define notrace __attribute__((__no_instrument_function__))
+#endif
 #define noinline __attribute__((__noinline__))
 
-extern int plain_func(int x);
+extern int KFUNC(int x);  /* a kernel function: plain_func (x86_64), a_hyp (arm64) */
 
 static const char kpt_modinfo[] __used __section(".modinfo") __attribute__((aligned(1))) =
 	"license=GPL\0depends=\0name=kpt_test\0"
@@ -22,7 +27,7 @@ long kpt_key;
 noinline int kpt_func(int x)
 {
 	kpt_counter++;
-	return plain_func(x) + 1;
+	return KFUNC(x) + 1;
 }
 
 noinline int kpt_nokprobe(int x)
@@ -39,13 +44,18 @@ noinline __section(".kprobes.text") int kpt_kprobes_fn(int x)
 
 noinline notrace int kpt_notrace(int x)
 {
-	return (x ^ kpt_counter) + plain_func(x);
+	return (x ^ kpt_counter) + KFUNC(x);
 }
 
-/* static_branch_unlikely(): a 5-byte NOP recorded in __jump_table (s32 code, s32 target, long key) */
+/* static_branch_unlikely(): a NOP recorded in __jump_table (s32 code, s32 target, long key) */
+#ifdef __aarch64__
+#define JUMP_NOP "nop"
+#else
+#define JUMP_NOP ".byte 0x0f,0x1f,0x44,0x00,0x00"
+#endif
 noinline int kpt_jl(int x)
 {
-	asm goto("1: .byte 0x0f,0x1f,0x44,0x00,0x00\n\t"
+	asm goto("1: " JUMP_NOP "\n\t"
 		 ".pushsection __jump_table, \"aw\"\n\t.balign 8\n\t"
 		 ".long 1b - ., %l[l_yes] - .\n\t.quad kpt_key - .\n\t.popsection"
 		 : : : : l_yes);

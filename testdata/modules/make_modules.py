@@ -3,6 +3,7 @@
 generation flags; no kernel tree needed):
 
   kpt_test.ko        the module (vermagic 6.1.0-kpatch-test, as testdata/x86_64/vmlinux)
+  kpt_test_arm64.ko  the arm64 build (aarch64-linux-gnu-gcc; for testdata/arm64/vmlinux-6.12)
   kpt_test.ko.xz     the same, xz (as Debian ships modules)
   kpt_test.ko.zst    the same, zstd
   kpt_other.ko       vermagic 6.12.0-kpatch-test (a mismatched build)
@@ -27,13 +28,20 @@ CFLAGS = ("-O2 -g0 -ffreestanding -fno-pic -fno-pie -mcmodel=kernel -mno-red-zon
           "-fno-strict-aliasing -Wall -Werror").split()
 
 
-def build(out: str, release: str) -> bytes:
+# arm64: the kernel's code model and ftrace call sites (two NOPs, __patchable_function_entries)
+ARM64_CFLAGS = ("-O2 -g0 -ffreestanding -fno-pic -fno-pie -mgeneral-regs-only "
+                "-fno-stack-protector -fno-asynchronous-unwind-tables -fno-unwind-tables "
+                "-fpatchable-function-entry=2 -fno-common -fno-strict-aliasing -Wall -Werror").split()
+
+
+def build(out: str, release: str, cross: str = "", flags: list[str] = CFLAGS,
+          kfunc: str = "plain_func") -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         obj = os.path.join(tmp, "kpt_test.o")
-        subprocess.run(["gcc", *CFLAGS, f'-DUTS_RELEASE="{release}"', "-c",
-                        os.path.join(HERE, "kpt_test.c"), "-o", obj], check=True)
+        subprocess.run([f"{cross}gcc", *flags, f'-DUTS_RELEASE="{release}"', f"-DKFUNC={kfunc}",
+                        "-c", os.path.join(HERE, "kpt_test.c"), "-o", obj], check=True)
         # a module is one relocatable object (modpost + ld -r in a kernel build)
-        subprocess.run(["ld", "-r", "--build-id=sha1", "-o", out, obj], check=True)
+        subprocess.run([f"{cross}ld", "-r", "--build-id=sha1", "-o", out, obj], check=True)
     with open(out, "rb") as f:
         return f.read()
 
@@ -41,6 +49,8 @@ def build(out: str, release: str) -> bytes:
 def main() -> None:
     ko = build(os.path.join(HERE, "kpt_test.ko"), "6.1.0-kpatch-test")
     build(os.path.join(HERE, "kpt_other.ko"), "6.12.0-kpatch-test")
+    build(os.path.join(HERE, "kpt_test_arm64.ko"), "6.12.0", "aarch64-linux-gnu-", ARM64_CFLAGS,
+          "a_hyp")
     xz = lzma.compress(ko, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
     with open(os.path.join(HERE, "kpt_test.ko.xz"), "wb") as f:
         f.write(xz)
