@@ -25,6 +25,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="kernel config (/boot/config-*) to read facts from")
     p.add_argument("--set", metavar="FACT=y|n", action="append", default=[],
                    help="override one configuration or runtime fact (e.g. PREEMPTION=n)")
+    p.add_argument("--system-map", metavar="FILE", help="System.map of a boot image (default: "
+                   "System.map-RELEASE beside it, else the image's own kallsyms tables)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="worker processes (default: every core)")
     p.add_argument("--no-cache", action="store_true",
@@ -62,7 +64,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _open(path: str, args: argparse.Namespace) -> "Image":
     from .cmdline import open_image
-    return open_image(argparse.Namespace(vmlinux=path, config=args.config, set=args.set))
+    return open_image(argparse.Namespace(vmlinux=path, config=args.config, set=args.set,
+                                         system_map=getattr(args, "system_map", None)))
 
 
 def _analyze(path: str, args: argparse.Namespace, show_progress: bool) -> tuple["Image", "Analysis"]:

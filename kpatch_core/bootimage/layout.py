@@ -144,7 +144,8 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
         cuts.append((base + bid[0], base + bid[0] + bid[1], ".notes", SHT_NOTE, SHF_ALLOC))
     cuts.sort()
     secs: list[OutSection] = []
-    text_end = _text_end(payload, base, v.get("_etext", end), syms)
+    etext = v.get("_etext", end)
+    text_end = _text_end(payload, base, etext, syms)
     pos = base
     for cut_lo, cut_hi, name, typ, flags in cuts + [(end, end, "", 0, 0)]:
         if cut_lo < pos:
@@ -154,6 +155,8 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
                 stop = min(cut_lo, text_end)
                 secs.append(_gap(".text" if not secs else f".text.{len(secs)}", pos, stop, base,
                                  SHF_ALLOC | SHF_EXECINSTR))
+            elif pos < etext:  # the zero pages before _etext: no section, as in vmlinux
+                stop = min(cut_lo, etext)
             else:
                 stop = cut_lo
                 secs.append(_gap(".data" if all(x.name != ".data" for x in secs) else f".data.{len(secs)}",
