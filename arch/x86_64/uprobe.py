@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from kpatch_core.slot import Effect, ReadMem
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
-from . import EMULATED, kernel_opcode
+import attrs
+
+from . import EMULATED, LEGACY_PREFIXES, kernel_opcode
 
 if TYPE_CHECKING:
     from kpatch_core.features import FeatureSet
@@ -68,6 +70,109 @@ SCRATCH = ((6, "si", "UPROBE_FIX_RIP_SI"), (7, "di", "UPROBE_FIX_RIP_DI"), (3, "
 EFLAGS_CF, EFLAGS_PF, EFLAGS_ZF, EFLAGS_SF, EFLAGS_OF = 1, 1 << 2, 1 << 6, 1 << 7, 1 << 11
 
 
+# --- the kernel's structural decode (arch/x86/lib/insn.c), for what capstone refuses ----------
+# insn_decode does not validate opcodes: an encoding invalid in 64-bit mode (0x1f pop ds, ff /7,
+# 0f 04) still gets a length from the inat tables (no ModRM, no immediate when the slot is
+# empty), and the uprobe tables then judge its opcode.  Only bad VEX/EVEX forms fail.
+def _rng(a: int, b: int) -> set[int]:
+    return set(range(a, b + 1))
+
+
+MODRM_1 = (_rng(0x00, 0x03) | _rng(0x08, 0x0B) | _rng(0x10, 0x13) | _rng(0x18, 0x1B)
+           | _rng(0x20, 0x23) | _rng(0x28, 0x2B) | _rng(0x30, 0x33) | _rng(0x38, 0x3B)
+           | {0x62, 0x63, 0x69, 0x6B} | _rng(0x80, 0x8F) | {0xC0, 0xC1, 0xC6, 0xC7}
+           | _rng(0xD0, 0xD3) | _rng(0xD8, 0xDF) | {0xF6, 0xF7, 0xFE, 0xFF})
+IMM8_1 = ({0x04, 0x0C, 0x14, 0x1C, 0x24, 0x2C, 0x34, 0x3C, 0x6A, 0x6B, 0x80, 0x82, 0x83, 0xA8,
+           0xC0, 0xC1, 0xC6, 0xCD, 0xD4, 0xD5, 0xEB} | _rng(0x70, 0x7F) | _rng(0xB0, 0xB7)
+          | _rng(0xE0, 0xE7))
+IMMZ_1 = {0x05, 0x0D, 0x15, 0x1D, 0x25, 0x2D, 0x35, 0x3D, 0x68, 0x69, 0x81, 0xA9, 0xC7}
+MODRM_0F = ((_rng(0x00, 0x03) | {0x0D, 0x0F} | _rng(0x10, 0x23) | _rng(0x28, 0x2F)
+             | _rng(0x40, 0x7F) | _rng(0x90, 0x9F) | {0xA3, 0xA4, 0xA5} | _rng(0xAB, 0xC7)
+             | _rng(0xD0, 0xFF)) - {0x77})
+IMM8_0F = {0x0F, 0x70, 0x71, 0x72, 0x73, 0xA4, 0xAC, 0xBA, 0xC2, 0xC4, 0xC5, 0xC6}
+
+
+@attrs.frozen
+class StructInsn:
+    """What the kernel's decoder knows of an instruction capstone cannot decode."""
+
+    length: int
+    modrm: int | None
+    disp_offset: int
+    mnemonic: str = "(bad)"
+
+    @property
+    def reg(self) -> int:
+        return ((self.modrm or 0) >> 3) & 7
+
+
+def struct_decode(code: bytes) -> StructInsn | None:
+    """``insn_decode`` in 64-bit mode, structurally; None where it fails (VEX/EVEX forms)."""
+    try:
+        i, opsize, adsize = 0, False, False
+        while code[i] in LEGACY_PREFIXES:
+            opsize |= code[i] == 0x66
+            adsize |= code[i] == 0x67
+            i += 1
+        rex = code[i] if 0x40 <= code[i] <= 0x4F else 0
+        i += 1 if rex else 0
+        op = code[i]
+        i += 1
+        if op in (0xC4, 0xC5, 0x62):  # VEX/EVEX capstone refused: inat_accept_vex fails
+            return None
+        imm = 0
+        if op == 0x0F:
+            op2 = code[i]
+            i += 1
+            if op2 in (0x38, 0x3A):
+                i += 1
+                modrm, imm = True, (1 if op2 == 0x3A else 0)
+            else:
+                modrm = op2 in MODRM_0F
+                imm = 1 if op2 in IMM8_0F else 4 if 0x80 <= op2 <= 0x8F else 0
+        else:
+            modrm = op in MODRM_1
+            if op in IMM8_1:
+                imm = 1
+            elif op in IMMZ_1:
+                imm = 2 if opsize else 4
+            elif op in (0xE8, 0xE9):
+                imm = 4  # Jz, force64
+            elif 0xB8 <= op <= 0xBF:
+                imm = 8 if rex & 8 else 2 if opsize else 4
+            elif op in (0xC2, 0xCA):
+                imm = 2
+            elif op == 0xC8:
+                imm = 3
+            elif op in (0x9A, 0xEA):
+                imm = 4 if opsize else 6  # __get_immptr
+            elif 0xA0 <= op <= 0xA3:
+                imm = 4 if adsize else 8  # moffs
+        m = None
+        disp_at = 0
+        if modrm:
+            m = code[i]
+            i += 1
+            mod, rm = m >> 6, m & 7
+            if op in (0xF6, 0xF7) and (m >> 3) & 7 in (0, 1):
+                imm = 1 if op == 0xF6 else (2 if opsize else 4)
+            if mod != 3 and rm == 4:
+                sib = code[i]
+                i += 1
+                if mod == 0 and sib & 7 == 5:
+                    disp_at, i = i, i + 4
+            if mod == 1:
+                disp_at, i = i, i + 1
+            elif mod == 2 or (mod == 0 and rm == 5):
+                disp_at, i = i, i + 4
+        n = i + imm
+        if n > MAX_UINSN_BYTES or n > len(code):
+            return None
+        return StructInsn(n, m, disp_at)
+    except IndexError:
+        return None
+
+
 def is_trap_insn(insn: bytes, features: FeatureSet) -> bool:
     """``is_swbp_insn`` (x86 has no override of ``is_trap_insn``): the first byte is int3."""
     return insn[:1] == SWBP_INSN
@@ -76,7 +181,7 @@ def is_trap_insn(insn: bytes, features: FeatureSet) -> bool:
 def analyze_insn(backend: X86_64Backend, insn: bytes, vaddr: int,
                  features: FeatureSet) -> Analysis | URefusal:
     """``arch_uprobe_analyze_insn`` for a 64-bit process on the 16 bytes ``insn`` at ``vaddr``."""
-    k = backend.decode(insn[:MAX_UINSN_BYTES], vaddr)  # uprobe_init_insn: insn_decode
+    k = backend.decode(insn[:MAX_UINSN_BYTES], vaddr) or struct_decode(insn)  # insn_decode
     if k is None:
         return URefusal(UReason.UNDECODABLE, insn[:4].hex())
     opcode, prefixes, rex, vex, op_end = kernel_opcode(insn)

@@ -237,15 +237,45 @@ class UserElf:
 
     @cached_property
     def functions(self) -> tuple[Symbol, ...]:
-        """Function symbols with a size, one per address (global names first), by address."""
+        """Function symbols with a size, one per address (global names first), by address;
+        plus the ``.eh_frame`` FDE ranges no symbol covers (a stripped file keeps its unwind
+        tables: their ranges still give the instruction boundaries of its functions)."""
         out: dict[int, Symbol] = {}
         for s in self.symbols:
             if s.kind in ("func", "ifunc") and s.size and s.vaddr not in out:
                 out[s.vaddr] = s
+        starts = sorted(out)
+        import bisect
+        for f in self.fde_ranges:
+            i = bisect.bisect_right(starts, f.vaddr) - 1
+            if i >= 0 and starts[i] <= f.vaddr < starts[i] + out[starts[i]].size:
+                continue
+            out.setdefault(f.vaddr, f)
+        return tuple(sorted(out.values(), key=lambda s: s.vaddr))
+
+    @cached_property
+    def fde_ranges(self) -> tuple[Symbol, ...]:
+        """``.eh_frame`` FDEs as nameless functions (``fde@0xADDR``), by address."""
+        from elftools.dwarf.callframe import FDE
+        if self.elf.get_section_by_name(".eh_frame") is None:
+            return ()
+        try:
+            cfi = self.elf.get_dwarf_info(relocate_dwarf_sections=False).EH_CFI_entries()
+        except (ELFError, ValueError, KeyError, AssertionError):
+            return ()  # an unparsable unwind table gives no ranges, symbols still do
+        out = {}
+        for e in cfi:
+            if isinstance(e, FDE) and e.header["address_range"]:
+                a = e.header["initial_location"]
+                out[a] = Symbol(f"fde@{a:#x}", a, e.header["address_range"], "func", "local",
+                                ".eh_frame")
         return tuple(sorted(out.values(), key=lambda s: s.vaddr))
 
     def lookup(self, name: str) -> list[Symbol]:
-        """Symbols called ``name`` (``name@VERSION`` matches the bare name too)."""
+        """Symbols called ``name`` (``name@VERSION`` matches the bare name too; ``fde@0xADDR``
+        names an unwind-table range)."""
+        if name.startswith("fde@"):
+            return [f for f in self.fde_ranges if f.name == name]
         return list(self._by_name.get(name, ())) or list(self._by_name.get(name.split("@")[0], ()))
 
     def function_at(self, vaddr: int) -> Symbol | None:

@@ -183,7 +183,14 @@ def _symbol_label(elf: UserElf, vaddr: int | None) -> str | None:
 def instruction_starts(elf: UserElf, func: Symbol, mod: ModuleType | None = None) -> tuple[list[int], int | None]:
     """Virtual addresses of the instructions of ``func`` decoding from its start, and where the
     decode stopped early (undecodable bytes), or None."""
-    mod = mod or uprobe_support(elf.backend)
+    cache = elf.__dict__.setdefault("_instruction_starts", {})
+    key = (func.vaddr, func.size)
+    if key not in cache:
+        cache[key] = _instruction_starts(elf, func, mod or uprobe_support(elf.backend))
+    return cache[key]
+
+
+def _instruction_starts(elf: UserElf, func: Symbol, mod: ModuleType) -> tuple[list[int], int | None]:
     start = elf.vaddr_to_offset(func.vaddr)
     if start is None:
         return [], func.vaddr
