@@ -260,6 +260,7 @@ class Image:
         file and their values live in .rela.dyn; other arches store the values directly.
         """
         vals = self.read_words(start, end, "u8").astype(np.uint64).copy()
+        end = start + 8 * len(vals)  # a table whose end symbol lies past its section stops there
         if self.load_offset:  # no relocations in the file (s390x 6.10+: the decompressor's)
             lo, hi = self.link_range
             inside = (vals >= np.uint64(lo)) & (vals < np.uint64(hi))

@@ -59,6 +59,13 @@ class KernelTables:
         if stext is None or etext is None:
             from .errors import InputError
             raise InputError(f"{image.path}: no _stext/_etext symbols; this is not a Linux vmlinux")
+        # core text starts in a loaded section and spans no more than the file's loaded bytes
+        # (plus alignment gaps): a hostile _etext must not make every reader walk terabytes
+        loaded = sum(s.size for s in image._alloc) + (64 << 20)
+        if image.section_at(stext) is None or not stext < etext <= stext + loaded:
+            from .errors import InputError
+            raise InputError(f"{image.path}: malformed vmlinux (_stext {stext:#x} .. _etext "
+                             f"{etext:#x} is not loaded text); give a vmlinux image")
         self.stext: int = stext
         self.etext: int = etext
         self.sinittext = sym("_sinittext")

@@ -22,6 +22,7 @@ header and section sizes/offsets/addresses, truncation, wrong class/machine/magi
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -188,6 +189,25 @@ _SHDR_FIELDS = (("sh_name", 0, "I"), ("sh_type", 4, "I"), ("sh_flags", 8, "Q"), 
                 ("sh_info", 44, "I"), ("sh_addralign", 48, "Q"), ("sh_entsize", 56, "Q"))
 
 
+@functools.cache
+def _table_symbols(rel: str) -> tuple[tuple[int, int], ...]:
+    """(file offset of st_value, value) of the linker symbols bounding kernel tables and text
+    (``__start_*``, ``__stop_*``, ``_stext``, ``_etext``, ``__*_end``...) in a testdata image."""
+    import io as _io
+
+    from elftools.elf.elffile import ELFFile
+    elf = ELFFile(_io.BytesIO((TESTDATA / rel).read_bytes()))
+    st = elf.get_section_by_name(".symtab")
+    if st is None:
+        return ()
+    out = []
+    for i, s in enumerate(st.iter_symbols()):
+        if s.name.startswith(("__start", "__stop", "_stext", "_etext", "_sinittext", "_einittext")) \
+                or (s.name.startswith("__") and s.name.endswith(("_start", "_end"))):
+            out.append((st["sh_offset"] + i * st["sh_entsize"] + 8, s["st_value"]))
+    return tuple(out)
+
+
 def _put(data: bytearray, off: int, fmt: str, e: str, value: int) -> None:
     size = struct.calcsize(fmt)
     if 0 <= off and off + size <= len(data):
@@ -203,7 +223,7 @@ def mutated_elf(draw: st.DrawFn, image: str | None = None) -> tuple[bytes, str, 
     assert lay is not None
     e, shoff, shentsize, shnum = lay
     kind = draw(st.sampled_from(("ehdr", "shdr", "shdr", "shdr", "truncate", "class", "machine",
-                                 "magic", "bytes", "symtab")))
+                                 "magic", "bytes", "symtab", "tablesym", "tablesym")))
     refuse = False
     if kind == "ehdr":
         _, off, fmt = draw(st.sampled_from(_EHDR_FIELDS))
@@ -214,6 +234,12 @@ def mutated_elf(draw: st.DrawFn, image: str | None = None) -> tuple[bytes, str, 
             _, off, fmt = draw(st.sampled_from(_SHDR_FIELDS))
             value = draw(st.sampled_from(_HOSTILE) | st.integers(0, len(data) + 4096))
             _put(data, shoff + k * shentsize + off, fmt, e, value)
+    elif kind == "tablesym":  # a table's (or text's) bound symbol moved: past its section...
+        syms = _table_symbols(rel)
+        if syms:
+            off, value = draw(st.sampled_from(syms))
+            delta = draw(st.sampled_from((8, 0x1000, 0x100000, 1 << 40, -0x1000, -(1 << 40))))
+            _put(data, off, "Q", e, draw(st.sampled_from((value + delta, 0, U64 - 8))))
     elif kind == "truncate":
         n = draw(st.integers(0, len(data) - 1))
         del data[n:]
