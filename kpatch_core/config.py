@@ -30,6 +30,12 @@ SYMBOL_EVIDENCE: dict[str, tuple[str, ...]] = {
     "CFI_CLANG": ("__start___kcfi_traps", "__cfi_check_fail", "report_cfi_failure"),
     "KPROBE_EVENTS": ("kprobe_dispatcher", "trace_kprobe_create"),
 }
+# fact -> bytes (NUL-terminated C string) whose presence in .rodata shows it: the kernel's own
+# text, where a behaviour was backported across versions (stable trees) and no symbol shows it
+STRING_EVIDENCE: dict[str, bytes] = {
+    # trace_probe.h ERRORS: BAD_VAR after the typo fix (5.10.262 has it, 6.1.176 not)
+    "TRACE_PROBE_BAD_VAR_SPELLING_FIXED": b"Invalid $-variable specified\0",
+}
 # facts that the image cannot show; the kernel default (or the oracle's CPU) is assumed
 DEFAULTS: dict[str, bool] = {
     "KPROBE_EVENTS_ON_NOTRACE": False,  # Debian: not set
@@ -72,6 +78,13 @@ class KernelConfig:
             hit = next((s for s in evidence if value(s) is not None), None)
             facts[name] = Fact(name, hit is not None,
                                f"inferred: symbol {hit}" if hit else f"inferred: no {evidence[0]}")
+        rodata = image.section(".rodata")
+        if rodata is not None and rodata.size:
+            text = image.data[rodata.offset:rodata.offset + rodata.size]
+            for name, needle in STRING_EVIDENCE.items():
+                found = text.find(needle) >= 0
+                facts[name] = Fact(name, found, f"inferred: .rodata {'has' if found else 'lacks'} "
+                                                f"{needle[:-1].decode()!r}")
         for name, v in DEFAULTS.items():
             facts[name] = Fact(name, v, "default")
         for name, v in image.backend.default_facts().items():
