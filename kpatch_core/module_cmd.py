@@ -67,6 +67,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="with --json: also one object per function (with its module)")
     p.add_argument("--no-cache", action="store_true", help="do not read or store results")
     p.add_argument("--jobs", type=int, default=1, help="worker processes per module (default 1)")
+    p.add_argument("--func", metavar="MOD:SYM",
+                   help="one module function, instruction by instruction (as 'func' does)")
 
 
 def analyse_module(ms: "ModuleSet", name: str, use_cache: bool | None, jobs: int) -> dict:
@@ -118,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     image = open_image(args)
     ms = attach_modules(image, args)
     assert ms is not None
+    if args.func:
+        return _run_func(ms, args)
     names = [n.strip().replace("-", "_") for n in args.only.split(",")] if args.only else ms.names()
     unknown = [n for n in names if not ms.has(n)]
     if unknown:
@@ -162,3 +166,38 @@ def run(args: argparse.Namespace) -> int:
                   f"{ne} probeable entries ({100.0 * ne / nf if nf else 0:.1f}%), "
                   f"{totals['insns']} instructions, {secs:.1f} s\n")
     return 1 if failed and not totals["modules"] else 0
+
+
+def _run_func(ms: "ModuleSet", args: argparse.Namespace) -> int:
+    """``modules VMLINUX --module X.ko --func MOD:SYM``: each instruction with its verdict."""
+    from .analyze import analyze_function, iter_insns
+    mod, sep, sym = args.func.partition(":")
+    if not sep or not mod or not sym:
+        raise UsageError(f"--func {args.func!r}: expected MOD:SYM")
+    view = ms.view(mod)
+    if view is None:
+        raise InputError(ms.missing(mod))
+    a, idx = analyze_function(view, sym)
+    out = sys.stdout
+    for i in idx:
+        f = a.function_json(i)
+        e = f["entry"]
+        if not args.json:
+            out.write(f"{mod}:{f['name']} {f['address']} size {f['size']}  p: "
+                      f"{'ok ' + str(e['method']) if e['ok'] else e['reason'] + ' ' + e['errno']}"
+                      f"  {f['probeable']}/{f['insns']} instructions probeable\n")
+        for ins in iter_insns(a, i, view):
+            o = ins["outcome"]
+            if args.json:
+                out.write(json.dumps({"module": mod, "function": f["name"],
+                                      "address": hex(ins["address"]), "offset": ins["offset"],
+                                      "bytes": ins["bytes"].hex(), "mnemonic": ins["mnemonic"],
+                                      "ok": o.ok, "method": o.method.value if o.method else None,
+                                      "reason": o.reason.value if o.reason else None,
+                                      "errno": o.errno}) + "\n")
+            else:
+                what = (o.method.value if o.method else "ok") if o.ok else \
+                    f"{o.errno} {o.reason.value if o.reason else ''}"
+                out.write(f"  {ins['address']:#x} +{ins['offset']:<5d} {ins['bytes'].hex():<22s} "
+                          f"{ins['mnemonic'][:50]:50s} {what}\n")
+    return 0

@@ -359,3 +359,14 @@ def test_arm64_ftrace_sites(arm64: tuple[Image, ModuleSet]) -> None:
     funcs = {ks.containing(int(a)).addr for a in view.tables.ftrace_sites}
     assert funcs == {ks.lookup(n) for n in ("kpt_func", "kpt_nokprobe", "kpt_kprobes_fn", "kpt_jl",
                                             "kpt_exit")}
+
+
+def test_cli_modules_func(capsys) -> None:
+    """``modules --func MOD:SYM``: the jump-label NOP is refused, the alignment gap after the
+    function is the loader's zeros (decoded as the kernel would, not undecodable)."""
+    code, out, err = _run(capsys, "modules", VMLINUX, "--module", KO, "--func", "kpt_test:kpt_jl",
+                          "--json")
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [r["offset"] for r in rows if r["reason"] == "JUMP_LABEL"] == [_jump_site_offset()]
+    assert all(r["reason"] != "UNDECODABLE" for r in rows)

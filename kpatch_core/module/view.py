@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..config import KernelConfig
     from ..features import FeatureSet
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SHN_ABS = 0xFFF1
 STB_GLOBAL = 1
 
@@ -177,12 +177,18 @@ def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int,
     shstr = bytearray(b"\0")
     heads = []
     blobs: list[bytes] = []
-    for i in idx:
+    for n, i in enumerate(idx):
         s = ko.sections[i]
         f = loaded_flags(s.name, s.flags) & (SHF_ALLOC | SHF_WRITE | SHF_EXECINSTR)
         data = b"" if s.type == SHT_NOBITS else lm.relocated.sections[i]
+        size = s.size
+        nxt = idx[n + 1] if n + 1 < len(idx) else None
+        if s.type != SHT_NOBITS and nxt is not None and lay.mem_of[nxt] == lay.mem_of[i]:
+            # the alignment gap up to the next section: zeros (module_memory_alloc clears it)
+            size = max(size, lay.address_of[nxt] - lay.address_of[i])
+            data = data + bytes(size - len(data))
         heads.append((len(shstr), s.type if s.type == SHT_NOBITS else 1, f, lay.address_of[i],
-                      s.size, 0, 0, s.align, 0))
+                      size, 0, 0, s.align, 0))
         shstr.extend(s.name.encode("latin-1") + b"\0")
         blobs.append(data)
     nsec = len(idx) + 1
