@@ -89,12 +89,12 @@ def _print(out, r: EventResult, where: str, indent: str = "") -> None:
         e = r.error
         assert e is not None
         if e.log_id:
-            out.write(f"{indent}refused   {e.errno}  {e.message}  [{e.log_id}]  ({where})\n")
+            out.write(f"{indent}refused   {e.errno:13s} {e.message}  [{e.log_id}]  ({where})\n")
             for ln in e.error_log()[1:]:
                 out.write(f"{indent}{ln}\n")
         else:
             why = e.detail or "nothing in error_log"
-            out.write(f"{indent}refused   {e.errno}  ({why}; {where})\n")
+            out.write(f"{indent}refused   {e.errno:13s} ({why}; {where})\n")
         return
     ev = r.event
     assert ev is not None
