@@ -18,7 +18,7 @@ from .attach import AnyVerdict, Unmatched, check_targets
 from .attach_verdict import AttachReason, AttachVerdict
 from .errors import UsageError
 from .image import Image
-from .namehelp import name_help
+from .namehelp import NameHelp, name_help
 from .readers import read_probe_file, resolve
 from .target import Target, parse_target, read_targets
 from .verdict import Reason, Verdict
@@ -53,7 +53,10 @@ def _line(t: Target, v: AnyVerdict) -> str:
                 f"{hex(v.address) if v.address else ''} {method} {flags} {extra}").rstrip() + "\n"
     j = v.to_json()
     where = f"{v.symbol or ''} {hex(v.address)} " if v.address is not None else ""
-    why = _why(v.message or "", j.get("why"), getattr(v, "detail", "") or "")
+    detail = getattr(v, "detail", "") or ""
+    why = _why(v.message or "", j.get("why"), detail)
+    if where and detail and why.endswith(f" ({detail})") and (v.symbol or "").split("+")[0] == detail:
+        why = why[: -len(f" ({detail})")]  # the name is in the address column already
     text = f"{v.message}: {why}" if v.message and why else (v.message or why or "")
     return (f"{t!s:40s} {v.errno or '':{ERRNO_WIDTH}s} {where}{text} "
             f"[{j['kernel_function']}]\n")
@@ -73,6 +76,17 @@ def _past_end(image: Image, t: Target) -> str | None:
     into = f"{other.name}+{addr - other.addr:#x}" if other is not None else "no kallsyms symbol"
     return (f"    warning: +{t.offset:#x} is past the end of {t.symbol} (size {sym.size:#x}); "
             f"the kernel takes {addr:#x}, in {into}\n")
+
+
+def _help(image: Image, t: Target, v: AnyVerdict) -> NameHelp:
+    """Name help; a name kallsyms has once but BTF lacks is pointed at a kprobe instead."""
+    assert t.symbol is not None
+    if isinstance(v, AttachVerdict) and v.reason == AttachReason.NO_BTF_FUNC \
+            and image.kallsyms.count(t.symbol) == 1:
+        return NameHelp(t.symbol, f"{t.symbol} is in kallsyms but has no BTF FUNC (static, "
+                        f"inlined in places, or dropped by pahole): kprobe:{t.symbol} can take it",
+                        (f"kprobe:{t.symbol}",))
+    return name_help(image, t.symbol)
 
 
 def _wants_help(t: Target, v: AnyVerdict) -> bool:
@@ -115,10 +129,9 @@ def run(args: argparse.Namespace, open_image: Callable[[argparse.Namespace], Ima
             else:
                 out.write(f"{t!s:40s} {'ENOENT':{ERRNO_WIDTH}s} the pattern matches no function\n")
             continue
-        if (v.reason == Reason.NO_SYMBOL or isinstance(v, AttachVerdict) and not v.ok and t.symbol
-                and image.kallsyms.count(t.symbol) == 0) and t.symbol:
+        if not v.ok and t.symbol and not t.module and image.kallsyms.count(t.symbol) == 0:
             unknown.append(t.symbol)
-        helper = name_help(image, t.symbol) if _wants_help(t, v) and t.symbol else None
+        helper = _help(image, t, v) if _wants_help(t, v) and t.symbol else None
         if args.json:
             j: dict[str, Any] = v.to_json()
             if t.spelling and "attach" not in j:
