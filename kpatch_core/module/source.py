@@ -72,6 +72,7 @@ class ModuleSet:
         self._loaded: dict[str, LoadedModule] = {}
         self._views: dict[str, ModuleImage] = {}
         self._kernel_syms: dict[str, int] | None = None
+        self._deps_seen: set[str] = set()
         text = kernel.symtab.value("_text") or kernel.link_range[0]
         end = kernel.symtab.value("_end") or kernel.link_range[1]
         self._kernel_text = int(text)
@@ -150,10 +151,16 @@ class ModuleSet:
         return lm
 
     def unload_all(self) -> None:
-        """Forget the loaded modules and start the module area again (one module at a time,
-        as the full analysis takes them)."""
-        self._loaded.clear()
+        """Start the module area again (one module at a time, as the full analysis takes
+        them): views are dropped; modules others depend on stay laid out (their exports
+        resolve the next ones; where they sit does not change another module's verdicts)."""
         self._views.clear()
+        for lm in self._loaded.values():
+            self._deps_seen.update(lm.ko.depends)
+        for n in [n for n in self._loaded if n not in self._deps_seen]:
+            del self._loaded[n]
+            if n in self.index:  # opened from the tree: read again if asked again
+                self.given.pop(n, None)
         self._next = int(self.arch.module_base(self._kernel_text, 0))
 
     def view(self, name: str) -> ModuleImage | None:
