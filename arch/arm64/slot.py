@@ -7,6 +7,7 @@ simulated [simulate-insn.c: simulate_*], which :func:`simulate` mirrors.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Mapping
 
 import unicorn
@@ -179,6 +180,7 @@ class Arm64SlotSupport(SlotSupport):
     kernel_divergent = staticmethod(kernel_divergent)
 
 
+@functools.cache  # one per backend: Backend.slot_support() is asked often
 def slot_support(backend: "Backend") -> Arm64SlotSupport:
     """The arm64 :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
     return Arm64SlotSupport(backend)

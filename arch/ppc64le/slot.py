@@ -13,6 +13,7 @@ broken): execution facts are checked with qemu-ppc64le-static in user mode by th
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Mapping
 
 from kpatch_arch.base import Backend, SlotSupport
@@ -175,6 +176,7 @@ class Ppc64leSlotSupport(SlotSupport):
     simulate = staticmethod(simulate)
 
 
+@functools.cache  # one per backend: Backend.slot_support() is asked often
 def slot_support(backend: "Backend") -> Ppc64leSlotSupport:
     """The ppc64le :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
     return Ppc64leSlotSupport(backend)

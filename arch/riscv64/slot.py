@@ -7,6 +7,7 @@ compressed jumps and branches) get no slot: they are simulated [simulate-insn.c]
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Mapping
 
 import unicorn
@@ -178,6 +179,7 @@ class Riscv64SlotSupport(SlotSupport):
     breakpoint_for = staticmethod(breakpoint_for)
 
 
+@functools.cache  # one per backend: Backend.slot_support() is asked often
 def slot_support(backend: "Backend") -> Riscv64SlotSupport:
     """The riscv64 :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
     return Riscv64SlotSupport(backend)

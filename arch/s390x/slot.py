@@ -8,6 +8,7 @@ single-stepped by hardware (PER), so there is no trailing breakpoint; then
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Mapping
 
 import unicorn
@@ -207,6 +208,7 @@ class S390xSlotSupport(SlotSupport):
     reachable = staticmethod(reachable)
 
 
+@functools.cache  # one per backend: Backend.slot_support() is asked often
 def slot_support(backend: "Backend") -> S390xSlotSupport:
     """The s390x :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
     return S390xSlotSupport(backend)

@@ -341,6 +341,7 @@ class X86SlotSupport(SlotSupport):
     reachable = staticmethod(reachable)
 
 
+@functools.cache  # one per backend: Backend.slot_support() is asked often
 def slot_support(backend: "Backend") -> X86SlotSupport:
     """The x86_64 :class:`~kpatch_arch.base.SlotSupport` for ``backend``."""
     return X86SlotSupport(backend)
