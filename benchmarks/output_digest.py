@@ -96,11 +96,14 @@ def _strip_rules_exact(out: bytes, keys: frozenset[str] = frozenset({"rules_exac
 
 
 def digests(name: str, vmlinux: Path, baseline: bool, skip_full: bool,
-            keep: Path | None) -> dict[str, str]:
-    """sha256 of each output on one kernel (first 12 hex digits)."""
+            keep: Path | None, ignore: frozenset[str] = frozenset()) -> dict[str, str]:
+    """sha256 of each output on one kernel (first 12 hex digits), JSON keys in ``ignore``
+    removed first."""
     res: dict[str, str] = {}
 
     def put(key: str, out: bytes) -> None:
+        if ignore:
+            out = _strip_rules_exact(out, ignore | {"rules_exact"})
         res[key] = hashlib.sha256(out).hexdigest()[:12]
         if keep is not None:
             (keep / f"{name}.{key}").write_bytes(out)
@@ -131,6 +134,8 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="kernel names (directories of the cache)")
     ap.add_argument("--skip-full", action="store_true", help="no full analysis (fast)")
     ap.add_argument("--keep", metavar="DIR", help="also write each raw output into DIR")
+    ap.add_argument("--ignore", default="", metavar="KEY,...",
+                    help="also drop these JSON keys before hashing (keys other changes added)")
     args = ap.parse_args()
     keep = Path(args.keep) if args.keep else None
     if keep:
@@ -141,7 +146,8 @@ def main() -> int:
     side = "baseline" if args.baseline else "tree"
     print(f"{'kernel':14s} {'side':9s} {'check':12s} {'full':12s} {'func':12s} {'event':12s}")
     for name in names:
-        d = digests(name, KERNELS / name / "vmlinux", args.baseline, args.skip_full, keep)
+        ignore = frozenset(k for k in args.ignore.split(",") if k)
+        d = digests(name, KERNELS / name / "vmlinux", args.baseline, args.skip_full, keep, ignore)
         print(f"{name:14s} {side:9s} {d.get('check', '-'):12s} {d.get('full', '-'):12s} "
               f"{d['func']:12s} {d['event']:12s}", flush=True)
     return 0
