@@ -88,7 +88,7 @@ def _check_address_safe(image: Image, addr: int) -> bool:
     (kpatch_core.safety); returns True if the probe is ftrace-based."""
     hit = check_kprobe_address_safe(image, addr)
     if hit is not None:
-        raise _Refused(*hit)
+        raise _Refused(*hit, addr=addr)
     return image.tables.is_ftrace_site(addr)
 
 
