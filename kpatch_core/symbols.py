@@ -174,10 +174,23 @@ class SymbolTable:
     def value(self, name: str) -> int | None:
         """The value of the first defined symbol called ``name`` (linker symbols included)."""
         if self._first is None:
-            defined = np.flatnonzero(self.shndx != SHN_UNDEF)[::-1].tolist()
             names = self.names
-            # reversed: the first defined symbol of a name is the one that stays in the dict
-            self._first = dict(zip([names[i] for i in defined], defined))
+            n = len(names)
+            # reversed: the first symbol of a name is the one that stays in the dict
+            first = dict(zip(reversed(names), range(n - 1, -1, -1)))
+            for u in np.flatnonzero(self.shndx == SHN_UNDEF).tolist():  # few (index 0)
+                if first.get(names[u]) == u:  # an undefined one came first: the next defined
+                    i = u
+                    while True:
+                        try:
+                            i = names.index(names[u], i + 1)
+                        except ValueError:
+                            del first[names[u]]
+                            break
+                        if self.shndx[i] != SHN_UNDEF:
+                            first[names[u]] = i
+                            break
+            self._first = first
         i = self._first.get(name)
         return None if i is None else int(self.values[i])
 
