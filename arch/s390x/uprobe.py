@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from kpatch_core.slot import Effect
+from kpatch_core.slot import Effect, ReadMem
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
 from . import Fixup, fixup_type, is_relative_long, opcode_source, prohibited
@@ -81,3 +81,83 @@ def post_xol(analysis: Analysis, vaddr: int, xol_vaddr: int, regs: Mapping[str, 
 def insn_length(backend: S390xBackend, code: bytes) -> int:
     """``insn_length`` from the first byte (0 past the end)."""
     return s390_insn_length(code[0]) if code else 0
+
+
+# --- handle_insn_ril: the relative-long instructions arch_uprobe_skip_sstep emulates ----------
+PSW_MASK_CC = 0x0000300000000000
+# opc1 -> (size, signed, 64-bit target register) for the loads [uprobes.c: handle_insn_ril]
+RIL_LOADS = {0x02: (2, False, False), 0x04: (2, True, True), 0x05: (2, True, False),
+             0x06: (2, False, True), 0x08: (8, False, True), 0x0C: (4, True, True),
+             0x0D: (4, False, False), 0x0E: (4, False, True)}
+RIL_STORES = {0x07: 2, 0x0B: 8, 0x0F: 4}  # sthrl, stgrl, strl
+# opc1 -> (memory size, memory signed, compare width 64, register signed)  (emu_cmp_ril)
+RIL_COMPARES = {0x04: (2, True, 64, True), 0x05: (2, True, 32, True), 0x06: (2, False, 64, False),
+                0x07: (2, False, 32, False), 0x08: (8, True, 64, True), 0x0A: (8, False, 64, False),
+                0x0C: (4, True, 64, True), 0x0D: (4, True, 32, True), 0x0E: (4, False, 64, False),
+                0x0F: (4, False, 32, False)}
+
+
+def _signed(v: int, bits: int) -> int:
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+def emulate(backend: S390xBackend, analysis: Analysis, insn: bytes, vaddr: int,
+            regs: Mapping[str, int], read: ReadMem) -> Effect | None:
+    """``arch_uprobe_skip_sstep`` -> ``handle_insn_ril`` (relative-long loads, stores, compares,
+    larl), then ``psw.addr += ilen``; None: single-step in the XOL slot."""
+    if analysis.ops != "handle_insn_ril":
+        return None
+    opc0, reg, opc1 = insn[0], insn[1] >> 4, insn[1] & 0x0F
+    disp = int.from_bytes(insn[2:6], "big", signed=True)
+    uptr = (vaddr + disp * 2) & MASK64
+    nxt = (vaddr + analysis.length) & MASK64
+    rx = regs[f"r{reg}"]
+    out: dict[str, int] = {}
+    stores: tuple[tuple[int, bytes], ...] = ()
+    if opc0 == 0xC0:  # larl
+        out[f"r{reg}"] = uptr
+    elif opc0 == 0xC4 and opc1 in RIL_LOADS:
+        size, signed, wide = RIL_LOADS[opc1]
+        if uptr % size:
+            return Effect(nxt, op="handle_insn_ril: EMU_SPECIFICATION (SIGILL)")
+        v = int.from_bytes(read(uptr, size), "big", signed=signed)
+        if wide:
+            out[f"r{reg}"] = v & MASK64
+        else:
+            out[f"r{reg}"] = (rx & ~0xFFFFFFFF) | (v & 0xFFFFFFFF)
+    elif opc0 == 0xC4 and opc1 in RIL_STORES:
+        size = RIL_STORES[opc1]
+        if uptr % size:
+            return Effect(nxt, op="handle_insn_ril: EMU_SPECIFICATION (SIGILL)")
+        stores = ((uptr, (rx & ((1 << (8 * size)) - 1)).to_bytes(size, "big")),)
+    elif opc0 == 0xC6 and opc1 in RIL_COMPARES:
+        size, msigned, width, rsigned = RIL_COMPARES[opc1]
+        if uptr % size:
+            return Effect(nxt, op="handle_insn_ril: EMU_SPECIFICATION (SIGILL)")
+        mem = int.from_bytes(read(uptr, size), "big", signed=msigned)
+        r = _signed(rx, width) if rsigned else rx & ((1 << width) - 1)
+        cc = 1 if mem > r else 2 if mem < r else 0
+        out["psw.mask"] = (regs["psw.mask"] & ~PSW_MASK_CC) | (cc << 44)
+    return Effect(nxt, out, stores, op="handle_insn_ril")
+
+
+def pc_relative_target(backend: S390xBackend, code: bytes, addr: int) -> int | None:
+    """The storage operand a relative-long instruction (``probe_is_insn_relative_long``) of
+    ``code`` at ``addr`` names: ``addr + 2 * RI2``; None for other instructions."""
+    if len(code) < 6 or not is_relative_long(code):
+        return None
+    return (addr + 2 * int.from_bytes(code[2:6], "big", signed=True)) & MASK64
+
+
+def oracle_defect_at(code: bytes, vaddr: int) -> str | None:
+    """unicorn runs a relative-long load/store/compare on a misaligned operand; the hardware
+    (and ``handle_insn_ril``: EMU_SPECIFICATION, SIGILL) raise a specification exception."""
+    if len(code) < 6 or not is_relative_long(code) or code[0] == 0xC0:
+        return None
+    opc1 = code[1] & 0x0F
+    size = (RIL_LOADS.get(opc1, (0,))[0] if code[0] == 0xC4 and opc1 in RIL_LOADS
+            else RIL_STORES.get(opc1, 0) if code[0] == 0xC4
+            else RIL_COMPARES.get(opc1, (0,))[0])
+    target = vaddr + 2 * int.from_bytes(code[2:6], "big", signed=True)
+    return "unicorn-no-specification-exception" if size and target % size else None

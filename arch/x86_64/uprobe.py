@@ -118,9 +118,28 @@ def struct_decode(code: bytes) -> StructInsn | None:
         i += 1 if rex else 0
         op = code[i]
         i += 1
-        if op in (0xC4, 0xC5, 0x62):  # VEX/EVEX capstone refused: inat_accept_vex fails
-            return None
         imm = 0
+        if op in (0xC4, 0xC5, 0x62) and not rex:  # a VEX form capstone refused: bad for the
+            return None  # kernel too (inat_accept_vex / inat_must_evex)
+        if op in (0xC4, 0xC5, 0x62):  # after a REX: capstone refuses, the kernel decodes it
+            vlen = {0xC5: 1, 0xC4: 2, 0x62: 3}[op]
+            vmap = 1 if op == 0xC5 else code[i] & (0x1F if op == 0xC4 else 0x03)
+            i += vlen
+            op2 = code[i]
+            i += 1
+            m = None if (vmap == 1 and op2 == 0x77) else code[i]
+            i += 0 if m is None else 1
+            imm = 1 if vmap == 3 or (vmap == 1 and op2 in IMM8_0F) else 0
+            disp_at = 0
+            if m is not None and m >> 6 != 3:
+                if m & 7 == 4:
+                    i += 1 + (4 if m >> 6 == 0 and code[i] & 7 == 5 else 0)
+                if m >> 6 == 1:
+                    disp_at, i = i, i + 1
+                elif m >> 6 == 2 or (m >> 6 == 0 and m & 7 == 5):
+                    disp_at, i = i, i + 4
+            n = i + imm
+            return StructInsn(n, m, disp_at) if n <= min(MAX_UINSN_BYTES, len(code)) else None
         if op == 0x0F:
             op2 = code[i]
             i += 1

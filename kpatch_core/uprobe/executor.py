@@ -118,8 +118,10 @@ class UprobeExecutor(Machine):
         eff = self.mod.emulate(self.backend, a, u.insn, u.vaddr, self.raw_regs(), self.read) \
             if hasattr(self.mod, "emulate") else None
         if eff is not None:  # arch_uprobe_skip_sstep
+            self.set(self.cpu.pc, eff.pc)  # first: unicorn s390x rewrites the PSW mask with it
             self._apply(eff.regs, eff.stores)
-            self.set(self.cpu.pc, eff.pc)
+            if "SIG" in eff.op:  # the emulation raised a signal (s390 EMU_SPECIFICATION...)
+                return Outcome("fault", u.vaddr, 0, eff.op)
             return None
         # xol_get_insn_slot + arch_uprobe_pre_xol
         self._write_slot(u.slot)
@@ -143,8 +145,8 @@ class UprobeExecutor(Machine):
                 return Outcome("fault", u.vaddr, 0, err or f"XOL slot left at {self.pc:#x}")
             self.set(self.cpu.pc, trap_at)
         eff = self.mod.post_xol(a, u.vaddr, self.xol_vaddr, self.raw_regs(), saved)
-        self._apply(eff.regs, eff.stores)
         self.set(self.cpu.pc, eff.pc)
+        self._apply(eff.regs, eff.stores)
         return None
 
     def _apply(self, regs: Mapping[str, int], stores: Iterable[tuple[int, bytes]]) -> None:
@@ -199,6 +201,7 @@ def call_function(ex: UprobeExecutor, vaddr: int, args: Iterable[int], stack_top
     and a return address ``return_to`` (link register, or pushed); run until it returns there.
     Returns (how the run ended, the return-value register)."""
     b = ex.backend
+    ex.map(stack_top - 0x4000, 0x5000)  # the stack exists (s390x faults on lazily mapped stores)
     for reg, v in zip(b.arg_regs, args):
         ex.set(reg, v)
     sp = stack_top

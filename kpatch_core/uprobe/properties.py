@@ -63,6 +63,9 @@ def prop_same_end_state(backend: Backend, fs: FeatureSet, code: bytes, vaddr: in
     a = mod.analyze_insn(backend, insn, vaddr, fs)
     if isinstance(a, URefusal):
         return f"refused:{a.reason.value}"
+    defect = getattr(mod, "oracle_defect_at", lambda c, v: None)(code, vaddr)
+    if defect is not None:
+        return f"skipped:{defect}"
     tgt = getattr(mod, "pc_relative_target", lambda *x: None)(backend, code, vaddr)
     page = 0x1000
     if tgt is not None and tgt < vaddr + len(mod.SWBP_INSN) and vaddr < tgt + 64:
@@ -72,6 +75,8 @@ def prop_same_end_state(backend: Backend, fs: FeatureSet, code: bytes, vaddr: in
         ex = UprobeExecutor(backend, fs, XOL_VADDR)
         ex.map(vaddr, len(code) + 16, fill=False)
         ex.map_code(vaddr, code)
+        if tgt is not None:  # its operand exists (unicorn s390x does not map data lazily)
+            ex.map(tgt, 16)
         ex.set_regs(regs)
         ex.set(ex.cpu.sp, USER_STACK)
         ex.set(ex.cpu.pc, vaddr)
