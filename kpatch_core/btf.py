@@ -296,8 +296,8 @@ class Btf:
             return s + ("*" if s.endswith("*") else " *")
         if k in (CONST, VOLATILE, RESTRICT):
             q = KIND_NAMES[k]
-            inner = self.c_type(t.size_or_type, depth + 1)
-            return f"{inner} {q}" if inner.endswith("*") else f"{q} {inner}"
+            base = self.c_type(t.size_or_type, depth + 1)
+            return f"{base} {q}" if base.endswith("*") else f"{q} {base}"
         if k == TYPE_TAG:
             return self.c_type(t.size_or_type, depth + 1)
         if k == ARRAY:

@@ -191,8 +191,8 @@ class SymbolTable:
                             first[names[u]] = i
                             break
             self._first = first
-        i = self._first.get(name)
-        return None if i is None else int(self.values[i])
+        j = self._first.get(name)
+        return None if j is None else int(self.values[j])
 
     def index(self, name: str) -> int | None:
         """Index of the first defined symbol called ``name``."""

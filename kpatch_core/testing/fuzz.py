@@ -206,7 +206,7 @@ def _table_symbols(rel: str) -> tuple[tuple[int, int], ...]:
     if st is None:
         return ()
     out = []
-    for i, s in enumerate(st.iter_symbols()):
+    for i, s in enumerate(st.iter_symbols()):  # type: ignore[attr-defined]  # a SymbolTableSection
         if s.name.startswith(("__start", "__stop", "_stext", "_etext", "_sinittext", "_einittext")) \
                 or (s.name.startswith("__") and s.name.endswith(("_start", "_end"))):
             out.append((st["sh_offset"] + i * st["sh_entsize"] + 8, s["st_value"]))

@@ -161,7 +161,7 @@ def prop_pc_relative(backend: Backend, fs: FeatureSet, code: bytes, vaddr: int,
     slot = mod.xol_slot(a, insn, vaddr, xol_vaddr)
     scratch = mod.pre_xol(a, vaddr, xol_vaddr, {})
     assert a.scratch and scratch, (code.hex(), a)
-    k = backend.decode(slot, xol_vaddr)
+    k = backend.decode(slot, xol_vaddr)  # type: ignore[attr-defined]  # x86_64's decoder
     assert k is not None and k.length == a.length, (slot.hex(), k)
     disp = int.from_bytes(slot[k.disp_offset:k.disp_offset + 4], "little", signed=True)
     modrm = slot[k.disp_offset - 1]
