@@ -22,21 +22,30 @@ UE=$T/uprobe_events
 say BEGIN $NONCE
 say UNAME "$(uname -a)"
 mkdir -p /tmp/u
-cp /oracle/target /tmp/u/busybox
-chmod 755 /tmp/u/busybox
-# a process that maps the target (a static busybox, named so that it runs its applet)
-/tmp/u/busybox $RUN &
+if [ -d /oracle/lib ]; then
+  # a shared library: its loader runs a tiny program linked against it
+  cp /oracle/lib/* /tmp/u/
+  chmod 755 /tmp/u/*
+  TGT=/tmp/u/$LIBNAME
+  /tmp/u/$LOADER --library-path /tmp/u /tmp/u/sleeper &
+else
+  # a static busybox, named so that it runs its applet
+  cp /oracle/target /tmp/u/busybox
+  chmod 755 /tmp/u/busybox
+  TGT=/tmp/u/busybox
+  /tmp/u/busybox $RUN &
+fi
 PID=$!
-usleep 300000
-grep /tmp/u/busybox /proc/$PID/maps > /tmp/maps
+usleep 500000
+grep $TGT /proc/$PID/maps > /tmp/maps
 while read -r l; do say MAP "$l"; done < /tmp/maps
 [ -s /tmp/maps ] || say FATAL "no process maps the target"
-say SIZE "$(wc -c < /tmp/u/busybox)"
+say SIZE "$(wc -c < $TGT)"
 [ -w $UE ] || say FATAL "no uprobe_events at $UE"
 : > $UE
 say READY
 while read -r idx off; do
-  if echo "p:uo/p$idx /tmp/u/busybox:$off" 2>/tmp/e >> $UE; then
+  if echo "p:uo/p$idx $TGT:$off" 2>/tmp/e >> $UE; then
     if echo 1 2>/tmp/e > $T/events/uo/p$idx/enable; then
       say U $idx 1
       echo 0 > $T/events/uo/p$idx/enable

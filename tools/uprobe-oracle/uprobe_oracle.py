@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", required=True)
     ap.add_argument("--kernel-dir", required=True)
     ap.add_argument("--target", help="file to probe (default: the guest's static busybox)")
+    ap.add_argument("--libc-root", help="an extracted libc6:<debarch> package: probe its "
+                    "libc.so.6, mapped by its loader running a tiny program built with "
+                    "<triple>-gcc")
     ap.add_argument("--offsets")
     ap.add_argument("--sample", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
@@ -77,6 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     cache = os.path.join(ko.DEFAULT_CACHE, "uprobe", arch)
     os.makedirs(cache, exist_ok=True)
     busybox = ko.find_busybox(arch, cfg, os.path.join(ko.DEFAULT_CACHE, "bb"), None)
+    libs: dict[str, bytes] = {}
+    conf_extra = ""
+    if a.libc_root:
+        import glob
+        import subprocess
+        libc = glob.glob(os.path.join(a.libc_root, "lib", cfg["triple"], "libc.so.6"))
+        loader = [p for p in glob.glob(os.path.join(a.libc_root, "lib*", "**", "ld*.so*"),
+                                       recursive=True) if os.path.isfile(p) and not os.path.islink(p)]
+        if not libc or not loader:
+            sys.exit(f"{a.libc_root}: no lib/{cfg['triple']}/libc.so.6 or loader")
+        src = os.path.join(cache, "sleeper.c")
+        with open(src, "w") as f:
+            f.write("#include <unistd.h>\nint main(void) { for (;;) pause(); }\n")
+        prog = os.path.join(cache, "sleeper")
+        subprocess.run([f"{cfg['triple']}-gcc", "-O2", "-o", prog, src], check=True)
+        libs = {"libc.so.6": open(libc[0], "rb").read(), os.path.basename(loader[0]):
+                open(loader[0], "rb").read(), "sleeper": open(prog, "rb").read()}
+        conf_extra = f"LIBNAME=libc.so.6\nLOADER={os.path.basename(loader[0])}\n"
+        a.target = libc[0]
     target = a.target or busybox
     image = ko.find_kernel_image(arch, cfg, a.kernel_dir, cache, None)
     if a.offsets:
@@ -93,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     for link in ko.BUSYBOX_LINKS + ["cp", "chmod", "kill"]:
         c.symlink("bin/" + link, "busybox")
     c.file("init", open(os.path.join(HERE, "guest_uprobe.sh"), "rb").read(), 0o755)
-    c.file("oracle/conf", f"NONCE={nonce}\n".encode())
+    c.file("oracle/conf", f"NONCE={nonce}\n{conf_extra}".encode())
+    if libs:
+        c.dir("oracle/lib")
+        for name, data in libs.items():
+            c.file(f"oracle/lib/{name}", data, 0o755)
     c.file("oracle/target", open(target, "rb").read(), 0o755)
     c.file("oracle/offsets", "".join(f"{i} {o:#x}\n" for i, o in enumerate(offsets)).encode())
     initrd = os.path.join(cache, f"run-{nonce}.cpio")
