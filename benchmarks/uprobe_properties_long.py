@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             run()
             done += sum(counts.values()) - before
             batch_no += 1
+            print(json.dumps({"progress": True, "arch": a.arch, "property": prop,
+                              "examples": sum(counts.values()), "divergences": divergences,
+                              "seconds": round(time.time() - t0, 1)}), flush=True)
             if sum(counts.values()) == before:  # hypothesis produced nothing new
                 break
         bad += divergences
