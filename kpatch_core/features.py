@@ -237,6 +237,20 @@ FEATURES: tuple[Feature, ...] = (
        "arch/powerpc/include/asm/ftrace.h: ftrace_call_adjust; kernel/trace/ftrace.c "
        "(since not pinned)",
        since=(6, 6), arches=("ppc64le",)),
+    _F("PPC_FTRACE_OUT_OF_LINE",
+       "the patchable entry is one NOP (branching to an out-of-line stub when traced): the "
+       "ftrace record is the site itself (the image's ftrace_ool_stub_text decides)",
+       "arch/powerpc/Kconfig PPC_FTRACE_OUT_OF_LINE, arch/powerpc/kernel/trace/ftrace.c "
+       "(ftrace_init_ool_stub); 'powerpc64/ftrace: Move ftrace sequence out of line' (v6.13; "
+       "since not pinned; Debian 7.2.13 ppc64le checked by the oracle)",
+       since=(6, 13), arches=("ppc64le",), config="PPC_FTRACE_OUT_OF_LINE"),
+    _F("PPC_KPROBE_ENTRY_BY_FTRACE_LOCATION",
+       "arch_kprobe_on_func_entry: an offset counts as the function entry up to the ftrace site "
+       "(offset <= ftrace_location(addr) - addr; 8 without one), not up to 16 bytes",
+       "arch/powerpc/kernel/kprobes.c: arch_kprobe_on_func_entry; 'powerpc/kprobes: Use ftrace "
+       "to determine if a probe is at function entry' (since not pinned; Debian 7.2.13 "
+       "ppc64le checked by the oracle)",
+       since=(6, 13), arches=("ppc64le",)),
     # --- BPF attach types: fentry/fexit, kprobe_multi (kpatch_core/bpf_trampoline.py, fprobe.py)
     _F("FENTRY_DENY_RCU_READ_LOCK",
        "fentry/fexit on __rcu_read_lock/__rcu_read_unlock (CONFIG_PREEMPT_RCU) is refused: "

@@ -132,6 +132,57 @@ class KernelTables:
         """``ftrace_location_range(start, start + size - 1)`` is non-zero."""
         return bool(self.ftrace_sites_in(start, start + max(size, 1)))
 
+    @functools.cache
+    def ftrace_pages(self, page_size: int, entry_size: int) -> tuple[np.ndarray, ...]:
+        """The record arrays of the ``ftrace_page`` groups after boot: ftrace_process_locs
+        fills groups of ``PAGE_SIZE << order`` bytes (ftrace_allocate_records, order from the
+        whole ``__mcount_loc`` count, zero records included) with the non-zero adjusted records
+        in order; ftrace_free_mem then drops the init-text records (memmove within a group)."""
+        recs = self.mcount_records.tolist()
+        cap, n = [], len(recs)
+        while n > 0:
+            pages = -(-n // (page_size // entry_size))
+            order = min(max(pages.bit_length() - 1, 0), 10)  # fls(pages) - 1, MAX_PAGE_ORDER
+            cap.append((page_size << order) // entry_size)
+            n -= min(cap[-1], n)
+        groups: list[list[int]] = [[] for _ in cap]
+        adjust, i = self.image.backend.ftrace_call_adjust, 0
+        for r in recs:
+            a = adjust(self.image, int(r)) if r else 0
+            if not a:
+                continue  # skipped (zeroed weak records, dropped exit text)
+            if len(groups[i]) >= cap[i]:
+                i += 1
+            groups[i].append(a)
+        out = []
+        for g in groups:
+            arr = np.array(g, dtype=np.uint64)
+            arr = arr[(arr >= self.stext) & (arr < self.etext)]  # init text freed
+            if len(arr):
+                out.append(arr)
+        return tuple(out)
+
+    def lookup_rec(self, start: int, end: int, page_size: int, entry_size: int,
+                   insn_size: int) -> int:
+        """``ftrace_location_range(start, end)`` as the kernel answers it (lookup_rec: the first
+        group whose range overlaps, then bsearch with ftrace_cmp_recs): with several records in
+        ``[start, end]`` it is the one the binary search meets first, not the lowest; 0 if none."""
+        for g in self.ftrace_pages(page_size, entry_size):
+            if end < int(g[0]) or start >= int(g[-1]) + insn_size:
+                continue
+            base, num = 0, len(g)
+            while num > 0:  # lib/bsearch.c
+                pivot = base + (num >> 1)
+                ip = int(g[pivot])
+                if end < ip:
+                    pass
+                elif start >= ip + insn_size:
+                    base, num = pivot + 1, num - 1
+                else:
+                    return ip
+                num >>= 1
+        return 0
+
     # -- blacklist ----------------------------------------------------------------------------
     @functools.cached_property
     def nokprobe_list(self) -> np.ndarray:

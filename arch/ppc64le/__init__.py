@@ -33,6 +33,7 @@ PREFIXED_SIZE = 8
 OP_PREFIX = 1
 PAGE_SIZE = 0x10000  # Debian ppc64le: CONFIG_PPC_64K_PAGES=y
 FTRACE_ENTRY_WINDOW = 16  # kprobe_lookup_name: ftrace_location_range(addr, addr + 16)
+DYN_FTRACE_SIZE = 24  # struct dyn_ftrace { ip; flags; struct dyn_arch_ftrace { ool_stub; } }
 BRANCH_RANGE = (-0x2000000, 0x1FFFFFC)  # is_offset_in_branch_range (I-form b)
 ARCH_BLACKLIST_AREA = ("_stext", "__head_end")  # arch_within_kprobe_blacklist: exception vectors
 
@@ -200,6 +201,8 @@ class Ppc64leBackend(Backend):
         begin, end = image.symtab.value("__exittext_begin"), image.symtab.value("__exittext_end")
         if begin is not None and end is not None and begin <= record < end:
             return 0
+        if image.features.has("PPC_FTRACE_OUT_OF_LINE"):
+            return record  # one patchable NOP, branching to its out-of-line stub when enabled
         if self._word(image, record) == NOP:
             return record + INSN_SIZE
         return record
@@ -215,6 +218,14 @@ class Ppc64leBackend(Backend):
         if addr is None or offset:
             return addr
         if image.config.enabled("KPROBES_ON_FTRACE"):
+            if image.features.has("PPC_FTRACE_OUT_OF_LINE"):
+                # one-NOP entries: two records can share the 16-byte window (a 2-insn function
+                # and the next); ftrace_location_range returns the one its bsearch meets
+                page = image.section_alignment(PAGE_ALIGNED_SECTION) or 4096
+                found = image.tables.lookup_rec(addr, addr + FTRACE_ENTRY_WINDOW, page,
+                                                DYN_FTRACE_SIZE, INSN_SIZE)
+                if found:
+                    return found
             sites = image.tables.ftrace_sites_in(addr, addr + FTRACE_ENTRY_WINDOW + 1)
             if sites:
                 return int(sites[0])
@@ -228,6 +239,13 @@ class Ppc64leBackend(Backend):
         # SYM+0); arch_kprobe_on_func_entry: up to 16 bytes past the global entry (8 without
         # KPROBES_ON_FTRACE) still count as the entry, so `r SYM+4..16` are valid kretprobes and
         # (6.12) $argN read the entry registers there
+        if image.features.has("PPC_KPROBE_ENTRY_BY_FTRACE_LOCATION"):
+            # arch_kprobe_on_func_entry: offset <= ftrace_location(addr) - addr, else <= 8
+            func = image.kallsyms.containing(sym_addr)
+            size = func.size if func is not None and func.addr == sym_addr else 1
+            sites = image.tables.ftrace_sites_in(sym_addr, sym_addr + max(size, 1))
+            limit = int(sites[0]) - sym_addr if sites else 8
+            return sym_addr + offset, offset <= limit
         limit = 16 if image.config.enabled("KPROBES_ON_FTRACE") else 8
         return sym_addr + offset, offset <= limit
 
