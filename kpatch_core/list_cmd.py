@@ -18,7 +18,7 @@ import sys
 from .attach import check_one
 from .errors import UsageError
 from .image import Image
-from .spec import available_filter_functions, glob_regex, image_btf, text_functions
+from .spec import available_filter_functions, btf_function_names, glob_regex, text_functions
 from .target import Target
 
 KINDS = ("kprobe", "kretprobe", "fentry", "fexit", "fprobe", "kprobe_multi")
@@ -46,8 +46,8 @@ def names_for(image: Image, pattern: str, kind: str) -> list[str]:
         pool = available_filter_functions(image)
     names = list(dict.fromkeys(n for n in pool if rx.match(n)))
     if kind in ("fentry", "fexit"):
-        btf = image_btf(image)
-        names = [n for n in names if btf is not None and btf.func(n) is not None]
+        btf_names = btf_function_names(image)
+        names = [n for n in names if n in btf_names]
     return names
 
 

@@ -81,10 +81,17 @@ def matching_names(image: Image, target: Target) -> list[str]:
     else:  # perf probe: kallsyms function symbols
         names = text_functions(image)
     out = list(dict.fromkeys(n for n in names if rx.match(n)))
-    if target.attach in ("fentry", "fexit"):  # bpftrace matches BTF functions for fentry
-        btf = image_btf(image)
-        out = [n for n in out if btf is not None and btf.func(n) is not None]
+    if target.attach in ("fentry", "fexit", "fmod_ret"):  # bpftrace matches BTF functions
+        btf_names = btf_function_names(image)
+        out = [n for n in out if n in btf_names]
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def btf_function_names(image: Image) -> frozenset[str]:
+    """Every name with a ``BTF_KIND_FUNC`` in the image's .BTF (empty without BTF)."""
+    btf = image_btf(image)
+    return frozenset(btf.func_names()) if btf is not None else frozenset()
 
 
 @functools.lru_cache(maxsize=8)
