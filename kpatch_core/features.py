@@ -124,6 +124,13 @@ FEATURES: tuple[Feature, ...] = (
        "kernel/trace/trace_probe.c: probe_fetch_types (since not pinned)",
        since=(6, 6)),
     # --- x86_64 ------------------------------------------------------------------------------
+    _F("X86_INSN_DECODER_REX2",
+       "the x86 instruction decoder reads 0xd5 in 64-bit mode as the APX REX2 prefix (two "
+       "bytes, then a map-0 or map-1 opcode): uprobes judge the opcode after it (before: 0xd5 "
+       "is an opcode, invalid in 64-bit mode, refused by good_insns_64)",
+       "arch/x86/lib/insn.c: insn_get_prefixes/insn_get_opcode, 'x86/insn: Add support for "
+       "REX2 prefix to the instruction decoder' (v6.10)",
+       since=(6, 10), arches=("x86_64",)),
     _F("X86_CAN_PROBE_EXCEPTION_INSN",
        "can_probe refuses INT3 / INT n / INTO / INT1 / UD0 / UD1 / UD2 (is_exception_insn) and "
        "an instruction the decoder cannot decode",

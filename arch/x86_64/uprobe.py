@@ -106,14 +106,36 @@ class StructInsn:
         return ((self.modrm or 0) >> 3) & 7
 
 
-def struct_decode(code: bytes) -> StructInsn | None:
-    """``insn_decode`` in 64-bit mode, structurally; None where it fails (VEX/EVEX forms)."""
+def rex2_at(code: bytes) -> int | None:
+    """Index of an APX REX2 prefix (0xd5) after the legacy prefixes, or None."""
+    i = 0
+    while i < len(code) and code[i] in LEGACY_PREFIXES:
+        i += 1
+    return i if i + 2 < len(code) and code[i] == 0xD5 else None
+
+
+def struct_decode(code: bytes, rex2: bool = False) -> StructInsn | None:
+    """``insn_decode`` in 64-bit mode, structurally; None where it fails (VEX/EVEX forms).
+    ``rex2``: the decoder knows the REX2 prefix (X86_INSN_DECODER_REX2)."""
     try:
         i, opsize, adsize = 0, False, False
         while code[i] in LEGACY_PREFIXES:
             opsize |= code[i] == 0x66
             adsize |= code[i] == 0x67
             i += 1
+        if rex2 and code[i] == 0xD5:  # REX2: payload byte, then a map-0/map-1 opcode
+            payload = code[i + 1]
+            i += 2
+            if payload & 0x80:  # M bit: map 1 (the 0x0f map), no escape byte
+                code = code[:i] + b"\x0f" + code[i:]
+            rex = 0x48 if payload & 0x08 else 0x40
+            sub = struct_decode(bytes(code[:i - 2]) + bytes([rex]) + code[i:])
+            if sub is None:
+                return None
+            delta = 0 if payload & 0x80 else 1  # REX2 is a byte longer than REX (+ the 0x0f)
+            n = sub.length + delta
+            disp = sub.disp_offset + delta if sub.disp_offset else 0
+            return StructInsn(n, sub.modrm, disp, "(rex2)") if n <= MAX_UINSN_BYTES else None
         rex = code[i] if 0x40 <= code[i] <= 0x4F else 0
         i += 1 if rex else 0
         op = code[i]
@@ -200,10 +222,18 @@ def is_trap_insn(insn: bytes, features: FeatureSet) -> bool:
 def analyze_insn(backend: X86_64Backend, insn: bytes, vaddr: int,
                  features: FeatureSet) -> Analysis | URefusal:
     """``arch_uprobe_analyze_insn`` for a 64-bit process on the 16 bytes ``insn`` at ``vaddr``."""
-    k = backend.decode(insn[:MAX_UINSN_BYTES], vaddr) or struct_decode(insn)  # insn_decode
-    if k is None:
-        return URefusal(UReason.UNDECODABLE, insn[:4].hex())
-    opcode, prefixes, rex, vex, op_end = kernel_opcode(insn)
+    r2 = rex2_at(insn) if features.has("X86_INSN_DECODER_REX2") else None
+    if r2 is not None:  # insn_get_prefixes: REX2; OPCODE1 is the byte after it
+        k = struct_decode(insn, rex2=True)
+        if k is None:
+            return URefusal(UReason.UNDECODABLE, insn[:4].hex())
+        _, prefixes, _, _, _ = kernel_opcode(insn)
+        opcode, rex, vex, op_end = insn[r2 + 2:r2 + 3], 0, False, r2 + 3
+    else:
+        k = backend.decode(insn[:MAX_UINSN_BYTES], vaddr) or struct_decode(insn)  # insn_decode
+        if k is None:
+            return URefusal(UReason.UNDECODABLE, insn[:4].hex())
+        opcode, prefixes, rex, vex, op_end = kernel_opcode(insn)
     for p in prefixes:  # is_prefix_bad
         if p in BAD_PREFIXES:
             return URefusal(UReason.BAD_PREFIX, f"{BAD_PREFIXES[p]} prefix: {k.mnemonic}")
