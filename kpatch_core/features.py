@@ -210,7 +210,6 @@ FEATURES: tuple[Feature, ...] = (
        "arch/riscv/kernel/ftrace.c: ftrace_call_adjust; 'riscv: Implement "
        "HAVE_DYNAMIC_FTRACE_WITH_CALL_OPS' (since not pinned)",
        since=(6, 16), arches=("riscv64",), config="DYNAMIC_FTRACE_WITH_CALL_OPS"),
-    # --- s390x -------------------------------------------------------------------------------
     _F("RISCV_UPROBE_TRAP_ANY_EBREAK",
        "prepare_uprobe refuses (-ENOTSUPP) an ebreak as well as a c.ebreak at the uprobe "
        "offset (is_trap_insn); before: only c.ebreak (weak is_swbp_insn), and the decoder "
@@ -218,6 +217,7 @@ FEATURES: tuple[Feature, ...] = (
        "arch/riscv/kernel/probes/uprobes.c: is_trap_insn (absent in 6.1, present in 6.12; "
        "since not pinned)",
        since=(6, 6), arches=("riscv64",)),
+    # --- s390x -------------------------------------------------------------------------------
     _F("S390_OPCODES_ARCH15",
        "the disassembler's opcode table (find_insn) knows the arch15 instructions (and prno "
        "for ppno): probe_is_prohibited_opcode accepts them",
