@@ -216,8 +216,10 @@ def compare(args: argparse.Namespace) -> int:
     rows = [json.loads(x) for x in open(args.results) if x.strip()]
     n = agree = false_accept = false_refuse = flags_n = flags_ok = 0
     diffs = []
+    crashes: list[str] = []
     for r in rows:
         if r.get("crash") or r.get("ok") is None:
+            crashes.append(r["target"])
             continue
         t = ("r " if r["kind"] == "r" else "") + r["target"]
         v = check(k, t)
@@ -230,8 +232,7 @@ def compare(args: argparse.Namespace) -> int:
             false_refuse += 1
         if v.ok and r["ok"] and r.get("flags") is not None:
             flags_n += 1
-            theirs = sorted(set(re.findall(r"\[(\w+)\]", " ".join(r["flags"]) if isinstance(r["flags"], list)
-                                           else str(r["flags"]))) - {"DISABLED", "GONE"})
+            theirs = sorted(set(r["flags"]) - {"DISABLED", "GONE"})  # kprobes/list after arming
             ok_flags = sorted(v.flags) == theirs
             flags_ok += ok_flags
             if not ok_flags:
@@ -241,7 +242,8 @@ def compare(args: argparse.Namespace) -> int:
                          f"kernel {'ok' if r['ok'] else r.get('error')} {r.get('kernel_msgs') or ''}")
     print(f"{n} probes: agreement {agree}/{n} ({100.0 * agree / max(n, 1):.2f}%), "
           f"false accepts {false_accept}, false refusals {false_refuse}, "
-          f"flags {flags_ok}/{flags_n}")
+          f"flags {flags_ok}/{flags_n}; {len(crashes)} probes crashed the guest: "
+          f"{', '.join(crashes[:5])}")
     for d in diffs[: args.show]:
         print("  " + d)
     return 0
