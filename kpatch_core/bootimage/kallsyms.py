@@ -127,13 +127,17 @@ def _expand(data: bytes, runs: np.ndarray, toks: list[bytes]) -> tuple[str, list
     t = buf[pos]
     tl = tlen[t]
     gather = np.repeat(toff[t] - np.concatenate([[0], np.cumsum(tl)[:-1]]), tl) + np.arange(tl.sum())
-    text = flat_tok[gather].tobytes().decode("latin-1")
-    # characters per name: sum of its token lengths
+    chars = flat_tok[gather]
+    # characters per name: sum of its token lengths; a newline before each name, then one split
     name_chars = np.add.reduceat(tl, np.concatenate([[0], np.cumsum(lens)[:-1]])) if len(lens) else tl
-    ends = np.cumsum(name_chars).tolist()
-    begins = [0] + ends[:-1]
-    types = "".join(text[b] for b in begins)
-    names = [text[b + 1:en] for b, en in zip(begins, ends)]
+    begins = np.concatenate([[0], np.cumsum(name_chars)[:-1]]).astype(np.int64)
+    out = np.full(len(chars) + len(begins), ord("\n"), np.uint8)
+    keep = np.ones(len(out), bool)
+    keep[begins + np.arange(len(begins))] = False
+    out[keep] = chars
+    rows = out.tobytes().decode("latin-1").split("\n")[1:]
+    types = "".join(r[:1] for r in rows)
+    names = [r[1:] for r in rows]
     return types, names
 
 

@@ -78,27 +78,33 @@ def near_mcount(addrs: np.ndarray, mcount: np.ndarray) -> np.ndarray:
     return (rec[i] >= lo) & (rec[i] < np.asarray(addrs, np.uint64) + np.uint64(MCOUNT_WINDOW[1]))
 
 
-# names whose type needs symbol_info's full reading; any other name's type follows from its
-# letter and the evidence alone
-_SPECIAL = re.compile(r"^(__pfx_|__cfi_|__SCT__|__raw_callee_save_|__pi_|__kvm_nvhe_|__start_|__stop_|__end_)"
-                      r"|\.(isra|constprop|part|cold|llvm|lto_priv|localalias|clone|\d)"
-                      r"|^_(s|e)?(init)?text$|^_(s|e)data$|^_end$|^__\w+_(start|end)$")
+# the names symbol_info reads beyond their letter: compiler suffixes anywhere, and the
+# linker-script and alias forms, which all start with "_" (checked with an anchored match)
+_SUFFIX = re.compile(r"\.(isra|constprop|part|cold|llvm|lto_priv|localalias|clone|\d)")
+_UNDERSCORE = re.compile(r"(__start_|__stop_|__end_|__pi_|__kvm_nvhe_)|_(s|e)?(init)?text$"
+                         r"|_(s|e)data$|_end$|__\w+_(start|end)$")
 
 
 def symbol_infos(letters: str, names: list[str], in_text: list[bool], in_btf: list[bool],
                  evidence: list[bool]) -> list[int]:
-    """:func:`symbol_info` for every symbol (the plain names through a table)."""
-    memo: dict[tuple[str, bool, bool, bool], int] = {}
+    """:func:`symbol_info` for every symbol; names of the same kind (plain, compiler-made
+    function, linker symbol) share the answer through a table."""
+    memo: dict[tuple[str, str, bool, bool, bool], int] = {}
     out = []
-    special = _SPECIAL.search
+    suffix, under = _SUFFIX.search, _UNDERSCORE.match
     for t, n, x, b, ev in zip(letters, names, in_text, in_btf, evidence):
-        if (n[:1] == "_" or "." in n) and special(n):  # every special name has one of these
+        if n.startswith(FUNCTION_PREFIXES):
+            kind = "__pfx_f"  # a function prefix: the same answer as any other
+        elif "." in n and suffix(n):
+            kind = "f.isra.0"
+        elif n[:1] == "_" and under(n):
             out.append(symbol_info(t, n, x, b, ev))
             continue
-        k = (t, x, b, ev)
+        else:
+            kind = "plain"
+        k = (t, kind, x, b, ev)
         v = memo.get(k)
         if v is None:
-            v = memo[k] = symbol_info(t, "plain", x, b, ev)
+            v = memo[k] = symbol_info(t, kind, x, b, ev)
         out.append(v)
     return out
-
