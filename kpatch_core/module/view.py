@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..config import KernelConfig
     from ..features import FeatureSet
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SHN_ABS = 0xFFF1
 STB_GLOBAL = 1
 
@@ -140,7 +140,7 @@ def _private_tmp() -> str:
 
 
 def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int,
-                     callsites: str = "__mcount_loc") -> None:
+                     callsites: str = "__mcount_loc", page: int = 0) -> None:
     """The relocated module as an ELF64 ET_EXEC: loaded sections at their addresses, its
     core symbols (table order, original st_info), then the marker symbols.  ``callsites``:
     the section ``ftrace_module_init`` reads (FTRACE_CALLSITE_SECTION of the arch)."""
@@ -186,6 +186,12 @@ def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int,
         if s.type != SHT_NOBITS and nxt is not None and lay.mem_of[nxt] == lay.mem_of[i]:
             # the alignment gap up to the next section: zeros (module_memory_alloc clears it)
             size = max(size, lay.address_of[nxt] - lay.address_of[i])
+            data = data + bytes(size - len(data))
+        elif s.type != SHT_NOBITS and page:
+            # the rest of the region's last page: mapped, and read by instruction decoders
+            # that run past the last symbol (can_optimize decodes whole kallsyms sizes)
+            end = -(-(lay.address_of[i] + size) // page) * page
+            size = end - lay.address_of[i]
             data = data + bytes(size - len(data))
         heads.append((len(shstr), s.type if s.type == SHT_NOBITS else 1, f, lay.address_of[i],
                       size, 0, 0, s.align, 0))
@@ -249,7 +255,7 @@ class ModuleImage(Image):
         path = os.path.join(_cache_dir(), f"{lm.name}-{key}.elf")
         if not os.path.exists(path):
             write_module_elf(path, lm, lm.ko.machine, lm.ko.e_flags,
-                             arch_module(kernel).FTRACE_CALLSITE_SECTION)
+                             arch_module(kernel).FTRACE_CALLSITE_SECTION, arch_module(kernel).PAGE_SIZE)
         img = cls(path, kernel.config_path, kernel.overrides)
         img.kernel = kernel
         img.loaded = lm
@@ -284,9 +290,17 @@ class ModuleImage(Image):
 
     # -- the module's memory, then the kernel's -------------------------------------------
     def read(self, addr: int, n: int) -> bytes:
+        """Bytes at ``addr``: the module's (across adjacent sections of one memory region, as
+        the loader copied them into one allocation), else the kernel's."""
         if self.section_at(addr) is None:
             return self.kernel.read(addr, n)
-        return super().read(addr, n)
+        out = super().read(addr, n)
+        while len(out) < n and self.section_at(addr + len(out)) is not None:
+            more = super().read(addr + len(out), n - len(out))
+            if not more:
+                break
+            out += more
+        return out
 
     @functools.cached_property
     def symtab(self) -> SymbolTable:

@@ -1,0 +1,54 @@
+"""Module probes asked of a real kernel (tools/kernel-oracle/modules.py: Debian 6.12.117 amd64
+booted under QEMU with 22 modules and their dependencies insmod'ed) replayed against
+``check --modules``: (ok, errno) and the flags after arming must all agree."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from kpatch_core.image import Image
+from kpatch_core.module import ModuleSet
+from kpatch_core.probe import check
+
+DATA = Path(__file__).resolve().parent / "data" / "oracle" / "modules-x86_64-6.12"
+KERNEL = Path(os.path.expanduser("~/.cache/kpatch-kernels/6.12.117+deb13-amd64"))
+
+
+class _Loaded:
+    """The tree's modules minus those whose insmod failed in the guest (kvm_intel: no VMX)."""
+
+    def __init__(self, ms: ModuleSet, failed: set[str]) -> None:
+        self.ms, self.failed = ms, failed
+
+    def view(self, name: str) -> Image | None:
+        return None if name in self.failed else self.ms.view(name)
+
+    def missing(self, name: str) -> str:
+        return f"module {name} not loaded in the guest"
+
+
+def test_module_oracle_replay() -> None:
+    if not (KERNEL / "vmlinux").is_file() or not (KERNEL / "modules").is_dir():
+        pytest.skip(f"Debian 6.12.117 amd64 vmlinux + modules not cached in {KERNEL}")
+    failed = {m.group(1) for m in re.finditer(r"^KOMOD (\S+) (\d+)$",
+                                               (DATA / "insmod.txt").read_text(), re.M)
+              if m.group(2) != "0"}
+    assert failed == {"kvm_intel"}
+    k = Image.open(str(KERNEL / "vmlinux"))
+    k.module_source = _Loaded(ModuleSet(k, tree=str(KERNEL / "modules"), warn=False), failed)
+    rows = [json.loads(x) for x in gzip.open(DATA / "results.jsonl.gz", "rt")]
+    asked = [r for r in rows if r["ok"] is not None]
+    assert len(asked) >= 2000 and len({r["target"].split(":")[0] for r in asked}) >= 20
+    bad, flags_bad = [], []
+    for r in asked:
+        v = check(k, ("r " if r["kind"] == "r" else "") + r["target"])
+        if v.ok != r["ok"] or (not v.ok and v.errno != r["error"]):
+            bad.append((r["target"], v.ok, v.errno, r["ok"], r["error"]))
+        elif v.ok and r["flags"] is not None and sorted(v.flags) != sorted(set(r["flags"]) - {"DISABLED"}):
+            flags_bad.append((r["target"], v.flags, r["flags"]))
+    assert bad == [] and flags_bad == []
