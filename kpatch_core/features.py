@@ -154,6 +154,15 @@ FEATURES: tuple[Feature, ...] = (
        "'x86/paravirt: switch functions with custom code to ALTERNATIVE' (v5.13; until not "
        "pinned; Debian 5.10.262 checked by the oracle)",
        until=(5, 13), arches=("x86_64",)),
+    _F("X86_PARAVIRT_ALTERNATIVES",
+       "pv-op calls are .altinstructions entries (no .parainstructions): ALT_FLAG_DIRECT_CALL "
+       "turns `call *pv_ops(%rip)` into a direct call, ALT_NOT(XENPV/VCPUPREEMPT...) into the "
+       "native code (vcpu_is_preempted: xor %eax,%eax), so such a site is probed and boosted "
+       "as that code",
+       "arch/x86/kernel/alternative.c: apply_alternatives, alt_replace_call; 'x86/paravirt: "
+       "switch mixed paravirt/alternative calls to alternatives' (v6.8; since not pinned; "
+       "Debian 7.2.13 amd64 checked by the oracle)",
+       since=(6, 8), arches=("x86_64",)),
     # --- arm64 -------------------------------------------------------------------------------
     _F("ARM64_BCOND_MATCHES_BC",
        "aarch64_insn_is_bcond's mask also takes BC.cond (bit 4 set): simulated as a branch",

@@ -31,6 +31,11 @@ RET_INT3 = bytes.fromhex("c3cccccccc")  # patch_return() without X86_FEATURE_RET
 X86_NOPS = {1: "90", 2: "6690", 3: "0f1f00", 4: "0f1f4000", 5: "0f1f440000", 6: "660f1f440000",
             7: "0f1f8000000000", 8: "0f1f840000000000"}  # x86_nops[] (BYTES_NOP1..8)
 PARAVIRT_SITE_SIZE = 16  # struct paravirt_patch_site { u8 *instr; u8 type; u8 len; }
+# struct alt_instr (packed)  [arch/x86/include/asm/alternative.h]; ft_flags = cpuid | flags << 16
+ALT_INSTR = np.dtype([("instr", "<i4"), ("repl", "<i4"), ("ft_flags", "<u4"),
+                      ("instrlen", "u1"), ("replacementlen", "u1")])
+ALT_FLAG_NOT = 1 << 0  # apply when the CPU lacks the feature
+ALT_FLAG_DIRECT_CALL = 1 << 1  # indirect pv call -> direct call (alt_replace_call)
 # native_patch (X86_PARAVIRT_NATIVE_PATCH): the code inlined for a pv op whose native function is
 # this one (patch_data_xxl / patch_data_lock, arch/x86/kernel/paravirt_patch.c; the lock ops
 # when pv_is_native_spin_unlock / _vcpu_is_preempted, as on a guest without KVM/Xen)
@@ -219,6 +224,8 @@ class X86_64Backend(Backend):
         start = image.symtab.value("__parainstructions")
         end = image.symtab.value("__parainstructions_end")
         pv_ops, pv_nop = image.symtab.value("pv_ops"), image.symtab.value("_paravirt_nop")
+        if start is None and image.features.has("X86_PARAVIRT_ALTERNATIVES"):
+            return self._paravirt_alternatives(image)
         if start is None or end is None or pv_ops is None:
             return np.zeros(0, np.uint64), []
         raw = image.read(start, end - start)
@@ -243,6 +250,43 @@ class X86_64Backend(Backend):
             patches.append(patch + add_nops(length - len(patch)))
         order = np.argsort(np.array(sites, dtype=np.uint64), kind="stable")
         return np.array(sites, dtype=np.uint64)[order], [patches[i] for i in order.tolist()]
+
+    def _paravirt_alternatives(self, image: "Image") -> tuple[np.ndarray, list[bytes]]:
+        """The pv-op call sites (``call *pv_ops...(%rip)``) of ``.altinstructions`` as
+        apply_alternatives leaves them on a native CPU: ALT_FLAG_DIRECT_CALL makes a direct
+        call to the op's function (alt_replace_call; nops for nop_func), then an ALT_NOT entry
+        (XENPV, VCPUPREEMPT...: features a native guest lacks) puts its native code instead
+        (e.g. vcpu_is_preempted -> xor %eax,%eax); the rest of the site is nops."""
+        start = image.symtab.value("__alt_instructions")
+        end = image.symtab.value("__alt_instructions_end")
+        if start is None or end is None or end <= start:
+            return np.zeros(0, np.uint64), []
+        raw = image.read(start, end - start)
+        a = np.frombuffer(raw[: len(raw) - len(raw) % ALT_INSTR.itemsize], dtype=ALT_INSTR)
+        nops = {image.symtab.value(n) for n in ("nop_func", "_paravirt_nop")} - {None}
+        final: dict[int, bytes] = {}
+        for i in range(len(a)):
+            at = start + ALT_INSTR.itemsize * i
+            site, length = at + int(a["instr"][i]), int(a["instrlen"][i])
+            orig = image.read(site, 6)
+            if orig[:2] != b"\xff\x15" or length < 6:  # not a pv-op call site
+                continue
+            flags = int(a["ft_flags"][i]) >> 16
+            if flags & ALT_FLAG_DIRECT_CALL:
+                slot = site + 6 + int.from_bytes(orig[2:6], "little", signed=True)
+                target = int.from_bytes(image.read(slot, 8), "little")
+                code = b"" if target in nops or not target else \
+                    b"\xe8" + ((target - site - 5) & 0xFFFFFFFF).to_bytes(4, "little")
+            elif flags & ALT_FLAG_NOT:
+                rlen = int(a["replacementlen"][i])
+                code = image.read(at + 4 + int(a["repl"][i]), rlen)
+                if rlen > length or code[:1] in (b"\xe8", b"\xe9"):
+                    continue  # relative branches would need fixing up: leave the site as is
+            else:
+                continue
+            final[site] = code + add_nops(length - len(code))
+        sites = sorted(final)
+        return np.array(sites, dtype=np.uint64), [final[x] for x in sites]
 
     def runtime_bytes(self, image: "Image", start: int, end: int) -> bytes:
         """File bytes with paravirt sites patched (apply_paravirt), ftrace sites as NOP5
