@@ -190,8 +190,8 @@ def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int,
         elif s.type != SHT_NOBITS and page:
             # the rest of the region's last page: mapped, and read by instruction decoders
             # that run past the last symbol (can_optimize decodes whole kallsyms sizes)
-            end = -(-(lay.address_of[i] + size) // page) * page
-            size = end - lay.address_of[i]
+            stop = -(-(lay.address_of[i] + size) // page) * page
+            size = stop - lay.address_of[i]
             data = data + bytes(size - len(data))
         heads.append((len(shstr), s.type if s.type == SHT_NOBITS else 1, f, lay.address_of[i],
                       size, 0, 0, s.align, 0))
