@@ -106,6 +106,26 @@ class StructInsn:
         return ((self.modrm or 0) >> 3) & 7
 
 
+_CS = None
+
+
+def _vex_accepted(vex: bytes) -> bool:
+    """Does the kernel's inat table accept this VEX opcode (``inat_accept_vex``)?  Its tables
+    ignore VEX.L and VEX.W, so: does capstone decode it with L and W cleared?  EVEX: no."""
+    global _CS
+    if _CS is None:
+        import capstone
+        _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    if len(vex) < 4 or vex[0] == 0x62:
+        return False
+    v = bytearray(vex[:MAX_UINSN_BYTES])
+    if v[0] == 0xC5:
+        v[1] &= ~0x04 & 0xFF
+    else:
+        v[2] &= ~0x84 & 0xFF
+    return any(True for _ in _CS.disasm_lite(bytes(v), 0, 1))
+
+
 def rex2_at(code: bytes) -> int | None:
     """Index of an APX REX2 prefix (0xd5) after the legacy prefixes, or None."""
     i = 0
@@ -141,9 +161,9 @@ def struct_decode(code: bytes, rex2: bool = False) -> StructInsn | None:
         op = code[i]
         i += 1
         imm = 0
-        if op in (0xC4, 0xC5, 0x62) and not rex:  # a VEX form capstone refused: bad for the
-            return None  # kernel too (inat_accept_vex / inat_must_evex)
-        if op in (0xC4, 0xC5, 0x62):  # after a REX: capstone refuses, the kernel decodes it
+        if op in (0xC4, 0xC5, 0x62) and not _vex_accepted(code[i - 1:]):
+            return None  # inat_accept_vex / inat_must_evex fail
+        if op in (0xC4, 0xC5, 0x62):  # a VEX form the kernel takes (capstone may not: L/W, REX)
             vlen = {0xC5: 1, 0xC4: 2, 0x62: 3}[op]
             vmap = 1 if op == 0xC5 else code[i] & (0x1F if op == 0xC4 else 0x03)
             i += vlen
