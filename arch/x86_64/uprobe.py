@@ -22,7 +22,7 @@ from . import EMULATED, LEGACY_PREFIXES, kernel_opcode
 if TYPE_CHECKING:
     from kpatch_core.features import FeatureSet
 
-    from . import X86_64Backend
+    from . import KInsn, X86_64Backend
 
 # --- facts [arch/x86/include/asm/uprobes.h] ---------------------------------------------------
 SWBP_INSN = b"\xcc"  # UPROBE_SWBP_INSN
@@ -243,6 +243,7 @@ def analyze_insn(backend: X86_64Backend, insn: bytes, vaddr: int,
                  features: FeatureSet) -> Analysis | URefusal:
     """``arch_uprobe_analyze_insn`` for a 64-bit process on the 16 bytes ``insn`` at ``vaddr``."""
     r2 = rex2_at(insn) if features.has("X86_INSN_DECODER_REX2") else None
+    k: KInsn | StructInsn | None
     if r2 is not None:  # insn_get_prefixes: REX2; OPCODE1 is the byte after it
         k = struct_decode(insn, rex2=True)
         if k is None:
