@@ -39,8 +39,9 @@ NORETURN_DENY = ("__ia32_sys_exit", "__ia32_sys_exit_group", "__kunit_abort",
 DIRECT_CALLS_EVIDENCE = ("register_ftrace_direct", "register_ftrace_direct_multi")
 
 
-def _type_size(btf: B.Btf, tid: int) -> tuple[int, B.BtfType | None]:
-    """``__get_type_size``: bytes of the type after modifiers (-1 when unsupported), and it."""
+def _type_size(btf: B.Btf, tid: int, unions: bool) -> tuple[int, B.BtfType | None]:
+    """``__get_type_size``: bytes of the type after modifiers (-1 when unsupported), and it;
+    a union counts as a struct only with ``unions`` (FEATURE TRACING_UNION_ARGS)."""
     if tid == 0:
         return 0, None
     _, t = btf.skip_modifiers(tid)
@@ -48,12 +49,13 @@ def _type_size(btf: B.Btf, tid: int) -> tuple[int, B.BtfType | None]:
         return -1, None
     if t.kind == B.PTR:
         return B.POINTER_SIZE, t
-    if t.kind in (B.INT, B.ENUM, B.ENUM64, B.STRUCT, B.UNION):
+    if t.kind in (B.INT, B.ENUM, B.ENUM64, B.STRUCT) or (unions and t.kind == B.UNION):
         return t.size_or_type, t
     return -1, t
 
 
-def _distill(btf: B.Btf, name: str, fexit: bool, retval_max_8: bool) -> tuple[AttachReason, str] | None:
+def _distill(btf: B.Btf, name: str, fexit: bool, retval_max_8: bool,
+             unions: bool) -> tuple[AttachReason, str] | None:
     """``btf_distill_func_proto`` (+ the >8-byte return check): None when the prototype fits."""
     fid = btf._funcs.get(name)  # btf_find_by_name_kind(vmlinux, name, BTF_KIND_FUNC)
     ft = btf.type(fid) if fid else None
@@ -62,7 +64,7 @@ def _distill(btf: B.Btf, name: str, fexit: bool, retval_max_8: bool) -> tuple[At
         return AttachReason.NO_BTF_FUNC, name
     if proto.vlen > MAX_BPF_FUNC_ARGS:
         return AttachReason.BTF_TOO_MANY_ARGS, f"{proto.vlen} arguments"
-    ret_size, rt = _type_size(btf, proto.size_or_type)
+    ret_size, rt = _type_size(btf, proto.size_or_type, unions)
     if ret_size < 0 or (rt is not None and rt.kind in (B.STRUCT, B.UNION)):
         return AttachReason.BTF_RET_TYPE, rt.kind_name if rt else "?"
     raw = btf._u32s(proto.extra, 2 * proto.vlen) if proto.vlen else ()
@@ -70,7 +72,7 @@ def _distill(btf: B.Btf, name: str, fexit: bool, retval_max_8: bool) -> tuple[At
         ptid = raw[2 * i + 1]
         if i == proto.vlen - 1 and ptid == 0:
             return AttachReason.BTF_VARARGS, ""
-        size, _ = _type_size(btf, ptid)
+        size, _ = _type_size(btf, ptid, unions)
         if size < 0 or size > 16:
             return AttachReason.BTF_ARG_TYPE, f"arg{i} {btf.c_type(ptid)}"
         if size == 0:
@@ -80,7 +82,7 @@ def _distill(btf: B.Btf, name: str, fexit: bool, retval_max_8: bool) -> tuple[At
     return None
 
 
-def _arg_regs(btf: B.Btf, name: str) -> tuple[int, bool]:
+def _arg_regs(btf: B.Btf, name: str, unions: bool) -> tuple[int, bool]:
     """Registers the arguments take (a struct of 9-16 bytes takes two) and whether any
     argument is a struct by value  [arch_prepare_bpf_trampoline: nr_regs]."""
     fid = btf._funcs[name]
@@ -89,7 +91,7 @@ def _arg_regs(btf: B.Btf, name: str) -> tuple[int, bool]:
     raw = btf._u32s(proto.extra, 2 * proto.vlen) if proto.vlen else ()
     regs, structs = 0, False
     for i in range(proto.vlen):
-        size, t = _type_size(btf, raw[2 * i + 1])
+        size, t = _type_size(btf, raw[2 * i + 1], unions)
         is_struct = t is not None and t.kind in (B.STRUCT, B.UNION)
         structs |= is_struct
         regs += (size + 7) // 8 if is_struct else 1
@@ -123,7 +125,8 @@ def check_fentry(image: Image, target: Target) -> AttachVerdict:
     btf = image_btf(image)
     if btf is None:  # bpf_get_btf_vmlinux: no vmlinux BTF, no attach_btf_id
         return no(AttachReason.NO_BTF)
-    bad = _distill(btf, name, fexit, image.features.has("FEXIT_RETVAL_MAX_8"))  # bpf_check_attach_target
+    unions = image.features.has("TRACING_UNION_ARGS")
+    bad = _distill(btf, name, fexit, image.features.has("FEXIT_RETVAL_MAX_8"), unions)  # bpf_check_attach_target
     if bad is not None:
         return no(*bad)
     addr = image.kallsyms.lookup(name)  # bpf_check_attach_target: kallsyms_lookup_name(tname)
@@ -140,7 +143,7 @@ def check_fentry(image: Image, target: Target) -> AttachVerdict:
     if fexit and name in NORETURN_DENY and image.features.has("FEXIT_NORETURN_DENY"):
         return no(AttachReason.NORETURN_DENY, name, address=addr, symbol=sym)
     # bpf_trampoline_update -> arch_prepare_bpf_trampoline: argument registers
-    regs, structs = _arg_regs(btf, name)
+    regs, structs = _arg_regs(btf, name, unions)
     limit = MAX_BPF_FUNC_ARGS if image.features.has("BPF_TRAMPOLINE_STACK_ARGS") else len(image.backend.arg_regs)
     if structs and not image.features.has("BPF_TRAMPOLINE_STRUCT_ARGS"):
         return no(AttachReason.TRAMPOLINE_STRUCT_ARGS, "", address=addr, symbol=sym)

@@ -299,6 +299,12 @@ FEATURES: tuple[Feature, ...] = (
        "a kprobe_multi link of more than MAX_KPROBE_MULTI_CNT (1 << 20) symbols: -E2BIG",
        "kernel/trace/bpf_trace.c: bpf_kprobe_multi_link_attach (since not pinned)",
        since=(6, 6)),
+    _F("TRACING_UNION_ARGS",
+       "fentry/fexit take union arguments of at most 16 bytes like structs (before: "
+       "btf_distill_func_proto refuses a union argument, 'arg0 type UNION is unsupported')",
+       "kernel/bpf/btf.c: __get_type_size / __btf_type_is_struct (6.1 and 6.12: struct only, "
+       "checked on Debian 6.1; since not pinned)",
+       since=(6, 13)),
 )
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 

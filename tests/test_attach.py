@@ -75,6 +75,8 @@ def test_fentry_rules_x86_64_61():
     image = _image("x86_64")
     assert _v(image, "fentry:__rcu_read_lock").ok  # not on 6.1's deny list
     assert _v(image, "fexit:do_exit").ok  # no noreturn_deny in 6.1
+    union = _v(image, "fentry:sidtab_destroy_tree")  # arg0 is a union: refused until 6.13
+    assert (union.reason, union.errno) == (AttachReason.BTF_ARG_TYPE, "EINVAL")
     clone = _v(image, "fentry:finish_task_switch")
     assert (clone.reason, clone.errno) == (AttachReason.NO_BTF_FUNC, "ESRCH")
 
