@@ -370,3 +370,15 @@ def test_cli_modules_func(capsys) -> None:
     rows = [json.loads(x) for x in out.splitlines()]
     assert [r["offset"] for r in rows if r["reason"] == "JUMP_LABEL"] == [_jump_site_offset()]
     assert all(r["reason"] != "UNDECODABLE" for r in rows)
+
+
+def test_cli_vmlinux_with_modules_dir(capsys) -> None:
+    """``kpatch-analyze VMLINUX --modules DIR`` is the per-module analysis; a broken module
+    of the tree is one line of its own, the others are analysed."""
+    code, out, err = _run(capsys, VMLINUX, "--modules", str(MODDIR), "--only", "kpt_test,truncated",
+                          "--no-cache")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("kpt_test ") and "functions" in lines[0]
+    assert lines[1].startswith("truncated ") and "error:" in lines[1] and "truncated module" in lines[1]
+    assert lines[-1].startswith("total: 1 modules (1 failed)")
