@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from .matrix.plan import (
         dedupe,
         expand_attach,
+        kernel_refs,
         kernel_ref,
         parse_probe,
         probes_from_file,
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     probes = dedupe(probes)
     if args.attach:
         probes = expand_attach(probes, [a.strip() for a in args.attach.split(",") if a.strip()])
-    kernels = [kernel_ref("path", p) for p in paths]
+    kernels = [k for p in paths for k in kernel_refs(p)]
     kernels += [kernel_ref("--debian", d) for d in args.debian]
     if not kernels:
         raise UsageError("matrix: no kernels; give IMAGE paths or --debian KVER-FLAVOUR")

@@ -25,7 +25,8 @@ from kpatch_core.cli import main
 from kpatch_core.image import Image
 from kpatch_core.matrix import Matrix, compute, engine
 from kpatch_core.matrix.classify import classify
-from kpatch_core.matrix.plan import KernelRef, Probe, parse_probe, probes_from_file
+from kpatch_core.errors import InputError
+from kpatch_core.matrix.plan import KernelRef, Probe, kernel_refs, parse_probe, probes_from_file
 from kpatch_core.matrix.render import html_page, json_text, to_json
 from kpatch_core.matrix.worker import Cell, Column
 from kpatch_core.probe import check
@@ -305,3 +306,18 @@ def test_bpftrace_tool_rows_globs_and_fentry(tmp_path: Path, client: Client) -> 
         assert col.cells[2].verdict["attach"] == "fentry"
         assert col.cells[3].matches == () and m.classes[3][m.columns.index(col)].category == \
             "vanished"
+
+
+def test_boot_directory_gives_one_column_per_kernel_image(tmp_path: Path) -> None:
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for name in ("vmlinux-6.1.0-test", "vmlinux-6.12.0-test"):
+        (boot / name).symlink_to(TESTDATA / "x86_64" / ("vmlinux" if "6.1." in name
+                                                        else "vmlinux-6.12"))
+    (boot / "config-6.1.0-test").write_text("CONFIG_KPROBES=y\n")
+    refs = kernel_refs(str(boot))
+    assert [Path(r.path or "").name for r in refs] == ["vmlinux-6.1.0-test", "vmlinux-6.12.0-test"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="without kernel images"):
+        kernel_refs(str(empty))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .plan import KernelRef, Probe, dedupe, kernel_ref, parse_probe
+from .plan import KernelRef, Probe, dedupe, kernel_ref, kernel_refs, parse_probe
 from .table import Matrix
 
 if TYPE_CHECKING:
@@ -48,6 +48,6 @@ def compute(probes: Iterable[str | Probe], images: Iterable[str] = (), *,
     ``scheduler`` or an embedded cluster).  Failed kernels are in ``df.attrs["failed"]``.
     """
     ps = [p if isinstance(p, Probe) else parse_probe(p) for p in probes]
-    ks = [kernel_ref("path", p) for p in images] + [kernel_ref("--debian", d) for d in debian]
+    ks = [k for p in images for k in kernel_refs(p)] + [kernel_ref("--debian", d) for d in debian]
     return compute_matrix(dedupe(ps), ks, scheduler=scheduler, workers=workers, store=store,
                           client=client).to_frame()

@@ -6,9 +6,10 @@ start.  ``scheduler="tcp://HOST:8786"`` uses a running cluster instead (its work
 to import kpatch_core and read the image paths and the store URL).
 
 A worker that dies while computing a kernel has its task retried elsewhere by the scheduler;
-a kernel that keeps killing workers (``distributed.scheduler.allowed-failures``; 2 for the
-embedded cluster) or whose image is unusable gets a failed column with the reason, and the
-rest of the matrix completes.
+a kernel that keeps killing workers (more deaths than ``distributed.scheduler.allowed-failures``,
+1 for the embedded cluster; the kernels given up on are run once more alone, so a kernel
+blamed only for sharing a worker with the culprit completes) or whose image is unusable gets
+a failed column with the reason, and the rest of the matrix completes.
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def _failure_text(e: BaseException) -> str:
 def run(kernels: Sequence[KernelRef], probes: Sequence[Probe], *, scheduler: str | None = None,
         workers: int | None = None, store_url: str | None = None,
         progress: Callable[[int, int], None] | None = None, task: Task = kernel_task,
-        allowed_failures: int = 2, client: Client | None = None) -> list[Column]:
+        allowed_failures: int = 1, client: Client | None = None) -> list[Column]:
     """Every kernel's column, in the order given.
 
     ``scheduler``: a Dask scheduler address (``tcp://HOST:8786``), or None for the embedded
@@ -154,23 +155,40 @@ def run(kernels: Sequence[KernelRef], probes: Sequence[Probe], *, scheduler: str
 def _run_on(client: Client, kernels: Sequence[KernelRef], probes: tuple[Probe, ...],
             digest: str, store_url: str | None, progress: Callable[[int, int], None] | None,
             task: Task) -> list[Column]:
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     run_id = uuid.uuid4().hex[:8]
-    futures = {client.submit(task, ref, probes, digest, store_url, pure=False,
-                             key=f"kpatch-matrix-{run_id}-{i}"): i
-               for i, ref in enumerate(kernels)}
+
+    def submit(i: int, tag: str = "") -> object:
+        return client.submit(task, kernels[i], probes, digest, store_url, pure=False,
+                             key=f"kpatch-matrix-{run_id}-{i}{tag}")
+
+    futures = {submit(i): i for i in range(len(kernels))}
     out: list[Column | None] = [None] * len(kernels)
+    killed: list[int] = []
     if progress:
         progress(0, len(kernels))
-    for done, fut in enumerate(as_completed(futures), 1):
+    done = 0
+    for fut in as_completed(futures):
         i = futures[fut]
-        ref = kernels[i]
         try:
-            col = fut.result()
-        except Exception as e:  # noqa: BLE001 -- any task error or a dead worker: this column only
-            col = failed_column(ref.label, ref.path, _failure_text(e))
-        out[i] = col
+            out[i] = fut.result()
+        except KilledWorker:
+            killed.append(i)  # maybe only queued on a worker another kernel killed
+            continue
+        except Exception as e:  # noqa: BLE001 -- any task error: this column only
+            out[i] = failed_column(kernels[i].label, kernels[i].path, _failure_text(e))
+        done += 1
+        if progress:
+            progress(done, len(kernels))
+    # A dead worker is blamed on every task it held: run each such kernel again alone, so
+    # only a kernel that kills its worker by itself is marked failed.
+    for i in killed:
+        try:
+            out[i] = submit(i, "-alone").result()  # type: ignore[attr-defined]
+        except Exception as e:  # noqa: BLE001 -- any task error or a dead worker
+            out[i] = failed_column(kernels[i].label, kernels[i].path, _failure_text(e))
+        done += 1
         if progress:
             progress(done, len(kernels))
     return [c for c in out if c is not None]

@@ -144,6 +144,24 @@ class KernelRef:
     debarch: str | None = None
 
 
+_BOOT_IMAGES = ("vmlinuz-*", "vmlinux-*", "Image-*", "bzImage-*")
+
+
+def kernel_refs(path: str) -> list[KernelRef]:
+    """Columns for a path: the image itself, or for a directory (a /boot) every kernel image
+    in it (``vmlinuz-*``, ``vmlinux-*``; :meth:`Image.open` finds the System.map and config
+    beside each)."""
+    if not os.path.isdir(path):
+        return [kernel_ref("path", path)]
+    import glob
+    found = sorted({f for pat in _BOOT_IMAGES for f in glob.glob(os.path.join(path, pat))
+                    if os.path.isfile(f) and not f.endswith((".old", ".sig"))})
+    if not found:
+        raise InputError(f"{path}: a directory without kernel images (vmlinuz-*, vmlinux-*); "
+                         "give a vmlinux or a /boot directory")
+    return [KernelRef(f, path=f) for f in found]
+
+
 def kernel_ref(kind: str, value: str) -> KernelRef:
     """A column from a path (``kind`` "path") or a Debian build name (``kind`` "--debian",
     ``NAME`` or ``NAME:DEBARCH``)."""
