@@ -67,6 +67,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="with --json: also one object per function (with its module)")
     p.add_argument("--no-cache", action="store_true", help="do not read or store results")
     p.add_argument("--jobs", type=int, default=1, help="worker processes per module (default 1)")
+    p.add_argument("--html-dir", metavar="DIR",
+                   help="also write DIR/MODULE.html, the HTML report of each module")
     p.add_argument("--func", metavar="MOD:SYM",
                    help="one module function, instruction by instruction (as 'func' does)")
 
@@ -144,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         a = r.pop("_analysis")
         ms.unload_all()
+        if args.html_dir and a is not None:
+            _write_html(args.html_dir, n, a)
         for k in totals:
             totals[k] += 1 if k == "modules" else int(r[k] or 0)
         if args.json:
@@ -201,3 +205,16 @@ def _run_func(ms: "ModuleSet", args: argparse.Namespace) -> int:
                 out.write(f"  {ins['address']:#x} +{ins['offset']:<5d} {ins['bytes'].hex():<22s} "
                           f"{ins['mnemonic'][:50]:50s} {what}\n")
     return 0
+
+
+def _write_html(d: str, name: str, a: "object") -> None:
+    """The module's HTML report (kpatch_core/html.py) as DIR/NAME.html."""
+    import os
+
+    from .html import render
+    try:
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"{name}.html"), "w", encoding="utf-8") as f:
+            f.write(render([a]))  # type: ignore[list-item]
+    except OSError as e:
+        raise InputError(f"{d}: cannot write the HTML report ({e.strerror})") from None

@@ -382,3 +382,11 @@ def test_cli_vmlinux_with_modules_dir(capsys) -> None:
     assert lines[0].startswith("kpt_test ") and "functions" in lines[0]
     assert lines[1].startswith("truncated ") and "error:" in lines[1] and "truncated module" in lines[1]
     assert lines[-1].startswith("total: 1 modules (1 failed)")
+
+
+def test_cli_modules_html(capsys, tmp_path: Path) -> None:
+    code, out, err = _run(capsys, "modules", VMLINUX, "--module", KO, "--no-cache",
+                          "--html-dir", str(tmp_path))
+    assert code == 0, err
+    page = (tmp_path / "kpt_test.html").read_text()
+    assert page.lstrip().lower().startswith("<!doctype html") and "kpt_test.ko" in page
