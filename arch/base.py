@@ -8,7 +8,6 @@ arch hooks (``arch_adjust_kprobe_addr``, ``arch_within_kprobe_blacklist``,
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -108,6 +107,11 @@ class Backend:
         backend lists argument registers."""
         return bool(self.arg_regs)
 
+    def syscall_entry_prefixes(self) -> tuple[str, ...]:
+        """Every prefix this architecture's syscall entry points carry on any kernel (the
+        report's subsystem table); weak: :attr:`syscall_prefix`."""
+        return (self.syscall_prefix,) if self.syscall_prefix else ()
+
     def syscall_prefix_for(self, features: "FeatureSet") -> str:
         """The syscall entry prefix of a kernel with ``features`` (weak: :attr:`syscall_prefix`)."""
         return self.syscall_prefix
@@ -128,6 +132,16 @@ class Backend:
     def ftrace_call_adjust(self, image: "Image", record: int) -> int:
         """``ftrace_call_adjust``: the ftrace site address for one ``__mcount_loc`` record."""
         return record
+
+    def ftrace_call_adjust_many(self, image: "Image", records: "np.ndarray") -> "np.ndarray":
+        """:meth:`ftrace_call_adjust` for every ``__mcount_loc`` record at once (uint64).  Weak:
+        the per-record hook, or the records themselves when that one is the weak identity."""
+        import numpy as np
+        records = np.asarray(records, np.uint64)
+        if type(self).ftrace_call_adjust is Backend.ftrace_call_adjust:
+            return records
+        return np.array([self.ftrace_call_adjust(image, int(r)) for r in records.tolist()],
+                        np.uint64)
 
     def lookup_name(self, image: "Image", name: str, offset: int = 0) -> int | None:
         """``kprobe_lookup_name(name, offset)`` (weak: ``kallsyms_lookup_name``, offset unused)."""
@@ -167,20 +181,7 @@ class Backend:
     def slot_support(self) -> "SlotSupport | None":
         """The backend's out-of-line execution (:class:`SlotSupport`): slot building,
         simulation and the executor's CPU facts; None when the architecture has none yet."""
-        cached = self.__dict__.get("_slot_support", False)
-        if cached is not False:
-            return cached
-        name = f"{type(self).__module__}.slot"  # transitional: backends will override this hook
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            out = None
-        else:
-            out = mod.slot_support(self)
-        self.__dict__["_slot_support"] = out
-        return out
+        return None
 
     # -- bulk analysis (kpatch_core.analyze; defaults are slow but correct) --------------------
     # arch_adjust_kprobe_addr returns (sym + offset, False) for every offset >= this window
@@ -190,14 +191,7 @@ class Backend:
         """The whole-image classifier of the full analysis.  Weak default: a plain
         :class:`BulkClassifier` (capstone decodes, :meth:`prepare` decides every address); a
         backend returns its subclass (arch/x86_64/bulk.py...)."""
-        name = f"{type(self).__module__}.bulk"  # transitional: backends will override this hook
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                return BulkClassifier(self, image)
-            raise
-        return mod.classifier(self, image)
+        return BulkClassifier(self, image)
 
     # -- derived facts ------------------------------------------------------------------------
     def register(self, name: str) -> PtRegsField | None:

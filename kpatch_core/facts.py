@@ -5,6 +5,7 @@ verdicts of ``p NAME`` / ``r NAME`` (``kretprobe``) read off the instruction out
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,7 @@ def clone_kind(name: str) -> str | None:
 
 # subsystem from the name prefix (DWARF would be exact but costs minutes): prefix -> subsystem
 SUBSYSTEM_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("__x64_sys_", "syscalls"), ("__arm64_sys_", "syscalls"), ("__riscv_sys_", "syscalls"),
-    ("__s390x_sys_", "syscalls"), ("__s390_sys_", "syscalls"), ("sys_", "syscalls"),
+    ("sys_", "syscalls"),
     ("__se_sys_", "syscalls"), ("__do_sys_", "syscalls"),
     ("ext4_", "fs/ext4"), ("jbd2_", "fs/ext4"), ("xfs_", "fs/xfs"), ("btrfs_", "fs/btrfs"),
     ("nfs", "fs/nfs"), ("fat_", "fs/fat"), ("proc_", "fs/proc"), ("sysfs_", "fs/sysfs"),
@@ -91,21 +91,27 @@ SUBSYSTEM_PREFIXES: tuple[tuple[str, str], ...] = (
 )
 
 
-_SUBSYS: dict[str, str] = {}
-for _p, _s in SUBSYSTEM_PREFIXES:
-    _SUBSYS.setdefault(_p, _s)
-# one alternation, longest prefixes first: a match is the longest listed prefix
-_SUBSYS_RE = re.compile("|".join(re.escape(p) for p in sorted(_SUBSYS, key=len, reverse=True)))
+@functools.cache
+def _subsystem_table() -> tuple[dict[str, str], re.Pattern[str]]:
+    """The prefix table with every registered backend's syscall entry prefixes, and one
+    alternation of it, longest prefixes first (a match is the longest listed prefix)."""
+    from .registry import backends
+    table: dict[str, str] = {}
+    arch_prefixes = [(p, "syscalls") for b in backends() for p in b.syscall_entry_prefixes()]
+    for p, s in (*arch_prefixes, *SUBSYSTEM_PREFIXES):
+        table.setdefault(p, s)
+    return table, re.compile("|".join(re.escape(p) for p in sorted(table, key=len, reverse=True)))
 
 
 def subsystem(name: str, area: str) -> str:
     """The subsystem a function most likely belongs to: the longest prefix of its name (or of
-    the name without leading underscores) listed in SUBSYSTEM_PREFIXES; else its text area when
+    the name without leading underscores) listed in SUBSYSTEM_PREFIXES or a backend's syscall entry prefix; else its text area when
     that is special (.entry.text...), else ``other``."""
+    table, pattern = _subsystem_table()
     for n in (name, name.lstrip("_")):
-        m = _SUBSYS_RE.match(n)
+        m = pattern.match(n)
         if m is not None:
-            return _SUBSYS[m.group()]
+            return table[m.group()]
     return area if area not in (".text",) else "other"
 
 

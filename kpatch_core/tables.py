@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Iterator
 import attrs
 import numpy as np
 
-from kpatch_arch.base import Backend
-
 from .symbols import base_name
 from .verdict import Reason
 
@@ -106,12 +104,7 @@ class KernelTables:
         recs = self.mcount_records
         if not len(recs):
             return np.zeros(0, np.uint64)
-        backend = self.image.backend
-        if type(backend).ftrace_call_adjust is Backend.ftrace_call_adjust:  # weak: the record
-            sites = recs.astype(np.uint64)
-        else:
-            adjust = backend.ftrace_call_adjust
-            sites = np.array([adjust(self.image, int(a)) for a in recs.tolist()], dtype=np.uint64)
+        sites = self.image.backend.ftrace_call_adjust_many(self.image, recs)
         sites = np.sort(sites[(sites >= self.stext) & (sites < self.etext)])
         # unique (np.unique would import numpy.ma: 60 ms of a cold start)
         return sites[np.concatenate(([True], sites[1:] != sites[:-1]))] if len(sites) else sites

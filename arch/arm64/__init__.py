@@ -8,369 +8,49 @@ The kernel decides from a few opcode bits, so does the decoder here: one ordered
 so :func:`decode_words` applies it to a whole function at once with numpy; capstone is used only
 to print mnemonics.  The kernel judges its patched text: boot-time alternatives are applied for
 the CPU features assumed by the runtime facts (``RUNTIME_LSE_ATOMICS``).
+
+Layout: ``backend.py`` (the Backend class), ``insn.py`` (instruction facts and decode
+tables), ``bulk.py`` (full-analysis classifier), ``slot.py`` (out-of-line execution).
 """
-from __future__ import annotations
+from .backend import Arm64Backend
+from .insn import (
+    _HINT,
+    AARCH64_BREAK_MON,
+    AARCH64_INSN_SIZE,
+    AARCH64_INSN_SPCLREG_DAIF,
+    ALT_INSTR,
+    ARM64_CB_BIT,
+    BRK64_OPCODE_KPROBES,
+    BRK64_OPCODE_KPROBES_SS,
+    BRK64_OPCODE_UPROBES,
+    EVENT_REGISTERS,
+    EXTABLE_ENTRY_SIZE,
+    KPROBE_BREAKPOINT,
+    KPROBE_SS_BREAKPOINT,
+    LOAD_EX,
+    LSE_ATOMIC_OPS,
+    MAX_ATOMIC_CONTEXT_SIZE,
+    MAX_INSN_SIZE,
+    PT_REGS,
+    PT_REGS_SIZE,
+    R_AARCH64_RELATIVE,
+    REGISTER_ALIASES,
+    REJ,
+    RUNTIME_LSE_ATOMICS,
+    SIM,
+    STEP,
+    STEPPABLE_HINTS,
+    STORE_EX,
+    UPROBE_BREAKPOINT,
+    Alternatives,
+    DecodeRow,
+    Outcome,
+    _table,
+    brk,
+    decode_table,
+    decode_word,
+    decode_words,
+    is_probed_address_atomic,
+)
 
-import enum
-import functools
-from typing import TYPE_CHECKING
-
-import attrs
-import capstone
-import numpy as np
-
-from kpatch_core.verdict import Execution, Method, Reason, Refusal
-
-from ..base import Backend, PrepareContext, PtRegsField
-
-if TYPE_CHECKING:
-    from kpatch_core.features import FeatureSet
-    from kpatch_core.image import Image
-
-# --- facts -----------------------------------------------------------------------------------
-AARCH64_INSN_SIZE = 4
-AARCH64_BREAK_MON = 0xD4200000  # BRK #0; BRK #imm = base | imm << 5  [asm/insn-def.h]
-
-
-def brk(imm: int) -> int:
-    """The ``BRK #imm`` instruction word."""
-    return AARCH64_BREAK_MON | (imm << 5)
-
-
-BRK64_OPCODE_KPROBES = brk(0x004)  # kprobe breakpoint  [asm/debug-monitors.h]
-BRK64_OPCODE_UPROBES = brk(0x005)  # uprobe breakpoint
-BRK64_OPCODE_KPROBES_SS = brk(0x006)  # ends the single-step slot
-KPROBE_BREAKPOINT = BRK64_OPCODE_KPROBES.to_bytes(4, "little")
-KPROBE_SS_BREAKPOINT = BRK64_OPCODE_KPROBES_SS.to_bytes(4, "little")
-UPROBE_BREAKPOINT = BRK64_OPCODE_UPROBES.to_bytes(4, "little")
-MAX_INSN_SIZE = 2  # kprobe_opcode_t words in a slot: insn + BRK #6  [asm/probes.h]
-MAX_ATOMIC_CONTEXT_SIZE = 128 // 4  # instructions scanned back  [decode-insn.h]
-AARCH64_INSN_SPCLREG_DAIF = 0xDA11  # [asm/insn.h]
-R_AARCH64_RELATIVE = 1027
-EXTABLE_ENTRY_SIZE = 12  # struct exception_table_entry { int insn, fixup; short type, data; }
-
-# struct alt_instr  [arch/arm64/include/asm/alternative-macros.h]: boot-time patching
-ALT_INSTR = np.dtype([("orig_offset", "<i4"), ("alt_offset", "<i4"), ("cpucap", "<u2"),
-                      ("orig_len", "u1"), ("alt_len", "u1")])
-ARM64_CB_BIT = 0x8000  # alternative_cb: a callback patches the site, nothing is copied
-# ARM64_LSE_ATOMIC_INSN(llsc, lse) replacements start with an LSE atomic (LDADD/STADD/SWP...
-# or CAS); the cpucap number differs between kernels, so it is recognised from these words
-LSE_ATOMIC_OPS = ((0x3F200C00, 0x38200000), (0x3FA07C00, 0x08A07C00))
-RUNTIME_LSE_ATOMICS = "RUNTIME_LSE_ATOMICS"  # fact: the CPU has LSE atomics (ARMv8.1+)
-
-# struct pt_regs  [arch/arm64/include/asm/ptrace.h]; names from regoffset_table (kernel/ptrace.c)
-PT_REGS = (*(PtRegsField(f"x{n}", 8 * n) for n in range(31)),
-           PtRegsField("sp", 248), PtRegsField("pc", 256), PtRegsField("pstate", 264))
-REGISTER_ALIASES = {"lr": "x30"}  # regoffset_table: {"lr", regs[30]}
-EVENT_REGISTERS = (*(f.name for f in PT_REGS), *REGISTER_ALIASES)
-PT_REGS_SIZE = 336  # user_pt_regs 272 + orig_x0, syscallno, sdei_ttbr1, pmr_save, stackframe...
-
-
-class Outcome(enum.Enum):
-    """``enum probe_insn`` of decode-insn.h, per instruction."""
-
-    REJECTED = "rejected"  # INSN_REJECTED -> -EINVAL
-    GOOD_NO_SLOT = "simulate"  # INSN_GOOD_NO_SLOT: simulate_*() in the handler
-    GOOD = "singlestep"  # INSN_GOOD: copied to a slot and stepped there
-
-
-@attrs.frozen
-class DecodeRow:
-    """One row of the decision table: ``(insn & mask) == value`` gives ``outcome``."""
-
-    name: str  # the kernel's predicate name (aarch64_insn_is_<name>) or class
-    mask: int
-    value: int
-    outcome: Outcome
-    why: str  # the kernel function that decides
-
-
-REJ, SIM, STEP = Outcome.REJECTED, Outcome.GOOD_NO_SLOT, Outcome.GOOD
-_HINT = 0xD503201F  # aarch64_insn_is_hint: mask 0xFFFFF01F
-# aarch64_insn_is_steppable_hint: insn & 0xFE0 in this list
-STEPPABLE_HINTS = {"nop": 0x000, "xpaclri": 0x0E0, "pacia1716": 0x100, "pacib1716": 0x140,
-                   "paciaz": 0x300, "paciasp": 0x320, "pacibz": 0x340, "pacibsp": 0x360,
-                   "bti": 0x400, "bti c": 0x440, "bti j": 0x480, "bti jc": 0x4C0}
-
-
-@functools.cache
-def _table(bcond_matches_bc: bool, mops_not_steppable: bool) -> tuple[DecodeRow, ...]:
-    """``arm_kprobe_decode_insn`` flattened to first-match rows, with or without the features
-    ARM64_BCOND_MATCHES_BC and ARM64_MOPS_NOT_STEPPABLE.
-
-    The kernel's order: ldr/ldrsw literal are simulated first (arm_kprobe_decode_insn); then
-    ``aarch64_insn_is_steppable`` -> slot; else the simulate list of ``arm_probe_decode_insn``;
-    else rejected.  Rows inside the branch/system class come before the class catch-all.
-    """
-    # aarch64_insn_is_bcond: the newer mask also takes BC.cond (bit 4 set)
-    bcond = (0xFF000000, 0x54000000) if bcond_matches_bc else (0xFF000010, 0x54000000)
-    rows = [
-        DecodeRow("ldr_lit", 0xBF000000, 0x18000000, SIM, "simulate_ldr_literal"),
-        DecodeRow("ldrsw_lit", 0xFF000000, 0x98000000, SIM, "simulate_ldrsw_literal"),
-        # class_branch_sys: branches are not steppable (aarch64_insn_is_branch) ...
-        DecodeRow("bcond", *bcond, SIM, "simulate_b_cond"),
-        DecodeRow("cbz", 0x7F000000, 0x34000000, SIM, "simulate_cbz_cbnz"),
-        DecodeRow("cbnz", 0x7F000000, 0x35000000, SIM, "simulate_cbz_cbnz"),
-        DecodeRow("tbz", 0x7F000000, 0x36000000, SIM, "simulate_tbz_tbnz"),
-        DecodeRow("tbnz", 0x7F000000, 0x37000000, SIM, "simulate_tbz_tbnz"),
-        DecodeRow("b", 0xFC000000, 0x14000000, SIM, "simulate_b_bl"),
-        DecodeRow("bl", 0xFC000000, 0x94000000, SIM, "simulate_b_bl"),
-        DecodeRow("br", 0xFFFFFC1F, 0xD61F0000, SIM, "simulate_br_blr_ret"),
-        DecodeRow("blr", 0xFFFFFC1F, 0xD63F0000, SIM, "simulate_br_blr_ret"),
-        DecodeRow("ret", 0xFFFFFC1F, 0xD65F0000, SIM, "simulate_br_blr_ret"),
-        DecodeRow("ret_auth", 0xFFFFFBFF, 0xD65F0BFF, REJ, "arm_probe_decode_insn"),
-        DecodeRow("br_auth", 0xFEFFF800, 0xD61F0800, REJ, "arm_probe_decode_insn"),
-        DecodeRow("blr_auth", 0xFEFFF800, 0xD63F0800, REJ, "arm_probe_decode_insn"),
-        # ... nor are msr, exception generation, eret
-        DecodeRow("msr_imm", 0xFFF8F01F, 0xD500401F, REJ, "aarch64_insn_is_steppable"),
-        DecodeRow("msr_reg", 0xFFF00000, 0xD5100000, REJ, "aarch64_insn_is_steppable"),
-        DecodeRow("exception", 0xFF000000, 0xD4000000, REJ, "aarch64_insn_is_steppable"),
-        DecodeRow("eret", 0xFFFFFFFF, 0xD69F03E0, REJ, "aarch64_insn_is_steppable"),
-        DecodeRow("eret_auth", 0xFFFFFBFF, 0xD69F0BFF, REJ, "aarch64_insn_is_steppable"),
-        # mrs is steppable unless it reads DAIF (extract_system_reg != AARCH64_INSN_SPCLREG_DAIF)
-        DecodeRow("mrs_daif", 0xFFFFFFE0, 0xD5300000 | AARCH64_INSN_SPCLREG_DAIF << 5, REJ,
-                  "aarch64_insn_is_steppable"),
-        DecodeRow("mrs", 0xFFF00000, 0xD5300000, STEP, "aarch64_insn_is_steppable"),
-        # hint: steppable only when whitelisted (aarch64_insn_is_steppable_hint)
-        *(DecodeRow(f"hint_{n.replace(' ', '_')}", 0xFFFFFFFF, _HINT | v, STEP,
-                    "aarch64_insn_is_steppable_hint") for n, v in STEPPABLE_HINTS.items()),
-        DecodeRow("hint", 0xFFFFF01F, _HINT, REJ, "aarch64_insn_is_steppable_hint"),
-        DecodeRow("class_branch_sys", 0x1C000000, 0x14000000, STEP, "aarch64_insn_is_steppable"),
-        # other classes: PC-relative literal users, exclusives (and MOPS) are not steppable
-        DecodeRow("adr", 0x9F000000, 0x10000000, SIM, "simulate_adr_adrp"),
-        DecodeRow("adrp", 0x9F000000, 0x90000000, SIM, "simulate_adr_adrp"),
-        DecodeRow("prfm_lit", 0xFF000000, 0xD8000000, REJ, "aarch64_insn_uses_literal"),
-        DecodeRow("exclusive", 0x3F800000, 0x08000000, REJ, "aarch64_insn_is_steppable"),
-    ]
-    if mops_not_steppable:  # aarch64_insn_is_mops
-        rows.append(DecodeRow("mops", 0x3B200C00, 0x19000400, REJ, "aarch64_insn_is_steppable"))
-    rows.append(DecodeRow("other", 0x00000000, 0x00000000, STEP, "aarch64_insn_is_steppable"))
-    return tuple(rows)
-
-
-def decode_table(features: "FeatureSet") -> tuple[DecodeRow, ...]:
-    """The decision table of a kernel with ``features`` (first match wins)."""
-    return _table(features.has("ARM64_BCOND_MATCHES_BC"), features.has("ARM64_MOPS_NOT_STEPPABLE"))
-
-# is_probed_address_atomic: exclusive load opens a window, exclusive store closes it
-LOAD_EX = (0x3F400000, 0x08400000)
-STORE_EX = (0x3F400000, 0x08000000)
-
-
-# --- decoder ---------------------------------------------------------------------------------
-def decode_word(insn: int, table: tuple[DecodeRow, ...]) -> DecodeRow:
-    """The first row of ``table`` (:func:`decode_table`) matching instruction word ``insn``."""
-    for row in table:
-        if insn & row.mask == row.value:
-            return row
-    raise AssertionError("the table ends in a catch-all row")
-
-
-def decode_words(words: np.ndarray, table: tuple[DecodeRow, ...]) -> np.ndarray:
-    """Row index into ``table`` (:func:`decode_table`) for every word of ``words`` (vectorised)."""
-    w = np.asarray(words, dtype=np.uint32)
-    out = np.full(len(w), -1, dtype=np.int16)
-    for i, row in enumerate(table):
-        hit = (out < 0) & ((w & np.uint32(row.mask)) == np.uint32(row.value))
-        out[hit] = i
-    return out
-
-
-@attrs.frozen
-class Alternatives:
-    """``__alt_instructions``: patch sites sorted by address, with their replacements."""
-
-    orig: np.ndarray  # u64 site addresses, sorted
-    length: np.ndarray  # orig_len
-    alt: np.ndarray  # u64 replacement addresses
-    cpucap: np.ndarray  # u16 (ARM64_CB_BIT set: callback)
-
-    def lse_cap(self, image: "Image") -> int | None:
-        """The cpucap number of ``ARM64_HAS_LSE_ATOMICS``: the one whose copied replacements
-        begin with LSE atomics, or None when the image has no such sites."""
-        votes: dict[int, int] = {}
-        for i in np.nonzero((self.cpucap & ARM64_CB_BIT) == 0)[0].tolist():
-            w = int.from_bytes(image.read(int(self.alt[i]), 4), "little")
-            if any(w & m == v for m, v in LSE_ATOMIC_OPS):
-                cap = int(self.cpucap[i])
-                votes[cap] = votes.get(cap, 0) + 1
-        return max(votes, key=votes.__getitem__) if votes else None
-
-
-def is_probed_address_atomic(words_before: list[int]) -> bool:
-    """``is_probed_address_atomic``: ``words_before`` run backwards from ``addr - 4``."""
-    for w in words_before:
-        if w & STORE_EX[0] == STORE_EX[1]:
-            return False
-        if w & LOAD_EX[0] == LOAD_EX[1]:
-            return True
-    return False
-
-
-# --- backend ---------------------------------------------------------------------------------
-class Arm64Backend(Backend):
-    """The arm64 architecture (arch/arm64/kernel/probes/)."""
-
-    name = "arm64"
-    elf_machine = "EM_AARCH64"
-    little_endian = True
-    capstone_arch = capstone.CS_ARCH_ARM64
-    capstone_mode = capstone.CS_MODE_ARM
-    relative_reloc_type = R_AARCH64_RELATIVE  # vmlinux is linked --no-apply-dynamic-relocs
-    absolute_reloc_type = 257  # R_AARCH64_ABS64 (against .dynsym; none lands in kprobe tables)
-    breakpoint = KPROBE_BREAKPOINT  # BRK64_OPCODE_KPROBES
-    single_step_breakpoint = KPROBE_SS_BREAKPOINT  # BRK64_OPCODE_KPROBES_SS, slot[1]
-    uprobe_breakpoint = UPROBE_BREAKPOINT  # BRK64_OPCODE_UPROBES
-    insn_align = AARCH64_INSN_SIZE
-    fill_encodings = (b"\x00\x00\x00\x00", b"\x1f\x20\x03\xd5")  # udf #0 (zeros), nop
-    slot_size = MAX_INSN_SIZE * AARCH64_INSN_SIZE
-    extable_entry_size = EXTABLE_ENTRY_SIZE
-    static_call_inline = False
-    have_kprobes_on_ftrace = False  # no HAVE_KPROBES_ON_FTRACE on arm64 (6.1 and 6.12)
-    have_optprobes = False
-    pt_regs_size = PT_REGS_SIZE
-    pt_regs = PT_REGS
-    arg_regs = tuple(f"x{n}" for n in range(8))  # regs_get_kernel_argument: x0..x7
-    retval_reg = "x0"
-    stack_reg = "sp"
-    syscall_prefix = "__arm64_sys_"
-    event_registers = EVENT_REGISTERS
-
-    def __init__(self) -> None:
-        self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
-
-    def register(self, name: str) -> PtRegsField | None:
-        """pt_regs field of a kprobe_events ``%name`` (``lr`` is ``x30``)."""
-        return super().register(REGISTER_ALIASES.get(name, name))
-
-    # -- hooks --------------------------------------------------------------------------------
-    def kprobes_on_ftrace(self, features: "FeatureSet") -> bool:
-        return False
-
-    def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
-        # arch_populate_kprobe_blacklist (kernel not in hyp mode: hyp.idmap is added too)
-        areas = [("__entry_text_start", "__entry_text_end"),
-                 ("__irqentry_text_start", "__irqentry_text_end")]
-        if features.has("ARM64_IDMAP_TEXT_BLACKLISTED"):
-            areas.append(("__idmap_text_start", "__idmap_text_end"))
-        areas += [("__hyp_text_start", "__hyp_text_end"),
-                  ("__hyp_idmap_text_start", "__hyp_idmap_text_end")]
-        return tuple(areas)
-
-    def ftrace_call_adjust(self, image: "Image", record: int) -> int:
-        # ftrace_call_adjust: the NOP that becomes `BL ftrace_caller`
-        if image.features.has("ARM64_DYNAMIC_FTRACE_WITH_CALL_OPS") and self._call_ops(image):
-            # DYNAMIC_FTRACE_WITH_CALL_OPS: 2 NOPs before func
-            addr = record + 2 * AARCH64_INSN_SIZE
-            word = int.from_bytes(image.read(addr, 4), "little")
-            if word & 0xFFFFFF3F == 0xD503241F:  # BTI / BTI C / BTI J / BTI JC
-                addr += AARCH64_INSN_SIZE
-            return addr + AARCH64_INSN_SIZE
-        return record + AARCH64_INSN_SIZE  # DYNAMIC_FTRACE_WITH_REGS / WITH_ARGS
-
-    @functools.cache
-    def _call_ops(self, image: "Image") -> bool:
-        """DYNAMIC_FTRACE_WITH_CALL_OPS (``-fpatchable-function-entry=4,2``): the records sit
-        8 bytes before their function, so function symbols start at record + 8, not at record."""
-        recs = image.tables.mcount_records
-        # zeroed records (weak functions dropped by scripts/sorttable) sort to the front:
-        # sample the real ones across the whole table
-        recs = recs[recs != 0]
-        recs = recs[:: max(1, len(recs) // 256)].tolist()
-        at = image.kallsyms.aliases_at
-        after = sum(1 for r in recs if at(int(r) + 8) and not at(int(r)))
-        return after * 2 > len(recs)
-
-    def default_facts(self) -> dict[str, bool]:
-        # the CPU the probe runs on has LSE atomics (any ARMv8.1+ core): boot-time alternatives
-        # then replace LL/SC sequences (ldxr..stxr) with an LSE atomic and NOPs
-        return {RUNTIME_LSE_ATOMICS: True}
-
-    @functools.cache
-    def alternatives(self, image: "Image") -> Alternatives:
-        """The parsed ``__alt_instructions`` table of ``image``."""
-        start = image.symtab.value("__alt_instructions")
-        end = image.symtab.value("__alt_instructions_end")
-        if start is None or end is None or end <= start:
-            z = np.zeros(0, np.uint64)
-            return Alternatives(z, z, z, np.zeros(0, np.uint16))
-        raw = image.read(start, end - start)
-        a = np.frombuffer(raw[: len(raw) - len(raw) % ALT_INSTR.itemsize], dtype=ALT_INSTR)
-        at = np.uint64(start) + np.arange(len(a), dtype=np.uint64) * np.uint64(ALT_INSTR.itemsize)
-        with np.errstate(over="ignore"):
-            orig = at + a["orig_offset"].astype(np.int64).astype(np.uint64)
-            alt = at + np.uint64(4) + a["alt_offset"].astype(np.int64).astype(np.uint64)
-        order = np.argsort(orig, kind="stable")
-        return Alternatives(orig[order], a["orig_len"][order].astype(np.uint64), alt[order],
-                            a["cpucap"][order].copy())
-
-    @functools.cache
-    def _runtime_caps(self, image: "Image") -> frozenset[int]:
-        """cpucaps whose alternatives the running kernel applied (from the runtime facts)."""
-        caps = set()
-        if image.config.enabled(RUNTIME_LSE_ATOMICS):
-            lse = self.alternatives(image).lse_cap(image)
-            if lse is not None:
-                caps.add(lse)
-        return frozenset(caps)
-
-    def runtime_bytes(self, image: "Image", start: int, end: int) -> bytes:
-        """Text ``[start, end)`` after ``apply_alternatives`` for the assumed CPU features.
-
-        Replacements are copied as they are: __apply_alternatives only rewrites branch and adrp
-        immediates, which never change an instruction's decode class.
-        """
-        buf = bytearray(image.read(start, end - start))
-        caps = self._runtime_caps(image)
-        if not caps:
-            return bytes(buf)
-        alts = self.alternatives(image)
-        lo = int(np.searchsorted(alts.orig, np.uint64(max(start - 255, 0))))
-        hi = int(np.searchsorted(alts.orig, np.uint64(end)))
-        for i in range(lo, hi):
-            if int(alts.cpucap[i]) not in caps:
-                continue
-            site, n = int(alts.orig[i]), int(alts.length[i])
-            if site + n <= start:
-                continue
-            for k, b in enumerate(image.read(int(alts.alt[i]), n)):
-                j = site - start + k
-                if 0 <= j < len(buf):
-                    buf[j] = b
-        return bytes(buf)
-
-    # -- decoding -----------------------------------------------------------------------------
-    def mnemonic(self, code: bytes, addr: int) -> str:
-        """capstone's text for the instruction (details only; never decides)."""
-        for _, _, mn, ops in self._cs.disasm_lite(code[:4], addr, 1):
-            return f"{mn} {ops}".strip()
-        return f".inst {int.from_bytes(code[:4], 'little'):#010x}"
-
-    # -- arch_prepare_kprobe ------------------------------------------------------------------
-    def prepare(self, ctx: PrepareContext) -> Execution | Refusal:
-        image, addr, func = ctx.image, ctx.addr, ctx.func
-        table = decode_table(ctx.features)
-        # atomic window: back to the symbol start if it is < 128 bytes away, else 32 insns
-        off = addr - func.addr
-        window = MAX_ATOMIC_CONTEXT_SIZE * AARCH64_INSN_SIZE
-        scan_end = func.addr if off < window else addr - window
-        text = self.runtime_bytes(image, scan_end, addr + 4)  # the kernel reads patched text
-        code = text[-4:]
-        if len(text) < addr + 4 - scan_end:
-            return Refusal(Reason.UNDECODABLE, "no bytes at address")
-        insn = int.from_bytes(code, "little")
-        if image.tables.has_extable(addr):  # search_exception_tables
-            return Refusal(Reason.EXTABLE, self.mnemonic(code, addr))
-        row = decode_word(insn, table)  # arm_kprobe_decode_insn
-        if row.outcome is Outcome.REJECTED:
-            return Refusal(Reason.PROHIBITED_INSN,
-                           f"{self.mnemonic(code, addr)} ({row.name}: {row.why})")
-        before = np.frombuffer(text[:-4], dtype="<u4")[::-1].tolist()
-        if is_probed_address_atomic(before):
-            return Refusal(Reason.EXCLUSIVE_WINDOW, self.mnemonic(code, addr))
-        method = Method.SIMULATE if row.outcome is Outcome.GOOD_NO_SLOT else Method.SINGLESTEP
-        return Execution(method, code, self.mnemonic(code, addr))
-
-    def slot(self, insn: bytes) -> bytes:
-        """``arch_prepare_ss_slot``: the 8-byte slot, instruction then ``BRK #6``."""
-        return insn[:4] + KPROBE_SS_BREAKPOINT
+__all__ = ['Arm64Backend', 'AARCH64_INSN_SIZE', 'AARCH64_BREAK_MON', 'brk', 'BRK64_OPCODE_KPROBES', 'BRK64_OPCODE_UPROBES', 'BRK64_OPCODE_KPROBES_SS', 'KPROBE_BREAKPOINT', 'KPROBE_SS_BREAKPOINT', 'UPROBE_BREAKPOINT', 'MAX_INSN_SIZE', 'MAX_ATOMIC_CONTEXT_SIZE', 'AARCH64_INSN_SPCLREG_DAIF', 'R_AARCH64_RELATIVE', 'EXTABLE_ENTRY_SIZE', 'ALT_INSTR', 'ARM64_CB_BIT', 'LSE_ATOMIC_OPS', 'RUNTIME_LSE_ATOMICS', 'PT_REGS', 'REGISTER_ALIASES', 'EVENT_REGISTERS', 'PT_REGS_SIZE', 'Outcome', 'DecodeRow', 'REJ', 'SIM', 'STEP', '_HINT', 'STEPPABLE_HINTS', '_table', 'decode_table', 'LOAD_EX', 'STORE_EX', 'decode_word', 'decode_words', 'Alternatives', 'is_probed_address_atomic']

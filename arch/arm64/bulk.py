@@ -21,13 +21,12 @@ from kpatch_core.bulk import (SLOW, classify_inputs, fixed_width_walk, mark_rang
                               refused_code)
 from kpatch_core.verdict import Method, Reason
 
-from . import (AARCH64_INSN_SIZE, LOAD_EX, MAX_ATOMIC_CONTEXT_SIZE, STORE_EX, DecodeRow, Outcome,
-               decode_table, decode_words)
+from .insn import AARCH64_INSN_SIZE, LOAD_EX, MAX_ATOMIC_CONTEXT_SIZE, STORE_EX, DecodeRow, Outcome, decode_table, decode_words
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
 
-    from . import Arm64Backend
+    from .backend import Arm64Backend
 
 # enum probe_insn -> outcome code of arch_prepare_kprobe
 _OUTCOME_CODE = {Outcome.REJECTED: refused_code(Reason.PROHIBITED_INSN),

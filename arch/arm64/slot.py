@@ -17,12 +17,12 @@ from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Refusal
 
-from . import KPROBE_BREAKPOINT, KPROBE_SS_BREAKPOINT, MAX_INSN_SIZE
+from .insn import KPROBE_BREAKPOINT, KPROBE_SS_BREAKPOINT, MAX_INSN_SIZE
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
 
-    from . import Arm64Backend
+    from .backend import Arm64Backend
 
 # alloc_insn_page: one vmalloc page (6.1: VMALLOC_START..VMALLOC_END, which starts at
 # MODULES_END); the first allocations after boot land above the kernel image

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from kpatch_core.slot import Effect, ReadMem
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
-from . import UPROBE_BREAKPOINT, Outcome, decode_table, decode_word
+from .insn import UPROBE_BREAKPOINT, Outcome, decode_table, decode_word
 from .slot import simulate as simulate_insn
 
 if TYPE_CHECKING:
     from kpatch_core.features import FeatureSet
 
-    from . import Arm64Backend
+    from .backend import Arm64Backend
 
 SWBP_INSN = UPROBE_BREAKPOINT  # UPROBE_SWBP_INSN = BRK #5
 SWBP_INSN_SIZE = 4  # UPROBE_SWBP_INSN_SIZE = AARCH64_INSN_SIZE

@@ -8,303 +8,45 @@ and the kernel does not care); only a prefixed (ISA 3.1, 8-byte) instruction's s
 refused.  Whether ``emulate_step`` emulates an accepted instruction or it is single-stepped is
 what the model of arch/powerpc/lib/sstep.c (``analyse_instr``, :mod:`.emulate`) says of the
 word: see :func:`analyse_class`.
+
+Layout: ``backend.py`` (the Backend class), ``insn.py`` (instruction facts and decode
+tables), ``bulk.py`` (full-analysis classifier), ``slot.py`` (out-of-line execution).
 """
-from __future__ import annotations
-
-import enum
-from typing import TYPE_CHECKING
-
-import capstone
-
-from kpatch_core.verdict import Execution, Method, Reason, Refusal
-
-from ..base import Backend, PrepareContext, PtRegsField
-from .emulate import WORD_DECLINED, WORD_MEM, WORD_REFUSED, WORD_REGS, analyse_word
-
-if TYPE_CHECKING:
-    from kpatch_core.features import FeatureSet
-    from kpatch_core.image import Image
-
-# --- facts -----------------------------------------------------------------------------------
-BREAKPOINT_INSTRUCTION = 0x7FE00008  # PPC_RAW_TRAP(): tw 31,0,0
-NOP = 0x60000000  # ori r0,r0,0
-INSN_SIZE = 4
-PREFIXED_SIZE = 8
-OP_PREFIX = 1
-PAGE_SIZE = 0x10000  # Debian ppc64le: CONFIG_PPC_64K_PAGES=y
-FTRACE_ENTRY_WINDOW = 16  # kprobe_lookup_name: ftrace_location_range(addr, addr + 16)
-DYN_FTRACE_SIZE = 24  # struct dyn_ftrace { ip; flags; struct dyn_arch_ftrace { ool_stub; } }
-BRANCH_RANGE = (-0x2000000, 0x1FFFFFC)  # is_offset_in_branch_range (I-form b)
-ARCH_BLACKLIST_AREA = ("_stext", "__head_end")  # arch_within_kprobe_blacklist: exception vectors
-
-# struct pt_regs, arch/powerpc/include/asm/ptrace.h (ppc64: 384 bytes, 6.1 and 6.12)
-PT_REGS = (
-    *(PtRegsField(f"gpr{n}", 8 * n) for n in range(32)),
-    PtRegsField("nip", 256), PtRegsField("msr", 264), PtRegsField("orig_gpr3", 272),
-    PtRegsField("ctr", 280), PtRegsField("link", 288), PtRegsField("xer", 296),
-    PtRegsField("ccr", 304), PtRegsField("softe", 312), PtRegsField("trap", 320),
-    PtRegsField("dar", 328), PtRegsField("dsisr", 336), PtRegsField("result", 344),
-    PtRegsField("ppr", 352), PtRegsField("exit_result", 360), PtRegsField("kuap", 368),
-    PtRegsField("iamr", 376),
+from .backend import Ppc64leBackend
+from .insn import (
+    _ANALYSIS,
+    ARCH_BLACKLIST_AREA,
+    BC_OP,
+    BRANCH_COND_XO19,
+    BRANCH_RANGE,
+    BREAKPOINT_INSTRUCTION,
+    DYN_FTRACE_SIZE,
+    EVENT_REGISTERS,
+    FTRACE_ENTRY_WINDOW,
+    INSN_SIZE,
+    NOP,
+    NOT_STEPPABLE_OP,
+    NOT_STEPPABLE_XO19,
+    NOT_STEPPABLE_XO31,
+    OP_PREFIX,
+    OPTINSN_SLOT,
+    PAGE_ALIGNED_SECTION,
+    PAGE_SIZE,
+    PREFIXED_SIZE,
+    PT_REGS,
+    PT_REGS_SIZE,
+    REGISTER_ALIASES,
+    TEMPLATE_END,
+    TEMPLATE_ENTRY,
+    Analysis,
+    analyse_class,
+    is_conditional_branch,
+    is_prefixed,
+    local_entry_offset,
+    not_steppable,
+    ppc_function_entry_offset,
+    primary_opcode,
+    xo,
 )
-PT_REGS_SIZE = 384
-# regoffset_table (arch/powerpc/kernel/ptrace/ptrace-view.c): GPR_OFFSET_NAME gives r<n> and
-# gpr<n>; then nip msr ctr link xer ccr softe trap dar dsisr
-EVENT_REGISTERS = (*(f"r{n}" for n in range(32)), *(f"gpr{n}" for n in range(32)),
-                   "nip", "msr", "ctr", "link", "xer", "ccr", "softe", "trap", "dar", "dsisr")
-REGISTER_ALIASES = {f"r{n}": f"gpr{n}" for n in range(32)}
 
-# can_single_step (arch/powerpc/include/asm/probes.h): primary opcodes and XO (bits 1-10)
-NOT_STEPPABLE_OP = {2: "tdi", 3: "twi", 17: "sc"}
-NOT_STEPPABLE_XO19 = {18: "rfid", 38: "rfmci", 39: "rfdi", 50: "rfi", 51: "rfci", 82: "rfscv",
-                      274: "hrfid", 306: "urfid", 370: "stop", 402: "doze", 434: "nap",
-                      466: "sleep", 498: "rvwinkle"}
-NOT_STEPPABLE_XO31 = {4: "tw", 68: "td", 146: "mtmsr", 178: "mtmsrd"}
-
-# optprobes.c is_conditional_branch: bc (primary 16); bclr, bcctr, bctar (19 with these XO)
-BC_OP = 16
-BRANCH_COND_XO19 = frozenset({16, 528, 560})
-OPTINSN_SLOT = "optinsn_slot"  # the detour buffer optprobes use (in vmlinux)
-TEMPLATE_ENTRY, TEMPLATE_END = "optprobe_template_entry", "optprobe_template_end"
-PAGE_ALIGNED_SECTION = ".data..page_aligned"  # sh_addralign == PAGE_SIZE (4K or 64K kernels)
-
-
-class Analysis(enum.Enum):
-    """What ``analyse_instr`` + ``emulate_step`` make of one word, whatever the registers
-    (:func:`kpatch_arch.ppc64le.emulate.analyse_word`)."""
-
-    REGS = "regs"  # analyse_instr returns 1: emulated, optimizable unless a conditional branch
-    MEM = "mem"  # load/store/cache op/mfmsr: emulated by emulate_step, not optimizable
-    STEP = "step"  # emulate_step returns 0 by the word alone: single-stepped out of line (MSR_SE)
-    REFUSED = "refused"  # emulate_step < 0 (sc, rfid, mtmsr[d]): can_single_step refuses them
-
-
-_ANALYSIS = {WORD_REGS: Analysis.REGS, WORD_MEM: Analysis.MEM, WORD_DECLINED: Analysis.STEP,
-             WORD_REFUSED: Analysis.REFUSED}
-
-
-# --- decoder ---------------------------------------------------------------------------------
-def primary_opcode(word: int) -> int:
-    """``get_op``: bits 0-5."""
-    return word >> 26
-
-
-def xo(word: int) -> int:
-    """``get_xop``: the 10-bit extended opcode (bits 21-30)."""
-    return (word >> 1) & 0x3FF
-
-
-def is_prefixed(word: int) -> bool:
-    """``ppc_inst_prefixed``: primary opcode 1 (ISA 3.1 prefix word)."""
-    return primary_opcode(word) == OP_PREFIX
-
-
-def not_steppable(word: int) -> str | None:
-    """``can_single_step`` is false: the instruction's name; else None."""
-    op = primary_opcode(word)
-    if op in NOT_STEPPABLE_OP:
-        return NOT_STEPPABLE_OP[op]
-    if op == 19:
-        return NOT_STEPPABLE_XO19.get(xo(word))
-    if op == 31:
-        return NOT_STEPPABLE_XO31.get(xo(word))
-    return None
-
-
-def analyse_class(word: int) -> Analysis:
-    """``analyse_instr``/``emulate_step`` (arch/powerpc/lib/sstep.c) for ``word`` on the oracle
-    kernel's CPU (POWER9, ISA 3.0), decided by the word alone: the model's
-    :func:`~kpatch_arch.ppc64le.emulate.analyse_word` (emulated when it is for some register
-    state the word cannot rule out; STEP for unknown opcodes, OE=1 arithmetic, bctar, invalid
-    forms such as update forms with rA=0 or rA=rT, and prefixed words without ISA 3.1)."""
-    return _ANALYSIS[analyse_word(word)]
-
-
-def is_conditional_branch(word: int) -> bool:
-    """optprobes.c ``is_conditional_branch``: bc*, bclr*, bcctr*, bctar*."""
-    op = primary_opcode(word)
-    return op == BC_OP or (op == 19 and xo(word) in BRANCH_COND_XO19)
-
-
-def ppc_function_entry_offset(word0: int, word1: int) -> int:
-    """``ppc_function_entry``: 8 when the function starts with the TOC setup
-    (``addis r2,r12,X`` or ``lis r2,X``; then ``addi r2,r2,Y``), else 0."""
-    if (word0 & 0xFFFF0000) in (0x3C4C0000, 0x3C400000) and (word1 & 0xFFFF0000) == 0x38420000:
-        return 8
-    return 0
-
-
-def local_entry_offset(st_other: int) -> int:
-    """ELFv2 local entry offset encoded in ``st_other`` (PPC64_LOCAL_ENTRY_OFFSET): 0, 0, 4, 8,
-    16, 32, 64 for values 0..6.  The kernel does not read it; it decodes the code instead."""
-    return ((1 << ((st_other >> 5) & 7)) >> 2) << 2
-
-
-class Ppc64leBackend(Backend):
-    """The ppc64le architecture (arch/powerpc/kernel/kprobes.c, optprobes.c, lib/sstep.c)."""
-
-    name = "ppc64le"
-    elf_machine = "EM_PPC64"
-    little_endian = True
-    capstone_arch = capstone.CS_ARCH_PPC
-    capstone_mode = capstone.CS_MODE_64 | capstone.CS_MODE_LITTLE_ENDIAN
-    relative_reloc_type = 22  # R_PPC64_RELATIVE
-    absolute_reloc_type = 38  # R_PPC64_ADDR64
-    breakpoint = BREAKPOINT_INSTRUCTION.to_bytes(4, "little")
-    insn_align = INSN_SIZE
-    fill_encodings = (b"\x00\x00\x00\x60", b"\x00\x00\x00\x00")  # nop (ori 0,0,0), zeros
-    extable_entry_size = 8  # s32 insn, s32 fixup
-    static_call_inline = False
-    kretprobe_blacklist = ()
-    have_kprobes_on_ftrace = True
-    have_optprobes = True
-    pt_regs_size = PT_REGS_SIZE
-    pt_regs = PT_REGS
-    arg_regs = tuple(f"gpr{n}" for n in range(3, 11))  # regs_get_kernel_argument (6.12 only)
-    retval_reg = "gpr3"
-    stack_reg = "gpr1"
-    syscall_prefix = "sys_"  # the wrapper keeps the sys_ names; the argument is pt_regs * in r3
-    event_registers = EVENT_REGISTERS
-
-    def __init__(self) -> None:
-        self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
-
-    # -- facts that depend on the kernel's features -------------------------------------------
-    adjust_window = FTRACE_ENTRY_WINDOW + 1  # arch_kprobe_on_func_entry: offset <= 16
-
-    def fetch_args_supported(self, features: "FeatureSet") -> bool:
-        """``$argN`` in kprobe_events: HAVE_FUNCTION_ARG_ACCESS_API (PPC_FUNCTION_ARG_ACCESS_API)."""
-        return features.has("PPC_FUNCTION_ARG_ACCESS_API")
-
-    def register(self, name: str) -> PtRegsField | None:
-        """``regs_query_register_offset`` (regoffset_table): ``r3`` and ``gpr3`` are the same
-        field; pt_regs members without a table name (orig_gpr3, result...) give None."""
-        if name not in EVENT_REGISTERS:
-            return None
-        return super().register(REGISTER_ALIASES.get(name, name))
-
-    # -- hooks --------------------------------------------------------------------------------
-    def within_arch_blacklist(self, image: "Image", addr: int) -> bool:
-        # arch_within_kprobe_blacklist: also [_stext, __head_end) (exception vectors)
-        start, end = (image.symtab.value(s) for s in ARCH_BLACKLIST_AREA)
-        return start is not None and end is not None and start <= addr < end
-
-    def jump_label_size(self, image: "Image", code: int) -> int:
-        return 4
-
-    def ftrace_call_adjust(self, image: "Image", record: int) -> int:
-        # -mprofile-kernel: the record is the `bl _mcount` itself.  PPC_FTRACE_PATCHABLE_ENTRY
-        # (trace/ftrace.c): records in .exit.text are dropped (0), and with
-        # ARCH_USING_PATCHABLE_FUNCTION_ENTRY (record = first of two NOPs) the site is record + 4
-        if not image.features.has("PPC_FTRACE_PATCHABLE_ENTRY"):
-            return record
-        begin, end = image.symtab.value("__exittext_begin"), image.symtab.value("__exittext_end")
-        if begin is not None and end is not None and begin <= record < end:
-            return 0
-        if image.features.has("PPC_FTRACE_OUT_OF_LINE"):
-            return record  # one patchable NOP, branching to its out-of-line stub when enabled
-        if self._word(image, record) == NOP:
-            return record + INSN_SIZE
-        return record
-
-    def _word(self, image: "Image", addr: int) -> int | None:
-        raw = image.read(addr, 4)
-        return int.from_bytes(raw, "little") if len(raw) == 4 else None
-
-    def lookup_name(self, image: "Image", name: str, offset: int = 0) -> int | None:
-        # kprobe_lookup_name (ELFv2): SYM+0 moves to the ftrace site within the first 16 bytes
-        # (KPROBES_ON_FTRACE), else to the local entry point (ppc_function_entry)
-        addr = image.kallsyms.lookup(name)
-        if addr is None or offset:
-            return addr
-        if image.config.enabled("KPROBES_ON_FTRACE"):
-            if image.features.has("PPC_FTRACE_OUT_OF_LINE"):
-                # one-NOP entries: two records can share the 16-byte window (a 2-insn function
-                # and the next); ftrace_location_range returns the one its bsearch meets
-                page = image.section_alignment(PAGE_ALIGNED_SECTION) or 4096
-                found = image.tables.lookup_rec(addr, addr + FTRACE_ENTRY_WINDOW, page,
-                                                DYN_FTRACE_SIZE, INSN_SIZE)
-                if found:
-                    return found
-            sites = image.tables.ftrace_sites_in(addr, addr + FTRACE_ENTRY_WINDOW + 1)
-            if sites:
-                return int(sites[0])
-        w0, w1 = self._word(image, addr), self._word(image, addr + 4)
-        if w0 is None or w1 is None:
-            return addr
-        return addr + ppc_function_entry_offset(w0, w1)
-
-    def adjust_kprobe_addr(self, image: "Image", sym_addr: int, offset: int) -> tuple[int, bool]:
-        # arch_adjust_kprobe_addr: the address is not moved (kprobe_lookup_name already moved
-        # SYM+0); arch_kprobe_on_func_entry: up to 16 bytes past the global entry (8 without
-        # KPROBES_ON_FTRACE) still count as the entry, so `r SYM+4..16` are valid kretprobes and
-        # (6.12) $argN read the entry registers there
-        if image.features.has("PPC_KPROBE_ENTRY_BY_FTRACE_LOCATION"):
-            # arch_kprobe_on_func_entry: offset <= ftrace_location(addr) - addr, else <= 8
-            func = image.kallsyms.containing(sym_addr)
-            size = func.size if func is not None and func.addr == sym_addr else 1
-            sites = image.tables.ftrace_sites_in(sym_addr, sym_addr + max(size, 1))
-            limit = int(sites[0]) - sym_addr if sites else 8
-            return sym_addr + offset, offset <= limit
-        limit = 16 if image.config.enabled("KPROBES_ON_FTRACE") else 8
-        return sym_addr + offset, offset <= limit
-
-    def mnemonic(self, code: bytes, addr: int) -> str:
-        """Text of the instruction (capstone), or the word in hex when capstone cannot."""
-        for _, _, mn, ops in self._cs.disasm_lite(code, addr, 1):
-            return f"{mn} {ops}".strip()
-        return f".long {int.from_bytes(code[:4], 'little'):#010x}"
-
-    # -- arch_prepare_kprobe ------------------------------------------------------------------
-    def prepare(self, ctx: PrepareContext) -> Execution | Refusal:
-        image, addr = ctx.image, ctx.addr
-        word = self._word(image, addr)
-        if word is None:
-            return Refusal(Reason.UNDECODABLE, "no text at the address")
-        why = not_steppable(word)  # can_single_step
-        if why is not None:
-            return Refusal(Reason.PROHIBITED_INSN, f"{why} cannot be single-stepped")
-        if addr % PAGE_SIZE:  # the word before, unless addr starts a page
-            prev = self._word(image, addr - 4)
-            if prev is not None and is_prefixed(prev):
-                return Refusal(Reason.PREFIX_SUFFIX, f"prefix word {prev:#010x} at {addr - 4:#x}")
-        size = PREFIXED_SIZE if is_prefixed(word) else INSN_SIZE
-        insn = image.read(addr, size)
-        text = self.mnemonic(insn, addr)
-        if size == PREFIXED_SIZE and addr % 64 == 60:
-            text += " [prefixed insn crosses a 64-byte boundary]"
-        # kprobe_handler -> try_to_emulate: emulate_step first, the slot copy single-stepped
-        # when it returns 0 (EMULATE when it does the word for some register state)
-        cls = analyse_class(word)
-        method = Method.SINGLESTEP if cls is Analysis.STEP else Method.EMULATE
-        return Execution(method, insn, text)
-
-    def optimized_capacity(self, image: "Image") -> int | None:
-        """``__ppc_alloc_insn_page`` hands out one page, ``optinsn_slot``, so the insn cache
-        has ``slots_per_page`` = PAGE_SIZE / MAX_OPTINSN_SIZE detour buffers in all (the 64 KiB
-        area is used only up to PAGE_SIZE); the boot-time rethook trampoline kprobe
-        (``arch_init_kprobes``; ``can_optimize`` takes it unconditionally) holds one of them."""
-        entry = image.symtab.value(TEMPLATE_ENTRY)
-        end = image.symtab.value(TEMPLATE_END)
-        page = image.section_alignment(PAGE_ALIGNED_SECTION)  # aligned to PAGE_SIZE
-        if entry is None or end is None or end <= entry or not page:
-            return None
-        return max(page // (end - entry) - 1, 0)
-
-    def optimizable(self, ctx: PrepareContext) -> bool:
-        """optprobes.c ``can_optimize``: a kernel address whose instruction ``analyse_instr``
-        does fully in registers (returns 1) and that is not a conditional branch; the detour
-        (in vmlinux's ``optinsn_slot``) and the return address must be within branch range."""
-        image, addr = ctx.image, ctx.addr
-        word = self._word(image, addr)
-        if word is None or is_prefixed(word) or is_conditional_branch(word):
-            return False
-        if not_steppable(word) is not None:  # never registered (arch_prepare_kprobe refuses it)
-            return False
-        if analyse_class(word) is not Analysis.REGS:
-            return False
-        slot = image.symtab.value(OPTINSN_SLOT)
-        if slot is None:
-            return False
-        lo, hi = BRANCH_RANGE
-        return lo <= slot - addr <= hi
+__all__ = ['Ppc64leBackend', 'BREAKPOINT_INSTRUCTION', 'NOP', 'INSN_SIZE', 'PREFIXED_SIZE', 'OP_PREFIX', 'PAGE_SIZE', 'FTRACE_ENTRY_WINDOW', 'DYN_FTRACE_SIZE', 'BRANCH_RANGE', 'ARCH_BLACKLIST_AREA', 'PT_REGS', 'PT_REGS_SIZE', 'EVENT_REGISTERS', 'REGISTER_ALIASES', 'NOT_STEPPABLE_OP', 'NOT_STEPPABLE_XO19', 'NOT_STEPPABLE_XO31', 'BC_OP', 'BRANCH_COND_XO19', 'OPTINSN_SLOT', 'TEMPLATE_ENTRY', 'TEMPLATE_END', 'PAGE_ALIGNED_SECTION', 'Analysis', '_ANALYSIS', 'primary_opcode', 'xo', 'is_prefixed', 'not_steppable', 'analyse_class', 'is_conditional_branch', 'ppc_function_entry_offset', 'local_entry_offset']

@@ -27,16 +27,14 @@ from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, fixed_width_walk, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
-from . import (ARCH_BLACKLIST_AREA, BC_OP, BRANCH_COND_XO19, BRANCH_RANGE, INSN_SIZE,
-               NOT_STEPPABLE_OP, NOT_STEPPABLE_XO19, NOT_STEPPABLE_XO31, OP_PREFIX, OPTINSN_SLOT,
-               PAGE_SIZE)
+from .insn import ARCH_BLACKLIST_AREA, BC_OP, BRANCH_COND_XO19, BRANCH_RANGE, INSN_SIZE, NOT_STEPPABLE_OP, NOT_STEPPABLE_XO19, NOT_STEPPABLE_XO31, OP_PREFIX, OPTINSN_SLOT, PAGE_SIZE
 from .emulate import (DFORM_MEM, FP_XO_UPDATE, SPRN_CTR, SPRN_LR, SPRN_XER, UPDATE, WORD_DECLINED,
                       WORD_MEM, WORD_REFUSED, WORD_REGS, XFORM_MEM, analyse_word)
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
 
-    from . import Ppc64leBackend
+    from .backend import Ppc64leBackend
 
 
 def _table(size: int, values: Iterable[int]) -> np.ndarray:

@@ -20,12 +20,12 @@ from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Refusal
 
-from . import INSN_SIZE, PREFIXED_SIZE, is_prefixed
+from .insn import INSN_SIZE, PREFIXED_SIZE, is_prefixed
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
 
-    from . import Ppc64leBackend
+    from .backend import Ppc64leBackend
 
 # module_alloc on book3s64: the vmalloc/module region (ioremap/vmalloc base 0xc008...)
 MODULE_SLOT_DEFAULT = 0xC008000000000000

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from kpatch_core.slot import Effect
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
-from . import Analysis as Sstep
-from . import analyse_class, is_prefixed, not_steppable
+from .insn import Analysis as Sstep
+from .insn import analyse_class, is_prefixed, not_steppable
 
 if TYPE_CHECKING:
     from kpatch_core.features import FeatureSet
 
-    from . import Ppc64leBackend
+    from .backend import Ppc64leBackend
 
 SWBP_INSN = (0x7FE00008).to_bytes(4, "little")  # UPROBE_SWBP_INSN = BREAKPOINT_INSTRUCTION
 SWBP_INSN_SIZE = 4

@@ -28,12 +28,12 @@ from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, classify_inputs, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
-from . import OTHER, DecodeRow, Outcome, decode_table, decode_words, insn_length
+from .insn import OTHER, DecodeRow, Outcome, decode_table, decode_words, insn_length
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
 
-    from . import Riscv64Backend
+    from .backend import Riscv64Backend
 
 # enum probe_insn -> outcome code of arch_prepare_kprobe
 _OUTCOME_CODE = {Outcome.REJECTED: refused_code(Reason.PROHIBITED_INSN),

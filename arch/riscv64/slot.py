@@ -17,13 +17,13 @@ from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Refusal
 
-from . import C_EBREAK, EBREAK, EBREAK_BYTES, insn_length
+from .insn import C_EBREAK, EBREAK, EBREAK_BYTES, insn_length
 
 if TYPE_CHECKING:
     from kpatch_core.executor import Machine
     from kpatch_core.image import Image
 
-    from . import Riscv64Backend
+    from .backend import Riscv64Backend
 
 SZ_2G = 1 << 31
 MODULES_DEFAULT = 0xFFFFFFFF01000000  # MODULES_VADDR = PFN_ALIGN(_end) - SZ_2G, for a ~16 MiB image

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 from kpatch_core.slot import Effect, ReadMem
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
-from . import C_EBREAK, EBREAK, EBREAK_BYTES, Outcome, decode_table, decode_word
-from . import insn_length as insn_length_of
+from .insn import C_EBREAK, EBREAK, EBREAK_BYTES, Outcome, decode_table, decode_word
+from .insn import insn_length as insn_length_of
 from .slot import simulate as simulate_insn
 
 if TYPE_CHECKING:
     from kpatch_core.features import FeatureSet
 
-    from . import Riscv64Backend
+    from .backend import Riscv64Backend
 
 SWBP_INSN = C_EBREAK.to_bytes(2, "little")  # UPROBE_SWBP_INSN = __BUG_INSN_16
 SWBP_INSN_SIZE = 2

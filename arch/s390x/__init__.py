@@ -6,301 +6,34 @@ every accepted non-ftrace probe is single-stepped out of line (PER instruction-f
 a 6-byte slot and the PSW is fixed up afterwards (``probe_get_fixup_type``).  The kernel refuses
 opcodes its disassembler does not know (``is_known_insn``); that table differs between 6.1 and
 6.12 and is carried as data in :mod:`kpatch_arch.s390x.opcodes`.
+
+Layout: ``backend.py`` (the Backend class), ``insn.py`` (instruction facts and decode
+tables), ``bulk.py`` (full-analysis classifier), ``slot.py`` (out-of-line execution).
 """
-from __future__ import annotations
-
-import enum
-import functools
-from typing import TYPE_CHECKING
-
-import attrs
-import capstone
-
-from kpatch_core.features import FeatureSet
-from kpatch_core.verdict import Execution, Method, Reason, Refusal
-
-from ..base import Backend, PrepareContext, PtRegsField
-from .opcodes import OPCODE_GROUPS
-
-if TYPE_CHECKING:
-    from kpatch_core.image import Image
-
-# --- facts -----------------------------------------------------------------------------------
-BREAKPOINT_INSTRUCTION = 0x0002  # arch/s390/include/asm/kprobes.h
-MAX_INSN_SIZE = 6  # 3 halfwords (kprobe_opcode_t is u16)
-SLOT_SIZE = 6
-KERNEL_IMAGE_BASE = 0x3FFE0000000  # arch/s390/Kconfig default of CONFIG_KERNEL_IMAGE_BASE (6.10+)
-
-# struct pt_regs, arch/s390/include/asm/ptrace.h (200 bytes, 6.1 and 6.12)
-PT_REGS = (
-    PtRegsField("args0", 0),
-    PtRegsField("psw.mask", 8),
-    PtRegsField("psw.addr", 16),
-    *(PtRegsField(f"r{n}", 24 + 8 * n) for n in range(16)),
-    PtRegsField("orig_gpr2", 152),
-    PtRegsField("int_code", 160, 4),
-    PtRegsField("int_parm", 164, 4),
-    PtRegsField("int_parm_long", 168),
-    PtRegsField("flags", 176),
-    PtRegsField("cr1", 184),
-    PtRegsField("last_break", 192),
+from .backend import S390xBackend, _last_start
+from .insn import (
+    BREAKPOINT_INSTRUCTION,
+    EC_BRANCH,
+    EVENT_REGISTERS,
+    EXRL_FIRST,
+    KERNEL_IMAGE_BASE,
+    MAX_INSN_SIZE,
+    PROHIBITED_FIRST_BYTE,
+    PROHIBITED_HALFWORD,
+    PT_REGS,
+    PT_REGS_SIZE,
+    RELATIVE_LONG,
+    SLOT_SIZE,
+    Fixup,
+    OpcodeGroup,
+    find_insn,
+    fixup_type,
+    insn_length,
+    is_relative_long,
+    opcode_source,
+    opcode_table,
+    prohibited,
+    relative_long_fixup,
 )
-PT_REGS_SIZE = 200
-# regs_query_register_offset (arch/s390/kernel/ptrace.c): only "r<decimal 0-15>" is accepted
-EVENT_REGISTERS = tuple(f"r{n}" for n in range(16))
 
-
-class Fixup(enum.IntFlag):
-    """``probe_get_fixup_type`` flags (arch/s390/include/asm/kprobes.h FIXUP_*)."""
-
-    PSW_NORMAL = 0x08
-    BRANCH_NOT_TAKEN = 0x04
-    RETURN_REGISTER = 0x02
-    NOT_REQUIRED = 0x01
-
-
-# probe_is_prohibited_opcode (arch/s390/lib/probes.c)
-PROHIBITED_FIRST_BYTE = {0x0C: "bassm", 0x0B: "bsm", 0x83: "diag", 0x44: "ex", 0xAC: "stnsm",
-                         0xAD: "stosm"}
-EXRL_FIRST = 0xC6  # exrl: 0xc6 with the low nibble of the second byte 0 (RIL-b, op 0)
-PROHIBITED_HALFWORD = {0x0101: "pr", 0xB25A: "bsa", 0xB240: "bakr", 0xB258: "bsg", 0xB218: "pc",
-                       0xB228: "pt", 0xB98D: "epsw", 0xE560: "tbegin", 0xE561: "tbeginc",
-                       0xB2F8: "tend"}
-# probe_is_insn_relative_long: RIL-b/RIL-c formats whose displacement copy_instruction rewrites
-RELATIVE_LONG = {0xC0: frozenset({0x0}),  # larl
-                 0xC4: frozenset({0x2, 0x4, 0x5, 0x6, 0x7, 0x8, 0xB, 0xC, 0xD, 0xE, 0xF}),
-                 0xC6: frozenset({0x2, 0x4, 0x5, 0x6, 0x7, 0x8, 0xA, 0xC, 0xD, 0xE, 0xF})}
-# probe_get_fixup_type: last-byte opcodes of 6-byte compare-and-branch insns (0xec).  Both 6.1
-# and 6.12 list 0xe6 for cgrb, whose opcode is 0xe4: a real cgrb gets the PSW_NORMAL default.
-EC_BRANCH = frozenset({0xE5, 0xE6, 0xF6, 0xF7, 0xFC, 0xFD, 0xFE, 0xFF})
-
-
-@attrs.frozen
-class OpcodeGroup:
-    """One ``opcode_offset[]`` entry of the in-kernel disassembler."""
-
-    first: int
-    byte: int  # which instruction byte holds the rest of the opcode
-    mask: int
-    names: dict[int, str]  # opfrag -> mnemonic
-
-
-def opcode_source(features: "FeatureSet") -> str:
-    """Which generated opcodes.txt table (:data:`OPCODE_GROUPS` key, the kernel tree it was read
-    from) a kernel with ``features`` has: the one with the arch15 instructions, or the older."""
-    return "6.12" if features.has("S390_OPCODES_ARCH15") else "6.1"
-
-
-@functools.cache
-def opcode_table(source: str) -> tuple[dict[int, OpcodeGroup], OpcodeGroup]:
-    """(groups by first byte, default group) of the disassembler table ``OPCODE_GROUPS[source]``."""
-    groups = []
-    for first, byte, mask, body in OPCODE_GROUPS[source]:
-        names: dict[int, str] = {}
-        for item in body.split():
-            frag, name = item.split(":")
-            names.setdefault(int(frag, 16), name)  # find_insn returns the first match
-        groups.append(OpcodeGroup(first, byte, mask, names))
-    by_first: dict[int, OpcodeGroup] = {}
-    for g in groups:
-        by_first.setdefault(g.first, g)
-    return by_first, groups[-1]
-
-
-# --- decoder ---------------------------------------------------------------------------------
-def insn_length(first_byte: int) -> int:
-    """``insn_length``: 2, 4 or 6 bytes from the two top bits of the first byte."""
-    return ((((first_byte + 64) >> 7) + 1) << 1)
-
-
-def find_insn(code: bytes, source: str) -> str | None:
-    """``find_insn``: the mnemonic the kernel's disassembler table gives ``code``, or None."""
-    if not code:
-        return None
-    by_first, default = opcode_table(source)
-    g = by_first.get(code[0], default)
-    if g.byte >= len(code):
-        return None
-    return g.names.get(code[g.byte] & g.mask)
-
-
-def prohibited(code: bytes, source: str) -> str | None:
-    """``probe_is_prohibited_opcode`` with opcode table ``source`` (:func:`opcode_source`): why
-    the kernel refuses ``code``, or None."""
-    name = find_insn(code, source)
-    if name is None:
-        return "unknown opcode (not in the kernel's opcode table)"
-    first = code[0]
-    hw = int.from_bytes(code[:2], "big")
-    if first in PROHIBITED_FIRST_BYTE:
-        return PROHIBITED_FIRST_BYTE[first]
-    if first == EXRL_FIRST and hw & 0x0F == 0:
-        return "exrl"
-    if hw in PROHIBITED_HALFWORD:
-        return PROHIBITED_HALFWORD[hw]
-    return None
-
-
-def fixup_type(code: bytes) -> Fixup:
-    """``probe_get_fixup_type``: how ``resume_execution`` corrects the PSW after the step."""
-    hw0 = int.from_bytes(code[:2], "big")
-    last = code[5] if len(code) >= 6 else 0  # insn[2] & 0xff
-    first = hw0 >> 8
-    fixup = Fixup.PSW_NORMAL
-    if first in (0x05, 0x0D):  # balr, basr
-        fixup = Fixup.RETURN_REGISTER
-        if hw0 & 0x0F == 0:  # r2 = 0: no branch
-            fixup |= Fixup.BRANCH_NOT_TAKEN
-    elif first in (0x06, 0x07, 0x47, 0x46, 0x86, 0x87):  # bctr bcr bc bct bxh bxle
-        fixup = Fixup.BRANCH_NOT_TAKEN
-    elif first in (0x45, 0x4D):  # bal, bas
-        fixup = Fixup.RETURN_REGISTER
-    elif first == 0x82 or (first == 0xB2 and hw0 & 0xFF == 0xB2):  # lpsw, lpswe
-        fixup = Fixup.NOT_REQUIRED
-    elif first in (0xA7, 0xC0) and hw0 & 0x0F == 0x05:  # bras, brasl
-        fixup |= Fixup.RETURN_REGISTER
-    elif (first == 0xEB and last in (0x44, 0x45)) or (first == 0xE3 and last == 0x46):
-        fixup = Fixup.BRANCH_NOT_TAKEN  # bxhg, bxleg, bctg
-    elif first == 0xEC and last in EC_BRANCH:
-        fixup = Fixup.BRANCH_NOT_TAKEN
-    return fixup
-
-
-def is_relative_long(code: bytes) -> bool:
-    """``probe_is_insn_relative_long``: a RIL-b/RIL-c instruction whose displacement is patched."""
-    return len(code) >= 2 and code[1] & 0x0F in RELATIVE_LONG.get(code[0], ())
-
-
-def relative_long_fixup(code: bytes, addr: int, slot: int) -> bytes | None:
-    """``copy_instruction``'s slot copy of a relative-long instruction: displacement rewritten to
-    ``((addr + 2*d) - slot) / 2``; None when that does not fit the signed 32-bit field (the kernel
-    assumes it does: its slots lie within 2 GiB (6.1) / 4 GiB (6.12) of the kernel)."""
-    disp = int.from_bytes(code[2:6], "big", signed=True)
-    new = (addr + 2 * disp - slot) // 2
-    if not -(1 << 31) <= new < (1 << 31):
-        return None
-    return code[:2] + (new & 0xFFFFFFFF).to_bytes(4, "big")
-
-
-class S390xBackend(Backend):
-    """The s390x architecture (arch/s390/kernel/kprobes.c, arch/s390/lib/probes.c)."""
-
-    name = "s390x"
-    elf_machine = "EM_S390"
-    little_endian = False
-    capstone_arch = capstone.CS_ARCH_SYSZ
-    capstone_mode = capstone.CS_MODE_BIG_ENDIAN
-    relative_reloc_type = 12  # R_390_RELATIVE
-    absolute_reloc_type = 22  # R_390_64 (global asm symbols in pointer tables)
-    breakpoint = BREAKPOINT_INSTRUCTION.to_bytes(2, "big")
-    insn_align = 2
-    fill_encodings = (b"\x07\x07", b"\x47\x00\x07\x00", b"\x00\x00")  # nopr %r7, nop, zeros
-    extable_entry_size = 12  # s32 insn, s32 fixup, s16 type, s16 data
-    static_call_inline = False
-    kretprobe_blacklist = ()
-    have_kprobes_on_ftrace = True
-    have_optprobes = False
-    pt_regs_size = PT_REGS_SIZE
-    pt_regs = PT_REGS
-    arg_regs = ("r2", "r3", "r4", "r5", "r6")  # regs_get_kernel_argument; $arg6+ on the stack
-    retval_reg = "r2"
-    stack_reg = "r15"
-    syscall_prefix = "__s390x_sys_"  # ARCH_HAS_SYSCALL_WRAPPER (asm/syscall_wrapper.h)
-    event_registers = EVENT_REGISTERS
-
-    arg_stack_base = 20  # regs_get_kernel_argument: $arg6.. = stack word 20 + n (r15 + 160)
-
-    def __init__(self) -> None:
-        self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
-
-    def register(self, name: str) -> PtRegsField | None:
-        """``regs_query_register_offset``: only ``r<decimal>`` below 16 (``kstrtoul(name + 1, 10)``
-        also takes ``r02`` and ``r+2``); ``psw.mask``, ``orig_gpr2``... have no kprobe_events name."""
-        if not name.startswith("r"):
-            return None
-        digits = name[1:].removesuffix("\n")
-        digits = digits[1:] if digits.startswith("+") else digits
-        if not digits.isascii() or not digits.isdigit():
-            return None
-        n = int(digits)
-        return PT_REGS[3 + n] if n < 16 else None
-
-    # -- hooks --------------------------------------------------------------------------------
-    def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
-        return (("__irqentry_text_start", "__irqentry_text_end"),)  # arch_populate_kprobe_blacklist
-
-    def jump_label_size(self, image: "Image", code: int) -> int:
-        return 6  # JUMP_LABEL_NOP_SIZE: brcl
-
-    def mnemonic(self, code: bytes, addr: int, source: str) -> str:
-        """Text of the instruction (capstone; the kernel table's name when capstone cannot)."""
-        for _, _, mn, ops in self._cs.disasm_lite(code[:insn_length(code[0])], addr, 1):
-            return f"{mn} {ops}".strip()
-        return find_insn(code, source) or code[:insn_length(code[0])].hex()
-
-    def load_offset(self, image: "Image") -> int:
-        """From 6.10 the kernel's virtual addresses no longer equal its physical ones: vmlinux
-        is linked at TEXT_OFFSET and, with ``nokaslr``, runs at ``__NO_KASLR_START_KERNEL`` =
-        ``CONFIG_KERNEL_IMAGE_BASE`` + TEXT_OFFSET (arch/s390/boot/startup.c
-        ``setup_kernel_memory_layout``); the relocations went to the decompressor."""
-        v = image.banner_version()  # image.features needs symbols, not settled yet
-        if v is None or not FeatureSet.decide(v, self.name).has("S390_KERNEL_IMAGE_BASE") \
-                or image.link_range[1] >= 1 << 32:
-            return 0
-        return KERNEL_IMAGE_BASE
-
-    def slot_address(self, image: "Image") -> int | None:
-        """The vmlinux insn page (``kprobes_insn_page``) that slots for kernel probes use, on a
-        kernel with S390_KPROBES_INSN_PAGE."""
-        return image.symtab.value("kprobes_insn_page")
-
-    # -- arch_prepare_kprobe ------------------------------------------------------------------
-    def prepare(self, ctx: PrepareContext) -> Execution | Refusal:
-        image, addr, func = ctx.image, ctx.addr, ctx.func
-        features = ctx.features
-        opcodes = opcode_source(features)
-        code = self.runtime_bytes(image, func.addr, addr + MAX_INSN_SIZE)
-        # can_probe: walk from the symbol start by insn_length.  A preceding 0x00xx halfword
-        # stops the walk (-EINVAL) unless it is 0x0002 with a kprobe registered there (then the
-        # saved opcode gives the length); offline no other kprobe is registered.
-        off = addr - func.addr
-        pos = 0
-        while pos < off:
-            if pos >= len(code):
-                return Refusal(Reason.UNDECODABLE, "text ends before the address", errno="EINVAL")
-            if code[pos] == 0:
-                return Refusal(Reason.NOT_BOUNDARY, f"0x{code[pos:pos + 2].hex()} halfword at "
-                               f"+{pos:#x} stops the decoder", errno="EINVAL")
-            pos += insn_length(code[pos])
-        if pos != off:
-            # can_probe() is false: -EINVAL (not -EILSEQ as on x86)
-            return Refusal(Reason.NOT_BOUNDARY, f"inside the instruction at "
-                           f"+{_last_start(code, off):#x}", errno="EINVAL")
-        here = code[off:off + MAX_INSN_SIZE]
-        if len(here) < 2:
-            return Refusal(Reason.UNDECODABLE, "no text", errno="EINVAL")
-        length = insn_length(here[0])
-        insn = here[:length]
-        why = prohibited(insn, opcodes)
-        if why is not None:  # probe_is_prohibited_opcode
-            return Refusal(Reason.PROHIBITED_INSN, f"{why} ({insn.hex()})")
-        text = self.mnemonic(insn, addr, opcodes)
-        fix = fixup_type(insn)
-        notes = ["fixup " + "|".join(f.name or "" for f in Fixup if f in fix)]
-        if is_relative_long(insn):  # copy_instruction: displacement rewritten for the slot
-            slot = self.slot_address(image) if features.has("S390_KPROBES_INSN_PAGE") else None
-            if slot is not None and relative_long_fixup(insn, addr, slot) is None:
-                notes.append("relative-long displacement does not fit the slot")
-            else:
-                notes.append("relative-long displacement rewritten")
-        return Execution(Method.SINGLESTEP, insn, f"{text} [{'; '.join(notes)}]")
-
-
-def _last_start(code: bytes, off: int) -> int:
-    """Start offset of the instruction that covers ``off`` (decoding from 0)."""
-    pos = 0
-    while True:
-        n = insn_length(code[pos])
-        if pos + n > off:
-            return pos
-        pos += n
+__all__ = ['S390xBackend', '_last_start', 'BREAKPOINT_INSTRUCTION', 'MAX_INSN_SIZE', 'SLOT_SIZE', 'KERNEL_IMAGE_BASE', 'PT_REGS', 'PT_REGS_SIZE', 'EVENT_REGISTERS', 'Fixup', 'PROHIBITED_FIRST_BYTE', 'EXRL_FIRST', 'PROHIBITED_HALFWORD', 'RELATIVE_LONG', 'EC_BRANCH', 'OpcodeGroup', 'opcode_source', 'opcode_table', 'insn_length', 'find_insn', 'prohibited', 'fixup_type', 'is_relative_long', 'relative_long_fixup']

@@ -31,15 +31,14 @@ from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
-from . import (EXRL_FIRST, MAX_INSN_SIZE, PROHIBITED_FIRST_BYTE, PROHIBITED_HALFWORD, insn_length,
-               opcode_source, opcode_table)
+from .insn import EXRL_FIRST, MAX_INSN_SIZE, PROHIBITED_FIRST_BYTE, PROHIBITED_HALFWORD, insn_length, opcode_source, opcode_table
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
     from kpatch_core.symbols import KSym
     from kpatch_core.verdict import Execution, Refusal
 
-    from . import S390xBackend
+    from .backend import S390xBackend
 
 
 @functools.cache

@@ -18,13 +18,13 @@ from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from . import Fixup, fixup_type, insn_length, is_relative_long
+from .insn import Fixup, fixup_type, insn_length, is_relative_long
 
 if TYPE_CHECKING:
     from kpatch_core.executor import Machine
     from kpatch_core.image import Image
 
-    from . import S390xBackend
+    from .backend import S390xBackend
 
 KPROBES_INSN_PAGE_DEFAULT = 0x00F1E000  # 6.1 vmlinux: kprobes_insn_page (in .text, < 2 GiB)
 MODULES_LEN = 1 << 31  # arch/s390/include/asm/pgtable.h

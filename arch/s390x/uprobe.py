@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from kpatch_core.slot import Effect, ReadMem
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
-from . import Fixup, fixup_type, is_relative_long, opcode_source, prohibited
-from . import insn_length as s390_insn_length
+from .insn import Fixup, fixup_type, is_relative_long, opcode_source, prohibited
+from .insn import insn_length as s390_insn_length
 
 if TYPE_CHECKING:
     from kpatch_core.features import FeatureSet
 
-    from . import S390xBackend
+    from .backend import S390xBackend
 
 SWBP_INSN = (0x0002).to_bytes(2, "big")  # UPROBE_SWBP_INSN
 SWBP_INSN_SIZE = 2

@@ -18,7 +18,7 @@ from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, mark_ranges, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
-from . import ENDBR, INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE
+from .insn import ENDBR, INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE
 from .opcode_fields import (EMULATED_1, EMULATION_REFUSED_1, EXCEPTION_1, EXCEPTION_0F, group_tables,
                             boostable_opcode, opcode_fields)
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from kpatch_core.symbols import KSym
     from kpatch_core.verdict import Execution, Refusal
 
-    from . import X86_64Backend
+    from .backend import X86_64Backend
 
 
 class X86BulkClassifier(BulkClassifier):

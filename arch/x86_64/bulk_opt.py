@@ -29,7 +29,7 @@ import numpy as np
 
 from kpatch_core.bulk import mark_ranges
 
-from . import JMP32_INSN_SIZE, XEN_KVM_EMULATE_PREFIXES
+from .insn import JMP32_INSN_SIZE, XEN_KVM_EMULATE_PREFIXES
 from .opcode_fields import boostable_opcode, opcode_fields
 from .optprobe import DEFAULT_DETOUR, DISP32_SIZE, INT3_INSN_SIZE, TMPL_END_IDX
 

@@ -14,7 +14,7 @@ import capstone
 from kpatch_arch.base import PrepareContext
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from . import JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
+from .insn import JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
 from .slot import MODULES_VADDR, relocate, synthesize_reljump
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from kpatch_core.features import FeatureSet
     from kpatch_core.image import Image
 
-    from . import X86_64Backend
+    from .backend import X86_64Backend
 
 INT3_INSN_SIZE = 1
 DISP32_SIZE = 4

@@ -19,14 +19,14 @@ from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from . import EMULATED, INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
+from .insn import EMULATED, INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
 
 if TYPE_CHECKING:
-    from . import KInsn
+    from .insn import KInsn
     import capstone
     from kpatch_core.image import Image
 
-    from . import X86_64Backend
+    from .backend import X86_64Backend
 
 # --- facts -----------------------------------------------------------------------------------
 MODULES_VADDR = 0xFFFFFFFFC0000000  # __START_KERNEL_map + KERNEL_IMAGE_SIZE: module_alloc area

@@ -17,12 +17,13 @@ from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
 import attrs
 
-from . import EMULATED, LEGACY_PREFIXES, kernel_opcode
+from .insn import EMULATED, LEGACY_PREFIXES, kernel_opcode
 
 if TYPE_CHECKING:
     from kpatch_core.features import FeatureSet
 
-    from . import KInsn, X86_64Backend
+    from .insn import KInsn
+    from .backend import X86_64Backend
 
 # --- facts [arch/x86/include/asm/uprobes.h] ---------------------------------------------------
 SWBP_INSN = b"\xcc"  # UPROBE_SWBP_INSN
