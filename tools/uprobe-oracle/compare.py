@@ -97,7 +97,7 @@ def _objdump_boundaries(objdump: str, elf: object, rows: list[dict], fs: object)
     agree = disagree = 0
     examples = []
     for f, offs in by_func.items():
-        out = subprocess.run([objdump, "-d", "--no-show-raw-insn", f"--start-address={f.vaddr:#x}",
+        out = subprocess.run([objdump, "-d", "-z", "--no-show-raw-insn", f"--start-address={f.vaddr:#x}",
                               f"--stop-address={f.vaddr + f.size:#x}", elf.path],  # type: ignore[attr-defined]
                              capture_output=True, text=True, check=False).stdout
         starts = {int(m[1], 16) for m in re.finditer(r"^\s*([0-9a-f]+):", out, re.M)}

@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.libc_root:
         import glob
         import subprocess
-        libc = glob.glob(os.path.join(a.libc_root, "lib", cfg["triple"], "libc.so.6"))
-        loader = [p for p in glob.glob(os.path.join(a.libc_root, "lib*", "**", "ld*.so*"),
-                                       recursive=True) if os.path.isfile(p) and not os.path.islink(p)]
+        libc = glob.glob(os.path.join(a.libc_root, "lib", cfg["triple"], "libc.so.6")) + \
+            glob.glob(os.path.join(a.libc_root, "usr", "lib", cfg["triple"], "libc.so.6"))
+        loader = [p for p in glob.glob(os.path.join(a.libc_root, "**", "ld*.so*"), recursive=True)
+                  if os.path.isfile(p) and not os.path.islink(p) and cfg["triple"] in p]
         if not libc or not loader:
             sys.exit(f"{a.libc_root}: no lib/{cfg['triple']}/libc.so.6 or loader")
         src = os.path.join(cache, "sleeper.c")
