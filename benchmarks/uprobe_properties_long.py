@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         record(P.prop_same_end_state(b, fs, code, va,
                                                      {**regs, **initial_flags(b, bits)}), None, None)
-                    except AssertionError as e:
-                        record(None, e, (code.hex(), hex(va)))
+                    except AssertionError as e:  # everything needed to re-run the example
+                        record(None, e, (code.hex(), hex(va), regs, bits))
             elif prop == "b":
                 @cfg
                 @seed(a.seed + batch_no)
