@@ -132,6 +132,11 @@ class UprobeExecutor(Machine):
         self.set(self.cpu.pc, self.xol_vaddr)
         if self.mod.XOL_STEP == "single":
             err = self._emu(self.xol_vaddr, 1)
+            if err and "UNMAPPED" in err and self.pc == self.xol_vaddr:
+                # the lazy page map happened but unicorn reported the access anyway (seen
+                # once in 1,500 runs after the slot page was rewritten): the copy has not
+                # run yet, run it again now that the page exists
+                err = self._emu(self.xol_vaddr, 1)
             if err or self._trap is not None:  # arch_uprobe_xol_was_trapped -> abort
                 self._apply(saved, ())
                 self.set(self.cpu.pc, u.vaddr)
