@@ -64,8 +64,8 @@ def simplify_symbols(ko: KoFile, layout: ModuleLayout,
     bases = np.zeros(len(ko.sections), np.uint64)
     for i, a in layout.address_of.items():
         bases[i] = a
-    if pcpu is not None:
-        bases[pcpu.index] = PERCPU_BASE
+    if pcpu is not None:  # mod->percpu: the module's per-cpu copy, beside the kernel's
+        bases[pcpu.index] = np.uint64(resolve("__per_cpu_start") or PERCPU_BASE)
     regular = (shndx != SHN_UNDEF) & (shndx < SHN_LORESERVE) & (shndx < len(ko.sections))
     with np.errstate(over="ignore"):
         vals[regular] += bases[shndx[regular]]
