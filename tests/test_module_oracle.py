@@ -13,6 +13,7 @@ import pytest
 
 from kpatch_core.image import Image
 from kpatch_core.module import ModuleSet
+from kpatch_core.module.layout import MemType
 from kpatch_core.probe import check
 
 ORACLE = Path(__file__).resolve().parent / "data" / "oracle"
@@ -61,3 +62,27 @@ def test_module_oracle_replay(run: str) -> None:
         elif v.ok and r["flags"] is not None and sorted(v.flags) != sorted(set(r["flags"]) - {"DISABLED"}):
             flags_bad.append((r["target"], v.flags, r["flags"]))
     assert bad == [] and flags_bad == []
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_module_blacklist(run: str) -> None:
+    """/sys/kernel/debug/kprobes/blacklist with the modules live: their entries (module,
+    symbol, size; addresses differ with placement) are the ones we derive."""
+    build, failed = RUNS[run]
+    DATA, KERNEL = ORACLE / run, KERNELS / build
+    if not (KERNEL / "vmlinux").is_file() or not (KERNEL / "modules").is_dir():
+        pytest.skip(f"Debian {build} vmlinux + modules not cached in {KERNEL}")
+    theirs = set()
+    for line in gzip.open(DATA / "blacklist.txt.gz", "rt"):
+        m = re.match(r"0x([0-9a-f]+)-0x([0-9a-f]+)\s+(\S+) \[(\S+)\]", line)
+        if m:
+            theirs.add((m.group(4), m.group(3), int(m.group(2), 16) - int(m.group(1), 16)))
+    ms = ModuleSet(Image.open(str(KERNEL / "vmlinux")), tree=str(KERNEL / "modules"), warn=False)
+    ours = set()
+    for line in (DATA / "insmod.txt").read_text().splitlines():
+        _, name, rc = line.split()
+        view = ms.view(name) if rc == "0" else None
+        if view is None or not view.loaded.layout.range_of(MemType.TEXT)[1]:
+            continue  # not loaded, or data only
+        ours |= {(name, b.symbol, b.end - b.start) for b in view.tables.blacklist}
+    assert ours == theirs

@@ -42,6 +42,7 @@ from .relocate import Relocated, relocate
 if TYPE_CHECKING:
     from ..config import KernelConfig
     from ..features import FeatureSet
+    from ..tables import KernelTables
 
 FORMAT_VERSION = 4
 SHN_ABS = 0xFFF1
@@ -281,6 +282,14 @@ class ModuleImage(Image):
 
     def banner_version(self) -> KernelVersion | None:
         return self.kernel.banner_version()
+
+    @functools.cached_property
+    def tables(self) -> "KernelTables":
+        """The module's tables; a module without text (data only) has nothing to probe."""
+        if self.loaded.layout.range_of(MemType.TEXT)[1] == 0:
+            raise InputError(f"{self.path}: module {self.loaded.name} has no text; there is "
+                             "nothing in it to probe")
+        return super().tables
 
     @functools.cached_property
     def build_id(self) -> str | None:
