@@ -220,7 +220,7 @@ def test_real_libc_if_present() -> None:
 
 
 # --- probed runs of real code -------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ("x86_64", "arm64", "riscv64"))
+@pytest.mark.parametrize("arch", ("x86_64", "arm64", "riscv64", "s390x"))
 def test_probed_run_of_compiled_code(arch: str) -> None:
     """Every accepted instruction of the compiled functions probed: the calls return what they
     return unprobed, and the probes fire."""
