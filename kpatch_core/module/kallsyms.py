@@ -13,7 +13,7 @@ import attrs
 import numpy as np
 
 from .kofile import SHF_ALLOC, SHF_EXECINSTR, SHN_LORESERVE, SHN_UNDEF, KoFile
-from .layout import ModuleLayout, loaded_flags
+from .layout import MemType, ModuleLayout, loaded_flags
 
 STT_SECTION, STT_FILE = 3, 4
 
@@ -39,23 +39,21 @@ def core_symbols(ko: KoFile, layout: ModuleLayout, names: list[str], kallsyms_al
     syms, _ = ko.symtab()
     shndx = syms["shndx"].astype(np.int64)
     typ = syms["info"] & 0xF
-    keep, init = [], []
-    flags = {s.index: loaded_flags(s.name, s.flags) for s in ko.sections}
-    for i in range(1, len(syms)):
-        x = int(shndx[i])
-        if x == SHN_UNDEF or x >= SHN_LORESERVE or x >= len(ko.sections) or not names[i]:
-            continue
-        if int(typ[i]) in (STT_SECTION, STT_FILE) or is_mapping_symbol(names[i]):
-            continue
-        f = flags[x]
-        mem = layout.mem_of.get(x)
-        if not f & SHF_ALLOC or mem is None:
-            continue
-        if mem.is_init:
-            if f & SHF_EXECINSTR:
-                init.append(i)
-            continue
-        if not kallsyms_all and not f & SHF_EXECINSTR:
-            continue
-        keep.append(i)
-    return CoreSymbols(np.array(keep, np.int64), np.array(init, np.int64))
+    nsec = len(ko.sections)
+    flags = np.array([loaded_flags(s.name, s.flags) for s in ko.sections], np.int64)
+    mem = np.full(nsec, -1, np.int64)  # memory type of each loaded section
+    for i, t in layout.mem_of.items():
+        mem[i] = int(t)
+    ok = (shndx != SHN_UNDEF) & (shndx < min(SHN_LORESERVE, nsec)) & (syms["name"] != 0)
+    ok &= (typ != STT_SECTION) & (typ != STT_FILE)
+    ok[0] = False
+    sec = np.where(ok, shndx, 0)
+    f, m = flags[sec], mem[sec]
+    ok &= ((f & SHF_ALLOC) != 0) & (m >= 0)
+    is_init = m >= int(MemType.INIT_TEXT)
+    exec_ = (f & SHF_EXECINSTR) != 0
+    cand = ok & ~is_init & (exec_ if not kallsyms_all else True)
+    init = ok & is_init & exec_
+    keep = [i for i in np.flatnonzero(cand).tolist() if names[i] and not is_mapping_symbol(names[i])]
+    ini = [i for i in np.flatnonzero(init).tolist() if names[i] and not is_mapping_symbol(names[i])]
+    return CoreSymbols(np.array(keep, np.int64), np.array(ini, np.int64))

@@ -41,20 +41,28 @@ class Relocated:
 
 
 def _names(strtab: bytes, offs: np.ndarray) -> list[str]:
+    """The NUL-terminated names at ``offs`` in ``strtab`` (one split of the table)."""
+    text = strtab.decode("latin-1")
+    starts = np.concatenate(([0], np.flatnonzero(np.frombuffer(strtab, np.uint8) == 0) + 1))
+    by_start = dict(zip(starts.tolist(), text.split("\0")))
     out = []
     for o in offs.tolist():
-        end = strtab.find(b"\0", o)
-        out.append(strtab[o:end if end >= 0 else len(strtab)].decode("latin-1"))
+        n = by_start.get(o)
+        if n is None:  # a suffix of another name (string tables may share tails)
+            end = text.find("\0", o)
+            n = text[o:end if end >= 0 else len(text)]
+        out.append(n)
     return out
 
 
-def simplify_symbols(ko: KoFile, layout: ModuleLayout,
-                     resolve: Callable[[str], int | None]) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
+def simplify_symbols(ko: KoFile, layout: ModuleLayout, resolve: Callable[[str], int | None],
+                     names: list[str] | None = None) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
     """(value per symbol, names, unresolved names): ``simplify_symbols`` of
     kernel/module/main.c.  An unresolved strong symbol gets the value ``resolve`` gives for
     ``""`` (a placeholder in reach), and is listed."""
     syms, strtab = ko.symtab()
-    names = _names(strtab, syms["name"].astype(np.int64))
+    if names is None:
+        names = _names(strtab, syms["name"].astype(np.int64))
     shndx = syms["shndx"].astype(np.int64)
     vals = syms["value"].astype(np.uint64).copy()
     if (shndx == SHN_COMMON).any():
@@ -87,10 +95,10 @@ def simplify_symbols(ko: KoFile, layout: ModuleLayout,
 
 
 def relocate(ko: KoFile, layout: ModuleLayout, arch: ModuleType,
-             resolve: Callable[[str], int | None]) -> Relocated:
+             resolve: Callable[[str], int | None], names: list[str] | None = None) -> Relocated:
     """``apply_relocations``: each SHT_RELA section targeting a loaded section, applied with the
     architecture table ``arch.RELOCATIONS``."""
-    vals, _names_, unresolved = simplify_symbols(ko, layout, resolve)
+    vals, _names_, unresolved = simplify_symbols(ko, layout, resolve, names)
     out = {i: section_bytes(ko, i) for i in layout.address_of}
     table = arch.RELOCATIONS
     unsupported: dict[str, int] = {}

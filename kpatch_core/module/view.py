@@ -116,10 +116,10 @@ def load(ko: KoFile, kernel: Image, base: int, resolve: Callable[[str], int | No
     ``apply_relocations``)."""
     arch = arch_module(kernel)
     layout = layout_sections(ko, base, arch.PAGE_SIZE)
-    rel = relocate(ko, layout, arch, resolve)
     syms, strtab = ko.symtab()
     from .relocate import _names
     names = _names(strtab, syms["name"].astype(np.int64))
+    rel = relocate(ko, layout, arch, resolve, names)
     core = core_symbols(ko, layout, names, kernel.config.enabled("KALLSYMS_ALL"))
     return LoadedModule(ko, layout, rel, names, core)
 
@@ -131,6 +131,11 @@ def _cache_dir() -> str:
     if c.lower() in ("off", "0", "no", "none"):
         return _private_tmp()
     return os.path.join(os.path.expanduser("~"), ".cache", "kpatch-core", "modules")
+
+
+@functools.cache
+def _makedirs(d: str) -> None:
+    os.makedirs(d, exist_ok=True)
 
 
 @functools.cache
@@ -225,7 +230,7 @@ def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int,
     struct.pack_into(e + "HHIQQQIHHHHHH", out, 16, 2, machine, 1, 0, 0, shoff, e_flags, 64, 0,
                      0, 64, len(heads) + 1, len(heads))
     d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
+    _makedirs(d)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".mod-")
     with os.fdopen(fd, "wb") as fh:
         fh.write(out)
