@@ -14,9 +14,8 @@ Its instruction facts and decode tables are data in ``insn.py``.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import capstone
 import numpy as np
 
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
@@ -58,8 +57,10 @@ class Arm64Backend(Backend):
     name = "arm64"
     elf_machine = "EM_AARCH64"
     little_endian = True
-    capstone_arch = capstone.CS_ARCH_ARM64
-    capstone_mode = capstone.CS_MODE_ARM
+    # capstone 5's constants (pyproject pins capstone < 6; tests/test_backend_constants.py):
+    # the class loads without importing capstone
+    capstone_arch = 1  # capstone.CS_ARCH_ARM64
+    capstone_mode = 0  # capstone.CS_MODE_ARM
     relative_reloc_type = R_AARCH64_RELATIVE  # vmlinux is linked --no-apply-dynamic-relocs
     absolute_reloc_type = 257  # R_AARCH64_ABS64 (against .dynsym; none lands in kprobe tables)
     breakpoint = KPROBE_BREAKPOINT  # BRK64_OPCODE_KPROBES
@@ -80,8 +81,11 @@ class Arm64Backend(Backend):
     syscall_prefix = "__arm64_sys_"
     event_registers = EVENT_REGISTERS
 
-    def __init__(self) -> None:
-        self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
+    @functools.cached_property
+    def _cs(self) -> Any:
+        """capstone, made on first use (a check that decodes nothing never loads it)."""
+        import capstone
+        return capstone.Cs(self.capstone_arch, self.capstone_mode)
 
     def register(self, name: str) -> PtRegsField | None:
         """pt_regs field of a kprobe_events ``%name`` (``lr`` is ``x30``)."""

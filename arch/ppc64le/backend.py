@@ -13,9 +13,9 @@ Its instruction facts and decode tables are data in ``insn.py``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any
 
-import capstone
 import numpy as np
 
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
@@ -60,8 +60,10 @@ class Ppc64leBackend(Backend):
     name = "ppc64le"
     elf_machine = "EM_PPC64"
     little_endian = True
-    capstone_arch = capstone.CS_ARCH_PPC
-    capstone_mode = capstone.CS_MODE_64 | capstone.CS_MODE_LITTLE_ENDIAN
+    # capstone 5's constants (pyproject pins capstone < 6; tests/test_backend_constants.py):
+    # the class loads without importing capstone
+    capstone_arch = 4  # capstone.CS_ARCH_PPC
+    capstone_mode = 8  # capstone.CS_MODE_64 | CS_MODE_LITTLE_ENDIAN
     relative_reloc_type = 22  # R_PPC64_RELATIVE
     absolute_reloc_type = 38  # R_PPC64_ADDR64
     breakpoint = BREAKPOINT_INSTRUCTION.to_bytes(4, "little")
@@ -80,8 +82,11 @@ class Ppc64leBackend(Backend):
     syscall_prefix = "sys_"  # the wrapper keeps the sys_ names; the argument is pt_regs * in r3
     event_registers = EVENT_REGISTERS
 
-    def __init__(self) -> None:
-        self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
+    @functools.cached_property
+    def _cs(self) -> Any:
+        """capstone, made on first use (a check that decodes nothing never loads it)."""
+        import capstone
+        return capstone.Cs(self.capstone_arch, self.capstone_mode)
 
     # -- facts that depend on the kernel's features -------------------------------------------
     adjust_window = FTRACE_ENTRY_WINDOW + 1  # arch_kprobe_on_func_entry: offset <= 16

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import bisect
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import capstone
 import numpy as np
 
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
@@ -62,8 +61,10 @@ class Riscv64Backend(Backend):
     name = "riscv64"
     elf_machine = "EM_RISCV"
     little_endian = True
-    capstone_arch = capstone.CS_ARCH_RISCV
-    capstone_mode = capstone.CS_MODE_RISCV64 | capstone.CS_MODE_RISCVC
+    # capstone 5's constants (pyproject pins capstone < 6; tests/test_backend_constants.py):
+    # the class loads without importing capstone
+    capstone_arch = 15  # capstone.CS_ARCH_RISCV
+    capstone_mode = 6  # capstone.CS_MODE_RISCV64 | CS_MODE_RISCVC
     relative_reloc_type = R_RISCV_RELATIVE
     absolute_reloc_type = 2  # R_RISCV_64
     breakpoint = EBREAK_BYTES  # for a 4-byte instruction; c.ebreak for a 2-byte one
@@ -87,8 +88,11 @@ class Riscv64Backend(Backend):
     syscall_prefix = "__riscv_sys_"  # with RISCV_SYSCALL_WRAPPER: syscall_prefix_for
     event_registers = tuple(_PT_NAMES)
 
-    def __init__(self) -> None:
-        self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
+    @functools.cached_property
+    def _cs(self) -> Any:
+        """capstone, made on first use (a check that decodes nothing never loads it)."""
+        import capstone
+        return capstone.Cs(self.capstone_arch, self.capstone_mode)
 
     # -- facts that depend on the kernel's features ----------------------------------------------
     def kprobes_on_ftrace(self, features: "FeatureSet") -> bool:

@@ -11,9 +11,9 @@ Its instruction facts and decode tables are data in ``insn.py``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any
 
-import capstone
 
 from kpatch_core.features import FeatureSet
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
@@ -48,8 +48,10 @@ class S390xBackend(Backend):
     name = "s390x"
     elf_machine = "EM_S390"
     little_endian = False
-    capstone_arch = capstone.CS_ARCH_SYSZ
-    capstone_mode = capstone.CS_MODE_BIG_ENDIAN
+    # capstone 5's constants (pyproject pins capstone < 6; tests/test_backend_constants.py):
+    # the class loads without importing capstone
+    capstone_arch = 6  # capstone.CS_ARCH_SYSZ
+    capstone_mode = 1 << 31  # capstone.CS_MODE_BIG_ENDIAN
     relative_reloc_type = 12  # R_390_RELATIVE
     absolute_reloc_type = 22  # R_390_64 (global asm symbols in pointer tables)
     breakpoint = BREAKPOINT_INSTRUCTION.to_bytes(2, "big")
@@ -70,8 +72,11 @@ class S390xBackend(Backend):
 
     arg_stack_base = 20  # regs_get_kernel_argument: $arg6.. = stack word 20 + n (r15 + 160)
 
-    def __init__(self) -> None:
-        self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
+    @functools.cached_property
+    def _cs(self) -> Any:
+        """capstone, made on first use (a check that decodes nothing never loads it)."""
+        import capstone
+        return capstone.Cs(self.capstone_arch, self.capstone_mode)
 
     def register(self, name: str) -> PtRegsField | None:
         """``regs_query_register_offset``: only ``r<decimal>`` below 16 (``kstrtoul(name + 1, 10)``

@@ -9,9 +9,8 @@ Its instruction facts and decode tables are data in ``insn.py``.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import capstone
 import numpy as np
 
 from kpatch_core.tables import relative_table
@@ -58,8 +57,10 @@ class X86_64Backend(Backend):
     name = "x86_64"
     elf_machine = "EM_X86_64"
     little_endian = True
-    capstone_arch = capstone.CS_ARCH_X86
-    capstone_mode = capstone.CS_MODE_64
+    # capstone 5's constants (pyproject pins capstone < 6; tests/test_backend_constants.py):
+    # the class loads without importing capstone
+    capstone_arch = 3  # capstone.CS_ARCH_X86
+    capstone_mode = 8  # capstone.CS_MODE_64
     relative_reloc_type = 8  # R_X86_64_RELATIVE
     breakpoint = bytes([INT3])
     insn_align = 1
@@ -84,10 +85,19 @@ class X86_64Backend(Backend):
     bpf_text_poke_errno = "EBUSY"  # __bpf_arch_text_poke: the entry is not the expected 5-byte NOP
     bpf_text_poke_checks_text = True  # bpf_arch_text_poke: !is_kernel_text(ip) (init text) -> -EINVAL
 
-    def __init__(self) -> None:
-        self._cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
-        self._csd = capstone.Cs(self.capstone_arch, self.capstone_mode)
-        self._csd.detail = True
+    @functools.cached_property
+    def _cs(self) -> Any:
+        """capstone, made on first use (a check that decodes nothing never loads it)."""
+        import capstone
+        return capstone.Cs(self.capstone_arch, self.capstone_mode)
+
+    @functools.cached_property
+    def _csd(self) -> Any:
+        """capstone with instruction details."""
+        import capstone
+        cs = capstone.Cs(self.capstone_arch, self.capstone_mode)
+        cs.detail = True
+        return cs
 
     # -- hooks --------------------------------------------------------------------------------
     def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
@@ -263,6 +273,7 @@ class X86_64Backend(Backend):
                 return None
             return KInsn(size, opcode, prefixes, rex, None, 8, vex, False, 0, "(capstone gap)")
         x = insn
+        import capstone
         rip = any(op.type == capstone.x86.X86_OP_MEM and op.mem.base == capstone.x86.X86_REG_RIP
                   for op in x.operands)
         modrm = code[op_end] if x.modrm_offset else None
