@@ -354,6 +354,11 @@ class SlotSupport:
         """Why the kernel's handling of ``code`` differs from the CPU's, or None."""
         return None
 
+    def kernel_divergent_state(self, code: bytes, regs: "Mapping[str, int]") -> str | None:
+        """Why the kernel's emulation of ``code`` differs from the CPU's for these register
+        values only (a divergence no encoding test can see), or None."""
+        return None
+
     def oracle_defect(self, code: bytes) -> str | None:
         """Why the execution engine mis-executes ``code`` (no run can be trusted), or None."""
         return None

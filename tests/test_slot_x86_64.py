@@ -145,3 +145,26 @@ def test_eip_relative_is_relocated_like_rip_relative() -> None:
     assert s.code[3:7] == s32(TEXT + 0x100 - SLOT)
     a, b = differential(B, RawImage(B), code, TEXT, SLOT, {"flags": 0x202})
     assert not diff_states(a, b)
+
+
+@pytest.mark.parametrize("code", ["e00c", "e10c", "e20c"])
+@pytest.mark.parametrize("count", [0, 1])
+def test_loop_emulation_tests_the_count_before_decrementing(code: str, count: int) -> None:
+    # kprobe_emulate_loop: match = (regs->cx)-- != 0, the CPU decrements first: with a count
+    # of 0 or 1 the probed run branches the other way (the kernel's behaviour, kept by our
+    # model); property (a) counts it as kernel-divergent, never as a divergence of ours
+    from kpatch_core.testing import RawImage, differential, prop_same_end_state
+    raw = bytes.fromhex(code)
+    flags = 0x202 if code[-4:-2] != "e1" else 0x242  # LOOPE needs ZF set to branch at all
+    regs = {"cx": count, "flags": flags}
+    plain, probed = differential(B, RawImage(B), raw, TEXT, SLOT, regs)
+    assert plain["regs"]["ip"] != probed["regs"]["ip"]
+    assert prop_same_end_state(B, RawImage(B), raw, TEXT, SLOT, regs).startswith("kernel-divergent:")
+    assert prop_same_end_state(B, RawImage(B), raw, TEXT, SLOT, {**regs, "cx": 5}) == "ok"
+
+
+def test_rep_string_behind_rex_is_an_oracle_defect() -> None:
+    # capstone drops the F2 prefix of f2 41 a5 (repne movsd); the bytes still say REP
+    from kpatch_arch.x86_64.slot import oracle_defect
+    assert oracle_defect(bytes.fromhex("f241a5")) == "unicorn-rep-string-one-iteration"
+    assert oracle_defect(bytes.fromhex("a5")) is None

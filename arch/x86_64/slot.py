@@ -236,7 +236,6 @@ clac stac xsave xsaves xsavec xsaveopt xrstor xrstors xsave64 xsaves64 xsavec64 
 xrstor64 xrstors64 fxsave fxsave64 fxrstor fxrstor64 rdfsbase rdgsbase wrfsbase wrgsbase
 fnstenv fstenv fldenv fnsave fsave frstor fninit finit emms femms fxch
 """.split())
-REP_STRING_OPS = frozenset({"movs", "stos", "lods", "cmps", "scas", "ins", "outs"})
 RELATIVE_BRANCH_OPCODES = frozenset([*(bytes([b]) for b in (*range(0x70, 0x80), 0xE0, 0xE1, 0xE2,
                                                            0xE3, 0xE8, 0xE9, 0xEB)),
                                      *(bytes([0x0F, b]) for b in range(0x80, 0x90))])
@@ -293,13 +292,32 @@ def not_comparable(code: bytes) -> str | None:
     return None
 
 
+# ins/outs, movs/cmps, stos/lods/scas: the string instructions a REP prefix repeats
+STRING_OPCODES = frozenset(bytes([b]) for b in (0x6C, 0x6D, 0x6E, 0x6F, 0xA4, 0xA5, 0xA6, 0xA7,
+                                                0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF))
+LOOP_OPCODES = {b"\xe0": "loopne", b"\xe1": "loope", b"\xe2": "loop"}
+
+
 def oracle_defect(code: bytes) -> str | None:
     """Why unicorn cannot judge ``code``: it counts each iteration of a REP string instruction
-    as one instruction, so a single step of the plain run is one iteration, not the instruction."""
-    insn = next(_capstone().disasm(code, 0x1000, 1), None)
-    if insn is not None and set(insn.prefix) & {0xF2, 0xF3} and \
-            insn.mnemonic.split()[-1].rstrip("bwdq") in REP_STRING_OPS:
+    as one instruction, so a single step of the plain run is one iteration, not the instruction.
+    (Read from the bytes: capstone drops a REP prefix that a REX byte follows.)"""
+    opcode, prefixes, _, vex, _ = kernel_opcode(code)
+    if not vex and set(prefixes) & {0xF2, 0xF3} and opcode in STRING_OPCODES:
         return "unicorn-rep-string-one-iteration"
+    return None
+
+
+def kernel_divergent_state(code: bytes, regs: Mapping[str, int]) -> str | None:
+    """kprobe_emulate_loop tests the count before decrementing it (``(regs->cx)-- != 0``, 6.1
+    and 6.12), the CPU after: with a count of 0 or 1 the kernel's LOOP/LOOPE/LOOPNE branches
+    the other way than the instruction does."""
+    opcode, prefixes, _, vex, _ = kernel_opcode(code)
+    if vex or opcode not in LOOP_OPCODES:
+        return None
+    mask = (1 << 32) - 1 if 0x67 in prefixes else (1 << 64) - 1  # loop.asize
+    if regs.get("cx", regs.get("rcx", 2)) & mask in (0, 1):
+        return f"{LOOP_OPCODES[opcode]}-tests-count-before-decrement"
     return None
 
 
@@ -337,6 +355,7 @@ class X86SlotSupport(SlotSupport):
     kernel_divergent = staticmethod(kernel_divergent)
     not_comparable = staticmethod(not_comparable)
     oracle_defect = staticmethod(oracle_defect)
+    kernel_divergent_state = staticmethod(kernel_divergent_state)
     pc_relative_target = staticmethod(pc_relative_target)
     reachable = staticmethod(reachable)
 

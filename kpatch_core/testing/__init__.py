@@ -250,7 +250,7 @@ def prop_same_end_state(backend: "Backend", image: RawImage, code: bytes, addr: 
     excluded = mod.not_comparable(code)
     if excluded is not None:  # no two runs of it compare (time, privileged or I/O state)
         return f"excluded:{excluded}"
-    kernel = mod.kernel_divergent(code)
+    kernel = mod.kernel_divergent(code) or mod.kernel_divergent_state(code, regs)
     if kernel is not None:  # the real kernel's handling differs from the CPU's: not comparable
         return f"kernel-divergent:{kernel}"
     target = mod.pc_relative_target(backend, code, addr)
