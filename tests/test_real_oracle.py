@@ -24,12 +24,14 @@ from kpatch_core.testing import oracle_verdicts
 ORACLE = Path(os.environ.get("KPATCH_ORACLE_DIR", ORACLE_DATA))
 OWN = ORACLE_DATA  # answers committed with the project (tests/data/oracle/<NAME>/)
 # the 6.1 kernels (answers in ../shared/data/oracle unless copied here), then every answer set
-# committed in tests/data/oracle/<NAME>
-KERNELS = ["x86_64", "arm64", "riscv64", "s390x", "ppc64le"] + sorted(
-    p.parent.name for p in OWN.glob("*/results.jsonl.gz")
-    if p.parent.name not in ("x86_64", "arm64", "riscv64", "s390x", "ppc64le"))
-SYNTAX = sorted(p.parent.name for p in OWN.glob("*/syntax.jsonl.gz"))
-BLACKLISTS = sorted(p.parent.name for p in OWN.glob("*/blacklist.txt.gz"))
+# committed in tests/data/oracle/<NAME> (NAME = the kernel's cache directory); sets taken with
+# modules loaded (insmod.txt) are replayed by tests/test_module_oracle.py
+_SETS = sorted(p.parent.name for p in OWN.glob("*/results.jsonl.gz")
+               if not (p.parent / "insmod.txt").exists())
+KERNELS = ["x86_64", "arm64", "riscv64", "s390x", "ppc64le"] + [
+    n for n in _SETS if n not in ("x86_64", "arm64", "riscv64", "s390x", "ppc64le")]
+SYNTAX = [n for n in _SETS if (OWN / n / "syntax.jsonl.gz").is_file()]
+BLACKLISTS = [n for n in _SETS if (OWN / n / "blacklist.txt.gz").is_file()]
 
 
 def _gz_lines(path: Path) -> list[str]:
