@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ..cache import code_fingerprint
 from ..errors import KpatchError, UsageError
 from ..image import Image
 from .fetch import fetch_debian, link_build_id
@@ -35,6 +36,15 @@ if TYPE_CHECKING:
 # Memory one worker needs for a real kernel (mmap'd image, kallsyms and tables): sizes the pool.
 WORKER_MEMORY = 3 << 30
 WAIT_FOR_WORKERS = 60  # seconds a --scheduler run waits for its first worker
+
+# the code this process imported (source files' sizes and mtimes at import time)
+_LOADED_CODE = code_fingerprint()
+
+
+def loaded_code() -> str:
+    """The fingerprint of the kpatch-core code this process imported."""
+    return _LOADED_CODE
+
 
 Task = Callable[[KernelRef, tuple[Probe, ...], str, "str | None"], Column]
 
@@ -152,12 +162,28 @@ def run(kernels: Sequence[KernelRef], probes: Sequence[Probe], *, scheduler: str
         return _run_on(client, kernels, probes_t, digest, store_url, progress, task)
 
 
+def _warn_code_skew(client: Client) -> None:
+    """One stderr line when a worker runs other kpatch-core code than this process (a worker
+    started before an upgrade): its verdicts could differ from a local ``check``."""
+    try:
+        theirs = client.run(loaded_code)
+    except (OSError, TimeoutError):
+        return
+    mine = loaded_code()
+    stale = sorted(w for w, fp in theirs.items() if fp != mine)
+    if stale:
+        logging.getLogger(__name__).warning(
+            "%d worker(s) run other kpatch-core code than this client (%s); restart them for "
+            "verdicts equal to a local check", len(stale), ", ".join(stale))
+
+
 def _run_on(client: Client, kernels: Sequence[KernelRef], probes: tuple[Probe, ...],
             digest: str, store_url: str | None, progress: Callable[[int, int], None] | None,
             task: Task) -> list[Column]:
     from distributed import KilledWorker, as_completed
 
     run_id = uuid.uuid4().hex[:8]
+    _warn_code_skew(client)
 
     def submit(i: int, tag: str = "") -> object:
         return client.submit(task, kernels[i], probes, digest, store_url, pure=False,
