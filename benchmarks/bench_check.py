@@ -61,7 +61,7 @@ def main() -> int:
     if not names:
         print(f"no cached kernels under {a.kernels}", file=sys.stderr)
         return 1
-    print(f"{'kernel':14s} {'wall median (s)':>16s} {'CPU median (s)':>15s} {'target (s)':>11s}  verdict")
+    print(f"{'kernel':26s} {'wall median (s)':>16s} {'CPU median (s)':>15s} {'target (s)':>11s}  verdict")
     failed = 0
     for name in names:
         argv = _command(str(Path(a.kernels) / name / "vmlinux"), a.symbol)
@@ -70,14 +70,14 @@ def main() -> int:
             run_once(argv, env)  # page cache and bytecode
             runs = [run_once(argv, env) for _ in range(a.runs)]
         except RuntimeError as e:
-            print(f"{name:14s} {e}")
+            print(f"{name:26s} {e}")
             failed += 1
             continue
         wall = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[1] for r in runs)
         ok = wall <= target
         failed += not ok
-        print(f"{name:14s} {wall:16.3f} {cpu:15.3f} {target:11.1f}  {'ok' if ok else 'OVER'}",
+        print(f"{name:26s} {wall:16.3f} {cpu:15.3f} {target:11.1f}  {'ok' if ok else 'OVER'}",
               flush=True)
     shutil.rmtree(env["PYTHONPYCACHEPREFIX"], ignore_errors=True)
     return 1 if failed else 0
