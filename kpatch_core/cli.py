@@ -76,11 +76,6 @@ def _add_check_parser(sub: "argparse._SubParsersAction") -> None:
     _module("module_cmd").add_module_args(c)  # --module/--modules: MOD:SYM checked
 
 
-# subcommand modules written before kpatch_core.cmdline import these two names from here
-_add_image_args = add_image_args
-_open = open_image
-
-
 def _cmd_check(args: argparse.Namespace) -> int:
     from . import check_report
     return check_report.run(args, _module("module_cmd").opener(open_image))  # targets, --targets, --from; verdicts; name help

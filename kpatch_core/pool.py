@@ -12,10 +12,6 @@ from .analysis import TextSymbols
 from .rules import Chunk, register_kprobes
 
 
-def chunk_worker(args: tuple[int, int]) -> Chunk:
-    return register_kprobes(*args)
-
-
 def indexed_worker(arg: tuple[int, tuple[int, int]]) -> tuple[int, Chunk]:
     return arg[0], register_kprobes(*arg[1])
 
