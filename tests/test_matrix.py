@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,7 +27,15 @@ from kpatch_core.image import Image
 from kpatch_core.matrix import Matrix, compute, engine
 from kpatch_core.matrix.classify import classify
 from kpatch_core.errors import InputError
-from kpatch_core.matrix.plan import KernelRef, Probe, kernel_refs, parse_probe, probes_from_file
+from kpatch_core.matrix.plan import (
+    KernelRef,
+    Probe,
+    kernel_ref,
+    kernel_refs,
+    parse_probe,
+    probes_digest,
+    probes_from_file,
+)
 from kpatch_core.matrix.render import html_page, json_text, to_json
 from kpatch_core.matrix.worker import Cell, Column
 from kpatch_core.probe import check
@@ -321,3 +330,29 @@ def test_boot_directory_gives_one_column_per_kernel_image(tmp_path: Path) -> Non
     empty.mkdir()
     with pytest.raises(InputError, match="without kernel images"):
         kernel_refs(str(empty))
+
+
+def test_debian_build_fetched_once_then_answered_by_build_id(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    calls = tmp_path / "calls"
+    script = tmp_path / "fetch.sh"  # stands in for tools/fetch-debian-kernel.sh (no network)
+    script.write_text(f'#!/bin/bash\necho "$1 $2" >> {calls}\n'
+                      f'[ "$1" = 6.1.0-99-amd64 ] || {{ echo "E: no such package" >&2; exit 1; }}\n'
+                      f'mkdir -p "$3" && cp {TESTDATA / "x86_64" / "vmlinux"} "$3/vmlinux"\n')
+    monkeypatch.setenv("KPATCH_FETCH_SCRIPT", str(script))
+    monkeypatch.setenv("KPATCH_KERNELS", str(tmp_path / "kernels"))
+    store = str(tmp_path / "store")
+    probes = tuple(PROBES[:3])
+    digest = probes_digest(probes)
+    ref = kernel_ref("--debian", "6.1.0-99-amd64")
+    col = engine.kernel_task(ref, probes, digest, store)
+    assert not col.failed and col.label == "6.1.0-99-amd64" and col.build_id
+    for probe, cell in zip(probes, col.cells):
+        assert cell.verdict == _single_check_json(str(TESTDATA / "x86_64" / "vmlinux"), probe)
+    assert (tmp_path / "kernels" / "by-build-id" / col.build_id).is_symlink()
+    shutil.rmtree(tmp_path / "kernels")  # the store answers without a download
+    again = engine.kernel_task(ref, probes, digest, store)
+    assert again.cells == col.cells and calls.read_text().splitlines() == ["6.1.0-99-amd64 amd64"]
+    bad = engine.kernel_task(kernel_ref("--debian", "6.1.0-98-arm64"), probes, digest, store)
+    assert bad.failed and "download failed (E: no such package)" in (bad.error or "")
