@@ -173,6 +173,14 @@ FEATURES: tuple[Feature, ...] = (
        "arch/arm64/kernel/probes/decode-insn.c: aarch64_insn_is_steppable "
        "(aarch64_insn_is_mops; FEAT_MOPS support, v6.5; since not pinned)",
        since=(6, 6), arches=("arm64",)),
+    _F("ARM64_EXCLUSIVE_MASKS_EXACT",
+       "is_probed_address_atomic opens/closes its window only at LDXR/LDAXR/LDXP/LDAXP and "
+       "STXR/STLXR/STXP/STLXP (o2 = 0); before, the load_ex/store_ex masks also took LDAR/STLR "
+       "and the LSE CAS forms, refusing probes after them",
+       "arch/arm64/kernel/probes/decode-insn.c: is_probed_address_atomic, asm/insn.h "
+       "aarch64_insn_is_load_ex (since not pinned: 6.1.176 and 6.12.117 have the wide masks, "
+       "7.2.13 arm64 accepts 7/7 probes after LDAR/CAS in the oracle)",
+       since=(6, 13), arches=("arm64",)),
     _F("ARM64_IDMAP_TEXT_BLACKLISTED",
        "arch_populate_kprobe_blacklist adds __idmap_text_start..__idmap_text_end",
        "arch/arm64/kernel/probes/kprobes.c: arch_populate_kprobe_blacklist (until not pinned)",

@@ -40,6 +40,7 @@ from .insn import (
     Outcome,
     decode_table,
     decode_word,
+    exclusive_masks,
     is_probed_address_atomic,
 )
 
@@ -214,7 +215,7 @@ class Arm64Backend(Backend):
             return Refusal(Reason.PROHIBITED_INSN,
                            f"{self.mnemonic(code, addr)} ({row.name}: {row.why})")
         before = np.frombuffer(text[:-4], dtype="<u4")[::-1].tolist()
-        if is_probed_address_atomic(before):
+        if is_probed_address_atomic(before, exclusive_masks(ctx.features)):
             return Refusal(Reason.EXCLUSIVE_WINDOW, self.mnemonic(code, addr))
         method = Method.SIMULATE if row.outcome is Outcome.GOOD_NO_SLOT else Method.SINGLESTEP
         return Execution(method, code, self.mnemonic(code, addr))

@@ -21,7 +21,7 @@ from kpatch_core.bulk import (SLOW, classify_inputs, fixed_width_walk, mark_rang
                               refused_code)
 from kpatch_core.verdict import Method, Reason
 
-from .insn import AARCH64_INSN_SIZE, LOAD_EX, MAX_ATOMIC_CONTEXT_SIZE, STORE_EX, DecodeRow, Outcome, decode_table, decode_words
+from .insn import AARCH64_INSN_SIZE, MAX_ATOMIC_CONTEXT_SIZE, DecodeRow, Outcome, decode_table, decode_words, exclusive_masks
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
@@ -79,8 +79,9 @@ class Arm64BulkClassifier(BulkClassifier):
         g0 = (-base) % AARCH64_INSN_SIZE
         nw = (len(code) - g0) // AARCH64_INSN_SIZE
         grid = np.ascontiguousarray(code[g0:g0 + AARCH64_INSN_SIZE * nw]).view("<u4")
-        is_load = np.append((grid & np.uint32(LOAD_EX[0])) == np.uint32(LOAD_EX[1]), False)
-        is_store = (grid & np.uint32(STORE_EX[0])) == np.uint32(STORE_EX[1])
+        load_ex, store_ex = exclusive_masks(self.image.features)
+        is_load = np.append((grid & np.uint32(load_ex[0])) == np.uint32(load_ex[1]), False)
+        is_store = (grid & np.uint32(store_ex[0])) == np.uint32(store_ex[1])
         last_ex = np.maximum.accumulate(
             np.where(is_load[:nw] | is_store, np.arange(nw, dtype=np.int64), -1))
         last_ex = np.append(np.int64(-1), last_ex)  # last_ex[k] covers words [0, k)

@@ -145,8 +145,19 @@ def decode_table(features: "FeatureSet") -> tuple[DecodeRow, ...]:
     return _table(features.has("ARM64_BCOND_MATCHES_BC"), features.has("ARM64_MOPS_NOT_STEPPABLE"))
 
 # is_probed_address_atomic: exclusive load opens a window, exclusive store closes it
+# (aarch64_insn_is_load_ex / _store_ex; these masks also take LDAR/STLR and the LSE CAS forms)
 LOAD_EX = (0x3F400000, 0x08400000)
 STORE_EX = (0x3F400000, 0x08000000)
+# ARM64_EXCLUSIVE_MASKS_EXACT: only LDXR/LDAXR/LDXP/LDAXP and STXR/STLXR/STXP/STLXP (o2 = 0)
+LOAD_EX_EXACT = (0x3FC00000, 0x08400000)
+STORE_EX_EXACT = (0x3FC00000, 0x08000000)
+
+
+def exclusive_masks(features: "FeatureSet") -> tuple[tuple[int, int], tuple[int, int]]:
+    """(load, store) (mask, value) pairs is_probed_address_atomic uses on a kernel."""
+    if features.has("ARM64_EXCLUSIVE_MASKS_EXACT"):
+        return LOAD_EX_EXACT, STORE_EX_EXACT
+    return LOAD_EX, STORE_EX
 
 
 # --- decoder ---------------------------------------------------------------------------------
@@ -189,11 +200,15 @@ class Alternatives:
         return max(votes, key=votes.__getitem__) if votes else None
 
 
-def is_probed_address_atomic(words_before: list[int]) -> bool:
-    """``is_probed_address_atomic``: ``words_before`` run backwards from ``addr - 4``."""
+def is_probed_address_atomic(words_before: list[int],
+                             masks: tuple[tuple[int, int], tuple[int, int]] = (LOAD_EX, STORE_EX)
+                             ) -> bool:
+    """``is_probed_address_atomic``: ``words_before`` run backwards from ``addr - 4``;
+    ``masks`` from :func:`exclusive_masks`."""
+    load, store = masks
     for w in words_before:
-        if w & STORE_EX[0] == STORE_EX[1]:
+        if w & store[0] == store[1]:
             return False
-        if w & LOAD_EX[0] == LOAD_EX[1]:
+        if w & load[0] == load[1]:
             return True
     return False
