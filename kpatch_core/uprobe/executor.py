@@ -100,6 +100,8 @@ class UprobeExecutor(Machine):
         """One instruction of the program (a probed one with the whole uprobe life cycle)."""
         pc = self.pc
         err = self._emu(pc, 1)
+        if err and "UNMAPPED" in err and self.pc == pc and self._trap is None:
+            err = self._emu(pc, 1)  # as for the XOL step: the lazily mapped page now exists
         if self._trap is None:
             return Outcome("fault", pc, 0, err) if err else None
         site = self._trap
@@ -133,9 +135,9 @@ class UprobeExecutor(Machine):
         if self.mod.XOL_STEP == "single":
             err = self._emu(self.xol_vaddr, 1)
             if err and "UNMAPPED" in err and self.pc == self.xol_vaddr:
-                # the lazy page map happened but unicorn reported the access anyway (seen
-                # once in 1,500 runs after the slot page was rewritten): the copy has not
-                # run yet, run it again now that the page exists
+                # the lazy page map happened but unicorn reported the access anyway (seen for
+                # far, non-canonical data addresses): the copy has not run, run it again now
+                # that the page exists -- step() does the same for unprobed instructions
                 err = self._emu(self.xol_vaddr, 1)
             if err or self._trap is not None:  # arch_uprobe_xol_was_trapped -> abort
                 self._apply(saved, ())
