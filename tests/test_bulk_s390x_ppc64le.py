@@ -339,8 +339,8 @@ def test_ppc64le_classes_agree_with_the_kernel_on_the_disputed_forms() -> None:
 def test_s390x_tables_on_every_first_byte_and_opcode_byte() -> None:
     from kpatch_arch.s390x import prohibited
     rng = random.Random(3)
-    for rules in ("6.1", "6.12"):
-        clf = s390_bulk.S390xBulkClassifier(S390xBackend(), FakeImage(0, b"", _Version(rules)))
+    for rule_set in ("6.1", "6.12"):
+        clf = s390_bulk.S390xBulkClassifier(S390xBackend(), FakeImage(0, b"", _Version(rule_set)))
         buf = bytearray()
         rels = []
         for first in range(256):
@@ -357,8 +357,8 @@ def test_s390x_tables_on_every_first_byte_and_opcode_byte() -> None:
         got = clf.classify(code, 0, rel.astype(np.uint64), rel, clf.length[code[rel]])
         for k, r in enumerate(rels):
             insn = bytes(buf[r:r + insn_length(buf[r])])
-            refused = prohibited(insn, rules) is not None
-            assert _code(got[k])[2] == (Reason.PROHIBITED_INSN if refused else None), (rules, insn.hex())
+            refused = prohibited(insn, rule_set) is not None
+            assert _code(got[k])[2] == (Reason.PROHIBITED_INSN if refused else None), (rule_set, insn.hex())
 
 
 # --- random encodings through the backends' prepare ---------------------------------------------

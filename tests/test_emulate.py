@@ -526,7 +526,6 @@ def test_s390_rosbg_test_only_is_an_oracle_defect_not_a_divergence() -> None:
 def test_slot_for_on_real_kernels(arch: str) -> None:
     import gzip
     import json
-    from pathlib import Path
 
     from conftest import oracle_results, real_vmlinux
     from kpatch_core.image import Image

@@ -169,7 +169,6 @@ def test_test_image_optimized_flag(x86_with) -> None:
 def test_real_kernel_flags_agree_with_oracle() -> None:
     import gzip
     import json
-    from pathlib import Path
 
     from kpatch_core.image import Image
     res = oracle_results("x86_64")
@@ -199,7 +198,6 @@ def test_ppc64_immediate_loads_and_branches() -> None:
 def test_ppc64_detour_buffer_on_real_kernel() -> None:
     import gzip
     import json
-    from pathlib import Path
 
     import capstone
 

@@ -11,8 +11,8 @@ uprobe_events (``__uprobe_register`` checks) and enables the event (``prepare_up
 ``is_trap_insn``, ``arch_uprobe_analyze_insn``), and reports the errno of each write.
 Offsets: ``--offsets FILE`` (one hex offset per line) or ``--sample N``: half instruction
 boundaries of the target's functions (symbols or .eh_frame), half arbitrary bytes of its
-executable segments.  The QEMU/initramfs machinery is kernel_oracle.py, an unmodified copy of
-the shared kernel-oracle's oracle.py.  Output: one JSON object per offset:
+executable segments.  The QEMU/initramfs machinery is the project's kernel-oracle
+(tools/kernel-oracle/oracle.py), imported, not copied.  Output: one JSON object per offset:
 ``{"index", "offset", "ok", "stage": "REG"|"EN"|null, "errno", "text"}``.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import kernel_oracle as ko  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "kernel-oracle"))
+import oracle as ko  # noqa: E402  (tools/kernel-oracle/oracle.py)
 
 ENOTSUPP_TEXT = "Unknown error 524"
 
