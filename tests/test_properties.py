@@ -167,3 +167,16 @@ def test_pc_relative_forms_are_valid_encodings(arch: str) -> None:
             w = (rng.getrandbits(32) & ~mask | value) & ((1 << 8 * size) - 1)
             code = w.to_bytes(size, "little")
             assert list(md.disasm_lite(code, 0x1000)), (hex(value), code.hex())
+
+
+@pytest.mark.parametrize("code", ["0296", "0286"])  # c.jalr a2, c.jr a2
+def test_riscv_c_jr_jalr_keeps_bit_0_like_the_kernel(code: str) -> None:
+    # simulate_c_jr_jalr: instruction_pointer_set(regs, jump_addr) without & ~1 (6.1, 6.12); the
+    # CPU clears bit 0, so an odd target is the kernel's own divergence, counted as such
+    b = need("riscv64")
+    raw = bytes.fromhex(code)
+    got = prop_same_end_state(b, RawImage(b), raw, 0xFFFFFFFF80002000, 0xFFFFFFFF01000000,
+                              {"a2": 0x29})
+    assert got == "kernel-divergent:c-jr-jalr-target-keeps-bit-0"
+    assert prop_same_end_state(b, RawImage(b), raw, 0xFFFFFFFF80002000, 0xFFFFFFFF01000000,
+                               {"a2": 0x28}) == "ok"

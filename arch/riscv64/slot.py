@@ -157,6 +157,21 @@ def simulate(backend: "Riscv64Backend", insn: bytes, addr: int, regs: Mapping[st
     raise ValueError(f"{op:#010x}: not a simulated instruction")
 
 
+def kernel_divergent_state(code: bytes, regs: Mapping[str, int]) -> str | None:
+    """simulate_c_jr_jalr sets the PC to the register's value as it is (6.1 and 6.12); the CPU
+    (like simulate_jalr, which masks ``& ~1``) clears bit 0: with an odd target register
+    c.jr/c.jalr land one byte apart."""
+    if len(code) < 2 or code[0] & 3 != 2:
+        return None
+    h = int.from_bytes(code[:2], "little")
+    rs1, rs2 = (h >> 7) & 0x1F, (h >> 2) & 0x1F
+    if h >> 13 != 0b100 or rs2 != 0 or rs1 == 0:  # c.jr (funct4 1000) / c.jalr (1001), rs2 = 0
+        return None
+    if regs.get(XREG[rs1], 0) & 1:
+        return "c-jr-jalr-target-keeps-bit-0"
+    return None
+
+
 class Riscv64SlotSupport(SlotSupport):
     """riscv64 out-of-line execution: the module functions above as the backend's hooks."""
 
@@ -177,6 +192,7 @@ class Riscv64SlotSupport(SlotSupport):
     on_insn_invalid = staticmethod(on_insn_invalid)
     after_slot = staticmethod(after_slot)
     breakpoint_for = staticmethod(breakpoint_for)
+    kernel_divergent_state = staticmethod(kernel_divergent_state)
 
 
 @functools.cache  # one per backend: Backend.slot_support() is asked often
