@@ -353,6 +353,23 @@ class Machine:
             self.uc.hook_del(h)
         return ""
 
+    def step(self) -> Outcome | None:
+        """Execute one instruction of the original program (subclasses add probes)."""
+        raise NotImplementedError("a Machine subclass runs the program (Executor, UprobeExecutor)")
+
+    def run(self, start: int, stop_at: Iterable[int] = (), max_steps: int = 10_000) -> Outcome:
+        """Run from ``start`` until the PC reaches an address in ``stop_at``, a fault, an
+        unowned trap, or ``max_steps`` original instructions."""
+        stops = set(stop_at)
+        self.set(self.cpu.pc, start)
+        for i in range(max_steps):
+            if self.pc in stops:
+                return Outcome("stop", self.pc, i)
+            out = self.step()
+            if out is not None:
+                return attrs.evolve(out, steps=i)
+        return Outcome("steps", self.pc, max_steps)
+
 
 class Executor(Machine):
     """A :class:`Machine` with kprobes, kretprobes and optimized probes."""
@@ -523,18 +540,6 @@ class Executor(Machine):
         self.write(addr, self.backend.breakpoint + tail)
         self.callbacks[addr] = fn
 
-    def run(self, start: int, stop_at: Iterable[int] = (), max_steps: int = 10_000) -> Outcome:
-        """Run from ``start`` until the PC reaches an address in ``stop_at``, a fault, an
-        unowned trap, or ``max_steps`` original instructions."""
-        stops = set(stop_at)
-        self.set(self.cpu.pc, start)
-        for i in range(max_steps):
-            if self.pc in stops:
-                return Outcome("stop", self.pc, i)
-            out = self.step()
-            if out is not None:
-                return attrs.evolve(out, steps=i)
-        return Outcome("steps", self.pc, max_steps)
 
 
 class _CodeWriter:
