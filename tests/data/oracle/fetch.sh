@@ -3,6 +3,8 @@
 # bootable image), next to the kernels of ../shared/tools/fetch-kernels.sh:
 #   tests/data/oracle/fetch.sh [NAME ...]      NAME: a directory beside this script (default: all)
 # into $KPATCH_KERNELS/NAME (default ~/.cache/kpatch-kernels/NAME).
+#  - x86_64 arm64 s390x ppc64le (Debian 6.1.0-50, bookworm) and riscv64 (6.12.107, trixie): the
+#    kernels of ../shared/data/oracle, whose answers are copied here (seed 1 samples).
 #  - arm64-6.12 x86_64-6.12 s390x-6.12 ppc64le-6.12: fetched here from trixie (seed 1 samples).
 #  - every other NAME is a Debian build KVER-FLAVOUR (5.10.0-46-amd64, 7.2.13+deb14-riscv64 ...),
 #    fetched by tools/fetch-debian-kernel.sh (both package layouts, 5.10 to 7.x) with the Debian
@@ -14,6 +16,11 @@ set -euo pipefail
 DEST=${KPATCH_KERNELS:-$HOME/.cache/kpatch-kernels}
 # NAME : Debian arch : suite : kernel flavour : image package suffix
 declare -A SPEC=(
+  [x86_64]="amd64:bookworm:6.1.0-50-amd64:-unsigned"
+  [arm64]="arm64:bookworm:6.1.0-50-arm64:-unsigned"
+  [s390x]="s390x:bookworm:6.1.0-50-s390x:"
+  [ppc64le]="ppc64el:bookworm:6.1.0-50-powerpc64le:"
+  [riscv64]="riscv64:trixie:6.12.107+deb13-riscv64:"
   [arm64-6.12]="arm64:trixie:6.12.117+deb13-arm64:-unsigned"
   [x86_64-6.12]="amd64:trixie:6.12.117+deb13-amd64:-unsigned"
   [s390x-6.12]="s390x:trixie:6.12.107+deb13-s390x:"
@@ -46,13 +53,14 @@ APTDIR=$DEST/.apt-trixie
 mkdir -p "$APTDIR"/state/lists/partial "$APTDIR"/cache/archives/partial "$DEST/.debs"
 touch "$APTDIR/state/status"
 cat > "$APTDIR/sources.list" <<SRC
-deb [arch=amd64,arm64,s390x,ppc64el signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+deb [arch=amd64,arm64,s390x,ppc64el,riscv64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
+deb [arch=amd64,arm64,s390x,ppc64el,riscv64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
 SRC
 APT=(-o "Dir::State=$APTDIR/state" -o "Dir::State::status=$APTDIR/state/status"
      -o "Dir::Cache=$APTDIR/cache" -o "Dir::Etc::SourceList=$APTDIR/sources.list"
      -o "Dir::Etc::SourceParts=/dev/null" -o APT::Architecture=amd64
      -o APT::Architectures::=amd64 -o APT::Architectures::=arm64
-     -o APT::Architectures::=s390x -o APT::Architectures::=ppc64el)
+     -o APT::Architectures::=s390x -o APT::Architectures::=ppc64el -o APT::Architectures::=riscv64)
 apt-get "${APT[@]}" -qq update
 cd "$DEST/.debs"
 for name in $NAMES; do
