@@ -23,8 +23,6 @@ import attrs
 
 from .attach_verdict import AttachVerdict
 from .errors import UsageError
-from .bpf_trampoline import check_fentry
-from .fprobe import check_fprobe_event, check_kprobe_multi, check_kprobe_multi_target
 from .probe import check_many
 from .spec import expand
 from .target import Target, spelling_source
@@ -77,8 +75,12 @@ def check_one(image: Image, target: Target) -> AnyVerdict:
     """The verdict for one already-expanded target of any attach type."""
     if target.is_kprobe:
         return _perf_kprobe(check_many(image, [target])[0], target)
+    # the BPF-trampoline and fprobe layers are imported only for their attach types (a plain
+    # kprobe check starts without them)
     if target.attach in ("fentry", "fexit", "fmod_ret"):
+        from .bpf_trampoline import check_fentry
         return check_fentry(image, target)
+    from .fprobe import check_fprobe_event, check_kprobe_multi_target
     if target.attach in ("fprobe", "fprobe_return"):
         return check_fprobe_event(image, target)
     return check_kprobe_multi_target(image, target)
@@ -91,6 +93,7 @@ def check_request(image: Image, request: str) -> AnyVerdict:
     the kernel's can be compared line by line."""
     kind, _, arg = request.partition(" ")
     if kind in ("kmulti", "kretmulti"):
+        from .fprobe import check_kprobe_multi
         return check_kprobe_multi(image, arg.split(","), kind == "kretmulti")
     if kind in ("kprobe", "kretprobe"):  # perf's kprobe PMU, as the BPF tools create them
         name, _, off = arg.partition("+")

@@ -19,7 +19,6 @@ from .attach_verdict import AttachReason, AttachVerdict
 from .errors import UsageError
 from .image import Image
 from .namehelp import NameHelp, name_help
-from .readers import read_probe_file, resolve
 from .target import Target, parse_target, read_targets
 from .verdict import Reason, Verdict
 
@@ -108,6 +107,7 @@ def run(args: argparse.Namespace, open_image: Callable[[argparse.Namespace], Ima
     if note and not args.json:
         print(f"kpatch-analyze: {note}", file=sys.stderr)
     if from_file:
+        from .readers import read_probe_file, resolve  # only for --from
         pf = read_probe_file(from_file)
         got = resolve(image, pf)
         for u in pf.unresolved:
