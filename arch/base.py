@@ -183,6 +183,11 @@ class Backend:
         simulation and the executor's CPU facts; None when the architecture has none yet."""
         return None
 
+    def uprobe_support(self) -> "UprobeSupport | None":
+        """The backend's uprobes (:class:`UprobeSupport`, arch/<arch>/uprobe.py); None when the
+        architecture has none."""
+        return None
+
     # -- bulk analysis (kpatch_core.analyze; defaults are slow but correct) --------------------
     # arch_adjust_kprobe_addr returns (sym + offset, False) for every offset >= this window
     adjust_window: ClassVar[int] = 16
@@ -375,3 +380,73 @@ class SlotSupport:
     def reachable(self, target: int, slot_addr: int, length: int) -> bool:
         """Can a relocated copy at ``slot_addr`` still name ``target``?  Default yes."""
         return True
+
+
+class UprobeSupport:
+    """Uprobes of one architecture: ``arch_uprobe_analyze_insn``, the XOL slot and the kernel's
+    emulation of a probed user instruction (kernel/events/uprobes.c and arch/*/kernel/uprobes.c).
+    Facts: ``SWBP_INSN`` (UPROBE_SWBP_INSN), ``SWBP_INSN_SIZE``, ``MAX_UINSN_BYTES``,
+    ``PAGE_SIZE``, ``XOL_STEP`` (how the XOL copy is stepped: "single" (single-step) or "trap"
+    (runs to a trailing breakpoint)).  The first six hooks are required;
+    the rest have weak defaults (engine defects and kernel divergences are the kprobe slot
+    support's, the same CPU running the same instruction)."""
+
+    SWBP_INSN: ClassVar[bytes]
+    SWBP_INSN_SIZE: ClassVar[int]
+    MAX_UINSN_BYTES: ClassVar[int]
+    PAGE_SIZE: ClassVar[int] = 4096
+    XOL_STEP: ClassVar[str]
+    COPIES_PC_RELATIVE: ClassVar[bool] = False  # PC-relative forms are copied and retargeted
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    # -- required ------------------------------------------------------------------------------
+    def is_trap_insn(self, insn: bytes, features: Any) -> bool:
+        """``is_trap_insn``: the kernel refuses to probe a trap it did not place."""
+        raise NotImplementedError(f"{self.backend.name}: is_trap_insn")
+
+    def analyze_insn(self, backend: Any, insn: bytes, vaddr: int, features: Any) -> Any:
+        """``arch_uprobe_analyze_insn``: how the instruction runs, or why it is refused."""
+        raise NotImplementedError(f"{self.backend.name}: arch_uprobe_analyze_insn")
+
+    def xol_slot(self, *args: Any) -> bytes:
+        """``arch_uprobe_copy_ixol``: the XOL slot bytes."""
+        raise NotImplementedError(f"{self.backend.name}: arch_uprobe_copy_ixol")
+
+    def pre_xol(self, *args: Any) -> Any:
+        """``arch_uprobe_pre_xol``."""
+        raise NotImplementedError(f"{self.backend.name}: arch_uprobe_pre_xol")
+
+    def post_xol(self, *args: Any) -> Any:
+        """``arch_uprobe_post_xol``."""
+        raise NotImplementedError(f"{self.backend.name}: arch_uprobe_post_xol")
+
+    def insn_length(self, *args: Any) -> int:
+        """The length of the instruction at the start of the bytes given."""
+        raise NotImplementedError(f"{self.backend.name}: insn_length")
+
+    # -- weak defaults -------------------------------------------------------------------------
+    def emulate(self, backend: Any, analysis: Any, insn: bytes, vaddr: int,
+                regs: "Mapping[str, int]", read: Any) -> Any:
+        """``arch_uprobe_skip_sstep``: the kernel's emulation/simulation as an Effect, or None
+        when the instruction is single-stepped in its XOL slot (default)."""
+        return None
+
+    def kernel_divergent(self, code: bytes) -> str | None:
+        """Why the kernel runs ``code`` differently from the CPU; default: the kprobe slot's."""
+        slots = self.backend.slot_support()
+        return slots.kernel_divergent(code) if slots is not None else None
+
+    def oracle_defect(self, code: bytes) -> str | None:
+        """Why the execution engine mis-executes ``code``; default: the kprobe slot's."""
+        slots = self.backend.slot_support()
+        return slots.oracle_defect(code) if slots is not None else None
+
+    def oracle_defect_at(self, code: bytes, vaddr: int) -> str | None:
+        """An engine defect that depends on the address; default none."""
+        return None
+
+    def pc_relative_target(self, backend: Any, code: bytes, addr: int) -> int | None:
+        """The address a copied PC-relative instruction names; None when none is copied."""
+        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from kpatch_arch.base import UprobeSupport
 from kpatch_core.slot import Effect, ReadMem
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
@@ -18,6 +19,7 @@ from .insn import UPROBE_BREAKPOINT, Outcome, decode_table, decode_word
 from .slot import simulate as simulate_insn
 
 if TYPE_CHECKING:
+    from kpatch_arch.base import Backend
     from kpatch_core.features import FeatureSet
 
     from .backend import Arm64Backend
@@ -94,3 +96,27 @@ def oracle_defect(code: bytes) -> str | None:
     there while the kernel (ARM64_BCOND_MATCHES_BC) simulates it."""
     w = int.from_bytes(code[:4], "little")
     return "unicorn-lacks-feat-hbc" if w & BC_COND[0] == BC_COND[1] else None
+
+
+class Arm64UprobeSupport(UprobeSupport):
+    """arm64 uprobes: the module functions above as the backend's hooks."""
+
+    SWBP_INSN = SWBP_INSN
+    SWBP_INSN_SIZE = SWBP_INSN_SIZE
+    MAX_UINSN_BYTES = MAX_UINSN_BYTES
+    PAGE_SIZE = PAGE_SIZE
+    XOL_STEP = XOL_STEP
+    is_trap_insn = staticmethod(is_trap_insn)
+    analyze_insn = staticmethod(analyze_insn)
+    xol_slot = staticmethod(xol_slot)
+    pre_xol = staticmethod(pre_xol)
+    post_xol = staticmethod(post_xol)
+    insn_length = staticmethod(insn_length)
+    emulate = staticmethod(emulate)
+    kernel_divergent = staticmethod(kernel_divergent)
+    oracle_defect = staticmethod(oracle_defect)
+
+
+def uprobe_support(backend: "Backend") -> Arm64UprobeSupport:
+    """The arm64 :class:`~kpatch_arch.base.UprobeSupport` for ``backend``."""
+    return Arm64UprobeSupport(backend)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from kpatch_arch.base import UprobeSupport
 from kpatch_core.slot import Effect
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
@@ -18,6 +19,7 @@ from .insn import Analysis as Sstep
 from .insn import analyse_class, is_prefixed, not_steppable
 
 if TYPE_CHECKING:
+    from kpatch_arch.base import Backend
     from kpatch_core.features import FeatureSet
 
     from .backend import Ppc64leBackend
@@ -82,3 +84,24 @@ def insn_length(backend: Ppc64leBackend, code: bytes) -> int:
     if len(code) < 4:
         return 0
     return 8 if is_prefixed(int.from_bytes(code[:4], "little")) else 4
+
+
+class Ppc64leUprobeSupport(UprobeSupport):
+    """ppc64le uprobes: the module functions above as the backend's hooks."""
+
+    SWBP_INSN = SWBP_INSN
+    SWBP_INSN_SIZE = SWBP_INSN_SIZE
+    MAX_UINSN_BYTES = MAX_UINSN_BYTES
+    PAGE_SIZE = PAGE_SIZE
+    XOL_STEP = XOL_STEP
+    is_trap_insn = staticmethod(is_trap_insn)
+    analyze_insn = staticmethod(analyze_insn)
+    xol_slot = staticmethod(xol_slot)
+    pre_xol = staticmethod(pre_xol)
+    post_xol = staticmethod(post_xol)
+    insn_length = staticmethod(insn_length)
+
+
+def uprobe_support(backend: "Backend") -> Ppc64leUprobeSupport:
+    """The ppc64le :class:`~kpatch_arch.base.UprobeSupport` for ``backend``."""
+    return Ppc64leUprobeSupport(backend)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from kpatch_arch.base import UprobeSupport
 from kpatch_core.slot import Effect, ReadMem
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
@@ -19,6 +20,7 @@ from .insn import insn_length as insn_length_of
 from .slot import simulate as simulate_insn
 
 if TYPE_CHECKING:
+    from kpatch_arch.base import Backend
     from kpatch_core.features import FeatureSet
 
     from .backend import Riscv64Backend
@@ -85,3 +87,25 @@ def post_xol(analysis: Analysis, vaddr: int, xol_vaddr: int, regs: Mapping[str, 
 def insn_length(backend: Riscv64Backend, code: bytes) -> int:
     """``GET_INSN_LENGTH`` of the first halfword (0 past the end)."""
     return insn_length_of(code[0]) if len(code) >= 2 else 0
+
+
+class Riscv64UprobeSupport(UprobeSupport):
+    """riscv64 uprobes: the module functions above as the backend's hooks."""
+
+    SWBP_INSN = SWBP_INSN
+    SWBP_INSN_SIZE = SWBP_INSN_SIZE
+    MAX_UINSN_BYTES = MAX_UINSN_BYTES
+    PAGE_SIZE = PAGE_SIZE
+    XOL_STEP = XOL_STEP
+    is_trap_insn = staticmethod(is_trap_insn)
+    analyze_insn = staticmethod(analyze_insn)
+    xol_slot = staticmethod(xol_slot)
+    pre_xol = staticmethod(pre_xol)
+    post_xol = staticmethod(post_xol)
+    insn_length = staticmethod(insn_length)
+    emulate = staticmethod(emulate)
+
+
+def uprobe_support(backend: "Backend") -> Riscv64UprobeSupport:
+    """The riscv64 :class:`~kpatch_arch.base.UprobeSupport` for ``backend``."""
+    return Riscv64UprobeSupport(backend)

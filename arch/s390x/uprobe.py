@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from kpatch_arch.base import UprobeSupport
 from kpatch_core.slot import Effect, ReadMem
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
@@ -18,6 +19,7 @@ from .insn import Fixup, fixup_type, is_relative_long, opcode_source, prohibited
 from .insn import insn_length as s390_insn_length
 
 if TYPE_CHECKING:
+    from kpatch_arch.base import Backend
     from kpatch_core.features import FeatureSet
 
     from .backend import S390xBackend
@@ -161,3 +163,28 @@ def oracle_defect_at(code: bytes, vaddr: int) -> str | None:
             else RIL_COMPARES.get(opc1, (0,))[0])
     target = vaddr + 2 * int.from_bytes(code[2:6], "big", signed=True)
     return "unicorn-no-specification-exception" if size and target % size else None
+
+
+class S390xUprobeSupport(UprobeSupport):
+    """s390x uprobes: the module functions above as the backend's hooks."""
+
+    COPIES_PC_RELATIVE = True
+    SWBP_INSN = SWBP_INSN
+    SWBP_INSN_SIZE = SWBP_INSN_SIZE
+    MAX_UINSN_BYTES = MAX_UINSN_BYTES
+    PAGE_SIZE = PAGE_SIZE
+    XOL_STEP = XOL_STEP
+    is_trap_insn = staticmethod(is_trap_insn)
+    analyze_insn = staticmethod(analyze_insn)
+    xol_slot = staticmethod(xol_slot)
+    pre_xol = staticmethod(pre_xol)
+    post_xol = staticmethod(post_xol)
+    insn_length = staticmethod(insn_length)
+    emulate = staticmethod(emulate)
+    oracle_defect_at = staticmethod(oracle_defect_at)
+    pc_relative_target = staticmethod(pc_relative_target)
+
+
+def uprobe_support(backend: "Backend") -> S390xUprobeSupport:
+    """The s390x :class:`~kpatch_arch.base.UprobeSupport` for ``backend``."""
+    return S390xUprobeSupport(backend)

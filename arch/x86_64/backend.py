@@ -45,6 +45,7 @@ from .insn import (
 )
 
 if TYPE_CHECKING:
+    from ..base import UprobeSupport
     from kpatch_arch.base import BulkClassifier, SlotSupport
 
     from kpatch_core.features import FeatureSet
@@ -380,6 +381,11 @@ class X86_64Backend(Backend):
         """The full analysis's vectorised ``arch_prepare_kprobe`` (bulk.py)."""
         from .bulk import classifier
         return classifier(self, image)
+
+    def uprobe_support(self) -> "UprobeSupport":
+        """Uprobes: arch_uprobe_analyze_insn, XOL slots, emulation (uprobe.py)."""
+        from .uprobe import uprobe_support
+        return uprobe_support(self)
 
     def slot_support(self) -> "SlotSupport":
         """Out-of-line execution: slots, emulation/simulation, CPU facts (slot.py)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from kpatch_arch.base import UprobeSupport
 from kpatch_core.slot import Effect, ReadMem
 from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
@@ -20,6 +21,7 @@ import attrs
 from .insn import EMULATED, LEGACY_PREFIXES, kernel_opcode
 
 if TYPE_CHECKING:
+    from kpatch_arch.base import Backend
     from kpatch_core.features import FeatureSet
 
     from .insn import KInsn
@@ -435,3 +437,28 @@ def pc_relative_target(backend: X86_64Backend, code: bytes, addr: int) -> int | 
 def insn_length(backend: X86_64Backend, code: bytes) -> int:
     """Length of the instruction at the start of ``code`` as the kernel decodes it (0: none)."""
     return backend.insn_length(code)
+
+
+class X86_64UprobeSupport(UprobeSupport):
+    """x86_64 uprobes: the module functions above as the backend's hooks."""
+
+    COPIES_PC_RELATIVE = True
+    SWBP_INSN = SWBP_INSN
+    SWBP_INSN_SIZE = SWBP_INSN_SIZE
+    MAX_UINSN_BYTES = MAX_UINSN_BYTES
+    PAGE_SIZE = PAGE_SIZE
+    XOL_STEP = XOL_STEP
+    is_trap_insn = staticmethod(is_trap_insn)
+    analyze_insn = staticmethod(analyze_insn)
+    xol_slot = staticmethod(xol_slot)
+    pre_xol = staticmethod(pre_xol)
+    post_xol = staticmethod(post_xol)
+    insn_length = staticmethod(insn_length)
+    emulate = staticmethod(emulate)
+    kernel_divergent = staticmethod(kernel_divergent)
+    pc_relative_target = staticmethod(pc_relative_target)
+
+
+def uprobe_support(backend: "Backend") -> X86_64UprobeSupport:
+    """The x86_64 :class:`~kpatch_arch.base.UprobeSupport` for ``backend``."""
+    return X86_64UprobeSupport(backend)

@@ -117,8 +117,7 @@ class UprobeExecutor(Machine):
         for h in u.handlers:  # handler_chain
             h(dict(regs))
         a = u.analysis
-        eff = self.mod.emulate(self.backend, a, u.insn, u.vaddr, self.raw_regs(), self.read) \
-            if hasattr(self.mod, "emulate") else None
+        eff = self.mod.emulate(self.backend, a, u.insn, u.vaddr, self.raw_regs(), self.read)
         if eff is not None:  # arch_uprobe_skip_sstep
             self.set(self.cpu.pc, eff.pc)  # first: unicorn s390x rewrites the PSW mask with it
             self._apply(eff.regs, eff.stores)

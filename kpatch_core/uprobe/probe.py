@@ -14,14 +14,12 @@
 """
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Iterator
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import attrs
 
+from ..errors import InputError
 from ..features import FeatureSet
 from .elf import Symbol, UserElf
 from .target import UprobeTarget, parse_uprobe_target
@@ -37,21 +35,18 @@ from .verdict import (
 )
 
 if TYPE_CHECKING:
-    from kpatch_arch.base import Backend
+    from kpatch_arch.base import Backend, UprobeSupport
 
 DEFAULT_KERNEL = (6, 12)
 XOL_VADDR_DEFAULT = 0x7FFFF7FF9000  # where xol_add_vma's get_unmapped_area typically lands
 
 
-def uprobe_support(backend: Backend) -> ModuleType:
-    """The backend's ``uprobe`` module (``arch/<arch>/uprobe.py``, beside its package)."""
-    pkg = sys.modules[type(backend).__module__].__package__ or type(backend).__module__
-    try:
-        return importlib.import_module(f"{pkg}.uprobe")
-    except ModuleNotFoundError as e:
-        if e.name == f"{pkg}.uprobe":
-            raise NotImplementedError(f"{backend.name}: no uprobe support") from None
-        raise
+def uprobe_support(backend: Backend) -> UprobeSupport:
+    """The backend's :class:`~kpatch_arch.base.UprobeSupport` (``arch/<arch>/uprobe.py``)."""
+    support = backend.uprobe_support()
+    if support is None:
+        raise InputError(f"{backend.name}: no uprobe support for this architecture")
+    return support
 
 
 def features_for(backend: Backend, kernel: tuple[int, int] = DEFAULT_KERNEL) -> FeatureSet:
@@ -180,7 +175,7 @@ def _symbol_label(elf: UserElf, vaddr: int | None) -> str | None:
 
 
 # --- our own checks -------------------------------------------------------------------------
-def instruction_starts(elf: UserElf, func: Symbol, mod: ModuleType | None = None) -> tuple[list[int], int | None]:
+def instruction_starts(elf: UserElf, func: Symbol, mod: UprobeSupport | None = None) -> tuple[list[int], int | None]:
     """Virtual addresses of the instructions of ``func`` decoding from its start, and where the
     decode stopped early (undecodable bytes), or None."""
     cache = elf.__dict__.setdefault("_instruction_starts", {})
@@ -190,7 +185,7 @@ def instruction_starts(elf: UserElf, func: Symbol, mod: ModuleType | None = None
     return cache[key]
 
 
-def _instruction_starts(elf: UserElf, func: Symbol, mod: ModuleType) -> tuple[list[int], int | None]:
+def _instruction_starts(elf: UserElf, func: Symbol, mod: UprobeSupport) -> tuple[list[int], int | None]:
     start = elf.vaddr_to_offset(func.vaddr)
     if start is None:
         return [], func.vaddr
@@ -206,7 +201,7 @@ def _instruction_starts(elf: UserElf, func: Symbol, mod: ModuleType) -> tuple[li
     return out, None
 
 
-def own_checks(elf: UserElf, mod: ModuleType, offset: int, vaddr: int) -> Iterator[UWarning]:
+def own_checks(elf: UserElf, mod: UprobeSupport, offset: int, vaddr: int) -> Iterator[UWarning]:
     """Our warnings for an offset the kernel accepted: executable, in a function, a boundary."""
     if not elf.executable_offset(offset):
         yield UWarning(WarningKind.NOT_EXECUTABLE, f"{offset:#x} is in a non-executable segment: "

@@ -48,13 +48,10 @@ def prop_same_end_state(backend: Backend, fs: FeatureSet, code: bytes, vaddr: in
                         regs: dict[str, int]) -> str:
     """(a) one instruction at ``vaddr``: plain run == probed run (one step each)."""
     mod = uprobe_support(backend)
-    slot_mod = backend.slot_support()
-    defect = getattr(mod, "oracle_defect", None) or getattr(slot_mod, "oracle_defect", None)
-    defect = defect(code) if defect else None
+    defect = mod.oracle_defect(code)
     if defect is not None:
         return f"skipped:{defect}"
-    kd = getattr(mod, "kernel_divergent", None) or getattr(slot_mod, "kernel_divergent", None)
-    why = kd(code) if kd else None
+    why = mod.kernel_divergent(code)
     if why is not None:
         return f"kernel-divergent:{why}"
     insn = code + bytes(mod.MAX_UINSN_BYTES)
@@ -63,10 +60,10 @@ def prop_same_end_state(backend: Backend, fs: FeatureSet, code: bytes, vaddr: in
     a = mod.analyze_insn(backend, insn, vaddr, fs)
     if isinstance(a, URefusal):
         return f"refused:{a.reason.value}"
-    defect = getattr(mod, "oracle_defect_at", lambda c, v: None)(code, vaddr)
+    defect = mod.oracle_defect_at(code, vaddr)
     if defect is not None:
         return f"skipped:{defect}"
-    tgt = getattr(mod, "pc_relative_target", lambda *x: None)(backend, code, vaddr)
+    tgt = mod.pc_relative_target(backend, code, vaddr)
     page = 0x1000
     if tgt is not None and tgt < vaddr + len(mod.SWBP_INSN) and vaddr < tgt + 64:
         return "skipped:reads-the-breakpoint"  # it reads the breakpoint bytes (real, but not (a))
@@ -149,13 +146,12 @@ def prop_pc_relative(backend: Backend, fs: FeatureSet, code: bytes, vaddr: int,
         return f"refused:{a.reason.value}"
     if a.method in (UMethod.EMULATE, UMethod.SIMULATE):
         return f"not-copied:{a.method.value}"
-    kd = getattr(mod, "kernel_divergent", None)
-    if kd and kd(code):
-        return f"kernel-divergent:{kd(code)}"
-    tgt = getattr(mod, "pc_relative_target", None)
-    if tgt is None:
+    kd = mod.kernel_divergent(code)
+    if kd:
+        return f"kernel-divergent:{kd}"
+    if not mod.COPIES_PC_RELATIVE:
         raise AssertionError(f"{code.hex()}: a PC-relative form is copied to the slot ({a})")
-    target = tgt(backend, code, vaddr)
+    target = mod.pc_relative_target(backend, code, vaddr)
     if target is None:
         return "no-pc-relative"
     slot = mod.xol_slot(a, insn, vaddr, xol_vaddr)
