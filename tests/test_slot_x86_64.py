@@ -168,3 +168,8 @@ def test_rep_string_behind_rex_is_an_oracle_defect() -> None:
     from kpatch_arch.x86_64.slot import oracle_defect
     assert oracle_defect(bytes.fromhex("f241a5")) == "unicorn-rep-string-one-iteration"
     assert oracle_defect(bytes.fromhex("a5")) is None
+    # a branch to itself: one step ends where it began, like a step the engine dropped
+    assert oracle_defect(bytes.fromhex("46e0fd")) == "branch-to-itself"  # rex loopne .
+    assert oracle_defect(bytes.fromhex("ebfe")) == "branch-to-itself"  # jmp .
+    assert oracle_defect(bytes.fromhex("e9fbffffff")) == "branch-to-itself"  # jmp . (rel32)
+    assert oracle_defect(bytes.fromhex("ebfd")) is None

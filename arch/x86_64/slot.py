@@ -302,9 +302,14 @@ def oracle_defect(code: bytes) -> str | None:
     """Why unicorn cannot judge ``code``: it counts each iteration of a REP string instruction
     as one instruction, so a single step of the plain run is one iteration, not the instruction.
     (Read from the bytes: capstone drops a REP prefix that a REX byte follows.)"""
-    opcode, prefixes, _, vex, _ = kernel_opcode(code)
+    opcode, prefixes, _, vex, imm_at = kernel_opcode(code)
     if not vex and set(prefixes) & {0xF2, 0xF3} and opcode in STRING_OPCODES:
         return "unicorn-rep-string-one-iteration"
+    # a relative branch to itself (rel == -len): one step ends where it started, which the
+    # executor cannot tell from a step unicorn dropped, so it runs it again
+    if not vex and opcode in RELATIVE_BRANCH_OPCODES and imm_at < len(code) and \
+            int.from_bytes(code[imm_at:], "little", signed=True) == -len(code):
+        return "branch-to-itself"
     return None
 
 
