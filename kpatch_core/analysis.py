@@ -14,7 +14,7 @@ from .symbols import STT_FUNC, STT_OBJECT
 if TYPE_CHECKING:
     from .image import Image
 
-ANALYZER_VERSION = "4"  # bump when verdict logic changes: cached results are keyed by it
+ANALYZER_VERSION = "5"  # bump when verdict logic changes: cached results are keyed by it
 
 TYPE_NAMES = ("notype", "func", "object")
 
@@ -26,7 +26,7 @@ class TextSymbols:
     addrs: np.ndarray  # uint64, sorted
     sizes: np.ndarray  # uint64, the kernel's (distance to the next kallsyms address)
     names: list[str]
-    types: np.ndarray  # uint8 index into TYPE_NAMES (func when any alias is STT_FUNC)
+    types: np.ndarray  # uint8 index into TYPE_NAMES (func when any alias is one by evidence)
 
     @classmethod
     def build(cls, image: "Image") -> "TextSymbols":
@@ -34,7 +34,12 @@ class TextSymbols:
         t = image.tables
         m = (ks.uaddrs >= np.uint64(t.stext)) & (ks.uaddrs < np.uint64(t.etext))
         idx = np.nonzero(m)[0]
-        stype = (ks.symtab.info[ks.sym_index] & 0xF).astype(np.uint8)
+        # the type by evidence a boot image holds too (names, BTF, __mcount_loc, entry words),
+        # not the ELF's: the analysis of /boot files and of the debug vmlinux agree (issue 17)
+        from .bootimage.symbol_types import evidence_types
+        lo_hi = np.searchsorted(ks.addrs, np.array([t.stext, t.etext], np.uint64), side="left")
+        stype = np.zeros(len(ks.names), np.uint8)
+        stype[int(lo_hi[0]):int(lo_hi[1])] = evidence_types(image, int(lo_hi[0]), int(lo_hi[1]))
         is_func = (stype == STT_FUNC).astype(np.uint8)
         is_obj = (stype == STT_OBJECT).astype(np.uint8)
         any_func = np.maximum.reduceat(is_func, ks.ufirst) if len(ks.ufirst) else is_func

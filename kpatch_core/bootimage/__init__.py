@@ -30,7 +30,7 @@ from .kallsyms import find_kallsyms
 from .layout import elf_payload_layout, raw_payload_layout, read_at
 from .riscv_image import EM_RISCV, is_riscv_image
 from .s390_image import EM_S390, is_s390_image, s390_payload
-from .symbol_types import FUNCTION_ENTRY_WORDS, near_mcount
+from .symbol_types import FUNCTION_ENTRY_WORDS, btf_string_names, near_mcount
 from .synth_elf import SHF_EXECINSTR, Layout, Symbols, write_elf
 from .system_map import looks_like_system_map, read_system_map
 from .zboot import is_zboot, zboot_payload
@@ -260,18 +260,11 @@ def _kallsyms(path: str, payload: bytes, arch: str | None) -> Symbols:
 
 
 def _btf_functions(layout: Layout, payload: bytes) -> frozenset[str]:
-    """Names in the string section of the image's .BTF (include/uapi/linux/btf.h: header, then
-    ``str_off``/``str_len`` after ``hdr_len``): every BTF_KIND_FUNC name is there. Reading the
-    strings instead of walking the types is five times faster; a name that is only a member or
-    parameter name counts too, which the types it decides (function or label) rarely meet."""
+    """Names in the string section of the image's .BTF (:func:`btf_string_names`)."""
     s = next((s for s in layout.sections if s.name == ".BTF" and s.src >= 0), None)
-    if s is None or s.size < 24:
+    if s is None:
         return frozenset()
-    raw = payload[s.src:s.src + s.size]
-    e = "<" if raw[:2] == b"\x9f\xeb" else ">"
-    _magic, _ver, _flags, hdr_len, _toff, _tlen, str_off, str_len = struct.unpack_from(e + "HBBIIIII", raw, 0)
-    strs = bytes(raw[hdr_len + str_off:hdr_len + str_off + str_len])
-    return frozenset(x.decode("latin-1") for x in strs.split(b"\0") if x)
+    return btf_string_names(memoryview(payload)[s.src:s.src + s.size])
 
 
 def _mcount(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:

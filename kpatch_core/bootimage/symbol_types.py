@@ -14,8 +14,13 @@ True
 from __future__ import annotations
 
 import re
+import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..image import Image
 
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
@@ -107,4 +112,49 @@ def symbol_infos(letters: str, names: list[str], in_text: list[bool], in_btf: li
         if v is None:
             v = memo[k] = symbol_info(t, kind, x, b, ev)
         out.append(v)
+    return out
+
+
+def btf_string_names(raw: bytes | memoryview) -> frozenset[str]:
+    """Names in the string section of a ``.BTF`` blob (include/uapi/linux/btf.h: header, then
+    ``str_off``/``str_len`` after ``hdr_len``): every BTF_KIND_FUNC name is there. Reading the
+    strings instead of walking the types is five times faster; a name that is only a member or
+    parameter name counts too, which the types it decides (function or label) rarely meet."""
+    if len(raw) < 24:
+        return frozenset()
+    e = "<" if bytes(raw[:2]) == b"\x9f\xeb" else ">"
+    _magic, _ver, _flags, hdr_len, _toff, _tlen, str_off, str_len = struct.unpack_from(e + "HBBIIIII", raw, 0)
+    strs = bytes(raw[hdr_len + str_off:hdr_len + str_off + str_len]).decode("latin-1")
+    return frozenset(strs.split("\0")) - {""}
+
+
+def evidence_types(image: "Image", lo: int, hi: int) -> np.ndarray:
+    """ELF type (STT_FUNC or STT_NOTYPE) by :func:`symbol_info`'s evidence for the kallsyms
+    entries ``[lo, hi)`` of ``image``, all of them text: from the names, the ``.BTF`` strings, the
+    ``__mcount_loc`` records and the entry words, which a debug vmlinux and the synthetic ELF of
+    its boot image hold alike (the ELF's own types, which a boot image lacks, are not read), so
+    the full analysis reports the same ``type`` from both."""
+    ks = image.kallsyms
+    names = ks.names[lo:hi]
+    addrs = np.asarray(ks.addrs[lo:hi], np.uint64)
+    s = image.section(".BTF")
+    btf = btf_string_names(image.data[s.offset:s.offset + s.size]) if s is not None else frozenset()
+    mcount = image.tables.mcount_records
+    evidence = near_mcount(addrs, mcount[mcount != 0]) if len(mcount) else np.zeros(len(addrs), bool)
+    machine = int.from_bytes(image.data[18:20], "little" if image.little_endian else "big")
+    words = FUNCTION_ENTRY_WORDS.get(machine)
+    if words:
+        evidence |= np.isin(image.read_u32_at(addrs), np.array(words, np.uint32))
+    in_btf = np.fromiter((n in btf for n in names), bool, len(names))
+    out = np.where(in_btf | evidence, STT_FUNC, STT_NOTYPE).astype(np.uint8)
+    # names beyond a plain identifier (a prefix, a compiler suffix, a linker symbol: all start
+    # with "_" or hold a ".") take the whole rule; a plain one is a function on evidence alone
+    odd = [i for i, n in enumerate(names) if n[:1] == "_" or "." in n]
+    pfx = [i for i in odd if names[i].startswith(FUNCTION_PREFIXES)]  # x86 6.12+: one per function
+    out[pfx] = STT_FUNC
+    odd = sorted(set(odd) - set(pfx)) if pfx else odd
+    if odd:
+        info = symbol_infos("t" * len(odd), [names[i] for i in odd], [True] * len(odd),
+                            in_btf[odd].tolist(), evidence[odd].tolist())
+        out[odd] = np.array(info, np.uint8) & 0xF
     return out
