@@ -155,6 +155,12 @@ class Backend:
         """Bytes a ``__jump_table`` site reserves (``JUMP_LABEL_NOP_SIZE``)."""
         return 4
 
+    def bpf_poke_nop_feature(self, image: "Image", addr: int) -> int | None:
+        """The CPU feature bit with which boot patching (apply_alternatives) leaves at ``addr``
+        the NOP ``bpf_arch_text_poke`` expects, so an entry without an ftrace location can be
+        patched; None when none does (the weak default: nothing is poked)."""
+        return None
+
     def runtime_bytes(self, image: "Image", start: int, end: int) -> bytes:
         """Text ``[start, end)`` as the running kernel holds it (boot-time patching applied)."""
         return image.read(start, end - start)
@@ -397,6 +403,7 @@ class UprobeSupport:
     PAGE_SIZE: ClassVar[int] = 4096
     XOL_STEP: ClassVar[str]
     COPIES_PC_RELATIVE: ClassVar[bool] = False  # PC-relative forms are copied and retargeted
+    ENGINE: ClassVar[str] = "unicorn"  # the execution oracle: "unicorn" or "qemu-user"
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -446,6 +453,17 @@ class UprobeSupport:
     def oracle_defect_at(self, code: bytes, vaddr: int) -> str | None:
         """An engine defect that depends on the address; default none."""
         return None
+
+    def kernel_divergent_state(self, code: bytes, regs: "Mapping[str, int]") -> str | None:
+        """A kernel divergence that depends on the registers; default none (the kprobe slot's
+        are about kprobe emulation, which uprobes do not share unless an arch says so)."""
+        return None
+
+    def not_comparable(self, code: bytes) -> str | None:
+        """Why two runs of ``code`` cannot be compared (privileged, clock, I/O); default: the
+        kprobe slot's (the same CPU runs it)."""
+        slots = self.backend.slot_support()
+        return slots.not_comparable(code) if slots is not None else None
 
     def pc_relative_target(self, backend: Any, code: bytes, addr: int) -> int | None:
         """The address a copied PC-relative instruction names; None when none is copied."""

@@ -24,9 +24,63 @@ from kpatch_core.registry import backend_named
 from kpatch_core.testing import initial_flags, register_names
 from kpatch_core.testing import strategies as S
 from kpatch_core.uprobe import properties as P
+from kpatch_core.uprobe import qemu_ppc64le as Q
 from kpatch_core.uprobe.probe import features_for, uprobe_support
 
-ALIGN = {"x86_64": 1, "arm64": 4, "riscv64": 2, "s390x": 2}
+ALIGN = {"x86_64": 1, "arm64": 4, "riscv64": 2, "s390x": 2, "ppc64le": 4}
+
+
+CLASSES = (("ok", "executed"), ("faulted", "faulted"), ("refused", "refused"),
+           ("kernel-divergent", "kernel-divergent"), ("excluded", "excluded"),
+           ("skipped", "oracle defects"), ("DIVERGENCE", "divergences"))
+
+
+def classes(counts: collections.Counter[str]) -> dict[str, int]:
+    """Property (a)'s labels summed by class (the issue-14 counting)."""
+    out = {name: 0 for _, name in CLASSES}
+    for label, n in counts.items():
+        prefix = label.split(":")[0]
+        out[dict(CLASSES)[prefix]] += n
+    return out
+
+
+def _qemu_batch(b: object, fs: object, n: int, batch_seed: int,
+                counts: collections.Counter[str], record: object) -> None:
+    """Property (a) on qemu-user (ppc64le): ``n`` examples drawn by hypothesis (instructions,
+    and words of the classes emulate_step handles), register files aimed at the data buffer,
+    run together by :func:`kpatch_core.uprobe.qemu_ppc64le.same_end_state`."""
+    import random
+    drawn: list[tuple[bytes, int]] = []
+    emulated_word = st.integers(0, (1 << 64) - 1).map(
+        lambda s: Q.qppc.random_emulated_word(random.Random(s)).to_bytes(4, "little"))
+
+    @seed(batch_seed)
+    @settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(code=st.one_of(S.instruction("ppc64le"), emulated_word), s=st.integers(0, 1 << 30))
+    def draw(code: bytes, s: int) -> None:
+        drawn.append((code, s))
+    draw()
+    examples = [(code, Q.qppc.random_register_file(random.Random(s), int.from_bytes(code[:4], "little")))
+                for code, s in drawn[:n]]
+    buffer = random.Random(batch_seed).randbytes(Q.qppc.BUF_SIZE)
+    got = Q.same_end_state(b, fs, examples, buffer)  # type: ignore[arg-type]
+    if got is None:
+        raise SystemExit("qemu-ppc64le-static is not installed: apt-get install qemu-user-static")
+    labels, diverged = got
+    for label, k in labels.items():
+        if label != "DIVERGENCE":
+            counts[label] += k
+    for d in diverged:
+        record(None, AssertionError(json.dumps(d)), d.get("insn"))  # type: ignore[operator]
+
+
+def _pc_relative(arch: str) -> st.SearchStrategy[bytes]:
+    """Property (c)'s instructions: the shared strategy's, ppc64le's from its uprobe table."""
+    if arch != "ppc64le":
+        return S.pc_relative_instruction(arch)
+    from kpatch_arch.ppc64le.uprobe import PC_RELATIVE_FORMS
+    return st.tuples(st.sampled_from(PC_RELATIVE_FORMS), st.integers(0, 0xFFFFFFFF)).map(
+        lambda t: (t[1] & ~t[0][1] | t[0][0]).to_bytes(4, "little"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--min-executed", type=float, default=0.5,
+                    help="least share of (a) examples that executed the probed instruction")
     a = ap.parse_args(argv)
     props = "abcd" if a.property == "all" else a.property
     if not props or set(props) - set("abcd"):
@@ -72,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = settings(max_examples=n, deadline=None, database=None, derandomize=False,
                            suppress_health_check=list(HealthCheck))
-            if prop == "a":
+            if prop == "a" and uprobe_support(b).ENGINE == "qemu-user":
+                def run() -> None:  # drawn by hypothesis, executed many per qemu process
+                    _qemu_batch(b, fs, n, a.seed + batch_no, counts, record)
+            elif prop == "a":
                 @cfg
                 @seed(a.seed + batch_no)
-                @given(code=S.instruction(a.arch), off=st.integers(0, 0xFFF),
+                @given(code=S.executable_instruction(a.arch), off=st.integers(0, 0xFFF),
                        regs=S.register_file(register_names(b), P.data_pointers()),
                        bits=st.integers(0, 2**32 - 1))
                 def run(code: bytes, off: int, regs: dict[str, int], bits: int) -> None:
@@ -99,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             elif prop == "c":
                 @cfg
                 @seed(a.seed + batch_no)
-                @given(code=S.pc_relative_instruction(a.arch), off=st.integers(0, 1 << 40),
+                @given(code=_pc_relative(a.arch), off=st.integers(0, 1 << 40),
                        xol=st.integers(0x7F0000000000, 0x7FFFFFFFF000))
                 def run(code: bytes, off: int, xol: int) -> None:
                     va = 0x400000 + off - off % align
@@ -113,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                 @given(off=st.integers(0, 1 << 30))
                 def run(off: int) -> None:
                     va = 0x400000 + off - off % uprobe_support(b).SWBP_INSN_SIZE
+                    if uprobe_support(b).ENGINE == "qemu-user":
+                        va = Q.qppc.USER_BASE + 0x1000 + off % 0x4000 * 4
                     try:
                         P.prop_breakpoint_traps(b, va)
                         record("traps", None, None)
@@ -122,16 +183,28 @@ def main(argv: list[str] | None = None) -> int:
             run()
             done += sum(counts.values()) - before
             batch_no += 1
-            print(json.dumps({"progress": True, "arch": a.arch, "property": prop,
-                              "examples": sum(counts.values()), "divergences": divergences,
-                              "seconds": round(time.time() - t0, 1)}), flush=True)
+            progress = {"progress": True, "arch": a.arch, "property": prop,
+                        "examples": sum(counts.values()), "divergences": divergences,
+                        "seconds": round(time.time() - t0, 1)}
+            if prop == "a":  # a run stopped early still says what each class holds
+                progress.update(classes=classes(counts), outcomes=dict(counts.most_common()),
+                                not_generated=dict(S.NOT_EXECUTABLE))
+            print(json.dumps(progress), flush=True)
             if sum(counts.values()) == before:  # hypothesis produced nothing new
                 break
         bad += divergences
-        print(json.dumps({"arch": a.arch, "kernel": fs.rules, "property": prop,
-                          "examples": sum(counts.values()), "divergences": divergences,
-                          "seconds": round(time.time() - t0, 1),
-                          "outcomes": dict(counts.most_common())}), flush=True)
+        summary = {"arch": a.arch, "kernel": fs.rules, "property": prop,
+                   "examples": sum(counts.values()), "divergences": divergences,
+                   "seconds": round(time.time() - t0, 1), "outcomes": dict(counts.most_common())}
+        if prop == "a":
+            summary["classes"] = classes(counts)
+            summary["not_generated"] = dict(S.NOT_EXECUTABLE)
+            executed = summary["classes"]["executed"]
+            if executed < a.min_executed * summary["examples"]:
+                print(f"FAIL: only {executed} of {summary['examples']} examples executed the "
+                      f"probed instruction (floor {a.min_executed:.0%})", flush=True)
+                bad += 1
+        print(json.dumps(summary), flush=True)
     return 1 if bad else 0
 
 

@@ -34,6 +34,12 @@ CPU_FTR_ARCH_31 = False  # POWER9, as the oracle guest and analyse_class assume;
 MASK64 = (1 << 64) - 1
 
 
+# the PC-relative forms (value, mask of the fixed bits, bytes): b and bc with AA=0, addpcis;
+# emulate_step emulates them all (analyse_instr), so none is copied to the XOL slot
+PC_RELATIVE_FORMS = ((0x48000000, 0xFC000002, 4), (0x40000000, 0xFC000002, 4),
+                     (0x4C000004, 0xFC00003E, 4))
+
+
 def is_trap(word: int) -> bool:
     """``is_trap`` (asm/probes.h, CONFIG_PPC64): tw, td, twi, tdi."""
     return (word & 0xFC0007FE) in (0x7C000008, 0x7C000088) or (word & 0xFC000000) in (0x08000000, 0x0C000000)
@@ -89,6 +95,7 @@ def insn_length(backend: Ppc64leBackend, code: bytes) -> int:
 class Ppc64leUprobeSupport(UprobeSupport):
     """ppc64le uprobes: the module functions above as the backend's hooks."""
 
+    ENGINE = "qemu-user"  # unicorn has no little-endian PPC64: kpatch_core.uprobe.qemu_ppc64le
     SWBP_INSN = SWBP_INSN
     SWBP_INSN_SIZE = SWBP_INSN_SIZE
     MAX_UINSN_BYTES = MAX_UINSN_BYTES

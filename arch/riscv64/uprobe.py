@@ -17,6 +17,7 @@ from kpatch_core.uprobe.verdict import Analysis, UMethod, UReason, URefusal
 
 from .insn import C_EBREAK, EBREAK, EBREAK_BYTES, Outcome, decode_table, decode_word
 from .insn import insn_length as insn_length_of
+from .slot import kernel_divergent_state
 from .slot import simulate as simulate_insn
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ class Riscv64UprobeSupport(UprobeSupport):
     post_xol = staticmethod(post_xol)
     insn_length = staticmethod(insn_length)
     emulate = staticmethod(emulate)
+    # simulate_c_jr_jalr is the kprobe one (arch_uprobe_skip_sstep calls the same handler)
+    kernel_divergent_state = staticmethod(kernel_divergent_state)
 
 
 def uprobe_support(backend: "Backend") -> Riscv64UprobeSupport:

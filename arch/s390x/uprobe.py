@@ -165,6 +165,21 @@ def oracle_defect_at(code: bytes, vaddr: int) -> str | None:
     return "unicorn-no-specification-exception" if size and target % size else None
 
 
+# cghrl, chrl: unicorn (QEMU 5) sets the wrong condition code (first operand high reads as low);
+# qemu-s390x-static 7.2 and the Principles of Operation agree with handle_insn_ril's emu_cmp_ril
+# (tests/test_uprobe_properties.py::test_s390x_compare_relative_long_against_qemu proves it)
+UNICORN_BAD_CC = frozenset({(0xC6, 0x4), (0xC6, 0x5)})
+
+
+def oracle_defect(code: bytes) -> str | None:
+    """Why unicorn cannot judge ``code``: the kprobe slot's reasons, and the signed halfword
+    compares relative long (cghrl, chrl), whose condition code unicorn computes wrongly."""
+    from .slot import oracle_defect as slot_defect
+    if len(code) >= 6 and (code[0], code[1] & 0x0F) in UNICORN_BAD_CC:
+        return "unicorn-cghrl-chrl-condition-code"
+    return slot_defect(code)
+
+
 class S390xUprobeSupport(UprobeSupport):
     """s390x uprobes: the module functions above as the backend's hooks."""
 
@@ -181,6 +196,7 @@ class S390xUprobeSupport(UprobeSupport):
     post_xol = staticmethod(post_xol)
     insn_length = staticmethod(insn_length)
     emulate = staticmethod(emulate)
+    oracle_defect = staticmethod(oracle_defect)
     oracle_defect_at = staticmethod(oracle_defect_at)
     pc_relative_target = staticmethod(pc_relative_target)
 

@@ -410,12 +410,14 @@ def qemu_batch_robust(examples: list[tuple], buffer: bytes) -> list[dict | None]
 
 
 def prove_emulation(examples: list[tuple[bytes, Mapping[str, int]]], buffer: bytes,
-                    batch: int = 250) -> tuple[dict[str, int], list[dict]] | None:
+                    batch: int = 250, msr: int | None = None
+                    ) -> tuple[dict[str, int], list[dict]] | None:
     """Check :func:`kpatch_arch.ppc64le.emulate.emulate_step` against execution: each
     (instruction, register file) runs at :data:`SITE` under qemu-ppc64le with ``buffer`` at
     :data:`BUF`, and the model's Effect applied to the same state must give the same 32 GPRs,
     NIP, LR, CTR, CR, XER (SO/OV/CA/OV32/CA32/byte count: regs->xer goes back through mtxer)
-    and buffer.  Returns (counts, divergences); None without qemu.
+    and buffer.  ``msr``: the MSR the model runs with (default :func:`_proof_msr`, the
+    kernel's; uprobes pass a user one).  Returns (counts, divergences); None without qemu.
 
     Bits the ISA leaves undefined for the original instruction are not compared
     (:func:`~kpatch_arch.ppc64le.emulate.hardware_undefined`: the high word of divw/mulhw...);
@@ -433,7 +435,7 @@ def prove_emulation(examples: list[tuple[bytes, Mapping[str, int]]], buffer: byt
                           hardware_undefined)
     counts: collections.Counter = collections.Counter()
     diverged: list[dict] = []
-    msr = _proof_msr()
+    msr = _proof_msr() if msr is None else msr
     read = _buffer_read(buffer)
     runs: list[tuple[bytes, Mapping[str, int], Effect]] = []
     for insn, regs in examples:

@@ -25,7 +25,7 @@ from .probe import XOL_VADDR_DEFAULT, uprobe_support
 from .verdict import Analysis, UMethod
 
 if TYPE_CHECKING:
-    from kpatch_arch.base import Backend
+    from kpatch_arch.base import Backend, UprobeSupport
 
 XOL_TRAP_LIMIT = 64  # engine instructions between entering the slot and its trap (riscv)
 
@@ -43,17 +43,21 @@ class InstalledUprobe:
     hits: int = 0
 
 
-class UprobeExecutor(Machine):
-    """A :class:`Machine` with uprobes; user addresses are engine addresses (no rebase)."""
+class UprobeSites:
+    """The armed uprobes of one text: ``install``/``remove`` as ``install_breakpoint`` and
+    ``remove_breakpoint`` do, over the ``read``/``_poke`` of the class that mixes it in."""
 
-    def __init__(self, backend: Backend, features: FeatureSet | None = None,
-                 xol_vaddr: int = XOL_VADDR_DEFAULT, lazy: bool = True) -> None:
-        super().__init__(backend, lazy)
-        self.cpu = attrs.evolve(self.cpu, rebase=0)  # user space: addresses as they are
-        self.mod = uprobe_support(backend)
-        self.features = features or FeatureSet.decide((6, 12), backend.name)
-        self.xol_vaddr = xol_vaddr
-        self.uprobes: dict[int, InstalledUprobe] = {}
+    backend: Backend
+    mod: UprobeSupport
+    xol_vaddr: int
+    uprobes: dict[int, InstalledUprobe]
+
+    def read(self, addr: int, n: int) -> bytes:
+        """``n`` bytes of text at ``addr``."""
+        raise NotImplementedError
+
+    def _poke(self, addr: int, data: bytes) -> None:
+        raise NotImplementedError
 
     # -- install / remove (install_breakpoint / remove_breakpoint) ------------------------------
     def install(self, vaddr: int, analysis: Analysis,
@@ -81,6 +85,46 @@ class UprobeExecutor(Machine):
             return False
         self._poke(vaddr, u.original)
         return True
+
+
+class TextUprobes(UprobeSites):
+    """Uprobes over plain text bytes at ``base`` (no CPU): for an architecture whose execution
+    oracle is not unicorn (ppc64le), property (b) runs on this."""
+
+    def __init__(self, backend: Backend, base: int, text: bytes,
+                 xol_vaddr: int = XOL_VADDR_DEFAULT) -> None:
+        self.backend = backend
+        self.mod = uprobe_support(backend)
+        self.xol_vaddr = xol_vaddr
+        self.uprobes = {}
+        self.base = base
+        self.text = bytearray(text)
+
+    def read(self, addr: int, n: int) -> bytes:
+        """Text bytes (zeros past the end, as the rest of a mapped page)."""
+        off = addr - self.base
+        return bytes(self.text[off:off + n]).ljust(n, b"\0")
+
+    def _poke(self, addr: int, data: bytes) -> None:
+        off = addr - self.base
+        self.text[off:off + len(data)] = data
+
+
+class UprobeExecutor(Machine, UprobeSites):
+    """A :class:`Machine` with uprobes; user addresses are engine addresses (no rebase)."""
+
+    def __init__(self, backend: Backend, features: FeatureSet | None = None,
+                 xol_vaddr: int = XOL_VADDR_DEFAULT, lazy: bool = True) -> None:
+        super().__init__(backend, lazy)
+        self.cpu = attrs.evolve(self.cpu, rebase=0)  # user space: addresses as they are
+        self.mod = uprobe_support(backend)
+        self.features = features or FeatureSet.decide((6, 12), backend.name)
+        self.xol_vaddr = xol_vaddr
+        self.uprobes = {}
+
+    def read(self, addr: int, n: int) -> bytes:
+        """:meth:`Machine.read`."""
+        return Machine.read(self, addr, n)
 
     def _poke(self, addr: int, data: bytes) -> None:
         """Write into (read+execute) text as ``uprobe_write_opcode`` does: through a new page."""

@@ -8,15 +8,17 @@ benchmarks/uprobe_properties_long.py), mirroring the kprobe suite's (a)-(d):
     riprel scratch register) or is never copied (emulated/simulated);
 (d) the breakpoint encoding traps at its own address.
 
-Each returns an outcome label ("ok", "refused:<REASON>", "kernel-divergent:<why>",
-"skipped:<why>") so the long run counts every example; a violation raises AssertionError.
+Each returns an outcome label ("ok:<method>", "faulted:<kind>", "refused:<REASON>",
+"excluded:<why>", "kernel-divergent:<why>", "skipped:<oracle defect>") so the long run counts
+every example; a violation raises AssertionError.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from ..features import FeatureSet
-from .executor import UprobeExecutor
+from ..testing import fault_kind
+from .executor import TextUprobes, UprobeExecutor, UprobeSites
 from .probe import uprobe_support
 from .verdict import UMethod, URefusal
 
@@ -35,23 +37,42 @@ def data_pointers(n: int = 4) -> tuple[int, ...]:
     return tuple(USER_DATA + i * 0x1000 for i in range(n))
 
 
-def _state(ex: UprobeExecutor, outcome: object, pages: list[int]) -> dict:
+def _state(ex: UprobeExecutor, outcome: object, pages: list[int],
+           mask: tuple[int, int]) -> dict:
     regs = ex.regs()
-    for name, mask in ex.cpu.flags_mask.items():
-        regs[name] &= mask
-    # a page only one run touched reads the same deterministic fill in the other
+    for name, m in ex.cpu.flags_mask.items():
+        regs[name] &= m
+    memory = {}
+    for p in pages:  # a page only one run touched reads the same deterministic fill in the other
+        data = bytearray(ex.read(p, ex.cpu.page))
+        lo, hi = max(mask[0], p), min(mask[1], p + len(data))
+        if lo < hi:  # the probed bytes: the breakpoint stays armed in the probed run
+            data[lo - p:hi - p] = bytes(hi - lo)
+        memory[p] = bytes(data)
     return {"outcome": None if outcome is None else (outcome.reason, outcome.pc),  # type: ignore[attr-defined]
-            "regs": regs, "memory": {p: ex.read(p, ex.cpu.page) for p in pages}}
+            "regs": regs, "memory": memory}
 
 
 def prop_same_end_state(backend: Backend, fs: FeatureSet, code: bytes, vaddr: int,
                         regs: dict[str, int]) -> str:
-    """(a) one instruction at ``vaddr``: plain run == probed run (one step each)."""
+    """(a) one instruction at ``vaddr``: plain run == probed run (one step each).
+
+    Returns the example's class, counted as in the kprobe property (a) of issue 14:
+    ``ok:<method>`` (the instruction executed in both runs and they agree), ``faulted:<kind>``
+    (both runs agree, but the plain run faulted on the instruction itself, so it never
+    executed: never counted as equality), ``refused:<reason>``, ``excluded:<why>`` (no two runs
+    compare: clock, privileged or I/O state), ``kernel-divergent:<why>`` (the real kernel runs
+    it differently from the CPU) or ``skipped:<oracle defect>``; raises AssertionError with
+    the differences.  Every mapped page is compared except the XOL page (the kernel's
+    ``[uprobes]`` mapping), the probed bytes masked."""
     mod = uprobe_support(backend)
     defect = mod.oracle_defect(code)
     if defect is not None:
         return f"skipped:{defect}"
-    why = mod.kernel_divergent(code)
+    excluded = mod.not_comparable(code)
+    if excluded is not None:
+        return f"excluded:{excluded}"
+    why = mod.kernel_divergent(code) or mod.kernel_divergent_state(code, regs)
     if why is not None:
         return f"kernel-divergent:{why}"
     insn = code + bytes(mod.MAX_UINSN_BYTES)
@@ -64,7 +85,6 @@ def prop_same_end_state(backend: Backend, fs: FeatureSet, code: bytes, vaddr: in
     if defect is not None:
         return f"skipped:{defect}"
     tgt = mod.pc_relative_target(backend, code, vaddr)
-    page = 0x1000
     if tgt is not None and tgt < vaddr + len(mod.SWBP_INSN) and vaddr < tgt + 64:
         return "skipped:reads-the-breakpoint"  # it reads the breakpoint bytes (real, but not (a))
     states = []
@@ -85,21 +105,26 @@ def prop_same_end_state(backend: Backend, fs: FeatureSet, code: bytes, vaddr: in
             assert hits == [1], f"{code.hex()}: handler ran {len(hits)} times ({out})"
         if out is not None and out.reason == "fault":
             ex.set(ex.cpu.pc, vaddr)  # the signal is delivered at the probed address
-        skip = {x & ~(page - 1) for x in (vaddr, vaddr + len(code) + 15, XOL_VADDR, XOL_VADDR + 127)}
-        states.append((ex, out, skip))
-    skip_all = states[0][2] | states[1][2]
-    pages = sorted((states[0][0].mapped | states[1][0].mapped) - skip_all)
-    sa, sb = (_state(ex, out, pages) for ex, out, _ in states)
+        states.append((ex, out))
+    page = states[0][0].cpu.page
+    xol = {x & ~(page - 1) for x in (XOL_VADDR, XOL_VADDR + 127)}
+    pages = sorted((states[0][0].mapped | states[1][0].mapped) - xol)
+    mask = (vaddr, vaddr + max(len(code), len(mod.SWBP_INSN)))
+    sa, sb = (_state(ex, out, pages, mask) for ex, out in states)
     diffs = []
     if sa["outcome"] != sb["outcome"]:
         diffs.append(f"outcome {sa['outcome']} != {sb['outcome']}")
     for k, v in sa["regs"].items():
         if v != sb["regs"].get(k):
             diffs.append(f"{k}: {v:#x} != {sb['regs'].get(k, 0):#x}")
-    for p in sorted(set(sa["memory"]) | set(sb["memory"])):
-        if sa["memory"].get(p) != sb["memory"].get(p):
-            diffs.append(f"memory page {p:#x} differs")
+    for p in pages:
+        if sa["memory"][p] != sb["memory"][p]:
+            i = next(i for i, (x, y) in enumerate(zip(sa["memory"][p], sb["memory"][p])) if x != y)
+            diffs.append(f"memory at {p + i:#x} differs")
     assert not diffs, f"{code.hex()} at {vaddr:#x} ({a.mnemonic}, {a.ops}): " + "; ".join(diffs[:6])
+    plain = states[0][1]
+    if plain is not None and plain.reason == "fault" and plain.pc == vaddr:
+        return f"faulted:{fault_kind(backend, plain.detail)}"
     return f"ok:{a.method.value}"
 
 
@@ -113,9 +138,14 @@ def prop_install_remove(backend: Backend, fs: FeatureSet, codes: list[bytes], ba
     for c in codes:
         starts.append(a)
         a += len(c)
-    ex = UprobeExecutor(backend, fs, XOL_VADDR, lazy=False)
-    ex.map(base, len(text) + 32, fill=False)
-    ex.map_code(base, text)
+    ex: UprobeSites
+    if mod.ENGINE == "unicorn":
+        ue = UprobeExecutor(backend, fs, XOL_VADDR, lazy=False)
+        ue.map(base, len(text) + 32, fill=False)
+        ue.map_code(base, text)
+        ex = ue
+    else:  # no unicorn CPU (ppc64le): the same install/remove over the text bytes
+        ex = TextUprobes(backend, base, text, XOL_VADDR)
     armed: list[int] = []
     for i in order:
         va = starts[i]
@@ -170,6 +200,10 @@ def prop_pc_relative(backend: Backend, fs: FeatureSet, code: bytes, vaddr: int,
 def prop_breakpoint_traps(backend: Backend, vaddr: int) -> None:
     """(d) ``UPROBE_SWBP_INSN`` executed at ``vaddr`` traps there."""
     mod = uprobe_support(backend)
+    if mod.ENGINE != "unicorn":  # qemu-user: the process stops with SIGTRAP
+        from .qemu_ppc64le import breakpoint_traps
+        assert breakpoint_traps(backend, vaddr) is not False, (mod.SWBP_INSN.hex(), hex(vaddr))
+        return
     ex = UprobeExecutor(backend, lazy=False)
     ex.map_code(vaddr, mod.SWBP_INSN + bytes(8))
     ex.set(ex.cpu.pc, vaddr)
