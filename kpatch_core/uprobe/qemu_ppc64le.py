@@ -101,13 +101,13 @@ def same_end_state(backend: Backend, fs: FeatureSet, examples: list[tuple[bytes,
         if k != "DIVERGED":
             counts[EMULATION_LABELS.get(k, f"skipped:emulation-{k}")] += v
     counts["DIVERGENCE"] += ce.get("DIVERGED", 0)
-    got = _step_in_xol(mod, stepped, buffer, counts)
-    if got is None:
+    steps = _step_in_xol(mod, stepped, buffer, counts)
+    if steps is None:
         return None
-    counts["DIVERGENCE"] += len(got)
+    counts["DIVERGENCE"] += len(steps)
     if not counts["DIVERGENCE"]:
         del counts["DIVERGENCE"]
-    return counts, [*diverged, *got]
+    return counts, [*diverged, *steps]
 
 
 def _not_comparable_step(code: bytes) -> str | None:
