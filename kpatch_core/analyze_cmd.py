@@ -53,6 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="also build each accepted instruction's slot (kpatch_core.slot)")
     f.add_argument("--optimized", action="store_true",
                    help="also predict [OPTIMIZED] per accepted instruction (can_optimize; slower)")
+    from .module_cmd import add_module_args
+    add_module_args(f)  # func --module X.ko [MOD:]NAME: a module function (module_cmd.run_func)
     d = sub.add_parser("diff", help="what changed between two kernels")
     d.add_argument("old", help="old vmlinux")
     d.add_argument("new", help="new vmlinux")
@@ -222,6 +224,9 @@ def _name_targets(image: "Image", mnemonic: str) -> str:
 def run_func(args: argparse.Namespace) -> int:
     """``func VMLINUX NAME``: every instruction of the function with its verdict."""
     from .analyze import iter_insns
+    if args.module or args.modules:
+        from .module_cmd import run_func as run_module_func
+        return run_module_func(args)
     a, image = query_function(args.vmlinux, args.name, args.config, args.set, not args.no_cache)
     if not len(a):
         raise InputError(f"{args.name}: no such symbol in core text")

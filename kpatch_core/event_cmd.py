@@ -31,6 +31,8 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     p.add_argument("--arch", dest="other", metavar="OTHER_VMLINUX",
                    help="also print (and validate) the equivalent line for this other image")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    from .module_cmd import add_module_args
+    add_module_args(p)  # 'p:ev MOD:SYM+OFF' checked against the live module
     return p
 
 
@@ -38,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``event``; returns the exit code: 0 when every line is accepted, 1 when the kernel
     would refuse one (its error_log entry is printed on stdout, one line on stderr says so)."""
     from .cmdline import open_image
+    from .module_cmd import attach_modules
     image = open_image(args)
+    attach_modules(image, args)
     note = image.features.note()
     if note and not args.json:
         print(f"kpatch-analyze: {note}", file=sys.stderr)

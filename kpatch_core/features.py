@@ -313,6 +313,13 @@ FEATURES: tuple[Feature, ...] = (
        "kernel/bpf/btf.c: __get_type_size / __btf_type_is_struct (6.1 and 6.12: struct only, "
        "checked on Debian 6.1; since not pinned)",
        since=(6, 13)),
+    _F("MODULE_MAPPING_SYMBOLS_ANY_DOLLAR",
+       "a module's kallsyms lookups skip every '$'-prefixed symbol (riscv's '$xrv64i2p1_...' "
+       "ISA mapping symbols too) and 'L0' labels; before, only '$a/$d/$t/$x' (optionally "
+       "followed by '.') and '.L'",
+       "include/linux/module_symbol.h: is_mapping_symbol (6.12); kernel/module/kallsyms.c: "
+       "is_arm_mapping_symbol (6.1; since not pinned)",
+       since=(6, 6)),
 )
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     ms = attach_modules(image, args)
     assert ms is not None
     if args.func:
-        return _run_func(ms, args)
+        return _run_func(ms, args.func, args)
     names = [n.strip().replace("-", "_") for n in args.only.split(",")] if args.only else ms.names()
     unknown = [n for n in names if not ms.has(n)]
     if unknown:
@@ -172,16 +172,48 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed and not totals["modules"] else 0
 
 
-def _run_func(ms: "ModuleSet", args: argparse.Namespace) -> int:
-    """``modules VMLINUX --module X.ko --func MOD:SYM``: each instruction with its verdict."""
+def run_func(args: argparse.Namespace) -> int:
+    """``func VMLINUX [MOD:]NAME --module X.ko | --modules DIR``: the module function, each
+    instruction with its verdict (``--json``, ``--slots``, ``--optimized`` as for a vmlinux
+    function)."""
+    image = open_image(args)
+    ms = attach_modules(image, args)
+    assert ms is not None
+    return _run_func(ms, args.name, args)
+
+
+def _module_of(ms: "ModuleSet", spec: str) -> tuple[str, str]:
+    """(module, symbol) of ``MOD:SYM``, or of a bare ``SYM`` found in the ``--module`` files
+    (a tree is not searched: name the module)."""
+    mod, sep, sym = spec.partition(":")
+    if sep:
+        if not mod or not sym:
+            raise UsageError(f"{spec!r}: expected MOD:SYM")
+        return mod.replace("-", "_"), sym
+    found = []
+    for name in sorted(ms.given):
+        view = ms.view(name)
+        if view is not None and view.kallsyms.lookup(spec) is not None:
+            found.append(name)
+    if len(found) == 1:
+        return found[0], spec
+    if not found:
+        raise InputError(f"{spec}: no such function in the modules given "
+                         f"({', '.join(sorted(ms.given)) or 'none'}); name it as MOD:{spec}")
+    raise InputError(f"{spec}: in several modules ({', '.join(found)}); name it as MOD:{spec}")
+
+
+def _run_func(ms: "ModuleSet", spec: str, args: argparse.Namespace) -> int:
+    """A module function: each instruction with its verdict."""
     from .analyze import analyze_function, iter_insns
-    mod, sep, sym = args.func.partition(":")
-    if not sep or not mod or not sym:
-        raise UsageError(f"--func {args.func!r}: expected MOD:SYM")
+    mod, sym = _module_of(ms, spec)
     view = ms.view(mod)
     if view is None:
         raise InputError(ms.missing(mod))
     a, idx = analyze_function(view, sym)
+    if not idx:
+        raise InputError(f"{mod}:{sym}: no such function in the module's core text")
+    slots, optimized = getattr(args, "slots", False), getattr(args, "optimized", False)
     out = sys.stdout
     for i in idx:
         f = a.function_json(i)
@@ -192,19 +224,39 @@ def _run_func(ms: "ModuleSet", args: argparse.Namespace) -> int:
                       f"  {f['probeable']}/{f['insns']} instructions probeable\n")
         for ins in iter_insns(a, i, view):
             o = ins["outcome"]
+            flags: tuple[str, ...] = ()
+            if optimized and o.ok:
+                from .probe import check
+                from .target import Target
+                flags = check(view, Target(hex(ins["address"]), "p", address=ins["address"])).flags
+            slot = _slot_text(view, ins["address"]) if slots and o.ok else None
             if args.json:
-                out.write(json.dumps({"module": mod, "function": f["name"],
-                                      "address": hex(ins["address"]), "offset": ins["offset"],
-                                      "bytes": ins["bytes"].hex(), "mnemonic": ins["mnemonic"],
-                                      "ok": o.ok, "method": o.method.value if o.method else None,
-                                      "reason": o.reason.value if o.reason else None,
-                                      "errno": o.errno}) + "\n")
+                d = {"module": mod, "function": f["name"], "address": hex(ins["address"]),
+                     "offset": ins["offset"], "bytes": ins["bytes"].hex(),
+                     "mnemonic": ins["mnemonic"], "ok": o.ok,
+                     "method": o.method.value if o.method else None,
+                     "reason": o.reason.value if o.reason else None, "errno": o.errno}
+                if optimized:
+                    d["optimized"] = "OPTIMIZED" in flags
+                if slots:
+                    d["slot"] = slot
+                out.write(json.dumps(d) + "\n")
             else:
                 what = (o.method.value if o.method else "ok") if o.ok else \
                     f"{o.errno} {o.reason.value if o.reason else ''}"
+                if "OPTIMIZED" in flags:
+                    what += " [OPTIMIZED]"
                 out.write(f"  {ins['address']:#x} +{ins['offset']:<5d} {ins['bytes'].hex():<22s} "
-                          f"{ins['mnemonic'][:50]:50s} {what}\n")
+                          f"{ins['mnemonic'][:50]:50s} {what}"
+                          + (f"  slot {slot}" if slot else "") + "\n")
     return 0
+
+
+def _slot_text(view: "Image", addr: int) -> str:
+    """The slot bytes ``slot_for`` builds at ``addr`` (hex), or why there is none."""
+    from .slot import Slot, slot_for
+    s = slot_for(view, addr)
+    return s.code.hex() if isinstance(s, Slot) else f"refused: {s.reason.value}"
 
 
 def _write_html(d: str, name: str, a: "object") -> None:

@@ -130,6 +130,10 @@ def check(image: Image, target: Target | str) -> Verdict:
             return Verdict(t.text, t.kind, True, deferred=True,
                            detail=f"{why}; the kernel registers the probe and arms it when "
                                   f"{t.module} loads, unchecked here", rules=rules, rules_exact=exact)
+        if t.address is not None and image.module_source is not None:
+            view = image.module_source.view_at(t.address)
+            if view is not None:  # 0xADDR inside a module given: that live module's verdict
+                return attrs.evolve(check(view, t), target=t.text)
         if t.symbol is not None:
             _events_symbol_checks(image, t)
         probe_addr = _events_address(image, t)

@@ -390,3 +390,162 @@ def test_cli_modules_html(capsys, tmp_path: Path) -> None:
     assert code == 0, err
     page = (tmp_path / "kpt_test.html").read_text()
     assert page.lstrip().lower().startswith("<!doctype html") and "kpt_test.ko" in page
+
+
+# -- riscv64 ------------------------------------------------------------------------------
+RISCV64_KO = str(MODDIR / "kpt_test_riscv64.ko")
+RISCV64_VMLINUX = str(Path(__file__).resolve().parent.parent / "testdata" / "riscv64" / "vmlinux-6.12")
+
+
+@pytest.fixture(scope="module")
+def riscv64() -> tuple[Image, ModuleSet]:
+    k = Image.open(RISCV64_VMLINUX)
+    ms = ModuleSet(k, [RISCV64_KO], warn=False)
+    k.module_source = ms
+    return k, ms
+
+
+def test_riscv64_frob_arch_sections(riscv64: tuple[Image, ModuleSet]) -> None:
+    """module_frob_arch_sections: .plt/.got/.got.plt NOBITS, 64-byte aligned, one entry per
+    distinct CALL_PLT (3 calls, 2 targets) resp. GOT_HI20 (none) plus one; .plt is text."""
+    _, ms = riscv64
+    lm = ms.loaded("kpt_test")
+    assert lm is not None
+    sec = {s.name: s for s in lm.ko.sections}
+    assert (sec[".plt"].type, sec[".plt"].align, sec[".plt"].size) == (8, 64, 3 * 12)
+    assert (sec[".got"].size, sec[".got.plt"].size) == (8, 3 * 8)
+    assert lm.layout.mem_of[sec[".plt"].index] == MemType.TEXT
+    assert lm.layout.mem_of[sec[".got"].index] == MemType.RODATA  # SHF_ALLOC only
+
+
+def test_riscv64_relocations_match_ld(riscv64: tuple[Image, ModuleSet], tmp_path: Path) -> None:
+    """riscv64 apply_relocate_add (PCREL_HI20 + paired PCREL_LO12_I/S, CALL_PLT, R_RISCV_64,
+    ADD/SUB accumulated per location) equals GNU ld's output for the same placement (no
+    relaxation); the module sits in the 2 GiB below _end."""
+    ld = shutil.which("riscv64-linux-gnu-ld")
+    if ld is None:
+        pytest.skip("riscv64-linux-gnu-ld not installed (binutils-riscv64-linux-gnu)")
+    kernel, ms = riscv64
+    lm = ms.loaded("kpt_test")
+    assert lm is not None and lm.relocated.unresolved == () and not lm.relocated.overflow
+    assert lm.relocated.unsupported == {}
+    end = kernel.symtab.value("_end") or kernel.link_range[1]
+    assert end - (2 << 30) <= min(lm.layout.address_of.values()) < end
+    # each section its own output section at our address (ld's default script would merge
+    # .rodata.* into .rodata)
+    script = ["SECTIONS {"]
+    for i, a in lm.layout.address_of.items():
+        script.append(f"  {lm.ko.sections[i].name} {a:#x} : {{ *({lm.ko.sections[i].name}) }}")
+    for k, s in enumerate(x for x in lm.ko.sections if x.flags & 2 and x.index not in lm.layout.address_of):
+        script.append(f"  {s.name} {0x10000000 + k * 0x10000:#x} : {{ *({s.name}) }}")
+    (tmp_path / "mod.lds").write_text("\n".join(script) + "\n}\n")
+    args = [ld, "-o", str(tmp_path / "out"), "-e", "0", "--no-relax", "--no-warn-rwx-segments",
+            "-T", str(tmp_path / "mod.lds"),
+            f"--defsym=a_notrace={kernel.symtab.value('a_notrace'):#x}"]
+    subprocess.run(args + [RISCV64_KO], check=True, capture_output=True)
+    with open(tmp_path / "out", "rb") as f:
+        elf = ELFFile(f)
+        compared = 0
+        for i in lm.layout.address_of:
+            s = lm.ko.sections[i]
+            if s.type == 8 or s.size == 0 or s.name.startswith(".note"):
+                continue
+            sec = elf.get_section_by_name(s.name)
+            assert sec.data() == lm.relocated.sections[i], s.name
+            compared += 1
+        assert compared >= 6
+
+
+def test_riscv64_accumulated_differences(riscv64: tuple[Image, ModuleSet]) -> None:
+    """ADD/SUB pairs give the label differences at their final addresses (the loader's
+    buffer starts at 0 per location; the last type's width is stored)."""
+    _, ms = riscv64
+    view = ms.view("kpt_test")
+    assert view is not None
+    at = view.symtab.value("kpt_diffs")
+    sym = {n: view.symtab.value(n) for n in ("kpt_counter", "kpt_func", "kpt_key", "kpt_jl")}
+    raw = view.read(at, 18)
+    u = lambda b: int.from_bytes(b, "little")  # noqa: E731
+    assert u(raw[0:4]) == (sym["kpt_counter"] - sym["kpt_func"]) & 0xFFFFFFFF
+    assert u(raw[4:8]) == (sym["kpt_func"] - sym["kpt_key"]) & 0xFFFFFFFF
+    assert u(raw[8:16]) == (sym["kpt_key"] - sym["kpt_jl"]) & (2 ** 64 - 1)
+    assert u(raw[16:18]) == (sym["kpt_jl"] - sym["kpt_func"]) & 0xFFFF
+
+
+@pytest.mark.parametrize("target,ok,reason", [
+    ("kpt_test:kpt_func+8", True, None),  # past the patchable entry (two 4-byte nops)
+    ("kpt_test:kpt_func", False, "FTRACE_SITE"),  # 6.12: no KPROBES_ON_FTRACE on riscv
+    ("kpt_test:kpt_func+2", False, "NOT_BOUNDARY"),  # inside the first nop
+    ("kpt_test:kpt_func+1", False, "NOT_BOUNDARY"),
+    ("kpt_test:kpt_nokprobe+8", False, "BLACKLIST_NOKPROBE"),
+    ("kpt_test:kpt_kprobes_fn+8", False, "BLACKLIST_AREA"),
+    ("kpt_test:kpt_notrace", False, "NOTRACE"),
+    ("kpt_test:kpt_init", False, "NO_SYMBOL"),
+])
+def test_riscv64_module_verdicts(riscv64: tuple[Image, ModuleSet], target: str, ok: bool,
+                                 reason: str | None) -> None:
+    kernel, _ = riscv64
+    v = check(kernel, target)
+    assert v.ok is ok and (v.reason.value if v.reason else None) == reason, v
+
+
+def test_riscv64_jump_label_in_module(riscv64: tuple[Image, ModuleSet]) -> None:
+    """The module's __jump_table site (a 4-byte nop, relocated PC-relative) is refused."""
+    kernel, ms = riscv64
+    view = ms.view("kpt_test")
+    assert view is not None
+    starts, _ = view.tables.jump_labels
+    assert len(starts) == 1
+    v = check(kernel, hex(int(starts[0])))  # 0xADDR inside the module given
+    assert not v.ok and v.reason is not None and v.reason.value == "JUMP_LABEL", v
+
+
+# -- func / event / 0xADDR on module code -----------------------------------------------
+def test_cli_func_module(capsys) -> None:
+    """``func VMLINUX --module X.ko NAME`` (bare name found in the module, or MOD:NAME)."""
+    code, out, err = _run(capsys, "func", VMLINUX, "kpt_jl", "--module", KO, "--json")
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert {r["module"] for r in rows} == {"kpt_test"} and len(rows) > 3
+    assert [r["offset"] for r in rows if r["reason"] == "JUMP_LABEL"] == [_jump_site_offset()]
+    code, out2, err = _run(capsys, "func", VMLINUX, "kpt_test:kpt_jl", "--module", KO, "--json")
+    assert code == 0 and out2 == out
+    code, out, err = _run(capsys, "func", VMLINUX, "kpt_nosuch", "--module", KO)
+    assert code == 1 and "no such function in the modules given" in err
+
+
+def test_cli_address_in_module(capsys) -> None:
+    """``check --module X.ko 0xADDR``: an address inside the laid-out module is that live
+    module's verdict (the addresses ``func --module`` prints)."""
+    code, out, err = _run(capsys, "func", VMLINUX, "kpt_test:kpt_jl", "--module", KO, "--json")
+    rows = [json.loads(x) for x in out.splitlines()]
+    site = next(r for r in rows if r["reason"] == "JUMP_LABEL")
+    ok = next(r for r in rows if r["ok"])
+    code, out, err = _run(capsys, "check", VMLINUX, site["address"], ok["address"], "--module", KO,
+                          "--json")
+    got = [json.loads(x) for x in out.splitlines()]
+    assert got[0]["ok"] is False and got[0]["reason"] == "JUMP_LABEL", got[0]
+    assert got[1]["ok"] is True and got[1]["symbol"].startswith("kpt_jl+"), got[1]
+    code, out, err = _run(capsys, "check", VMLINUX, site["address"], "--json")  # no module
+    alone = json.loads(out)  # no kallsyms symbol there: accepted, nothing registered
+    assert alone["ok"] is True and alone["symbol"] is None and alone["method"] is None
+
+
+def test_cli_event_module(capsys) -> None:
+    """``event ... 'p:ev MOD:SYM+OFF'`` with --module: the live module's placement checks, a
+    missing symbol BAD_PROBE_ADDR, another module deferred; $argN at a module function's
+    entry only when the module is loaded (TPARG_FL_FENTRY; arm64 6.12 has $argN)."""
+    code, out, err = _run(capsys, "event", VMLINUX, "p:ev kpt_test:kpt_func",
+                          "p:ev2 kpt_test:kpt_nosuch", f"p:ev3 kpt_test:kpt_jl+{_jump_site_offset()}",
+                          "p:ev4 other_mod:f", "--module", KO, "--json")
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [r["ok"] for r in rows] == [True, False, False, True], rows
+    assert rows[0]["event"]["probe"]["flags"] == ["FTRACE"]
+    assert rows[1]["error"]["log_id"] == "BAD_PROBE_ADDR"
+    assert rows[2]["error"]["log_id"] == "FAIL_REG_PROBE" and rows[2]["error"]["errno"] == "EINVAL"
+    assert rows[3]["event"]["probe"]["deferred"] is True
+    line = "p:ev kpt_test:kpt_func a=$arg1"
+    code, out, err = _run(capsys, "event", ARM64_VMLINUX, line, "--module", ARM64_KO, "--json")
+    assert json.loads(out)["ok"] is True and json.loads(out)["event"]["on_func_entry"] is True
+    code, out, err = _run(capsys, "event", ARM64_VMLINUX, line, "--json")
+    assert json.loads(out)["error"]["log_id"] == "NOFENTRY_ARGS"  # not loaded: not FENTRY

@@ -32,6 +32,9 @@ class _Loaded:
     def view(self, name: str) -> Image | None:
         return None if name in self.failed else self.ms.view(name)
 
+    def view_at(self, addr: int) -> Image | None:
+        return None  # the oracle's probes name their module
+
     def missing(self, name: str) -> str:
         return f"module {name} not loaded in the guest"
 

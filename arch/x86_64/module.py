@@ -6,7 +6,7 @@ the field's current value) and returns (new field value, overflow mask or None).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -62,3 +62,15 @@ RELOCATIONS: dict[int, Reloc] = {
     11: Reloc("R_X86_64_32S", 4, _abs32s),
     24: Reloc("R_X86_64_PC64", 8, _pc64),
 }
+
+
+def module_frob_arch_sections(ko: Any) -> Any:
+    """x86 keeps the ``__weak`` ``module_frob_arch_sections`` (kernel/module/main.c): nothing
+    to size before layout."""
+    return ko
+
+
+def apply_relocate_add(sec: Any, state: dict) -> None:
+    """arch/x86/kernel/module.c ``apply_relocate_add`` -> ``__write_relocate_add``: the table,
+    each type vectorised (``sec`` is a :class:`kpatch_core.module.relocate.RelaSection`)."""
+    sec.apply_table(RELOCATIONS)

@@ -113,10 +113,14 @@ class ImageEnv:
         t = Target(text, kind, symbol=sym, offset=offset, address=address, module=module)
         v = check(self.image, t)
         entry: bool | None = None
-        if sym is not None and module is None:
+        where = self.image  # MOD:SYM: the live module when given (else not loaded: -ENOENT)
+        if module is not None:
+            src = self.image.module_source
+            where = src.view(module) if src is not None else None
+        if sym is not None and where is not None:
             try:  # kprobe_on_func_entry(NULL, symbol, offset)
-                entry = _kprobe_addr(self.image, Target(text, "p", symbol=sym,
-                                                        offset=offset)).on_func_entry
+                entry = _kprobe_addr(where, Target(text, "p", symbol=sym,
+                                                   offset=offset)).on_func_entry
             except _Refused:
                 entry = None
         if v.ok:

@@ -18,9 +18,13 @@ from .layout import MemType, ModuleLayout, loaded_flags
 STT_SECTION, STT_FILE = 3, 4
 
 
-def is_mapping_symbol(name: str) -> bool:
-    """include/linux/module_symbol.h ``is_mapping_symbol``: ``.L*``, ``L0``, ``$a/$d/$t/$x``."""
-    if name.startswith((".L", "L0")):
+def is_mapping_symbol(name: str, any_dollar: bool = True) -> bool:
+    """include/linux/module_symbol.h ``is_mapping_symbol`` (feature
+    MODULE_MAPPING_SYMBOLS_ANY_DOLLAR): ``.L*``, ``L0*``, any ``$*``; before it
+    (``is_arm_mapping_symbol``): ``.L*`` and ``$a/$d/$t/$x`` alone or followed by ``.``."""
+    if any_dollar:
+        return name.startswith((".L", "L0", "$"))
+    if name.startswith(".L"):
         return True
     return len(name) >= 2 and name[0] == "$" and name[1] in "adtx" and (len(name) == 2 or name[2] == ".")
 
@@ -33,7 +37,8 @@ class CoreSymbols:
     init: np.ndarray  # int64: named text symbols in init text (gone once the module is live)
 
 
-def core_symbols(ko: KoFile, layout: ModuleLayout, names: list[str], kallsyms_all: bool) -> CoreSymbols:
+def core_symbols(ko: KoFile, layout: ModuleLayout, names: list[str], kallsyms_all: bool,
+                 any_dollar: bool = True) -> CoreSymbols:
     """``is_core_symbol`` over the module's symbols (mapping symbols dropped as lookups skip
     them)."""
     syms, _ = ko.symtab()
@@ -54,6 +59,8 @@ def core_symbols(ko: KoFile, layout: ModuleLayout, names: list[str], kallsyms_al
     exec_ = (f & SHF_EXECINSTR) != 0
     cand = ok & ~is_init & (exec_ if not kallsyms_all else True)
     init = ok & is_init & exec_
-    keep = [i for i in np.flatnonzero(cand).tolist() if names[i] and not is_mapping_symbol(names[i])]
-    ini = [i for i in np.flatnonzero(init).tolist() if names[i] and not is_mapping_symbol(names[i])]
+    keep = [i for i in np.flatnonzero(cand).tolist()
+            if names[i] and not is_mapping_symbol(names[i], any_dollar)]
+    ini = [i for i in np.flatnonzero(init).tolist()
+           if names[i] and not is_mapping_symbol(names[i], any_dollar)]
     return CoreSymbols(np.array(keep, np.int64), np.array(ini, np.int64))

@@ -4,9 +4,11 @@ build and the modules it depends on) and ``apply_relocations`` (every SHT_RELA s
 target is loaded, handed to the architecture's ``apply_relocate_add`` table, vectorised per
 relocation type).
 
-The per-architecture table lives in ``kpatch_arch.<arch>.module`` (``RELOCATIONS``: type ->
-:class:`kpatch_arch.<arch>.module.Reloc`-like rows with ``name``, ``width`` and
-``compute(S, A, P, old) -> new``).
+The per-architecture half lives in ``kpatch_arch.<arch>.module``: ``apply_relocate_add(sec,
+state)`` over a :class:`RelaSection`, most often one call of :meth:`RelaSection.apply_table`
+with the arch's ``RELOCATIONS`` (type -> rows with ``name``, ``width`` and
+``compute(S, A, P, old) -> (new, overflow)``); riscv64 also pairs PCREL_LO12 with its HI20,
+emits GOT/PLT entries and accumulates ADD/SUB/SET per location.
 
 >>> rel = relocate(ko, layout, arch_module, resolve)        # doctest: +SKIP
 >>> rel.sections[ko.section(".text").index][:5].hex()        # doctest: +SKIP
@@ -94,15 +96,82 @@ def simplify_symbols(ko: KoFile, layout: ModuleLayout, resolve: Callable[[str], 
     return vals, names, tuple(sorted(set(unresolved)))
 
 
+@attrs.define(eq=False)
+class RelaSection:
+    """One SHT_RELA section as ``apply_relocate_add`` sees it, vectorised: per relocation its
+    type, symbol index, S (symbol value), A (addend), P (place) and offset in the target
+    section, the target's bytes (written in place), and the counters of what was applied.
+    The architecture's ``apply_relocate_add(sec, state)`` works on it (``state``: a dict kept
+    for the whole module, e.g. its GOT and PLT entries)."""
+
+    ko: KoFile
+    name: str  # the target section's name (for messages)
+    types: np.ndarray  # int64
+    symi: np.ndarray  # int64
+    S: np.ndarray  # uint64
+    A: np.ndarray  # uint64 (two's complement of the signed addend)
+    P: np.ndarray  # uint64
+    offs: np.ndarray  # int64
+    buf: np.ndarray  # uint8, the target section's bytes
+    layout: ModuleLayout
+    unsupported: dict[str, int] = attrs.Factory(dict)
+    overflow: dict[str, int] = attrs.Factory(dict)
+    count: int = 0
+
+    def read(self, offs: np.ndarray, width: int) -> np.ndarray:
+        """The ``width``-byte fields at ``offs`` (uint64)."""
+        self.check_bounds(offs, width)
+        return _read(self.buf, offs, width, self.ko.little_endian)
+
+    def write(self, offs: np.ndarray, vals: np.ndarray, width: int) -> None:
+        """Store ``vals`` into the ``width``-byte fields at ``offs``."""
+        self.check_bounds(offs, width)
+        _write(self.buf, offs, vals, width, self.ko.little_endian)
+
+    def check_bounds(self, offs: np.ndarray, width: int) -> None:
+        """A field outside the target section is a malformed module."""
+        if len(offs) and ((offs < 0).any() or (offs + width > len(self.buf)).any()):
+            raise InputError(f"{self.ko.path}: malformed module (relocation past the end of "
+                             f"{self.name})")
+
+    def apply_table(self, table: dict, sel: np.ndarray | None = None,
+                    S: np.ndarray | None = None, A: np.ndarray | None = None) -> None:
+        """Apply the rows of ``table`` (type -> row with ``name``, ``width``,
+        ``compute(S, A, P, old) -> (new, overflow mask or None)``) to the relocations ``sel``
+        (all by default), each type at once; ``S``/``A`` replace the symbol values and addends
+        (e.g. with what a paired relocation, a GOT or PLT entry gives)."""
+        if sel is None:
+            sel = np.ones(len(self.types), bool)
+        Sv = self.S if S is None else S
+        Av = self.A if A is None else A
+        for t in np.unique(self.types[sel]).tolist():
+            one = sel & (self.types == t)
+            row = table.get(t)
+            if row is None:
+                self.unsupported[f"{t}"] = self.unsupported.get(f"{t}", 0) + int(one.sum())
+                continue
+            if row.width == 0:  # R_*_NONE, R_RISCV_RELAX
+                continue
+            o = self.offs[one]
+            with np.errstate(over="ignore"):
+                old = self.read(o, row.width)
+                new, bad = row.compute(Sv[one], Av[one], self.P[one], old)
+            if bad is not None and bad.any():
+                self.overflow[row.name] = self.overflow.get(row.name, 0) + int(bad.sum())
+            self.write(o, new, row.width)
+            self.count += int(one.sum())
+
+
 def relocate(ko: KoFile, layout: ModuleLayout, arch: ModuleType,
              resolve: Callable[[str], int | None], names: list[str] | None = None) -> Relocated:
-    """``apply_relocations``: each SHT_RELA section targeting a loaded section, applied with the
-    architecture table ``arch.RELOCATIONS``."""
+    """``apply_relocations``: each SHT_RELA section targeting a loaded section, handed to the
+    architecture's ``apply_relocate_add`` (most apply their ``RELOCATIONS`` table with
+    :meth:`RelaSection.apply_table`)."""
     vals, _names_, unresolved = simplify_symbols(ko, layout, resolve, names)
     out = {i: section_bytes(ko, i) for i in layout.address_of}
-    table = arch.RELOCATIONS
     unsupported: dict[str, int] = {}
     overflow: dict[str, int] = {}
+    state: dict = {}
     e = ko.endian
     count = 0
     for s in ko.sections:
@@ -111,7 +180,6 @@ def relocate(ko: KoFile, layout: ModuleLayout, arch: ModuleType,
         rel = np.frombuffer(ko.data, rela_dtype(e), count=s.size // 24, offset=s.offset)
         if not len(rel):
             continue
-        buf = np.frombuffer(out[s.info], np.uint8)
         types = (rel["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
         symi = (rel["info"] >> np.uint64(32)).astype(np.int64)
         if (symi >= len(vals)).any():
@@ -119,28 +187,17 @@ def relocate(ko: KoFile, layout: ModuleLayout, arch: ModuleType,
                              f"{int(symi.max())} of {len(vals)})")
         offs = rel["offset"].astype(np.int64)
         base = np.uint64(layout.address_of[s.info])
-        for t in np.unique(types).tolist():
-            sel = types == t
-            row = table.get(t)
-            if row is None:
-                unsupported[f"{t}"] = unsupported.get(f"{t}", 0) + int(sel.sum())
-                continue
-            if row.width == 0:  # R_*_NONE
-                continue
-            o = offs[sel]
-            if (o < 0).any() or (o + row.width > len(buf)).any():
-                raise InputError(f"{ko.path}: malformed module (relocation past the end of "
-                                 f"{ko.sections[s.info].name})")
-            with np.errstate(over="ignore"):
-                S = vals[symi[sel]]
-                A = rel["addend"][sel].astype(np.int64).astype(np.uint64)
-                P = base + o.astype(np.uint64)
-                old = _read(buf, o, row.width, ko.little_endian)
-                new, bad = row.compute(S, A, P, old)
-            if bad is not None and bad.any():
-                overflow[row.name] = overflow.get(row.name, 0) + int(bad.sum())
-            _write(buf, o, new, row.width, ko.little_endian)
-            count += int(sel.sum())
+        with np.errstate(over="ignore"):
+            sec = RelaSection(ko, ko.sections[s.info].name, types, symi, vals[symi],
+                              rel["addend"].astype(np.int64).astype(np.uint64),
+                              base + offs.astype(np.uint64), offs,
+                              np.frombuffer(out[s.info], np.uint8), layout)
+        arch.apply_relocate_add(sec, state)
+        for k, v in sec.unsupported.items():
+            unsupported[k] = unsupported.get(k, 0) + v
+        for k, v in sec.overflow.items():
+            overflow[k] = overflow.get(k, 0) + v
+        count += sec.count
     return Relocated({i: bytes(b) for i, b in out.items()}, vals, unresolved, unsupported,
                      overflow, count)
 

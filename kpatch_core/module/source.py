@@ -175,6 +175,18 @@ class ModuleSet:
         self._views[n] = v
         return v
 
+    def view_at(self, addr: int) -> ModuleImage | None:
+        """The live module whose memory holds ``addr`` (a ``0xADDR`` target): every
+        ``--module`` file is laid out (in the order given, as ``func --module`` prints their
+        addresses), a tree's modules only once a ``MOD:SYM`` target or ``func`` loaded them."""
+        for n in list(self.given):
+            if n not in self._loaded:
+                self.loaded(n)
+        for n, lm in self._loaded.items():
+            if any(lo <= addr < hi for lo, hi in lm.layout.regions.values()):
+                return self.view(n)
+        return None
+
     def missing(self, name: str) -> str:
         """Why module ``name`` is not checked (the deferred verdict's detail)."""
         where = f"not in {self.tree}" if self.tree else "not given (--module PATH.ko or --modules DIR)"

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ..features import FeatureSet
     from ..tables import KernelTables
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 SHN_ABS = 0xFFF1
 STB_GLOBAL = 1
 
@@ -64,6 +64,7 @@ MARKERS: dict[str, tuple[str, str]] = {
     ".parainstructions": ("__parainstructions", "__parainstructions_end"),
     ".altinstructions": ("__alt_instructions", "__alt_instructions_end"),
     ".static_call.text": ("__static_call_text_start", "__static_call_text_end"),
+    ".alternative": ("__alt_start", "__alt_end"),  # riscv module_finalize: apply_module_alternatives
 }
 _TEXT_MARKERS = (("_stext", "_etext"), ("_sinittext", "_einittext"))
 
@@ -115,12 +116,14 @@ def load(ko: KoFile, kernel: Image, base: int, resolve: Callable[[str], int | No
     """Lay out and relocate ``ko`` from ``base`` against ``kernel`` (``load_module`` up to
     ``apply_relocations``)."""
     arch = arch_module(kernel)
+    ko = arch.module_frob_arch_sections(ko)  # layout_and_allocate: sized before layout
     layout = layout_sections(ko, base, arch.PAGE_SIZE)
     syms, strtab = ko.symtab()
     from .relocate import _names
     names = _names(strtab, syms["name"].astype(np.int64))
     rel = relocate(ko, layout, arch, resolve, names)
-    core = core_symbols(ko, layout, names, kernel.config.enabled("KALLSYMS_ALL"))
+    core = core_symbols(ko, layout, names, kernel.config.enabled("KALLSYMS_ALL"),
+                        kernel.features.has("MODULE_MAPPING_SYMBOLS_ANY_DOLLAR"))
     return LoadedModule(ko, layout, rel, names, core)
 
 
@@ -186,20 +189,23 @@ def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int,
     for n, i in enumerate(idx):
         s = ko.sections[i]
         f = loaded_flags(s.name, s.flags) & (SHF_ALLOC | SHF_WRITE | SHF_EXECINSTR)
-        data = b"" if s.type == SHT_NOBITS else lm.relocated.sections[i]
+        # NOBITS in text (riscv's .plt once module_frob_arch_sections sized it): the zeroed
+        # module memory, written out as such so the text is loaded
+        nobits = s.type == SHT_NOBITS and not f & SHF_EXECINSTR
+        data = b"" if nobits else lm.relocated.sections[i]
         size = s.size
         nxt = idx[n + 1] if n + 1 < len(idx) else None
-        if s.type != SHT_NOBITS and nxt is not None and lay.mem_of[nxt] == lay.mem_of[i]:
+        if not nobits and nxt is not None and lay.mem_of[nxt] == lay.mem_of[i]:
             # the alignment gap up to the next section: zeros (module_memory_alloc clears it)
             size = max(size, lay.address_of[nxt] - lay.address_of[i])
             data = data + bytes(size - len(data))
-        elif s.type != SHT_NOBITS and page:
+        elif not nobits and page:
             # the rest of the region's last page: mapped, and read by instruction decoders
             # that run past the last symbol (can_optimize decodes whole kallsyms sizes)
             stop = -(-(lay.address_of[i] + size) // page) * page
             size = stop - lay.address_of[i]
             data = data + bytes(size - len(data))
-        heads.append((len(shstr), s.type if s.type == SHT_NOBITS else 1, f, lay.address_of[i],
+        heads.append((len(shstr), SHT_NOBITS if nobits else 1, f, lay.address_of[i],
                       size, 0, 0, s.align, 0))
         shstr.extend(s.name.encode("latin-1") + b"\0")
         blobs.append(data)

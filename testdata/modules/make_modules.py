@@ -4,6 +4,8 @@ generation flags; no kernel tree needed):
 
   kpt_test.ko        the module (vermagic 6.1.0-kpatch-test, as testdata/x86_64/vmlinux)
   kpt_test_arm64.ko  the arm64 build (aarch64-linux-gnu-gcc; for testdata/arm64/vmlinux-6.12)
+  kpt_test_riscv64.ko  the riscv64 build (riscv64-linux-gnu-gcc, medany, no relaxation, the
+                     6.12 patchable entry; for testdata/riscv64/vmlinux-6.12)
   kpt_test.ko.xz     the same, xz (as Debian ships modules)
   kpt_test.ko.zst    the same, zstd
   kpt_other.ko       vermagic 6.12.0-kpatch-test (a mismatched build)
@@ -34,6 +36,15 @@ ARM64_CFLAGS = ("-O2 -g0 -ffreestanding -fno-pic -fno-pie -mgeneral-regs-only "
                 "-fpatchable-function-entry=2 -fno-common -fno-strict-aliasing -Wall -Werror").split()
 
 
+# riscv64: arch/riscv/Makefile of 6.12 (medany, -mno-relax for modules, with RVC
+# -fpatchable-function-entry=4: four c.nop at the function, MCOUNT_INSN_SIZE 8)
+RISCV64_CFLAGS = ("-O2 -g0 -ffreestanding -fno-pic -fno-pie -mcmodel=medany -mno-relax "
+                  "-march=rv64imac_zicsr_zifencei -mabi=lp64 -fno-stack-protector "
+                  "-fno-asynchronous-unwind-tables -fno-unwind-tables "
+                  "-fpatchable-function-entry=4 -fno-common -fno-strict-aliasing -Wall "
+                  "-Werror").split()
+
+
 def build(out: str, release: str, cross: str = "", flags: list[str] = CFLAGS,
           kfunc: str = "plain_func") -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,6 +62,8 @@ def main() -> None:
     build(os.path.join(HERE, "kpt_other.ko"), "6.12.0-kpatch-test")
     build(os.path.join(HERE, "kpt_test_arm64.ko"), "6.12.0", "aarch64-linux-gnu-", ARM64_CFLAGS,
           "a_hyp")
+    build(os.path.join(HERE, "kpt_test_riscv64.ko"), "6.12.0", "riscv64-linux-gnu-",
+          RISCV64_CFLAGS, "a_notrace")
     xz = lzma.compress(ko, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
     with open(os.path.join(HERE, "kpt_test.ko.xz"), "wb") as f:
         f.write(xz)

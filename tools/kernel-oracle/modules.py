@@ -139,7 +139,7 @@ def sample(args: argparse.Namespace) -> int:
             p = os.path.join(tmp, n + ".ko")
             open(p, "wb").write(data)
             funcs = _functions(p, args.objdump)
-            fn = sorted(f for f in funcs if not f.startswith(("__pfx_", "__cfi_", ".")))
+            fn = sorted(f for f in funcs if not f.startswith(("__pfx_", "__cfi_", ".", "$")))  # $x: mapping symbols
             for _ in range(per):
                 f = rng.choice(fn)
                 offs = funcs[f]
@@ -209,6 +209,9 @@ def compare(args: argparse.Namespace) -> int:
 
         def view(self, name: str):  # type: ignore[no-untyped-def]
             return None if name.replace("-", "_") in failed else ms.view(name)
+
+        def view_at(self, addr: int):  # type: ignore[no-untyped-def]
+            return None  # the probes name their module (MOD:SYM+OFF)
 
         def missing(self, name: str) -> str:
             return f"module {name} not loaded in the guest"
