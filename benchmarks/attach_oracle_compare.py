@@ -20,11 +20,36 @@ import random
 import sys
 
 from kpatch_core.attach import check_request
+from kpatch_core.bpf_trampoline import allows_sleepable
 from kpatch_core.image import Image
 from kpatch_core.spec import available_filter_functions, image_btf, text_functions
 
 
-def sample(image: Image, n: int, seed: int) -> list[str]:
+KINDS = ("fentry", "fexit", "fprobe", "multi", "lsm", "sleepable")
+
+
+def _lsm_sleepable(image: Image, btf_names: list[str],
+                   rnd: random.Random) -> dict[str, tuple[list[str], list[str]]]:
+    """BPF LSM hooks (``lsm``/``lsm.s`` HOOK over every ``bpf_lsm_*`` BTF function) and
+    sleepable fentry/fexit/fmod_ret (``.s``): half on functions our rules let sleep
+    (ALLOW_ERROR_INJECTION, or syscall entries), half on any BTF function."""
+    hooks = [n[len("bpf_lsm_"):] for n in btf_names if n.startswith("bpf_lsm_")]
+    rnd.shuffle(hooks)
+    lsm = [f"{'lsm.s' if i % 2 else 'lsm'} {h}" for i, h in enumerate(hooks)]
+    injectable = [n for n in btf_names if (a := image.kallsyms.lookup(n)) is not None
+                  and allows_sleepable(image, n, a)]
+    pool = rnd.sample(injectable, min(len(injectable), 500)) + rnd.sample(btf_names, 500)
+    kinds = ("fentry.s", "fexit.s", "fmod_ret.s")
+    sleepable = [f"{kinds[i % 3]} {n}" for i, n in enumerate(pool)]
+    rnd.shuffle(sleepable)
+    return {"lsm": (lsm, []), "sleepable": (sleepable, [])}
+
+
+def sample(image: Image, n: int, seed: int, take: dict[str, int] | None = None) -> list[str]:
+    """The requests for ``n`` (n/2 fentry, n/2 fexit, n fprobe, n/100 kprobe_multi); ``take``
+    keeps of a kind (fentry, fexit, fprobe, multi) only N of them, the same share from the
+    targets with and without a BTF FUNC / ftrace record, so a smaller run is a prefix of each
+    part of the full sample (the draws do not change)."""
     rnd = random.Random(seed)
     btf = image_btf(image)
     btf_names = sorted(btf.func_names()) if btf else []
@@ -33,17 +58,31 @@ def sample(image: Image, n: int, seed: int) -> list[str]:
     traced = sorted(set(available_filter_functions(image)))
     traced_set = set(traced)
     untraced = [t for t in texts if t not in traced_set]
-    out = []
+    parts: dict[str, tuple[list[str], list[str]]] = {}
     for kind in ("fentry", "fexit"):
         k = n // 2
-        names = rnd.sample(btf_names, min(len(btf_names), k - k // 10)) + \
-            rnd.sample(no_btf, min(len(no_btf), k // 10))
-        out += [f"{kind} {x}" for x in names]
+        names = rnd.sample(btf_names, min(len(btf_names), k - k // 10))
+        extra = rnd.sample(no_btf, min(len(no_btf), k // 10))
+        parts[kind] = ([f"{kind} {x}" for x in names], [f"{kind} {x}" for x in extra])
     names = rnd.sample(traced, min(len(traced), n - n // 10)) + rnd.sample(untraced, min(len(untraced), n // 10))
-    out += [f"{'fprobe_return' if i % 4 == 3 else 'fprobe'} {x}" for i, x in enumerate(names)]
+    fp = [f"{'fprobe_return' if i % 4 == 3 else 'fprobe'} {x}" for i, x in enumerate(names)]
+    split = min(len(traced), n - n // 10)
+    parts["fprobe"] = (fp[:split], fp[split:])
+    multi = []
     for i in range(max(n // 100, 1)):
         group = rnd.sample(traced, 3) + ([rnd.choice(untraced)] if i % 2 else [])
-        out.append(f"{'kretmulti' if i % 3 == 2 else 'kmulti'} {','.join(group)}")
+        multi.append(f"{'kretmulti' if i % 3 == 2 else 'kmulti'} {','.join(group)}")
+    parts["multi"] = (multi, [])
+    if take is not None and ("lsm" in take or "sleepable" in take):  # only when asked: their
+        # own generator, so the draws above stay those of the plain sample
+        parts.update(_lsm_sleepable(image, btf_names, random.Random(seed + 1000)))
+    out = []
+    for kind, (main, extra) in parts.items():
+        if take is not None and kind in take:
+            total = len(main) + len(extra)
+            m = round(take[kind] * len(main) / total) if total else 0
+            main, extra = main[:m], extra[:take[kind] - m]
+        out += main + extra
     return out
 
 
@@ -67,7 +106,9 @@ def compare(image: Image, answers: str, min_agree: float) -> int:
             if not same:
                 bad.append(f"{a['request'][:80]}: kernel {a['errno'] or 'ok'} ({a['stage']} "
                            f"{a['message']}), we {v.errno or 'ok'} "
-                           f"{v.reason.name if v.reason else ''}")
+                           f"{v.reason.name if v.reason else ''}"
+                           + (" [classified: CPU-dependent, kernel under QEMU -cpu max]"
+                              if "CPU_DEPENDENT" in v.flags else ""))
     print(f"{image.path} ({image.version}): {agree}/{total} = {100 * agree / max(total, 1):.2f}% "
           f"agree, {false_accepts} false accepts")
     for kind, c in sorted(by_kind.items()):
@@ -85,6 +126,9 @@ def main(argv: list[str]) -> int:
     s.add_argument("-n", type=int, default=2000)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("-o", "--out", required=True)
+    s.add_argument("--take", action="append", default=[], metavar="KIND=N",
+                   help="keep only N requests of KIND (fentry, fexit, fprobe, multi; lsm and "
+                   "sleepable are left out unless asked)")
     c = sub.add_parser("compare")
     c.add_argument("vmlinux")
     c.add_argument("answers")
@@ -93,7 +137,13 @@ def main(argv: list[str]) -> int:
     image = Image.open(args.vmlinux)
     if args.cmd == "sample":
         with open(args.out, "w") as f:
-            f.write("\n".join(sample(image, args.n, args.seed)) + "\n")
+            take = {}
+            for t in args.take:
+                kind, _, count = t.partition("=")
+                if kind not in KINDS or not count.isdigit():
+                    ap.error(f"--take {t!r}: expected KIND=N with KIND one of {', '.join(KINDS)}")
+                take[kind] = int(count)
+            f.write("\n".join(sample(image, args.n, args.seed, take or None)) + "\n")
         return 0
     return compare(image, args.answers, args.min_agree)
 

@@ -77,7 +77,7 @@ def check_one(image: Image, target: Target) -> AnyVerdict:
         return _perf_kprobe(check_many(image, [target])[0], target)
     # the BPF-trampoline and fprobe layers are imported only for their attach types (a plain
     # kprobe check starts without them)
-    if target.attach in ("fentry", "fexit", "fmod_ret"):
+    if target.attach in ("fentry", "fexit", "fmod_ret", "lsm"):
         from .bpf_trampoline import check_fentry
         return check_fentry(image, target)
     from .fprobe import check_fprobe_event, check_kprobe_multi_target
@@ -89,7 +89,8 @@ def check_one(image: Image, target: Target) -> AnyVerdict:
 def check_request(image: Image, request: str) -> AnyVerdict:
     """The verdict for one tools/bpf-attach-oracle request line (``fentry NAME``, ``fexit
     NAME``, ``fmod_ret NAME``, ``kmulti A,B``, ``kretmulti A``, ``fprobe NAME``,
-    ``fprobe_return NAME``, ``kprobe NAME[+OFF]``, ``kretprobe NAME``), so our answers and
+    ``fprobe_return NAME``, ``kprobe NAME[+OFF]``, ``kretprobe NAME``, ``lsm HOOK``, and
+    ``fentry.s``/``fexit.s``/``fmod_ret.s``/``lsm.s`` for sleepable programs), so our answers and
     the kernel's can be compared line by line."""
     kind, _, arg = request.partition(" ")
     if kind in ("kmulti", "kretmulti"):
@@ -100,7 +101,11 @@ def check_request(image: Image, request: str) -> AnyVerdict:
         return check_one(image, Target(arg, "r" if kind == "kretprobe" else "p", symbol=name,
                                        offset=int(off, 0) if off else 0, attach=kind,
                                        spelling=f"{kind}:{arg}"))
-    if kind not in ("fentry", "fexit", "fmod_ret", "fprobe", "fprobe_return") or not arg:
+    sleepable = kind.endswith(".s")  # fentry.s, fexit.s, fmod_ret.s, lsm.s: BPF_F_SLEEPABLE
+    kind = kind.removesuffix(".s")
+    if kind not in ("fentry", "fexit", "fmod_ret", "lsm", "fprobe", "fprobe_return") or not arg \
+            or (sleepable and kind not in ("fentry", "fexit", "fmod_ret", "lsm")):
         raise UsageError(f"bad oracle request {request!r}: expected ATTACH NAME")
     ret = kind in ("fexit", "fprobe_return")
-    return check_one(image, Target(arg, "r" if ret else "p", symbol=arg, attach=kind))
+    return check_one(image, Target(arg, "r" if ret else "p", symbol=arg, attach=kind,
+                                   sleepable=sleepable))

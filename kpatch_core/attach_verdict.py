@@ -37,7 +37,18 @@ class AttachReason(enum.Enum):
     NO_ADDRESS = ("ENOENT", "bpf_check_attach_target",
                   "kallsyms_lookup_name finds no address for the BTF function")
     NOT_MODIFIABLE = ("EINVAL", "check_attach_modify_return",
-                      "fmod_ret needs an ALLOW_ERROR_INJECTION function or a security_ hook")
+                      ("fmod_ret needs an ALLOW_ERROR_INJECTION function (without "
+                      "CONFIG_FUNCTION_ERROR_INJECTION: a syscall entry) or a security_ hook"))
+    NOT_SLEEPABLE = ("EINVAL", "btf_id_allow_sleepable / check_attach_sleepable",
+                     ("a sleepable program (.s) needs an ALLOW_ERROR_INJECTION function not on "
+                     "btf_non_sleepable_error_inject (without CONFIG_FUNCTION_ERROR_INJECTION: "
+                     "a syscall entry)"))
+    LSM_NOT_SLEEPABLE = ("EINVAL", "btf_id_allow_sleepable / bpf_lsm_is_sleepable_hook",
+                         "a sleepable LSM program (lsm.s) needs a hook in sleepable_lsm_hooks")
+    LSM_DISABLED_HOOK = ("EINVAL", "bpf_lsm_verify_prog",
+                         "the LSM hook is on bpf_lsm_disabled_hooks")
+    LSM_NOT_A_HOOK = ("EINVAL", "bpf_lsm_verify_prog",
+                      "bpf_lsm_<name> is not an LSM hook (not in bpf_lsm_hooks)")
     DENY_LIST = ("EINVAL", "check_attach_btf_id",
                  "function is on the verifier's btf_id_deny list")
     NORETURN_DENY = ("EINVAL", "check_attach_btf_id",
@@ -48,6 +59,10 @@ class AttachReason(enum.Enum):
                           ("function has no ftrace location at its entry (notrace/noinstr): "
                           "the trampoline cannot be attached by ftrace, and the arch refuses "
                           "to patch the entry directly"))
+    ENTRY_CPU_ALTERNATIVE = ("EBUSY", "bpf_arch_text_poke / apply_alternatives",
+                             ("function has no ftrace location and its entry is a CPU-feature "
+                             "alternative: boot patching leaves there the NOP the arch patches "
+                             "only on a CPU with the feature (-EBUSY without it)"))
     TRAMPOLINE_ARGS = ("ENOTSUPP", "arch_prepare_bpf_trampoline",
                        "more argument registers than the arch trampoline saves")
     TRAMPOLINE_STRUCT_ARGS = ("ENOTSUPP", "arch_prepare_bpf_trampoline",
@@ -153,8 +168,9 @@ class AttachVerdict:
 
 def refuse(target: str, kind: str, attach: str, reason: AttachReason, detail: str = "", *,
            spelling: str = "", rules: str = "", address: int | None = None,
-           symbol: str | None = None, errno: str | None = None) -> AttachVerdict:
+           symbol: str | None = None, errno: str | None = None,
+           flags: tuple[str, ...] = ()) -> AttachVerdict:
     """An :class:`AttachVerdict` refusing with ``reason`` (its errno unless ``errno`` is given)."""
     return AttachVerdict(target, kind, attach, False, address=address, symbol=symbol,
                          reason=reason, errno=errno or reason.errno, detail=detail,
-                         spelling=spelling, rules=rules)
+                         spelling=spelling, rules=rules, flags=flags)

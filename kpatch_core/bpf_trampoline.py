@@ -35,6 +35,9 @@ NORETURN_DENY = ("__ia32_sys_exit", "__ia32_sys_exit_group", "__kunit_abort",
                  "kunit_try_catch_throw", "__module_put_and_kthread_exit", "__x64_sys_exit",
                  "__x64_sys_exit_group", "do_exit", "do_group_exit", "kthread_complete_and_exit",
                  "kthread_exit", "make_task_dead")
+# check_non_sleepable_error_inject: btf_non_sleepable_error_inject (when the image lacks the set)
+NON_SLEEPABLE_ERROR_INJECT = ("__filemap_add_folio", "should_fail_alloc_page", "should_failslab")
+LSM_PREFIX = "bpf_lsm_"  # kernel/bpf/bpf_lsm.c: LSM_HOOK -> bpf_lsm_##NAME; libbpf lsm/HOOK
 # register_fentry needs CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS (tr->fops); its API's names
 DIRECT_CALLS_EVIDENCE = ("register_ftrace_direct", "register_ftrace_direct_multi")
 
@@ -110,11 +113,71 @@ def error_injection_list(image: Image) -> frozenset[int]:
     return frozenset(int(a) for a in words[::2].tolist())
 
 
+def btf_id_set(image: Image, name: str) -> frozenset[str] | None:
+    """The function names of the kernel's ``BTF_SET_START(name)`` as resolve_btfids wrote it
+    into the image (``__BTF_ID__set__NAME``: u32 cnt, u32 ids[cnt]); None when the image has
+    no such symbol  [btf_id_set_contains]."""
+    addr = image.symtab.value("__BTF_ID__set__" + name)
+    btf = image_btf(image)
+    if addr is None or btf is None:
+        return None
+    cnt = int.from_bytes(image.read(addr, 4), "little")
+    if cnt > 65536:
+        return None
+    raw = image.read(addr + 4, 4 * cnt)
+    out = set()
+    for i in range(cnt):
+        t = btf.type(int.from_bytes(raw[4 * i:4 * i + 4], "little"))
+        if t is not None and t.name:
+            out.add(t.name)
+    return frozenset(out)
+
+
+def _has_arch_syscall_prefix(image: Image, name: str) -> bool:
+    """``has_arch_syscall_prefix``: ``__x64_``, ``__arm64_``, ``__s390x_``, ``__riscv_``, or
+    ``sys_`` (powerpc): the arch's syscall wrapper prefix without its ``sys_``."""
+    p = image.backend.syscall_prefix
+    p = p[:-4] if p.endswith("sys_") and len(p) > 4 else p
+    return bool(p) and name.startswith(p)
+
+
+def _error_injection(image: Image) -> bool:
+    """CONFIG_FUNCTION_ERROR_INJECTION (the whitelist section's bounds are in the image)."""
+    return image.symtab.value("__start_error_injection_whitelist") is not None
+
+
+def allows_sleepable(image: Image, name: str, addr: int, lsm: bool = False) -> bool:
+    """``btf_id_allow_sleepable``: an LSM hook must be in sleepable_lsm_hooks; a tracing
+    function must be ALLOW_ERROR_INJECTION and not in btf_non_sleepable_error_inject
+    (``check_attach_sleepable``; without CONFIG_FUNCTION_ERROR_INJECTION: a syscall entry)."""
+    if lsm:  # bpf_lsm_is_sleepable_hook
+        return name in (btf_id_set(image, "sleepable_lsm_hooks") or ())
+    if not _error_injection(image):
+        return _has_arch_syscall_prefix(image, name)
+    deny = btf_id_set(image, "btf_non_sleepable_error_inject")
+    return addr in error_injection_list(image) and \
+        name not in (NON_SLEEPABLE_ERROR_INJECT if deny is None else deny)
+
+
+def _not_modifiable(image: Image, name: str, addr: int) -> bool:
+    """``check_attach_modify_return``: an ALLOW_ERROR_INJECTION function (without
+    CONFIG_FUNCTION_ERROR_INJECTION: a syscall entry) or a ``security_`` hook."""
+    if name.startswith("security_"):
+        return False
+    if not _error_injection(image):
+        return not _has_arch_syscall_prefix(image, name)
+    return addr not in error_injection_list(image)
+
+
 def check_fentry(image: Image, target: Target) -> AttachVerdict:
-    """The verdict for attaching an fentry, fexit or fmod_ret program (``target.attach``) to
-    ``target.symbol`` on ``image``."""
+    """The verdict for attaching an fentry, fexit, fmod_ret or LSM program (``target.attach``;
+    ``target.sleepable`` for the ``.s`` variants) to ``target.symbol`` on ``image`` (for
+    ``lsm`` the hook's function ``bpf_lsm_<symbol>``)."""
     assert target.symbol is not None
     name, attach, kind = target.symbol, target.attach, target.kind
+    lsm = attach == "lsm"
+    if lsm:  # libbpf find_attach_btf_id / bpftrace: "bpf_lsm_" + hook
+        name = LSM_PREFIX + name
     fexit = attach in ("fexit", "fmod_ret")  # attach_uses_trampoline_retval, noreturn_deny
     rules = image.version.rules
     common = {"spelling": target.spelling, "rules": rules}
@@ -133,21 +196,37 @@ def check_fentry(image: Image, target: Target) -> AttachVerdict:
     if addr is None:
         return no(AttachReason.NO_ADDRESS, name)
     sym = f"{name}+0x0"
+    if target.sleepable:  # bpf_check_attach_target -> btf_id_allow_sleepable
+        if not allows_sleepable(image, name, addr, lsm):
+            return no(AttachReason.LSM_NOT_SLEEPABLE if lsm else AttachReason.NOT_SLEEPABLE,
+                      name, address=addr, symbol=sym)
     # bpf_check_attach_target -> check_attach_modify_return
-    if attach == "fmod_ret" and not name.startswith("security_") \
-            and addr not in error_injection_list(image):
+    elif attach == "fmod_ret" and _not_modifiable(image, name, addr):
         return no(AttachReason.NOT_MODIFIABLE, name, address=addr, symbol=sym)
-    deny = BTF_ID_DENY + (BTF_ID_DENY_PREEMPT_RCU if image.features.has("FENTRY_DENY_RCU_READ_LOCK") else ())
-    if name in deny:  # check_attach_btf_id: btf_id_set_contains(&btf_id_deny, btf_id)
-        return no(AttachReason.DENY_LIST, name, address=addr, symbol=sym)
-    if fexit and name in NORETURN_DENY and image.features.has("FEXIT_NORETURN_DENY"):
-        return no(AttachReason.NORETURN_DENY, name, address=addr, symbol=sym)
+    if lsm:  # check_attach_btf_id -> bpf_lsm_verify_prog
+        if name in (btf_id_set(image, "bpf_lsm_disabled_hooks") or ()):
+            return no(AttachReason.LSM_DISABLED_HOOK, name, address=addr, symbol=sym)
+        hooks = btf_id_set(image, "bpf_lsm_hooks")
+        if hooks is not None and name not in hooks:
+            return no(AttachReason.LSM_NOT_A_HOOK, name, address=addr, symbol=sym)
+    else:
+        deny = btf_id_set(image, "btf_id_deny")
+        if deny is None:  # no set in the image: the source's list, per feature
+            deny = frozenset(BTF_ID_DENY + (BTF_ID_DENY_PREEMPT_RCU if image.features.has(
+                "FENTRY_DENY_RCU_READ_LOCK") else ()))
+        if name in deny:  # check_attach_btf_id: btf_id_set_contains(&btf_id_deny, btf_id)
+            return no(AttachReason.DENY_LIST, name, address=addr, symbol=sym)
+        noreturn = btf_id_set(image, "noreturn_deny")
+        if noreturn is None:
+            noreturn = frozenset(NORETURN_DENY) if image.features.has("FEXIT_NORETURN_DENY") else frozenset()
+        if fexit and name in noreturn:
+            return no(AttachReason.NORETURN_DENY, name, address=addr, symbol=sym)
     # bpf_trampoline_update -> arch_prepare_bpf_trampoline: argument registers
     regs, structs = _arg_regs(btf, name, unions)
     limit = MAX_BPF_FUNC_ARGS if image.features.has("BPF_TRAMPOLINE_STACK_ARGS") else len(image.backend.arg_regs)
     if structs and not image.features.has("BPF_TRAMPOLINE_STRUCT_ARGS"):
         return no(AttachReason.TRAMPOLINE_STRUCT_ARGS, "", address=addr, symbol=sym)
-    if regs > limit:
+    if regs > limit and not image.features.has("BPF_TRAMPOLINE_ARM64_STACK_ARGS"):  # calc_arg_aux
         return no(AttachReason.TRAMPOLINE_ARGS, f"{regs} registers, at most {limit}",
                   address=addr, symbol=sym)
     ks = image.kallsyms.containing(addr)
@@ -157,6 +236,12 @@ def check_fentry(image: Image, target: Target) -> AttachVerdict:
         # bpf_arch_text_poke: x86 refuses an address outside core text (init text is freed)
         # with -EINVAL before comparing the entry with its NOP
         outside = image.backend.bpf_text_poke_checks_text and not image.tables.is_core_text(addr)
+        feature = None if outside else image.backend.bpf_poke_nop_feature(image, addr)
+        if feature is not None:  # __bpf_arch_text_poke: memcmp(ip, nop) after apply_alternatives
+            return no(AttachReason.ENTRY_CPU_ALTERNATIVE,
+                      f"CPU feature {feature // 32}*32+{feature % 32} (cpufeatures.h): attaches "
+                      "on a CPU that has it", address=addr, symbol=sym,
+                      errno=image.backend.bpf_text_poke_errno, flags=("CPU_DEPENDENT",))
         return no(AttachReason.NO_FTRACE_LOCATION,
                   "no ftrace record in the function" + ("; not core kernel text" if outside else ""),
                   address=addr, symbol=sym,

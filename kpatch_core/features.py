@@ -296,6 +296,13 @@ FEATURES: tuple[Feature, ...] = (
        "arch/x86/net/bpf_jit_comp.c: arch_prepare_bpf_trampoline nr_regs "
        "(473e3150e30a, v6.6)",
        since=(6, 6), arches=("x86_64",)),
+    _F("BPF_TRAMPOLINE_ARM64_STACK_ARGS",
+       "the arm64 BPF trampoline passes the arguments past x0-x7 on the stack (structs too), "
+       "so only the verifier's MAX_BPF_FUNC_ARGS (12) limits them (before: more than 8 "
+       "argument registers -ENOTSUPP)",
+       "arch/arm64/net/bpf_jit_comp.c: calc_arg_aux ('bpf, arm64: Support up to 12 function "
+       "arguments', v6.16; Debian 6.12 refuses, 7.2.13 accepts: oracle)",
+       since=(6, 16), arches=("arm64",)),
     _F("BPF_TRAMPOLINE_STRUCT_ARGS",
        "struct arguments of at most 16 bytes pass through the BPF trampoline (one register per "
        "8 bytes); before, the trampoline refuses them -ENOTSUPP",

@@ -3,12 +3,13 @@
 kprobe_events / perf probe: ``SYM``, ``SYM+OFF``, ``0xADDR``, ``MOD:SYM``, ``SYM%return``,
 whole lines ``p:grp/ev SYM args``, ``r:ev SYM``, fprobe events ``f:ev SYM`` / ``f SYM%return``;
 bpftrace: ``kprobe:f``, ``kretprobe:f``, ``kprobe:mod:f``, ``fentry:f``/``fexit:f``
-(``kfunc:``/``kretfunc:``); libbpf section names: ``kprobe/f``, ``kretprobe/f``, ``fentry/f``,
-``fexit/f``, ``kprobe.multi/PATTERN``, ``ksyscall/NAME``, ``kretsyscall/NAME``.
+(``kfunc:``/``kretfunc:``), ``lsm:HOOK``; libbpf section names: ``kprobe/f``, ``kretprobe/f``,
+``fentry/f``, ``fexit/f``, ``fmod_ret/f`` (``.s/`` sleepable), ``lsm/HOOK``, ``lsm.s/HOOK``,
+``kprobe.multi/PATTERN``, ``ksyscall/NAME``, ``kretsyscall/NAME``.
 Names may be globs (``vfs_*``); :mod:`kpatch_core.spec` expands them against an image.
 
 >>> parse_target("vfs_read+0x10")
-Target(text='vfs_read+0x10', kind='p', symbol='vfs_read', offset=16, address=None, module=None, attach='kprobe', spelling='', syscall=False)
+Target(text='vfs_read+0x10', kind='p', symbol='vfs_read', offset=16, address=None, module=None, attach='kprobe', spelling='', syscall=False, sleepable=False)
 >>> parse_target("r 0xffffffff81000000").kind
 'r'
 >>> t = parse_target("kretprobe:vfs_read")
@@ -34,6 +35,7 @@ ATTACH_TYPES: dict[str, str] = {
     "kprobe": "p", "kretprobe": "r",  # register_kprobe / register_kretprobe
     "fentry": "p", "fexit": "r",  # BPF trampoline (bpf_trampoline_link_prog)
     "fmod_ret": "p",  # BPF trampoline, BPF_MODIFY_RETURN (check_attach_modify_return)
+    "lsm": "p",  # BPF trampoline on bpf_lsm_HOOK, BPF_PROG_TYPE_LSM (bpf_lsm_verify_prog)
     "fprobe": "p", "fprobe_return": "r",  # fprobe events (trace_fprobe.c), 6.7+
     "kprobe_multi": "p", "kretprobe_multi": "r",  # bpf_kprobe_multi_link_attach
 }
@@ -52,6 +54,8 @@ _PREFIXES: dict[tuple[str, str], tuple[str, str]] = {
     ("fentry", "/"): ("fentry", "libbpf"), ("fexit", "/"): ("fexit", "libbpf"),
     ("fentry.s", "/"): ("fentry", "libbpf"), ("fexit.s", "/"): ("fexit", "libbpf"),
     ("fmod_ret", "/"): ("fmod_ret", "libbpf"), ("fmod_ret.s", "/"): ("fmod_ret", "libbpf"),
+    ("lsm", "/"): ("lsm", "libbpf"), ("lsm.s", "/"): ("lsm", "libbpf"),
+    ("lsm", ":"): ("lsm", "bpftrace"),
     ("kprobe.multi", "/"): ("kprobe_multi", "libbpf"),
     ("kretprobe.multi", "/"): ("kretprobe_multi", "libbpf"),
     ("ksyscall", "/"): ("kprobe", "libbpf"), ("kretsyscall", "/"): ("kretprobe", "libbpf"),
@@ -61,7 +65,7 @@ NON_KERNEL_PREFIXES = frozenset({
     "uprobe", "uretprobe", "u", "ur", "usdt", "U", "tracepoint", "t", "rawtracepoint", "rt",
     "software", "s", "hardware", "h", "profile", "p", "interval", "i", "watchpoint", "w",
     "asyncwatchpoint", "aw", "BEGIN", "END", "iter", "it", "tp", "tp_btf", "raw_tp",
-    "raw_tracepoint", "uprobe.multi", "uretprobe.multi", "xdp", "tc", "lsm", "lsm.s",
+    "raw_tracepoint", "uprobe.multi", "uretprobe.multi", "xdp", "tc", "lsm_cgroup",
     "struct_ops", "syscall", "socket", "sk_skb", "cgroup", "perf_event",
 })
 _EVENT = re.compile(r"^(?P<type>[prf])(?P<maxactive>\d*)(?::(?P<event>\S*))?\s+(?P<target>\S+)(?:\s+.*)?$")
@@ -73,7 +77,10 @@ class Target:
 
     ``attach`` is one of :data:`ATTACH_TYPES`; ``spelling`` is the text as a tool wrote it when
     that is not plain kprobe_events syntax (``kprobe:vfs_read``, ``fentry/tcp_sendmsg``), else
-    ``''``; ``syscall`` marks libbpf's ``ksyscall/NAME`` (the arch's syscall entry of NAME).
+    ``''``; ``syscall`` marks libbpf's ``ksyscall/NAME`` (the arch's syscall entry of NAME);
+    ``sleepable`` a sleepable BPF program (libbpf ``fentry.s/``, ``fexit.s/``, ``fmod_ret.s/``,
+    ``lsm.s/``: ``BPF_F_SLEEPABLE``).  For ``lsm`` the symbol is the LSM hook (``file_open``),
+    whose BPF attach point is the function ``bpf_lsm_file_open``.
     """
 
     text: str
@@ -86,6 +93,7 @@ class Target:
         lambda self: "kretprobe" if self.kind == "r" else "kprobe", takes_self=True))
     spelling: str = ""
     syscall: bool = False
+    sleepable: bool = False
 
     def __str__(self) -> str:
         if self.spelling:
@@ -167,7 +175,7 @@ def _tool_spelling(line: str) -> Target | None:
     if hit is None:
         if prefix in NON_KERNEL_PREFIXES:
             raise UsageError(f"{line!r} is a {prefix} probe, not a kernel function probe; "
-                             "only kprobe/kretprobe/fentry/fexit/kprobe_multi/fprobe are checked")
+                             "only kprobe/kretprobe/fentry/fexit/lsm/kprobe_multi/fprobe are checked")
         return None
     attach, _source = hit
     kind = ATTACH_TYPES[attach]
@@ -187,7 +195,8 @@ def _tool_spelling(line: str) -> Target | None:
         raise UsageError(f"malformed target {line!r}: {attach} takes a function name without +offset")
     if t.kind != kind:  # 'kprobe:f%return' is not a spelling any tool accepts
         raise UsageError(f"malformed target {line!r}: %return in a {prefix}{sep} spelling")
-    return attrs.evolve(t, attach=attach, spelling=line, syscall=syscall)
+    return attrs.evolve(t, attach=attach, spelling=line, syscall=syscall,
+                        sleepable=prefix.endswith(".s"))
 
 
 def parse_target(spec: str) -> Target:

@@ -81,6 +81,64 @@ def test_fentry_rules_x86_64_61():
     assert (clone.reason, clone.errno) == (AttachReason.NO_BTF_FUNC, "ESRCH")
 
 
+def test_sleepable_programs_need_the_kernels_allow_lists():
+    """btf_id_allow_sleepable: fentry.s/fexit.s/fmod_ret.s only on ALLOW_ERROR_INJECTION
+    functions outside btf_non_sleepable_error_inject; lsm.s only on sleepable_lsm_hooks."""
+    image = _image("x86_64-6.12")
+    for spec in ("fentry.s/__x64_sys_openat", "fexit.s/__x64_sys_openat", "fmod_ret.s/__x64_sys_openat"):
+        t = parse_target(spec)
+        assert t.sleepable and _v(image, spec).ok, spec
+    assert not parse_target("fentry/vfs_read").sleepable
+    # Debian builds without CONFIG_FUNCTION_ERROR_INJECTION: check_attach_sleepable and
+    # check_attach_modify_return then take the arch's syscall entries (has_arch_syscall_prefix)
+    bad = _v(image, "fentry.s/vfs_read")
+    assert (bad.ok, bad.reason, bad.errno) == (False, AttachReason.NOT_SLEEPABLE, "EINVAL")
+    assert _v(image, "fentry/vfs_read").ok
+    assert _v(image, "fmod_ret/__x64_sys_openat").ok
+    assert _v(image, "fmod_ret/vfs_read").reason == AttachReason.NOT_MODIFIABLE
+    assert _v(_image("arm64-6.12"), "fentry.s/__arm64_sys_openat").ok
+    assert _v(_image("arm64-6.12"), "fentry.s/__x64_sys_openat").reason == AttachReason.NO_BTF_FUNC
+
+
+def test_bpf_lsm_hooks():
+    """lsm/HOOK attaches to bpf_lsm_HOOK (bpf_lsm_verify_prog: a hook, not disabled; lsm.s:
+    a sleepable hook); the sets are read from the image's .BTF_ids."""
+    for kernel in ("x86_64-6.12", "7.2.13+deb14-amd64"):
+        image = _image(kernel)
+        ok = _v(image, "lsm/file_open")
+        assert ok.ok and ok.address == image.kallsyms.lookup("bpf_lsm_file_open"), kernel
+        assert _v(image, "lsm:file_open").ok  # bpftrace's spelling
+        assert _v(image, "lsm.s/file_open").ok  # in sleepable_lsm_hooks
+        assert _v(image, "lsm.s/file_permission").reason == AttachReason.LSM_NOT_SLEEPABLE
+        assert _v(image, "lsm/file_permission").ok
+        assert _v(image, "lsm/vm_enough_memory").reason == AttachReason.LSM_DISABLED_HOOK
+        # a bpf_lsm_ function that is not a hook
+        assert _v(image, "lsm/find_cgroup_shim").reason == AttachReason.LSM_NOT_A_HOOK
+        assert _v(image, "lsm/no_such_hook").reason == AttachReason.NO_BTF_FUNC
+    # 7.2 added ___migrate_enable to btf_id_deny; the image's set says so, 6.12 has no such BTF FUNC
+    assert _v(_image("7.2.13+deb14-amd64"), "fentry:___migrate_enable").reason == AttachReason.DENY_LIST
+
+
+def test_fentry_on_a_cpu_feature_alternative():
+    """softleaf_to_pfn starts with static_cpu_has(X86_FEATURE_LA57)'s jmp: apply_alternatives
+    leaves a NOP5 on a CPU with LA57 (QEMU -cpu max: the kernel attached fexit), a jmp
+    without (-EBUSY). We answer -EBUSY and name the feature."""
+    image = _image("7.2.13+deb14-amd64")
+    v = _v(image, "fexit:softleaf_to_pfn")
+    assert (v.ok, v.reason, v.errno) == (False, AttachReason.ENTRY_CPU_ALTERNATIVE, "EBUSY")
+    assert "16*32+16" in v.detail and "CPU_DEPENDENT" in v.flags
+    idle = _v(image, "fentry:default_idle")  # noinstr, entry not an alternative NOP
+    assert idle.reason == AttachReason.NO_FTRACE_LOCATION
+
+
+def test_arm64_72_trampoline_takes_stack_arguments():
+    """calc_arg_aux (6.16+): arguments past x0-x7 go on the stack; 6.12 refuses them."""
+    name = "fentry:vring_create_virtqueue"  # 11 arguments
+    assert _v(_image("7.2.13+deb14-arm64"), name).ok
+    old = _v(_image("arm64-6.12"), name)
+    assert (old.reason, old.errno) == (AttachReason.TRAMPOLINE_ARGS, "ENOTSUPP")
+
+
 def test_fentry_arm64_61_has_no_direct_calls():
     image = _image("arm64")
     v = _v(image, "fentry:vfs_read")

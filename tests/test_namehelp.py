@@ -27,7 +27,8 @@ def test_clone_suffixes(suffix):
     assert CLONE_SUFFIX.sub("", "finish_task_switch" + suffix) == "finish_task_switch"
 
 
-@pytest.mark.parametrize("kernel", ["x86_64", "x86_64-6.12", "arm64", "arm64-6.12"])
+@pytest.mark.parametrize("kernel", ["x86_64", "x86_64-6.12", "arm64", "arm64-6.12",
+                                    "7.2.13+deb14-amd64", "7.2.13+deb14-arm64"])
 def test_clone_of_finish_task_switch(kernel):
     image = _image(kernel)
     assert image.kallsyms.count("finish_task_switch") == 0
@@ -40,15 +41,19 @@ def test_clone_of_finish_task_switch(kernel):
 
 @pytest.mark.parametrize("kernel,wrapper", [("x86_64", "__x64_sys_openat"),
                                             ("x86_64-6.12", "__x64_sys_openat"),
-                                            ("arm64", "__arm64_sys_openat")])
+                                            ("arm64", "__arm64_sys_openat"),
+                                            ("arm64-6.12", "__arm64_sys_openat"),
+                                            ("7.2.13+deb14-amd64", "__x64_sys_openat"),
+                                            ("7.2.13+deb14-arm64", "__arm64_sys_openat")])
 def test_syscall_wrapper(kernel, wrapper):
     image = _image(kernel)
     for asked in ("openat", "sys_openat", "__s390x_sys_openat"):
         assert wrapper in name_help(image, asked).candidates
 
 
-def test_duplicates_give_their_addresses():
-    image = _image("x86_64")
+@pytest.mark.parametrize("kernel", ["x86_64", "x86_64-6.12", "7.2.13+deb14-arm64"])
+def test_duplicates_give_their_addresses(kernel):
+    image = _image(kernel)
     seen: dict[str, int] = {}
     for n in image.kallsyms.names:
         seen[n] = seen.get(n, 0) + 1

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kpatch_core.errors import InputError, UsageError
@@ -47,6 +47,8 @@ _modules = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True).filter(
     lambda m: m not in ("p", "r") and m not in NON_KERNEL_PREFIXES and (m, ":") not in _PREFIXES)
 
 
+# no deadline: from_regex + filter is slow to draw on a loaded machine (a flake, not a bug)
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(kind=st.sampled_from(["p", "r"]), name=_names, module=st.none() | _modules,
        offset=st.integers(-(2**31), 2**31), hexa=st.booleans())
 def test_symbol_targets_round_trip(kind, name, module, offset, hexa):

@@ -16,7 +16,7 @@ import numpy as np
 from kpatch_core.tables import relative_table
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from ..base import Backend, PrepareContext, per_image
+from ..base import Backend, PrepareContext
 from .insn import (
     ALT_FLAG_DIRECT_CALL,
     ALT_FLAG_NOT,
@@ -115,7 +115,37 @@ class X86_64Backend(Backend):
         b = image.read(code, 2)
         return 2 if b[:1] == b"\xeb" or b == b"\x66\x90" else 5
 
-    @per_image
+    @functools.cache
+    def _alternatives(self, image: "Image") -> tuple[np.ndarray, np.ndarray]:
+        """``.altinstructions`` sorted by site: the sites and their entries (ALT_INSTR rows)."""
+        start = image.symtab.value("__alt_instructions")
+        end = image.symtab.value("__alt_instructions_end")
+        if start is None or end is None or end <= start:
+            return np.zeros(0, np.uint64), np.zeros(0, ALT_INSTR)
+        raw = image.read(start, end - start)
+        a = np.frombuffer(raw[: len(raw) - len(raw) % ALT_INSTR.itemsize], dtype=ALT_INSTR)
+        at = np.arange(len(a), dtype=np.uint64) * np.uint64(ALT_INSTR.itemsize) + np.uint64(start)
+        sites = at + a["instr"].astype(np.int64).astype(np.uint64)  # wraps like the kernel's s32
+        order = np.argsort(sites, kind="stable")  # stable: apply_alternatives' order per site
+        return sites[order], a[order]
+
+    def bpf_poke_nop_feature(self, image: "Image", addr: int) -> int | None:
+        # bpf_arch_text_poke skips an ENDBR, then __bpf_arch_text_poke wants x86_nops[5] there.
+        # A 5-byte alternative site with an empty replacement (static_cpu_has /
+        # ALTERNATIVE_TERNARY("jmp 6f", F, "", "jmp t_no")) is padded to that NOP by
+        # apply_alternatives when the CPU has F: the attach then depends on the CPU
+        if image.read(addr, 4) in ENDBR:
+            addr += 4
+        sites, rows = self._alternatives(image)
+        lo, hi = np.searchsorted(sites, [np.uint64(addr), np.uint64(addr + 1)])
+        feature = None
+        for r in rows[int(lo):int(hi)]:
+            flags, bit = int(r["ft_flags"]) >> 16, int(r["ft_flags"]) & 0xFFFF
+            if int(r["instrlen"]) == 5 and int(r["replacementlen"]) == 0 and not flags & ALT_FLAG_NOT:
+                feature = bit
+        return feature
+
+    @functools.cache
     def _return_sites(self, image: "Image") -> np.ndarray:
         """``.return_sites``: `jmp __x86_return_thunk` sites that apply_returns rewrites at boot."""
         start, end = image.symtab.value("__return_sites"), image.symtab.value("__return_sites_end")
@@ -123,7 +153,7 @@ class X86_64Backend(Backend):
             return np.zeros(0, np.uint64)
         return relative_table(image, start, end, 4)
 
-    @per_image
+    @functools.cache
     def _paravirt_sites(self, image: "Image") -> tuple[np.ndarray, list[bytes]]:
         """``apply_paravirt``: each site becomes `call <pv_ops[type]>` + NOPs (all NOPs for
         _paravirt_nop), using pv_ops' link-time (native) values."""

@@ -6,6 +6,8 @@
  * Input (/probes.txt as /init, else the file named by argv[1]), one request a line:
  *   fentry|fexit|fmod_ret NAME               BPF_PROG_TYPE_TRACING, attach_btf_id of NAME's
  *                                            BTF FUNC in /sys/kernel/btf/vmlinux, then attach
+ *   lsm HOOK                                 BPF_PROG_TYPE_LSM (BPF_LSM_MAC) on bpf_lsm_HOOK
+ *   fentry.s|fexit.s|fmod_ret.s|lsm.s NAME   the same, sleepable (BPF_F_SLEEPABLE)
  *   kmulti A,B,... | kretmulti A,B,...       BPF_TRACE_KPROBE_MULTI link over the symbols
  *   fprobe NAME | fprobe_return NAME         'f:bpfor/eN NAME[%return]' >> dynamic_events
  *   kprobe NAME | kretprobe NAME             perf_event_open with the kprobe PMU, as BPF tools
@@ -121,7 +123,7 @@ static const char *last_log_line(void)
 	}
 }
 
-static int prog_load(int type, int attach_type, uint32_t btf_id)
+static int prog_load(int type, int attach_type, uint32_t btf_id, int flags)
 {
 	struct bpf_insn insns[2] = {
 		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0 },
@@ -139,6 +141,7 @@ static int prog_load(int type, int attach_type, uint32_t btf_id)
 	a.log_buf = (uintptr_t)logbuf;
 	a.expected_attach_type = attach_type;
 	a.attach_btf_id = btf_id;
+	a.prog_flags = flags;
 	return bpf(BPF_PROG_LOAD, &a);
 }
 
@@ -154,16 +157,21 @@ static void report(int idx, int err, const char *stage, const char *msg)
 	fflush(stdout);
 }
 
-static void do_trampoline(int idx, const char *name, int attach_type)
+/* type BPF_PROG_TYPE_TRACING or BPF_PROG_TYPE_LSM (name is then the hook: bpf_lsm_<name>, as
+ * libbpf's lsm/ sections find it); flags BPF_F_SLEEPABLE for the .s variants */
+static void do_trampoline(int idx, const char *name, int type, int attach_type, int flags)
 {
-	uint32_t id = btf_func_id(name);
+	char fn[300];
+	uint32_t id;
+	snprintf(fn, sizeof fn, "%s%s", type == BPF_PROG_TYPE_LSM ? "bpf_lsm_" : "", name);
+	id = btf_func_id(fn);
 	union bpf_attr a;
 	int fd, link;
 	if (!id) {
 		report(idx, ESRCH, "btf", "no BTF FUNC");
 		return;
 	}
-	fd = prog_load(BPF_PROG_TYPE_TRACING, attach_type, id);
+	fd = prog_load(type, attach_type, id, flags);
 	if (fd < 0) {
 		report(idx, errno, "load", last_log_line());
 		return;
@@ -188,7 +196,7 @@ static void do_kmulti(int idx, char *names, int ret)
 	char *s, *save;
 	for (s = strtok_r(names, ",", &save); s && n < 4096; s = strtok_r(NULL, ",", &save))
 		syms[n++] = s;
-	fd = prog_load(BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI, 0);
+	fd = prog_load(BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI, 0, 0);
 	if (fd < 0) {
 		report(idx, errno, "load", last_log_line());
 		return;
@@ -272,6 +280,7 @@ int main(int argc, char **argv)
 	const char *path = argc > 1 && !init ? argv[1] : "/probes.txt";
 	char *req, *line, *save;
 	size_t len;
+	int sleepable;
 	if (init) {
 		int con;
 		mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
@@ -302,12 +311,20 @@ int main(int argc, char **argv)
 			continue;
 		}
 		*arg++ = 0;
+		len = strlen(line);
+		sleepable = len > 2 && !strcmp(line + len - 2, ".s") ? BPF_F_SLEEPABLE : 0;
+		if (sleepable)
+			line[len - 2] = 0;
 		if (!strcmp(line, "fentry"))
-			do_trampoline(idx, arg, BPF_TRACE_FENTRY);
+			do_trampoline(idx, arg, BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, sleepable);
 		else if (!strcmp(line, "fexit"))
-			do_trampoline(idx, arg, BPF_TRACE_FEXIT);
+			do_trampoline(idx, arg, BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT, sleepable);
 		else if (!strcmp(line, "fmod_ret"))
-			do_trampoline(idx, arg, BPF_MODIFY_RETURN);
+			do_trampoline(idx, arg, BPF_PROG_TYPE_TRACING, BPF_MODIFY_RETURN, sleepable);
+		else if (!strcmp(line, "lsm"))
+			do_trampoline(idx, arg, BPF_PROG_TYPE_LSM, BPF_LSM_MAC, sleepable);
+		else if (sleepable)
+			report(idx, EINVAL, "input", line);
 		else if (!strcmp(line, "kmulti") || !strcmp(line, "kretmulti"))
 			do_kmulti(idx, arg, line[1] == 'r');
 		else if (!strcmp(line, "kprobe") || !strcmp(line, "kretprobe"))
