@@ -8,7 +8,8 @@ arch hooks (``arch_adjust_kprobe_addr``, ``arch_within_kprobe_blacklist``,
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+import functools
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
@@ -25,6 +26,24 @@ if TYPE_CHECKING:
     from kpatch_core.features import FeatureSet
     from kpatch_core.image import Image, KernelVersion
     from kpatch_core.symbols import KSym
+
+
+_T = TypeVar("_T")
+
+
+def per_image(method: "Callable[[Any, Image], _T]") -> "Callable[[Any, Image], _T]":
+    """``functools.cache`` for a backend method of one image, kept in the image's own
+    ``__dict__``: the cache dies with the image (a module's view, dropped after its analysis,
+    is not kept alive by a cache on the backend)."""
+    key = f"_per_image_{method.__qualname__}"
+
+    @functools.wraps(method)
+    def cached(self: Any, image: "Image") -> _T:
+        d = image.__dict__
+        if key not in d:
+            d[key] = method(self, image)
+        return d[key]  # type: ignore[no-any-return]
+    return cached
 
 
 @attrs.frozen
@@ -154,12 +173,6 @@ class Backend:
     def jump_label_size(self, image: "Image", code: int) -> int:
         """Bytes a ``__jump_table`` site reserves (``JUMP_LABEL_NOP_SIZE``)."""
         return 4
-
-    def bpf_poke_nop_feature(self, image: "Image", addr: int) -> int | None:
-        """The CPU feature bit with which boot patching (apply_alternatives) leaves at ``addr``
-        the NOP ``bpf_arch_text_poke`` expects, so an entry without an ftrace location can be
-        patched; None when none does (the weak default: nothing is poked)."""
-        return None
 
     def bpf_poke_nop_feature(self, image: "Image", addr: int) -> int | None:
         """The CPU feature bit with which boot patching (apply_alternatives) leaves at ``addr``

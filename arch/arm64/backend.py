@@ -20,7 +20,7 @@ import numpy as np
 
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from ..base import Backend, PrepareContext, PtRegsField
+from ..base import Backend, PrepareContext, PtRegsField, per_image
 from .insn import (
     AARCH64_INSN_SIZE,
     ALT_INSTR,
@@ -118,7 +118,7 @@ class Arm64Backend(Backend):
             return addr + AARCH64_INSN_SIZE
         return record + AARCH64_INSN_SIZE  # DYNAMIC_FTRACE_WITH_REGS / WITH_ARGS
 
-    @functools.cache
+    @per_image
     def _call_ops(self, image: "Image") -> bool:
         """DYNAMIC_FTRACE_WITH_CALL_OPS (``-fpatchable-function-entry=4,2``): the records sit
         8 bytes before their function, so function symbols start at record + 8, not at record."""
@@ -136,7 +136,7 @@ class Arm64Backend(Backend):
         # then replace LL/SC sequences (ldxr..stxr) with an LSE atomic and NOPs
         return {RUNTIME_LSE_ATOMICS: True}
 
-    @functools.cache
+    @per_image
     def alternatives(self, image: "Image") -> Alternatives:
         """The parsed ``__alt_instructions`` table of ``image``."""
         start = image.symtab.value("__alt_instructions")
@@ -154,7 +154,7 @@ class Arm64Backend(Backend):
         return Alternatives(orig[order], a["orig_len"][order].astype(np.uint64), alt[order],
                             a["cpucap"][order].copy())
 
-    @functools.cache
+    @per_image
     def _runtime_caps(self, image: "Image") -> frozenset[int]:
         """cpucaps whose alternatives the running kernel applied (from the runtime facts)."""
         caps = set()

@@ -23,7 +23,7 @@ import numpy as np
 
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from ..base import Backend, PrepareContext
+from ..base import Backend, PrepareContext, per_image
 from .insn import (
     _PT_NAMES,
     ALT_ENTRY,
@@ -114,7 +114,7 @@ class Riscv64Backend(Backend):
         # ops literal with DYNAMIC_FTRACE_WITH_CALL_OPS
         return record + (CALL_OPS_SIZE if self._call_ops(image) else 0) + MCOUNT_AUIPC_SIZE
 
-    @functools.cache
+    @per_image
     def _call_ops(self, image: "Image") -> bool:
         """DYNAMIC_FTRACE_WITH_CALL_OPS (``-fpatchable-function-entry=8,4``) as the image shows
         it: the records sit 8 bytes before their function symbols, not at them."""
@@ -133,7 +133,7 @@ class Riscv64Backend(Backend):
     def default_facts(self) -> dict[str, bool]:
         return {EXT_FACT.format(e): e in ASSUMED_EXTENSIONS for e in ISA_EXT_IDS_612}
 
-    @functools.cache
+    @per_image
     def _alternatives(self, image: "Image") -> tuple[list[tuple[int, int, int]], int]:
         """The ``.alternative`` entries (RISCV_ALTERNATIVE_OFFSETS) ``riscv_cpufeature_patch_func`` applies for the
         assumed CPU (vendor errata: none), as sorted (site, replacement, length), and the

@@ -16,7 +16,7 @@ import numpy as np
 from kpatch_core.tables import relative_table
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from ..base import Backend, PrepareContext
+from ..base import Backend, PrepareContext, per_image
 from .insn import (
     ALT_FLAG_DIRECT_CALL,
     ALT_FLAG_NOT,
@@ -115,7 +115,7 @@ class X86_64Backend(Backend):
         b = image.read(code, 2)
         return 2 if b[:1] == b"\xeb" or b == b"\x66\x90" else 5
 
-    @functools.cache
+    @per_image
     def _alternatives(self, image: "Image") -> tuple[np.ndarray, np.ndarray]:
         """``.altinstructions`` sorted by site: the sites and their entries (ALT_INSTR rows)."""
         start = image.symtab.value("__alt_instructions")
@@ -145,7 +145,7 @@ class X86_64Backend(Backend):
                 feature = bit
         return feature
 
-    @functools.cache
+    @per_image
     def _return_sites(self, image: "Image") -> np.ndarray:
         """``.return_sites``: `jmp __x86_return_thunk` sites that apply_returns rewrites at boot."""
         start, end = image.symtab.value("__return_sites"), image.symtab.value("__return_sites_end")
@@ -153,7 +153,7 @@ class X86_64Backend(Backend):
             return np.zeros(0, np.uint64)
         return relative_table(image, start, end, 4)
 
-    @functools.cache
+    @per_image
     def _paravirt_sites(self, image: "Image") -> tuple[np.ndarray, list[bytes]]:
         """``apply_paravirt``: each site becomes `call <pv_ops[type]>` + NOPs (all NOPs for
         _paravirt_nop), using pv_ops' link-time (native) values."""

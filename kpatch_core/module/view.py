@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ..features import FeatureSet
     from ..tables import KernelTables
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 SHN_ABS = 0xFFF1
 STB_GLOBAL = 1
 
@@ -156,32 +156,40 @@ def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int,
     ko, lay = lm.ko, lm.layout
     e = ko.endian
     idx = sorted(lay.address_of, key=lambda i: lay.address_of[i])
-    newno = {old: n + 1 for n, old in enumerate(idx)}
     syms, _ = ko.symtab()
     vals = lm.relocated.sym_values
-    strtab = bytearray(b"\0")
-    rows = [(0, 0, 0, 0, 0, 0)]
-
-    def add(name: str, info: int, other: int, shndx: int, value: int, size: int) -> None:
-        rows.append((len(strtab), info, other, shndx, value, size))
-        strtab.extend(name.encode("latin-1", "replace") + b"\0")
-
-    for i in lm.core.index.tolist():
-        add(lm.names[i], int(syms["info"][i]), int(syms["other"][i]),
-            newno.get(int(syms["shndx"][i]), SHN_ABS), int(vals[i]), int(syms["size"][i]))
+    # the marker symbols (name, value), after the core symbols
     text = lay.range_of(MemType.TEXT)
-    add(_TEXT_MARKERS[0][0], STB_GLOBAL << 4, 0, SHN_ABS, text[0], 0)
-    add(_TEXT_MARKERS[0][1], STB_GLOBAL << 4, 0, SHN_ABS, text[1], 0)
-    add(_TEXT_MARKERS[1][0], STB_GLOBAL << 4, 0, SHN_ABS, 0, 0)  # init text: freed after init
-    add(_TEXT_MARKERS[1][1], STB_GLOBAL << 4, 0, SHN_ABS, 0, 0)
+    marks = [(_TEXT_MARKERS[0][0], text[0]), (_TEXT_MARKERS[0][1], text[1]),
+             (_TEXT_MARKERS[1][0], 0), (_TEXT_MARKERS[1][1], 0)]  # init text: freed after init
     for sec, (start, end) in MARKERS.items():
         s = ko.section(callsites if start == "__start_mcount_loc" else sec)
         a = lay.address_of.get(s.index) if s is not None else None
         lo, hi = (a, a + s.size) if a is not None and s is not None else (0, 0)
-        add(start, STB_GLOBAL << 4, 0, SHN_ABS, lo, 0)
-        add(end, STB_GLOBAL << 4, 0, SHN_ABS, hi, 0)
-    st = np.array(rows, dtype=[("name", e + "u4"), ("info", "u1"), ("other", "u1"),
-                               ("shndx", e + "u2"), ("value", e + "u8"), ("size", e + "u8")])
+        marks += [(start, lo), (end, hi)]
+    core = lm.core.index
+    names = [lm.names[i].encode("latin-1", "replace") for i in core.tolist()]
+    names += [m.encode("latin-1") for m, _ in marks]
+    strtab = b"\0" + b"\0".join(names) + b"\0"
+    lens = np.fromiter((len(n) + 1 for n in names), np.int64, len(names))
+    st = np.zeros(1 + len(names), dtype=[("name", e + "u4"), ("info", "u1"), ("other", "u1"),
+                                         ("shndx", e + "u2"), ("value", e + "u8"),
+                                         ("size", e + "u8")])
+    st["name"][1:] = 1 + np.concatenate(([0], np.cumsum(lens)[:-1]))
+    ncore = len(core)
+    remap = np.full(len(ko.sections) + 1, SHN_ABS, np.int64)  # section index -> new number
+    for k, old in enumerate(idx):
+        remap[old] = k + 1
+    sh = syms["shndx"][core].astype(np.int64)
+    st["info"][1:ncore + 1] = syms["info"][core]
+    st["other"][1:ncore + 1] = syms["other"][core]
+    st["shndx"][1:ncore + 1] = np.where(sh < len(ko.sections), remap[np.minimum(sh, len(ko.sections))],
+                                    SHN_ABS)
+    st["value"][1:ncore + 1] = vals[core]
+    st["size"][1:ncore + 1] = syms["size"][core]
+    st["info"][ncore + 1:] = STB_GLOBAL << 4
+    st["shndx"][ncore + 1:] = SHN_ABS
+    st["value"][ncore + 1:] = np.array([v for _, v in marks], np.uint64)
     # sections: null, loaded ones, .symtab, .strtab, .shstrtab
     shstr = bytearray(b"\0")
     heads = []
@@ -210,7 +218,7 @@ def write_module_elf(path: str, lm: LoadedModule, machine: int, e_flags: int,
         shstr.extend(s.name.encode("latin-1") + b"\0")
         blobs.append(data)
     nsec = len(idx) + 1
-    heads.append((len(shstr), 2, 0, 0, st.nbytes, nsec + 1, 1 + len(lm.core.index), 8, 24))
+    heads.append((len(shstr), 2, 0, 0, st.nbytes, nsec + 1, 1 + ncore, 8, 24))
     shstr.extend(b".symtab\0")
     blobs.append(st.tobytes())
     heads.append((len(shstr), 3, 0, 0, len(strtab), 0, 0, 1, 0))
