@@ -7,8 +7,9 @@
 
 ``sample`` draws, deterministically: fentry and fexit targets from the BTF functions (plus
 a tenth from kallsyms functions without BTF), fprobe targets from available_filter_functions
-(plus a tenth from kallsyms functions without an ftrace record), and small kprobe_multi sets.
-``compare`` prints agreement on (ok, errno), false accepts, and every disagreement; it fails
+(plus a tenth from kallsyms functions without an ftrace record), and small kprobe_multi sets;
+``--take KIND=N`` keeps N of a kind (``lsm`` and ``sleepable``: BPF LSM hooks and ``.s``
+programs, drawn only when asked).  ``compare`` prints agreement on (ok, errno), false accepts, and every disagreement; it fails
 below ``--min-agree`` or on any false accept.
 """
 from __future__ import annotations
