@@ -2,6 +2,7 @@
 """/boot files versus the debug vmlinux, per cached kernel: same verdicts, and how long it takes.
 
     python benchmarks/bench_boot.py [--only NAME ...] [--full] [--no-time] [--kallsyms-only]
+                                    [--repeat N] [--stages] [--system-maps DIR]
 
 For every ``~/.cache/kpatch-kernels/NAME/`` with a ``boot/`` directory (vmlinuz-*/vmlinux-*,
 System.map-*, config-*) prints side by side:
@@ -10,9 +11,16 @@ System.map-*, config-*) prints side by side:
   (System.map and config found beside it) and from ``vmlinux --config boot/config-RELEASE``;
 - with ``--full``: the same for the full analysis ``--json`` (``KPATCH_CACHE=off``), and the
   number of differing lines with the fields that differ;
-- the wall time of a cold ``check IMAGE vfs_read`` (page cache dropped, no result cache) from
-  each: from the vmlinuz both the first run (boot cache empty: decompress, recover kallsyms,
-  write the synthetic ELF) and a later one (synthetic ELF cached).
+- the wall time of a cold ``check IMAGE vfs_read`` from each. "Cold" is the same for both
+  inputs: the page cache is dropped before every run (``/proc/sys/vm/drop_caches``; where that
+  is not allowed every run is warm instead and the line says ``warm``), the result cache is
+  off (``KPATCH_CACHE=off``) and, for the first run from the vmlinuz, the synthetic-ELF cache
+  is empty (decompress, recover kallsyms, write the synthetic ELF); the later run from the
+  vmlinuz finds its synthetic ELF cached. Each figure is the median of ``--repeat`` runs
+  (default 3) and the line ends with the 1-minute load average, which on a shared machine moves
+  the absolute figures (the ratio less);
+- with ``--stages``: where the first run's time goes (in-process: unpack/decompress, kallsyms
+  or System.map, the synthetic ELF's write, the rest of ``boot_elf``).
 
 ``--system-maps DIR`` passes ``DIR/System.map-RELEASE`` (e.g. made with ``nm -n`` from the debug
 vmlinux, as the -dbg package ships it) with ``--system-map``: the kernels built without
@@ -28,6 +36,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -93,6 +102,7 @@ def diff_fields(a: bytes, b: bytes) -> str:
         return f"{len(la)} vs {len(lb)} lines"
     c: collections.Counter[str] = collections.Counter()
     n = 0
+    first: list[str] = []
     for x, y in zip(la, lb):
         if x == y:
             continue
@@ -106,7 +116,41 @@ def diff_fields(a: bytes, b: bytes) -> str:
             for k in set(X) | set(Y):
                 if X.get(k) != Y.get(k):
                     c[k] += 1
-    return f"{n}/{len(la)} lines differ: " + ", ".join(f"{k} {v}" for k, v in c.most_common(6))
+            if len(first) < 3:
+                first.append(str(X.get("name") or X.get("target")))
+    return (f"{n}/{len(la)} lines differ: " + ", ".join(f"{k} {v}" for k, v in c.most_common(6))
+            + (f" (first: {', '.join(first)})" if first else ""))
+
+
+def stages(img: str, smap: Path | None) -> str:
+    """Seconds per stage of a first (uncached) boot_elf of ``img``, in this process."""
+    sys.path.insert(0, str(ROOT))
+    import kpatch_core.bootimage as bi
+    from kpatch_core.bootimage import synth_elf
+    t: dict[str, float] = collections.defaultdict(float)
+
+    def timed(mod: object, name: str, key: str) -> None:
+        f = getattr(mod, name)
+
+        def w(*args: object, **kw: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return f(*args, **kw)
+            finally:
+                t[key] += time.perf_counter() - t0
+        setattr(mod, name, w)
+    for mod, name, key in ((bi, "_unpack", "unpack"), (bi, "_kallsyms", "kallsyms"),
+                           (bi, "read_system_map", "System.map"), (bi, "write_elf", "write ELF"),
+                           (synth_elf, "symbol_infos", "symbol types")):
+        timed(mod, name, key)
+    with tempfile.TemporaryDirectory() as d:
+        os.environ["KPATCH_BOOT_CACHE"] = d
+        drop_caches()
+        t0 = time.perf_counter()
+        bi.boot_elf(img, None, str(smap) if smap else None)
+        total = time.perf_counter() - t0
+    return (f"boot_elf {total:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in t.items())
+            + " (symbol types are part of write ELF)")
 
 
 def sha(b: bytes) -> str:
@@ -121,6 +165,8 @@ def main() -> int:
     ap.add_argument("--no-check", action="store_true", help="skip the check --json comparison")
     ap.add_argument("--kallsyms-only", action="store_true", help="hide System.map from the boot run")
     ap.add_argument("--system-maps", metavar="DIR", help="pass DIR/System.map-RELEASE with --system-map")
+    ap.add_argument("--repeat", type=int, default=3, help="cold-check runs per figure (median)")
+    ap.add_argument("--stages", action="store_true", help="time the first run's stages in-process")
     a = ap.parse_args()
     names = a.only or sorted(p.name for p in KERNELS.iterdir() if (p / "boot").is_dir())
     tmp = Path(tempfile.mkdtemp(prefix="bench-boot-"))
@@ -162,15 +208,24 @@ def main() -> int:
                       + ("" if v == b else diff_fields(v, b)))
             if not a.no_time:
                 cold = drop_caches()
-                _, tv = run(["check", str(vml), *cfg_args, "vfs_read"], env)
-                shutil.rmtree(tmp / "boot-cache", ignore_errors=True)
-                drop_caches()
-                _, tb1 = run(["check", str(img), *boot_args, "vfs_read"], env)
-                drop_caches()
-                _, tb2 = run(["check", str(img), *boot_args, "vfs_read"], env)
+                if not cold:  # warm for both: one untimed run of each reads the files in
+                    run(["check", str(vml), *cfg_args, "vfs_read"], env)
+                tvs, tb1s, tb2s = [], [], []
+                for _ in range(max(1, a.repeat)):
+                    drop_caches()
+                    tvs.append(run(["check", str(vml), *cfg_args, "vfs_read"], env)[1])
+                    shutil.rmtree(tmp / "boot-cache", ignore_errors=True)
+                    drop_caches()
+                    tb1s.append(run(["check", str(img), *boot_args, "vfs_read"], env)[1])
+                    drop_caches()
+                    tb2s.append(run(["check", str(img), *boot_args, "vfs_read"], env)[1])
+                tv, tb1, tb2 = (statistics.median(x) for x in (tvs, tb1s, tb2s))
                 label = "cold" if cold else "warm"
                 print(f"{name:13s} {label:6s} {tv:12.2f} s {tb1:7.2f}/{tb2:4.2f} s  ratio "
-                      f"{tb1 / tv:.2f} (first) {tb2 / tv:.2f} (cached synthetic ELF)")
+                      f"{tb1 / tv:.2f} (first) {tb2 / tv:.2f} (cached synthetic ELF)  "
+                      f"load {os.getloadavg()[0]:.1f}")
+            if a.stages:
+                print(f"{name:13s} stages " + stages(str(img), smap if smap and smap.is_file() else None))
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

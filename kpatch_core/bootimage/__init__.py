@@ -30,12 +30,12 @@ from .kallsyms import find_kallsyms
 from .layout import elf_payload_layout, raw_payload_layout, read_at
 from .riscv_image import EM_RISCV, is_riscv_image
 from .s390_image import EM_S390, is_s390_image, s390_payload
-from .symbol_types import FUNCTION_ENTRY_WORDS, btf_string_names, near_mcount
+from .symbol_types import FUNCTION_ENTRY_WORDS, btf_string_names, near_mcount, own_records
 from .synth_elf import SHF_EXECINSTR, Layout, Symbols, write_elf
 from .system_map import looks_like_system_map, read_system_map
 from .zboot import is_zboot, zboot_payload
 
-FORMAT_VERSION = 6  # bump when the synthetic ELF changes: old cache entries are not reused
+FORMAT_VERSION = 11  # bump when the synthetic ELF changes: old cache entries are not reused
 SHT_SYMTAB = 2
 ET_REL = 1
 
@@ -227,9 +227,11 @@ def boot_elf(path: str, config_path: str | None = None, system_map: str | None =
     syms = smap if smap is not None else _kallsyms(path, payload, arch)
     layout = elf_payload_layout(payload) if arch is None else raw_payload_layout(arch, payload, syms)
     if smap is not None:
-        _check_same_build(path, smap_path, payload, layout, banner)  # type: ignore[arg-type]
-    evidence = near_mcount(syms.addrs, _mcount(layout, payload, syms)) | _entry_words(layout, payload, syms)
+        _check_same_build(path, smap_path, smap, payload, layout, banner)  # type: ignore[arg-type]
+    mcount = _mcount(layout, payload, syms)
+    evidence = near_mcount(syms.addrs, mcount) | _entry_words(layout, payload, syms)
     write_elf(out, layout, payload, syms, _btf_functions(layout, payload), evidence,
+              own_records(syms.addrs, mcount[mcount != 0]),
               comment=f"kpatch-core boot image: {kind}".encode())
     with open(src_file + ".tmp", "w") as f:
         f.write(f"{kind}\n{syms.source}")
@@ -300,12 +302,10 @@ def _entry_words(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:
     return out
 
 
-def _check_same_build(path: str, smap_path: str, payload: bytes, layout: object, banner: str | None) -> None:
+def _check_same_build(path: str, smap_path: str, syms: Symbols, payload: bytes, layout: object,
+                      banner: str | None) -> None:
     """A System.map of another build puts ``linux_banner`` where this image has other bytes
     (init/version.c: the banner names the build: release, compiler, build number, date)."""
-    from .layout import read_at
-    syms = read_system_map(smap_path)
-    assert syms is not None
     try:
         i = syms.names.index("linux_banner")
     except ValueError:

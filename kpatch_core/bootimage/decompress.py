@@ -87,25 +87,32 @@ def _lz4_frame(d: bytes) -> bytes:
 
 
 def _lzo(d: bytes) -> bytes:
-    """lzop container [lib/decompress_unlzo.c]: header, then blocks (u32 BE out, u32 BE in, data)."""
+    """lzop container as lib/decompress_unlzo.c reads it (``parse_header``, then blocks of u32 BE
+    uncompressed size, u32 BE compressed size, checksums, data; a zero size ends it); the block
+    checksums are the ones the header flags announce (``lzop -9``, as cmd_lzo runs it: one)."""
     try:
         import lzo  # type: ignore[import-not-found]
     except ImportError:
-        raise InputError("lzo-compressed payload: install python-lzo (pip install python-lzo, "
-                         "needs liblzo2-dev) or pass the uncompressed vmlinux") from None
-    p = 9 + 2 + 2 + 2 + 1 + 1 + 4  # magic, version, lib version, version needed, method, level, flags
-    (flags,) = struct.unpack_from(">I", d, 9 + 2 + 2 + 2 + 1 + 1)
-    p += 4 + 4 + 4  # mode, mtime low, mtime high
+        raise InputError("lzo-compressed payload: install python-lzo (pip install 'kpatch-core[lzo]' "
+                         "or python-lzo; it builds against liblzo2-dev) or pass the uncompressed "
+                         "vmlinux") from None
+    (version,) = struct.unpack_from(">H", d, 9)
+    p = 9 + 7 + (1 if version >= 0x0940 else 0)  # version, lib version, needed version, method, level
+    (flags,) = struct.unpack_from(">I", d, p)
+    p += 8 if flags & 0x800 else 4  # HEADER_HAS_FILTER: flags + filter
+    p += 8 + (4 if version >= 0x0940 else 0)  # mode, mtime_low, mtime_high
     p += 1 + d[p] + 4  # name length, name, header checksum
-    if flags & 0x800:  # F_H_FILTER
-        p += 4
+    d_sums = 4 * (bool(flags & 0x1) + bool(flags & 0x100))  # F_ADLER32_D, F_CRC32_D
+    c_sums = 4 * (bool(flags & 0x2) + bool(flags & 0x200))  # F_ADLER32_C, F_CRC32_C
     out = []
     while p + 4 <= len(d):
         (dst,) = struct.unpack_from(">I", d, p)
         if dst == 0:
             break
         (src,) = struct.unpack_from(">I", d, p + 4)
-        p += 8 + (4 if flags & 1 else 0) + (4 if flags & 0x200 and src < dst else 0)
+        if src == 0 or src > dst:
+            raise ValueError(f"block at {p}: compressed size {src} for {dst} bytes")
+        p += 8 + d_sums + (c_sums if src < dst else 0)
         block = d[p:p + src]
         out.append(block if src == dst else lzo.decompress(block, False, dst))
         p += src

@@ -145,7 +145,7 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
     cuts.sort()
     secs: list[OutSection] = []
     etext = v.get("_etext", end)
-    text_end = _text_end(payload, base, etext, syms)
+    text_end = _got_end(payload, base, _text_end(payload, base, etext, syms), rela, rtype, little)
     pos = base
     for cut_lo, cut_hi, name, typ, flags in cuts + [(end, end, "", 0, 0)]:
         if cut_lo < pos:
@@ -191,6 +191,26 @@ def _text_end(payload: bytes, base: int, etext: int, syms: Symbols) -> int:
             not any(payload[end - 4096 - base:end - base]):
         end -= 4096
     return end
+
+
+def _got_end(payload: bytes, base: int, end: int, rela: tuple[int, int] | None, rtype: int,
+             little: bool) -> int:
+    """``end`` less the zeros after a ``.got`` that closes .text: arm64's vmlinux.lds.S puts
+    ``*(.got)`` last in .text and ``.got.plt`` (0 or 0x18 bytes of zeros) after it, outside
+    .text, before SEGMENT_ALIGN. When the last non-zero word before ``end`` is a place the boot
+    relocations write (a GOT entry), .text ends right after it."""
+    if rela is None or rela[1] <= rela[0]:
+        return end
+    tail = payload[max(0, end - base - 8192):end - base]
+    kept = len(tail.rstrip(b"\0"))
+    if kept == len(tail) or kept == 0:
+        return end
+    word = (end - len(tail) + kept - 1) & ~7
+    e = "<" if little else ">"
+    ents = np.frombuffer(payload[rela[0] - base:rela[1] - base], e + "u8")
+    ents = ents[:len(ents) // 3 * 3].reshape(-1, 3)
+    places = ents[ents[:, 1] == np.uint64(rtype), 0]
+    return word + 8 if bool((places == np.uint64(word)).any()) else end
 
 
 def _gap(name: str, lo: int, hi: int, base: int, flags: int) -> OutSection:

@@ -29,7 +29,12 @@ STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
 LINKER_SCRIPT = re.compile(r"^(__start_|__stop_|__end_)|^__\w*_text_(start|end)$|^_(s|e)?(init)?text$"
                            r"|^_(s|e)data$|^_end$|^__\w+_(start|end)$")
 FUNCTION_PREFIXES = ("__pfx_", "__cfi_", "__SCT__",
-                     "__raw_callee_save_")  # x86 PV_CALLEE_SAVE_REGS_THUNK: .type @function
+                     "__raw_callee_save_",  # x86 PV_CALLEE_SAVE_REGS_THUNK: .type @function
+                     # functions TRACE_EVENT defines (include/linux/tracepoint.h, trace/bpf_probe.h,
+                     # trace/perf.h, trace/trace_events.h): a tracepoint named foo_start gives
+                     # __traceiter_foo_start, which is no linker symbol
+                     "__traceiter_", "__probestub_", "__bpf_trace_", "perf_trace_",
+                     "trace_event_raw_event_", "trace_raw_output_")
 # the compiler's names for function parts and clones (foo.isra.0, foo.cold, foo.llvm.123)
 COMPILER_SUFFIX = re.compile(r"\.(isra|constprop|part|cold|llvm|lto_priv|localalias|clone|\d)")
 # arm64 aliases of kernel symbols for the position-independent code and the nVHE hypervisor
@@ -42,9 +47,13 @@ FUNCTION_ENTRY_WORDS: dict[int, tuple[int, ...]] = {183: (0xD503233F, 0xD503245F
 MCOUNT_WINDOW = (-8, 16)
 
 
-def symbol_info(letter: str, name: str, in_text: bool, in_btf: bool, entry_evidence: bool) -> int:
+def symbol_info(letter: str, name: str, in_text: bool, in_btf: bool, entry_evidence: bool,
+                own_record: bool = False) -> int:
     """st_info of a symbol known by its ``nm`` letter and name: local for lower case, weak for
-    w/W/v/V; the type from the evidence listed in the module docstring."""
+    w/W/v/V; the type from the evidence listed in the module docstring. A name shaped like a
+    linker symbol (``__delayacct_blkio_start`` is a C function) is a function only with
+    ``own_record``: an ``__mcount_loc`` record at its very address and no other symbol there (a
+    linker symbol such as ``__sched_text_start`` shares the address of the first function)."""
     bind = STB_WEAK if letter in "wWvV" else (STB_LOCAL if letter.islower() else STB_GLOBAL)
     if letter in "aA":
         typ = STT_NOTYPE
@@ -55,7 +64,7 @@ def symbol_info(letter: str, name: str, in_text: bool, in_btf: bool, entry_evide
         if name.startswith(FUNCTION_PREFIXES) or COMPILER_SUFFIX.search(name):
             typ = STT_FUNC
         elif LINKER_SCRIPT.match(base) and not in_btf:
-            typ = STT_NOTYPE
+            typ = STT_FUNC if own_record else STT_NOTYPE
         elif in_btf or COMPILER_SUFFIX.search(name):
             typ = STT_FUNC
         elif LINKER_SCRIPT.match(name):
@@ -90,28 +99,58 @@ _UNDERSCORE = re.compile(r"(__start_|__stop_|__end_|__pi_|__kvm_nvhe_)|_(s|e)?(i
                          r"|_(s|e)data$|_end$|__\w+_(start|end)$")
 
 
-def symbol_infos(letters: str, names: list[str], in_text: list[bool], in_btf: list[bool],
-                 evidence: list[bool]) -> list[int]:
-    """:func:`symbol_info` for every symbol; names of the same kind (plain, compiler-made
-    function, linker symbol) share the answer through a table."""
-    memo: dict[tuple[str, str, bool, bool, bool], int] = {}
-    out = []
+def own_records(addrs: np.ndarray, mcount: np.ndarray) -> np.ndarray:
+    """Per address (sorted, aliases repeated): an ``__mcount_loc`` record at exactly the address,
+    no other symbol there and none in the next MCOUNT_WINDOW[1] bytes (see :func:`symbol_info`:
+    a linker symbol at the end of an area lies a few padding bytes before the next function's
+    record, so no window; where the patchable entry precedes the function, riscv64 7.x, a linker
+    symbol at the start of an area is where the first function's record is, 8 bytes before it)."""
+    addrs = np.asarray(addrs, np.uint64)
+    if not len(mcount) or not len(addrs):
+        return np.zeros(len(addrs), bool)
+    rec = np.unique(np.asarray(mcount, np.uint64))
+    i = np.minimum(np.searchsorted(rec, addrs, side="left"), len(rec) - 1)
+    hit = rec[i] == addrs
+    sole = np.ones(len(addrs), bool)
+    same = addrs[1:] == addrs[:-1]
+    sole[1:] &= ~same
+    sole[:-1] &= ~same
+    nxt = np.append(addrs[1:], np.uint64(2**64 - 1))
+    return hit & sole & (nxt - addrs >= np.uint64(MCOUNT_WINDOW[1]))
+
+
+def symbol_infos(letters: str, names: list[str], in_text: "list[bool] | np.ndarray",
+                 in_btf: "list[bool] | np.ndarray", evidence: "list[bool] | np.ndarray",
+                 own_record: "np.ndarray | None" = None) -> np.ndarray:
+    """:func:`symbol_info` for every symbol (uint8 st_info). A plain identifier or a name with a
+    function prefix takes the answer of its (letter, kind, evidence) class, computed once per
+    class; the others (compiler suffixes, linker symbols: they start with "_" or hold a ".")
+    are asked one by one, with the compiler-made ones shared through a table."""
+    n = len(names)
+    if not n:
+        return np.zeros(0, np.uint8)
+    pfx = np.fromiter((x.startswith(FUNCTION_PREFIXES) for x in names), bool, n)
+    odd = np.fromiter((x[:1] == "_" or "." in x for x in names), bool, n) & ~pfx
+    lt = np.frombuffer(letters.encode("latin-1"), np.uint8).astype(np.int64)
+    key = (lt << 4) | (pfx.astype(np.int64) << 3) | (np.asarray(in_text, bool).astype(np.int64) << 2) \
+        | (np.asarray(in_btf, bool).astype(np.int64) << 1) | np.asarray(evidence, bool).astype(np.int64)
+    uniq, inv = np.unique(key, return_inverse=True)
+    table = np.array([symbol_info(chr(k >> 4), "__pfx_f" if k & 8 else "plain", bool(k & 4),
+                                  bool(k & 2), bool(k & 1)) for k in uniq.tolist()], np.uint8)
+    out = table[inv.reshape(-1)]
+    memo: dict[int, int] = {}
     suffix, under = _SUFFIX.search, _UNDERSCORE.match
-    for t, n, x, b, ev in zip(letters, names, in_text, in_btf, evidence):
-        if n.startswith(FUNCTION_PREFIXES):
-            kind = "__pfx_f"  # a function prefix: the same answer as any other
-        elif "." in n and suffix(n):
-            kind = "f.isra.0"
-        elif n[:1] == "_" and under(n):
-            out.append(symbol_info(t, n, x, b, ev))
+    for i in np.nonzero(odd)[0].tolist():
+        x = names[i]
+        if x[:1] == "_" and under(x) or not suffix(x):
+            out[i] = symbol_info(letters[i], x, bool(key[i] & 4), bool(key[i] & 2), bool(key[i] & 1),
+                                 bool(own_record[i]) if own_record is not None else False)
             continue
-        else:
-            kind = "plain"
-        k = (t, kind, x, b, ev)
+        k = int(key[i])
         v = memo.get(k)
         if v is None:
-            v = memo[k] = symbol_info(t, kind, x, b, ev)
-        out.append(v)
+            v = memo[k] = symbol_info(letters[i], "f.isra.0", bool(k & 4), bool(k & 2), bool(k & 1))
+        out[i] = v
     return out
 
 
@@ -146,15 +185,7 @@ def evidence_types(image: "Image", lo: int, hi: int) -> np.ndarray:
     if words:
         evidence |= np.isin(image.read_u32_at(addrs), np.array(words, np.uint32))
     in_btf = np.fromiter((n in btf for n in names), bool, len(names))
-    out = np.where(in_btf | evidence, STT_FUNC, STT_NOTYPE).astype(np.uint8)
-    # names beyond a plain identifier (a prefix, a compiler suffix, a linker symbol: all start
-    # with "_" or hold a ".") take the whole rule; a plain one is a function on evidence alone
-    odd = [i for i, n in enumerate(names) if n[:1] == "_" or "." in n]
-    pfx = [i for i in odd if names[i].startswith(FUNCTION_PREFIXES)]  # x86 6.12+: one per function
-    out[pfx] = STT_FUNC
-    odd = sorted(set(odd) - set(pfx)) if pfx else odd
-    if odd:
-        info = symbol_infos("t" * len(odd), [names[i] for i in odd], [True] * len(odd),
-                            in_btf[odd].tolist(), evidence[odd].tolist())
-        out[odd] = np.array(info, np.uint8) & 0xF
+    info = symbol_infos("t" * len(names), names, np.ones(len(names), bool), in_btf, evidence,
+                        own_records(addrs, mcount[mcount != 0]))
+    out = info & np.uint8(0xF)
     return out

@@ -64,10 +64,12 @@ class Layout:
 
 def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symbols,
               func_names: frozenset[str] = frozenset(), entry_evidence: np.ndarray | None = None,
+              own_record: np.ndarray | None = None,
               comment: bytes = b"") -> None:
     """Write the synthetic ELF to ``path`` (atomically: a temporary file renamed into place).
-    ``func_names`` (BTF functions) and ``entry_evidence`` (per symbol: an ``__mcount_loc``
-    record or a function-entry instruction at it) decide each symbol's ELF type
+    ``func_names`` (BTF functions), ``entry_evidence`` (per symbol: an ``__mcount_loc``
+    record or a function-entry instruction at it) and ``own_record`` (an ``__mcount_loc`` record
+    at it and no other symbol there) decide each symbol's ELF type
     (:mod:`.symbol_types`)."""
     e = "<" if layout.little_endian else ">"
     secs = list(layout.sections)
@@ -86,8 +88,9 @@ def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symb
     is_exec = inside & (exe[jj] if len(starts) else False)
     # .symtab: locals first is an ELF rule (sh_info = first global); keep kallsyms order within
     traced = entry_evidence if entry_evidence is not None else np.zeros(len(addrs), bool)
-    info = np.array(symbol_infos(syms.types, syms.names, is_exec.tolist(),
-                                 [n in func_names for n in syms.names], traced.tolist()), np.uint8)
+    info = symbol_infos(syms.types, syms.names, is_exec,
+                        np.fromiter((n in func_names for n in syms.names), bool, len(syms.names)),
+                        traced, own_record)
     o = np.argsort((info >> 4) != STB_LOCAL, kind="stable")
     names_b = [syms.names[i].encode("latin-1") for i in o.tolist()]
     strtab = b"\0" + b"\0".join(names_b) + b"\0"

@@ -9,7 +9,8 @@ relative_base; every symbol kept, as with CONFIG_KALLSYMS_ALL), then packs the p
 that architecture's boot image does:
 
 - x86_64: stripped vmlinux (``objcopy -S``) in a bzImage (setup header, arch/x86/boot/header.S)
-  compressed with gzip, xz, lzma, bzip2, lz4 (legacy frame) and zstd: ``x86_64/vmlinuz-<fmt>``;
+  compressed with gzip, xz, lzma, bzip2, lz4 (legacy frame), zstd and lzo (lzop -9 container,
+  with python-lzo installed): ``x86_64/vmlinuz-<fmt>``;
 - arm64: ``objcopy -O binary`` layout from ``_text`` with the Image header (``Image``),
   gzipped (``Image.gz``) and in an EFI zboot container (``vmlinuz.efi``, zstd);
 - riscv64: the same with the riscv header (``Image``) and zboot with gzip (``vmlinuz.efi``);
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import importlib.util
 import lzma
 import struct
 import subprocess
@@ -191,6 +193,22 @@ def lz4_legacy(data: bytes) -> bytes:
     return bytes(out)
 
 
+def lzop(data: bytes) -> bytes:
+    """``lzop -9`` as cmd_lzo runs it: the lzop header (version 0x1030, LZO1X-999, one adler32
+    per block, F_ADLER32_D) and 256 KiB blocks [lib/decompress_unlzo.c]; needs python-lzo."""
+    import zlib
+
+    import lzo  # type: ignore[import-not-found]
+    hdr = struct.pack(">HHHBBIIIIB", 0x1030, 0x2080, 0x0940, 3, 9, 0x1, 0o100644, 0, 0, 0)
+    out = bytearray(b"\x89LZO\x00\r\n\x1a\n" + hdr + struct.pack(">I", zlib.adler32(hdr)))
+    for i in range(0, len(data), 256 << 10):
+        blk = data[i:i + (256 << 10)]
+        c = lzo.compress(blk, 9, False)
+        c = c if len(c) < len(blk) else blk
+        out += struct.pack(">III", len(blk), len(c), zlib.adler32(blk)) + c
+    return bytes(out + bytes(4))
+
+
 COMPRESS = {
     "gzip": lambda d: gzip.compress(d, 9, mtime=0),
     "xz": lambda d: lzma.compress(d, lzma.FORMAT_XZ, check=lzma.CHECK_CRC32),
@@ -198,6 +216,7 @@ COMPRESS = {
     "bzip2": lambda d: bz2.compress(d, 9),
     "lz4": lz4_legacy,
     "zstd": lambda d: zstandard.ZstdCompressor(level=19).compress(d),
+    "lzo": lzop,
 }
 
 
@@ -253,6 +272,9 @@ def main() -> int:
             if arch == "x86_64":
                 payload = stripped.read_bytes()
                 for fmt, comp in COMPRESS.items():
+                    if fmt == "lzo" and importlib.util.find_spec("lzo") is None:
+                        print("x86_64: vmlinuz-lzo kept as it is (python-lzo not installed)")
+                        continue
                     (d / f"vmlinuz-{fmt}").write_bytes(bzimage(comp(payload), RELEASE))
                 stripped.unlink()
                 rel = d / "release"
