@@ -64,8 +64,8 @@ def main(argv: list[str]) -> int:
                     rx = glob_regex(t.symbol)
                     names = dict.fromkeys(n for n in available_filter_functions(image) if rx.match(n))
                     requests[f"{kind} {','.join(names) or t.symbol}"] = None
-                else:
-                    requests[f"{kind} {t.symbol}{off}"] = None
+                else:  # a sleepable program's request is fentry.s, lsm.s ...
+                    requests[f"{kind}{'.s' if t.sleepable else ''} {t.symbol}{off}"] = None
             if not v.ok:
                 refused.append(f"{os.path.basename(p)}: {t} {v.errno} {v.reason.name if v.reason else ''}")
     if requests_out:

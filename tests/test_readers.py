@@ -52,6 +52,13 @@ def test_bpftrace_comments_strings_predicates_and_structs():
     assert pf.skipped == ("uprobe:/bin/sh:main",)
 
 
+def test_bpftrace_lsm_probes():
+    pf = read_bpftrace("t.bt", "lsm:file_open { }\nlsm:bprm_check_security, kprobe:x { }\n")
+    assert [(str(s.target), s.target.attach, s.target.symbol) for s in pf.specs] == [
+        ("lsm:file_open", "lsm", "file_open"), ("lsm:bprm_check_security", "lsm", "bprm_check_security"),
+        ("kprobe:x", "kprobe", "x")]
+
+
 def test_bcc_event_re_and_syscalls():
     assert _specs("cpudist-bpfcc") == [
         ('attach_kprobe(event="{}")', "kprobe",

@@ -18,7 +18,7 @@ from ..errors import UsageError
 from ..target import parse_target
 from .probe_file import ProbeFile, ProbeSpec
 
-_KERNEL = re.compile(r"^(kprobe|kretprobe|k|kr|kfunc|kretfunc|fentry|fexit|f|fr):")
+_KERNEL = re.compile(r"^(kprobe|kretprobe|k|kr|kfunc|kretfunc|fentry|fexit|f|fr|lsm):")
 
 
 def _strip(text: str) -> str:

@@ -22,7 +22,8 @@ from .probe_file import ProbeFile, ProbeSpec
 EM_BPF = 247
 SHF_EXECINSTR = 0x4
 _KERNEL_SECTIONS = re.compile(r"^(kprobe|kretprobe|fentry|fexit|fentry\.s|fexit\.s|fmod_ret|"
-                              r"kprobe\.multi|kretprobe\.multi|ksyscall|kretsyscall)(/|$)")
+                              r"fmod_ret\.s|lsm|lsm\.s|kprobe\.multi|kretprobe\.multi|ksyscall|"
+                              r"kretsyscall)(/|$)")
 
 
 def embedded_objects(data: bytes) -> list[bytes]:
