@@ -3,7 +3,9 @@
 
 The list each kind starts from is the one its tools read: kprobe/kretprobe the kallsyms
 function symbols (perf probe -F), fentry/fexit the BTF functions that ftrace can hook
-(bpftrace -l 'fentry:*'), fprobe and kprobe_multi ``available_filter_functions``.
+(bpftrace -l 'fentry:*'), fprobe and kprobe_multi ``available_filter_functions``, lsm the
+BPF LSM hooks (``bpf_lsm_hooks`` of the image, without the ``bpf_lsm_`` prefix, as
+``lsm/HOOK`` and bpftrace's ``lsm:HOOK`` name them).
 ``--probeable`` keeps the names whose verdict at the function entry is "accepted".
 
 >>> main(["list", "vmlinux", "tcp_v4_*", "--probeable"])       # doctest: +SKIP
@@ -21,7 +23,7 @@ from .image import Image
 from .spec import available_filter_functions, btf_function_names, glob_regex, text_functions
 from .target import Target
 
-KINDS = ("kprobe", "kretprobe", "fentry", "fexit", "fprobe", "kprobe_multi")
+KINDS = ("kprobe", "kretprobe", "fentry", "fexit", "fprobe", "kprobe_multi", "lsm")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,8 +40,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def names_for(image: Image, pattern: str, kind: str) -> list[str]:
-    """Distinct names matching ``pattern`` in the list ``kind``'s tools read, in address order."""
+    """Distinct names matching ``pattern`` in the list ``kind``'s tools read, in address order
+    (lsm hooks: by name)."""
     rx = glob_regex(pattern)
+    if kind == "lsm":  # bpf_lsm_verify_prog's bpf_lsm_hooks (else every bpf_lsm_ BTF function)
+        from .bpf_trampoline import LSM_PREFIX, btf_id_set
+        hooks = btf_id_set(image, "bpf_lsm_hooks")
+        found = hooks if hooks is not None else btf_function_names(image)
+        return sorted(n[len(LSM_PREFIX):] for n in found
+                      if n.startswith(LSM_PREFIX) and rx.match(n[len(LSM_PREFIX):]))
     if kind in ("kprobe", "kretprobe"):
         pool: tuple[str, ...] = text_functions(image)
     else:

@@ -77,6 +77,19 @@ def test_list_kinds_differ_as_the_tools_do():
     assert "vfs_read" in names_for(image, "vfs_*", "fentry")
 
 
+def test_list_lsm_hooks():
+    """`list --kind lsm`: the image's bpf_lsm_hooks as lsm/HOOK names them; --probeable drops
+    bpf_lsm_disabled_hooks (bpf_lsm_verify_prog)."""
+    from kpatch_core.attach import check_one
+    from kpatch_core.target import Target
+    image = _image("x86_64-6.12")
+    hooks = names_for(image, "*", "lsm")
+    assert "file_open" in hooks and "vm_enough_memory" in hooks and len(hooks) == 266
+    assert names_for(image, "file_o*", "lsm") == ["file_open"]
+    ok = [h for h in hooks if check_one(image, Target(h, "p", symbol=h, attach="lsm")).ok]
+    assert "file_open" in ok and "vm_enough_memory" not in ok
+
+
 def test_list_cli(capsys):
     path = os.path.join(CACHE, "x86_64-6.12", "vmlinux")
     _image("x86_64-6.12")
