@@ -11,7 +11,7 @@ both sides read the same plain .ko files.  Then, one after the other on this mac
 - ``kpatch-analyze modules VMLINUX --modules TREE --json --no-cache --jobs 1``: open, lay out,
   relocate and fully analyse every module (every instruction's verdict), one process.
 
-Printed side by side: wall and CPU seconds, modules, functions, instructions, the ratio
+Printed side by side: wall and CPU seconds (and our peak RSS), modules, functions, instructions, the ratio
 (target: kpatch <= 2x objdump), and the modules that failed to load.  ``--limit``/``--every``
 take a sample (the first N, or every K-th module in name order) for a quick run.
 """
@@ -98,7 +98,9 @@ def main() -> int:
         insns = sum(r["insns"] for r in ok)
         entries = sum(r["probeable_entries"] for r in ok)
         unresolved = sum(1 for r in ok if r["unresolved"])
-        print(f"kpatch modules  {kp_wall:8.1f} s wall {kp_cpu:8.1f} s CPU  (exit {res.returncode})")
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest child: ours
+        print(f"kpatch modules  {kp_wall:8.1f} s wall {kp_cpu:8.1f} s CPU  (exit {res.returncode}), "
+              f"peak RSS {rss:.0f} MiB")
         print(f"ratio           {kp_wall / obj_wall:8.2f}x wall {kp_cpu / max(obj_cpu, 1e-9):8.2f}x CPU "
               "(target <= 2x)")
         print(f"analysed        {len(ok)} modules, {funcs} functions ({entries} probeable entries, "

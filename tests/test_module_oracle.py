@@ -1,6 +1,7 @@
 """Module probes asked of a real kernel (tools/kernel-oracle/modules.py: Debian 6.12.117 amd64
-and arm64 booted under QEMU with 21-22 modules and their dependencies insmod'ed) replayed
-against ``check --modules``: (ok, errno) and the flags after arming must all agree."""
+and arm64, sid 7.2.13 riscv64, booted under QEMU with 21-22 modules and their dependencies
+insmod'ed) replayed against ``check --modules``: (ok, errno) and the flags after arming must
+all agree."""
 from __future__ import annotations
 
 import gzip
@@ -20,7 +21,8 @@ ORACLE = Path(__file__).resolve().parent / "data" / "oracle"
 KERNELS = Path(os.path.expanduser("~/.cache/kpatch-kernels"))
 # answers -> (the build they were asked of, modules whose insmod failed in the guest)
 RUNS = {"modules-x86_64-6.12": ("6.12.117+deb13-amd64", {"kvm_intel"}),  # no VMX under TCG
-        "modules-arm64-6.12": ("6.12.117+deb13-arm64", set())}
+        "modules-arm64-6.12": ("6.12.117+deb13-arm64", set()),
+        "modules-riscv64-7.2": ("7.2.13+deb14-riscv64", set())}
 
 
 class _Loaded:

@@ -273,14 +273,17 @@ def module_frob_arch_sections(ko: Any) -> Any:
     return attrs.evolve(ko, sections=secs)
 
 
-def _entry(state: dict, sec: Any, kind: str, section: str, size: int, val: int) -> int:
+def _entry(state: dict, sec: Any, kind: str, section: str, size: int, val: int) -> int | None:
     """``module_emit_got_entry`` / ``module_emit_plt_entry``: the entry of ``val`` (one per
-    distinct value, in order of first use), as an address."""
+    distinct value, in order of first use), as an address; None without the section
+    (CONFIG_MODULE_SECTIONS off: the relocation then fails as out of range)."""
+    s = sec.ko.section(section)
+    base = sec.layout.address_of.get(s.index) if s is not None else None
+    if base is None:
+        return None
     table = state.setdefault(kind, {})
     if val not in table:
         table[val] = len(table)
-    s = sec.ko.section(section)
-    base = sec.layout.address_of.get(s.index, 0) if s is not None else 0
     return int(base + size * table[val])
 
 
@@ -293,15 +296,20 @@ def apply_relocate_add(sec: Any, state: dict) -> None:
         v = sec.S + sec.A
         # out-of-range CALL_PLT / PLT32 go through the module's PLT (module_emit_plt_entry)
         plt = np.isin(types, [R_RISCV_CALL_PLT, R_RISCV_PLT32]) & ~_valid_32bit_offset(v - sec.P)
-        for i in np.flatnonzero(plt).tolist():
-            S[i] = U64(_entry(state, sec, "plt", ".plt", PLT_ENTRY_SIZE, int(v[i])))
         A = sec.A.copy()
-        A[plt] = 0
+        for i in np.flatnonzero(plt).tolist():
+            e = _entry(state, sec, "plt", ".plt", PLT_ENTRY_SIZE, int(v[i]))
+            if e is not None:
+                S[i], A[i] = U64(e), U64(0)
         # GOT_HI20: the GOT entry of S + A (module_emit_got_entry), in relocation order
         got = types == R_RISCV_GOT_HI20
         for i in np.flatnonzero(got).tolist():
-            S[i] = U64(_entry(state, sec, "got", ".got", GOT_ENTRY_SIZE, int(v[i])))
-        A[got] = 0
+            e = _entry(state, sec, "got", ".got", GOT_ENTRY_SIZE, int(v[i]))
+            if e is None:  # apply_r_riscv_got_hi20_rela: "can not generate the GOT entry"
+                sec.unsupported["R_RISCV_GOT_HI20 without .got"] = \
+                    sec.unsupported.get("R_RISCV_GOT_HI20 without .got", 0) + 1
+                continue
+            S[i], A[i] = U64(e), U64(0)
         # PCREL_LO12_I/S: the lo12 of the HI20 relocation whose place is this symbol's value
         lo = np.isin(types, [R_RISCV_PCREL_LO12_I, R_RISCV_PCREL_LO12_S])
         if lo.any():
@@ -310,14 +318,14 @@ def apply_relocate_add(sec: Any, state: dict) -> None:
             for j in hi_idx.tolist():
                 first.setdefault(int(sec.P[j]), j)
             for i in np.flatnonzero(lo).tolist():
-                j = first.get(int(sec.S[i]))
-                if j is None:  # "Can not find HI20 relocation information": -EINVAL
+                hi = first.get(int(sec.S[i]))
+                if hi is None:  # "Can not find HI20 relocation information": -EINVAL
                     name = "R_RISCV_PCREL_LO12 without HI20"
                     sec.unsupported[name] = sec.unsupported.get(name, 0) + 1
                     lo[i] = False
                     continue
-                target = int(S[j] + A[j])  # the GOT entry for GOT_HI20 (S[j] set above)
-                S[i] = U64((target - int(sec.P[j])) & 0xFFFFFFFFFFFFFFFF)
+                target = int(S[hi] + A[hi])  # the GOT entry for GOT_HI20 (S[hi] set above)
+                S[i] = U64((target - int(sec.P[hi])) & 0xFFFFFFFFFFFFFFFF)
             A[lo] = 0
     for t in np.unique(types).tolist():
         if t in REFUSED:

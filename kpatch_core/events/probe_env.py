@@ -113,7 +113,7 @@ class ImageEnv:
         t = Target(text, kind, symbol=sym, offset=offset, address=address, module=module)
         v = check(self.image, t)
         entry: bool | None = None
-        where = self.image  # MOD:SYM: the live module when given (else not loaded: -ENOENT)
+        where: Image | None = self.image  # MOD:SYM: the live module when given (else -ENOENT)
         if module is not None:
             src = self.image.module_source
             where = src.view(module) if src is not None else None

@@ -340,14 +340,17 @@ class ModuleImage(Image):
     @functools.cached_property
     def kallsyms(self) -> Kallsyms:
         """``core_kallsyms``: table order among aliases, sizes to the next symbol or the end
-        of the memory region the symbol lies in (``find_kallsyms_symbol``)."""
+        of the memory region the symbol lies in (``find_kallsyms_symbol``; the region's size
+        is page-aligned by ``module_memory_alloc``)."""
         st = self.symtab
         n = len(self.loaded.core.index)
         sel = np.arange(1, 1 + n, dtype=np.int64)
         addrs = st.values[sel]
         order = np.argsort(addrs, kind="stable")
         ks = Kallsyms(addrs[order], [st.names[int(i)] for i in sel[order]], sel[order], st)
-        ends = np.array([e for _, e in sorted(self.loaded.layout.regions.values())], np.uint64)
+        page = arch_module(self.kernel).PAGE_SIZE  # module_memory_alloc: PAGE_ALIGN(size)
+        ends = np.array([-(-e // page) * page for _, e in sorted(self.loaded.layout.regions.values())],
+                        np.uint64)
         starts = np.array([s for s, _ in sorted(self.loaded.layout.regions.values())], np.uint64)
         if len(ks.uaddrs) and len(starts):
             r = np.searchsorted(starts, ks.uaddrs, side="right").astype(np.int64) - 1
