@@ -101,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise UsageError("give a vmlinux, or a command: check, summary, func, diff, event "
                              "(see kpatch-analyze --help)")
+        images = getattr(args, "vmlinux", None)
+        if images and not getattr(args, "live", False):
+            from .bootimage import prefetch  # a boot image unpacks while the command loads
+            for path in [images] if isinstance(images, str) else images:
+                prefetch(path, getattr(args, "system_map", None))
         if args.command == "check":
             return _cmd_check(args)
         mod, _, run = SUBCOMMANDS[args.command]

@@ -68,6 +68,10 @@ def test_boot_image_verdicts_equal_vmlinux(boot: str, vmlinux: str) -> None:
     mine, theirs = _verdicts(img), _verdicts(ref)
     assert len(mine) >= 30
     assert mine == theirs
+    # the full analysis's per-symbol type, by evidence both hold (names, BTF, __mcount_loc)
+    from kpatch_core.analysis import TextSymbols
+    a, b = TextSymbols.build(img), TextSymbols.build(ref)
+    assert a.names == b.names and a.types.tolist() == b.types.tolist()
 
 
 @pytest.mark.parametrize("boot,vmlinux", IMAGES[::3], ids=[i[0] for i in IMAGES[::3]])
@@ -101,6 +105,48 @@ def test_needs_boot_elf() -> None:
     assert needs_boot_elf(str(BOOT / "x86_64/vmlinuz-gzip"))
     assert needs_boot_elf(str(BOOT / "ppc64le/vmlinux-stripped"))
     assert not needs_boot_elf(str(TESTDATA / "x86_64/vmlinux"))
+
+
+def test_prefetch_hands_its_result_or_error_to_boot_elf(boot_cache: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI starts boot_elf in a thread while it loads the command; boot_elf takes that result
+    (or raises its error), and makes a fresh one when the cache moved in between."""
+    from kpatch_core.bootimage import prefetch
+    img = str(BOOT / "x86_64/vmlinuz-gzip")
+    prefetch(img)
+    a = boot_elf(img)
+    assert a == boot_elf(img) and Path(a.elf_path).parent == boot_cache
+    smap = tmp_path / "System.map"
+    shutil.copy(BOOT / "x86_64/System.map", smap)
+    prefetch(str(smap))  # a System.map as the image: the thread's InputError reaches the caller
+    with pytest.raises(InputError, match="this is a System.map"):
+        boot_elf(str(smap))
+    prefetch(img)
+    monkeypatch.setenv("KPATCH_BOOT_CACHE", str(tmp_path / "elsewhere"))
+    c = boot_elf(img)
+    assert Path(c.elf_path).parent == tmp_path / "elsewhere" and Path(c.elf_path).is_file()
+
+
+def test_symbol_types_of_names_shaped_like_linker_symbols() -> None:
+    """scripts/kallsyms gives no ELF types: a tracepoint's functions (a tracepoint called
+    foo_start gives __traceiter_foo_start) are functions; ``__X_start`` is a function with an
+    ftrace record of its own, a linker symbol where it shares its address with the first function
+    of its area, or lies within a patchable entry before it (riscv64 7.x)."""
+    from kpatch_core.bootimage.symbol_types import STT_FUNC, STT_NOTYPE, own_records, symbol_infos
+    base = 0xFFFFFFFF81000000
+    rows = [(base, "T", "__sched_text_start"), (base, "T", "io_schedule_timeout"),
+            (base + 0x100, "t", "__delayacct_blkio_start"), (base + 0x200, "t", "__traceiter_pm_cb_start"),
+            (base + 0x300, "T", "__kprobes_text_start"), (base + 0x308, "T", "kprobe_func"),
+            (base + 0x400, "T", "__irqentry_text_end"), (base + 0x406, "t", "next_func")]
+    addrs = np.array([r[0] for r in rows], np.uint64)
+    mcount = np.array([base, base + 0x100, base + 0x300, base + 0x406], np.uint64)
+    info = symbol_infos("".join(r[1] for r in rows), [r[2] for r in rows], np.ones(len(rows), bool),
+                        np.zeros(len(rows), bool), np.ones(len(rows), bool), own_records(addrs, mcount))
+    types = dict(zip((r[2] for r in rows), (int(i) & 0xF for i in info)))
+    assert types == {"__sched_text_start": STT_NOTYPE, "io_schedule_timeout": STT_FUNC,
+                     "__delayacct_blkio_start": STT_FUNC, "__traceiter_pm_cb_start": STT_FUNC,
+                     "__kprobes_text_start": STT_NOTYPE, "kprobe_func": STT_FUNC,
+                     "__irqentry_text_end": STT_NOTYPE, "next_func": STT_FUNC}
 
 
 # -- decompression ---------------------------------------------------------------------------

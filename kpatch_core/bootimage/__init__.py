@@ -18,6 +18,8 @@ import hashlib
 import os
 import re
 import struct
+import threading
+from concurrent.futures import Future
 
 import attrs
 import numpy as np
@@ -190,8 +192,46 @@ def _check_elf_input(path: str, data: bytes) -> None:
                          "image; pass a vmlinux or /boot/vmlinuz-RELEASE (uprobes: use the uprobe command)")
 
 
+_PENDING: dict[tuple[object, ...], "Future[BootElf]"] = {}
+
+
+def _pending_key(path: str, system_map: str | None) -> tuple[object, ...]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (path,)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, system_map, cache_dir())
+
+
+def prefetch(path: str, system_map: str | None = None) -> None:
+    """Start :func:`boot_elf` of ``path`` in a background thread when it is a boot image, so the
+    decompression (which releases the GIL) runs while the command imports its modules; the
+    next :func:`boot_elf` of the same image takes the result (or its error)."""
+    key = _pending_key(path, system_map)
+    if key in _PENDING or not needs_boot_elf(path):
+        return
+    fut: Future[BootElf] = Future()
+
+    def work() -> None:
+        try:
+            fut.set_result(_boot_elf(path, None, system_map))
+        except BaseException as e:  # noqa: BLE001 -- handed to the caller of boot_elf
+            fut.set_exception(e)
+    _PENDING[key] = fut
+    threading.Thread(target=work, name="kpatch-boot-prefetch", daemon=True).start()
+
+
 def boot_elf(path: str, config_path: str | None = None, system_map: str | None = None) -> BootElf:
     """Read boot image ``path`` and return the synthetic ELF that stands for its vmlinux."""
+    fut = _PENDING.pop(_pending_key(path, system_map), None)
+    if fut is not None:
+        b = fut.result()
+        if os.path.isfile(b.elf_path):
+            return attrs.evolve(b, config_path=config_path) if config_path is not None else b
+    return _boot_elf(path, config_path, system_map)
+
+
+def _boot_elf(path: str, config_path: str | None, system_map: str | None) -> BootElf:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -318,4 +358,4 @@ def _check_same_build(path: str, smap_path: str, syms: Symbols, payload: bytes, 
 
 
 __all__ = ["EM_AARCH64", "EM_RISCV", "EM_S390", "BootElf", "beside", "boot_elf", "cache_dir",
-           "needs_boot_elf"]
+           "needs_boot_elf", "prefetch"]
