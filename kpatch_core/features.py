@@ -303,6 +303,13 @@ FEATURES: tuple[Feature, ...] = (
        "arch/arm64/net/bpf_jit_comp.c: calc_arg_aux ('bpf, arm64: Support up to 12 function "
        "arguments', v6.16; Debian 6.12 refuses, 7.2.13 accepts: oracle)",
        since=(6, 16), arches=("arm64",)),
+    _F("SLEEPABLE_SYSCALLS_WITHOUT_ERROR_INJECTION",
+       "without CONFIG_FUNCTION_ERROR_INJECTION (Debian), sleepable fentry/fexit/fmod_ret and "
+       "fmod_ret programs may attach to the arch's syscall entries (__x64_, __arm64_...); "
+       "before, the error-injection list is always empty and only security_ hooks take fmod_ret",
+       "kernel/bpf/verifier.c: check_attach_sleepable / check_attach_modify_return, "
+       "has_arch_syscall_prefix (absent in 6.12, present in 7.2.13; since not pinned)",
+       since=(7, 0)),
     _F("BPF_TRAMPOLINE_STRUCT_ARGS",
        "struct arguments of at most 16 bytes pass through the BPF trampoline (one register per "
        "8 bytes); before, the trampoline refuses them -ENOTSUPP",
