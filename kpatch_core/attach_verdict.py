@@ -38,11 +38,12 @@ class AttachReason(enum.Enum):
                   "kallsyms_lookup_name finds no address for the BTF function")
     NOT_MODIFIABLE = ("EINVAL", "check_attach_modify_return",
                       ("fmod_ret needs an ALLOW_ERROR_INJECTION function (without "
-                      "CONFIG_FUNCTION_ERROR_INJECTION: a syscall entry) or a security_ hook"))
+                      "CONFIG_FUNCTION_ERROR_INJECTION on 7.x: a syscall entry) or a security_ "
+                      "hook"))
     NOT_SLEEPABLE = ("EINVAL", "btf_id_allow_sleepable / check_attach_sleepable",
                      ("a sleepable program (.s) needs an ALLOW_ERROR_INJECTION function not on "
-                     "btf_non_sleepable_error_inject (without CONFIG_FUNCTION_ERROR_INJECTION: "
-                     "a syscall entry)"))
+                     "btf_non_sleepable_error_inject (without CONFIG_FUNCTION_ERROR_INJECTION "
+                     "on 7.x: a syscall entry)"))
     LSM_NOT_SLEEPABLE = ("EINVAL", "btf_id_allow_sleepable / bpf_lsm_is_sleepable_hook",
                          "a sleepable LSM program (lsm.s) needs a hook in sleepable_lsm_hooks")
     LSM_DISABLED_HOOK = ("EINVAL", "bpf_lsm_verify_prog",

@@ -141,18 +141,22 @@ def _has_arch_syscall_prefix(image: Image, name: str) -> bool:
     return bool(p) and name.startswith(p)
 
 
-def _error_injection(image: Image) -> bool:
-    """CONFIG_FUNCTION_ERROR_INJECTION (the whitelist section's bounds are in the image)."""
-    return image.symtab.value("__start_error_injection_whitelist") is not None
+def _syscalls_instead(image: Image) -> bool:
+    """Without CONFIG_FUNCTION_ERROR_INJECTION (no whitelist section in the image) newer kernels
+    let sleepable and fmod_ret programs attach to the syscall entries instead (FEATURE
+    SLEEPABLE_SYSCALLS_WITHOUT_ERROR_INJECTION); older ones have an always-empty list."""
+    return image.symtab.value("__start_error_injection_whitelist") is None and \
+        image.features.has("SLEEPABLE_SYSCALLS_WITHOUT_ERROR_INJECTION")
 
 
 def allows_sleepable(image: Image, name: str, addr: int, lsm: bool = False) -> bool:
     """``btf_id_allow_sleepable``: an LSM hook must be in sleepable_lsm_hooks; a tracing
     function must be ALLOW_ERROR_INJECTION and not in btf_non_sleepable_error_inject
-    (``check_attach_sleepable``; without CONFIG_FUNCTION_ERROR_INJECTION: a syscall entry)."""
+    (``check_attach_sleepable``; without CONFIG_FUNCTION_ERROR_INJECTION on 7.x: a syscall
+    entry, on 6.x nothing)."""
     if lsm:  # bpf_lsm_is_sleepable_hook
         return name in (btf_id_set(image, "sleepable_lsm_hooks") or ())
-    if not _error_injection(image):
+    if _syscalls_instead(image):
         return _has_arch_syscall_prefix(image, name)
     deny = btf_id_set(image, "btf_non_sleepable_error_inject")
     return addr in error_injection_list(image) and \
@@ -161,10 +165,10 @@ def allows_sleepable(image: Image, name: str, addr: int, lsm: bool = False) -> b
 
 def _not_modifiable(image: Image, name: str, addr: int) -> bool:
     """``check_attach_modify_return``: an ALLOW_ERROR_INJECTION function (without
-    CONFIG_FUNCTION_ERROR_INJECTION: a syscall entry) or a ``security_`` hook."""
+    CONFIG_FUNCTION_ERROR_INJECTION on 7.x: a syscall entry) or a ``security_`` hook."""
     if name.startswith("security_"):
         return False
-    if not _error_injection(image):
+    if _syscalls_instead(image):
         return not _has_arch_syscall_prefix(image, name)
     return addr not in error_injection_list(image)
 
