@@ -37,7 +37,6 @@ NORETURN_DENY = ("__ia32_sys_exit", "__ia32_sys_exit_group", "__kunit_abort",
                  "kthread_exit", "make_task_dead")
 # check_non_sleepable_error_inject: btf_non_sleepable_error_inject (when the image lacks the set)
 NON_SLEEPABLE_ERROR_INJECT = ("__filemap_add_folio", "should_fail_alloc_page", "should_failslab")
-LSM_PREFIX = "bpf_lsm_"  # kernel/bpf/bpf_lsm.c: LSM_HOOK -> bpf_lsm_##NAME; libbpf lsm/HOOK
 # register_fentry needs CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS (tr->fops); its API's names
 DIRECT_CALLS_EVIDENCE = ("register_ftrace_direct", "register_ftrace_direct_multi")
 
@@ -178,10 +177,9 @@ def check_fentry(image: Image, target: Target) -> AttachVerdict:
     ``target.sleepable`` for the ``.s`` variants) to ``target.symbol`` on ``image`` (for
     ``lsm`` the hook's function ``bpf_lsm_<symbol>``)."""
     assert target.symbol is not None
-    name, attach, kind = target.symbol, target.attach, target.kind
+    attach, kind = target.attach, target.kind
     lsm = attach == "lsm"
-    if lsm:  # libbpf find_attach_btf_id / bpftrace: "bpf_lsm_" + hook
-        name = LSM_PREFIX + name
+    name = target.kernel_symbol or target.symbol  # lsm: libbpf find_attach_btf_id's "bpf_lsm_" + hook
     fexit = attach in ("fexit", "fmod_ret")  # attach_uses_trampoline_retval, noreturn_deny
     rules = image.version.rules
     common = {"spelling": target.spelling, "rules": rules}

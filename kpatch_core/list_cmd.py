@@ -21,7 +21,7 @@ from .attach import check_one
 from .errors import UsageError
 from .image import Image
 from .spec import available_filter_functions, btf_function_names, glob_regex, text_functions
-from .target import Target
+from .target import LSM_PREFIX, Target
 
 KINDS = ("kprobe", "kretprobe", "fentry", "fexit", "fprobe", "kprobe_multi", "lsm")
 
@@ -44,7 +44,7 @@ def names_for(image: Image, pattern: str, kind: str) -> list[str]:
     (lsm hooks: by name)."""
     rx = glob_regex(pattern)
     if kind == "lsm":  # bpf_lsm_verify_prog's bpf_lsm_hooks (else every bpf_lsm_ BTF function)
-        from .bpf_trampoline import LSM_PREFIX, btf_id_set
+        from .bpf_trampoline import btf_id_set
         hooks = btf_id_set(image, "bpf_lsm_hooks")
         found = hooks if hooks is not None else btf_function_names(image)
         return sorted(n[len(LSM_PREFIX):] for n in found

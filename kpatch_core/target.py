@@ -40,6 +40,8 @@ ATTACH_TYPES: dict[str, str] = {
     "kprobe_multi": "p", "kretprobe_multi": "r",  # bpf_kprobe_multi_link_attach
 }
 
+LSM_PREFIX = "bpf_lsm_"  # kernel/bpf/bpf_lsm.c: LSM_HOOK -> bpf_lsm_##NAME (libbpf lsm/HOOK)
+
 # Spellings with a prefix, per tool: prefix -> (attach type, separator, source).
 # bpftrace: src/probe_matcher.cpp / ast probe types (k, kr, f, fr are its short aliases)
 # libbpf:   section_defs[] in tools/lib/bpf/libbpf.c
@@ -104,6 +106,14 @@ class Target:
     def is_pattern(self) -> bool:
         """True when the symbol is a glob (``vfs_*``) to expand against kallsyms."""
         return self.symbol is not None and any(c in self.symbol for c in "*?[")
+
+    @property
+    def kernel_symbol(self) -> str | None:
+        """The kernel function the attach looks up: ``bpf_lsm_<hook>`` for ``lsm`` (as libbpf and
+        bpftrace name an LSM hook's attach point), else the symbol."""
+        if self.attach == "lsm" and self.symbol is not None:
+            return LSM_PREFIX + self.symbol
+        return self.symbol
 
     @property
     def is_kprobe(self) -> bool:

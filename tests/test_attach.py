@@ -119,6 +119,9 @@ def test_bpf_lsm_hooks():
         # a bpf_lsm_ function that is not a hook
         assert _v(image, "lsm/find_cgroup_shim").reason == AttachReason.LSM_NOT_A_HOOK
         assert _v(image, "lsm/no_such_hook").reason == AttachReason.NO_BTF_FUNC
+    # check: a refused hook is not an unknown name (the attach looks up bpf_lsm_HOOK)
+    assert main(["check", _path("x86_64-6.12"), "lsm.s/file_permission"]) == 0
+    assert main(["check", _path("x86_64-6.12"), "lsm/no_such_hook"]) == 1
     # 7.2 added ___migrate_enable to btf_id_deny; the image's set says so, 6.12 has no such BTF FUNC
     assert _v(_image("7.2.13+deb14-amd64"), "fentry:___migrate_enable").reason == AttachReason.DENY_LIST
 
