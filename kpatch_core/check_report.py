@@ -129,7 +129,7 @@ def run(args: argparse.Namespace, open_image: Callable[[argparse.Namespace], Ima
             else:
                 out.write(f"{t!s:40s} {'ENOENT':{ERRNO_WIDTH}s} the pattern matches no function\n")
             continue
-        if not v.ok and t.symbol and not t.module and image.kallsyms.count(t.symbol) == 0:
+        if not v.ok and t.symbol and not t.module and image.kallsyms.count(t.kernel_symbol or t.symbol) == 0:
             unknown.append(t.symbol)
         helper = _help(image, t, v) if _wants_help(t, v) and t.symbol else None
         if args.json:
