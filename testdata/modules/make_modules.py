@@ -6,6 +6,8 @@ generation flags; no kernel tree needed):
   kpt_test_arm64.ko  the arm64 build (aarch64-linux-gnu-gcc; for testdata/arm64/vmlinux-6.12)
   kpt_test_riscv64.ko  the riscv64 build (riscv64-linux-gnu-gcc, medany, no relaxation, the
                      6.12 patchable entry; for testdata/riscv64/vmlinux-6.12)
+  kpt_relocs_riscv64.ko  kpt_relocs_riscv64.S assembled: the riscv64 relocation types the C
+                     module has none of (JAL, BRANCH, RVC, HI20/LO12, 32_PCREL, SET*, SUB6)
   kpt_test.ko.xz     the same, xz (as Debian ships modules)
   kpt_test.ko.zst    the same, zstd
   kpt_other.ko       vermagic 6.12.0-kpatch-test (a mismatched build)
@@ -64,6 +66,12 @@ def main() -> None:
           "a_hyp")
     build(os.path.join(HERE, "kpt_test_riscv64.ko"), "6.12.0", "riscv64-linux-gnu-",
           RISCV64_CFLAGS, "a_notrace")
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = os.path.join(tmp, "kpt_relocs.o")
+        subprocess.run(["riscv64-linux-gnu-as", "-march=rv64imac_zicsr_zifencei", "-mabi=lp64",
+                        "-o", obj, os.path.join(HERE, "kpt_relocs_riscv64.S")], check=True)
+        subprocess.run(["riscv64-linux-gnu-ld", "-r", "--build-id=sha1", "-o",
+                        os.path.join(HERE, "kpt_relocs_riscv64.ko"), obj], check=True)
     xz = lzma.compress(ko, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
     with open(os.path.join(HERE, "kpt_test.ko.xz"), "wb") as f:
         f.write(xz)
