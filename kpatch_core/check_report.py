@@ -4,7 +4,9 @@ Targets come from the command line, ``--targets FILE`` (one a line) and ``--from
 bpftrace script, BCC tool, libbpf object or targets list, :mod:`kpatch_core.readers`).  Plain
 kprobe targets print exactly as before; other attach types add ``attach`` and ``spelling`` to
 their JSON; a refused name (missing, non-unique) gets a ``hint`` and ``candidates``
-(:mod:`kpatch_core.namehelp`) and a second text line ``  hint: ...``.
+(:mod:`kpatch_core.namehelp`) and a second text line ``  hint: ...``.  An accepted kprobe at a
+site real kernels died of when it was armed gets ``hazard`` (:mod:`kpatch_core.hazard`) and a
+text line ``    hazard: ...``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 from .attach import AnyVerdict, Unmatched, check_targets
 from .attach_verdict import AttachReason, AttachVerdict
 from .errors import UsageError
+from .hazard import hazard
 from .image import Image
 from .namehelp import NameHelp, name_help
 from .target import Target, parse_target, read_targets
@@ -132,8 +135,11 @@ def run(args: argparse.Namespace, open_image: Callable[[argparse.Namespace], Ima
         if not v.ok and t.symbol and not t.module and image.kallsyms.count(t.kernel_symbol or t.symbol) == 0:
             unknown.append(t.symbol)
         helper = _help(image, t, v) if _wants_help(t, v) and t.symbol else None
+        risk = hazard(image, v.address) if isinstance(v, Verdict) and v.ok and v.address else None
         if args.json:
             j: dict[str, Any] = v.to_json()
+            if risk is not None:
+                j["hazard"] = risk
             if t.spelling and "attach" not in j:
                 j["attach"], j["spelling"] = t.attach, t.spelling
             if helper is not None:
@@ -146,6 +152,8 @@ def run(args: argparse.Namespace, open_image: Callable[[argparse.Namespace], Ima
                 out.write(past)
             if helper is not None:
                 out.write(f"    hint: {helper.hint}\n")
+            if risk is not None:
+                out.write(f"    hazard: {risk}\n")
     if unknown:
         # the verdicts above are the kernel's answer (ENOENT); the exit code flags the input error
         names = ", ".join(sorted(set(unknown))[:5]) + (" ..." if len(set(unknown)) > 5 else "")
