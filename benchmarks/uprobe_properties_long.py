@@ -3,6 +3,7 @@
 
     nice -n 19 python3 benchmarks/uprobe_properties_long.py --arch x86_64 [--examples 100000]
         [--property a|b|c|d|bcd|all] [--kernel 6.12] [--batch 2000] [--seed 0] [--out div.jsonl]
+        [--pc-relative]
 
 Every example is counted by its outcome label ("ok:xol", "ok:emulate", "refused:BAD_PREFIX",
 "kernel-divergent:...", "skipped:..."); every divergence (AssertionError) is written to --out
@@ -75,7 +76,15 @@ def _qemu_batch(b: object, fs: object, n: int, batch_seed: int,
 
 
 def _pc_relative(arch: str) -> st.SearchStrategy[bytes]:
-    """Property (c)'s instructions: the shared strategy's, ppc64le's from its uprobe table."""
+    """Property (c)'s instructions (and (a)'s with --pc-relative): the shared strategy's;
+    s390x: every relative-long form handle_insn_ril emulates (its uprobe table), ppc64le: the
+    forms of its uprobe table."""
+    if arch == "s390x":
+        from kpatch_arch.s390x.uprobe import RIL_FORMS
+        return st.tuples(st.sampled_from(RIL_FORMS), st.integers(0, 15),
+                         st.one_of(st.integers(-(1 << 31), (1 << 31) - 1),
+                                   st.integers(-0x800, 0x800))).map(
+            lambda t: bytes([t[0][0], t[1] << 4 | t[0][1]]) + (t[2] & 0xFFFFFFFF).to_bytes(4, "big"))
     if arch != "ppc64le":
         return S.pc_relative_instruction(arch)
     from kpatch_arch.ppc64le.uprobe import PC_RELATIVE_FORMS
@@ -92,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--pc-relative", action="store_true",
+                    help="(a) draws only the PC-relative forms (property (c)'s instructions)")
     ap.add_argument("--min-executed", type=float, default=0.5,
                     help="least share of (a) examples that executed the probed instruction")
     a = ap.parse_args(argv)
@@ -134,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             elif prop == "a":
                 @cfg
                 @seed(a.seed + batch_no)
-                @given(code=S.executable_instruction(a.arch), off=st.integers(0, 0xFFF),
+                @given(code=_pc_relative(a.arch) if a.pc_relative else S.executable_instruction(a.arch),
+                       off=st.integers(0, 0xFFF),
                        regs=S.register_file(register_names(b), P.data_pointers()),
                        bits=st.integers(0, 2**32 - 1))
                 def run(code: bytes, off: int, regs: dict[str, int], bits: int) -> None:

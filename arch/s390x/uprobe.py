@@ -99,6 +99,11 @@ RIL_COMPARES = {0x04: (2, True, 64, True), 0x05: (2, True, 32, True), 0x06: (2, 
                 0x0F: (4, False, 32, False)}
 
 
+# every (first byte, opc1) handle_insn_ril emulates: larl, the loads, stores and compares
+RIL_FORMS = ((0xC0, 0x0), *((0xC4, o) for o in sorted(RIL_LOADS)),
+             *((0xC4, o) for o in sorted(RIL_STORES)), *((0xC6, o) for o in sorted(RIL_COMPARES)))
+
+
 def _signed(v: int, bits: int) -> int:
     v &= (1 << bits) - 1
     return v - (1 << bits) if v >> (bits - 1) else v
