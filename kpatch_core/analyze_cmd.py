@@ -94,12 +94,10 @@ def run_summary(args: argparse.Namespace) -> int:
         analyses.append(a)
     out = sys.stdout
     if args.json:
+        from .json_lines import json_lines
         for a in analyses:
-            for i in range(len(a)):
-                d = a.function_json(i)
-                if len(analyses) > 1:
-                    d = {"image": a.meta["path"], **d}
-                out.write(json.dumps(d, separators=(",", ":")) + "\n")
+            for text in json_lines(a, image_key=len(analyses) > 1):
+                out.write(text)
     else:
         for a in analyses:
             _print_summary(a, out)

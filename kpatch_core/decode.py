@@ -112,10 +112,45 @@ class Runs:
         return int(self.starts[i]), int(self.ends[i]), int(self.period[i])
 
 
+def apply_fixups(o: np.ndarray, s: np.ndarray, ks: np.ndarray, news: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """A decoded batch (offsets ``o`` ascending, sizes ``s``) with the kernel's lengths ``news``
+    at the instructions ``ks`` (ascending) applied without decoding again, where the
+    instruction after the fixed-up one is a boundary of the batch's own stream (x86 UD1 with its
+    ModRM byte, then capstone's one-byte int3 on that byte: the streams meet at once; a linear
+    decode from a common boundary is the same stream).  Returns the batch with the fixups
+    applied up to the first one whose stream does not meet the batch's, and that one as
+    (index in the returned batch, length), or None."""
+    keep = np.ones(len(o), bool)
+    s = s.copy()
+    ol = o.tolist()
+    covered = -1  # bytes before this offset belong to a fixed-up instruction
+    cut = None
+    for k, new in zip(ks.tolist(), news.tolist()):
+        at = ol[k]
+        if at < covered:
+            continue  # inside a fixed-up instruction: not an instruction of the kernel's walk
+        p = at + new
+        j = int(np.searchsorted(o, p))
+        if j >= len(ol) or ol[j] != p:
+            cut = (k, new)
+            break
+        keep[k + 1:j] = False
+        s[k] = new
+        covered = p
+    if keep.all():
+        return o, s, cut
+    if cut is not None:
+        cut = (int(np.count_nonzero(keep[:cut[0]])), cut[1])
+    return o[keep], s[keep], cut
+
+
 def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: int, addr: int,
                     fallback: Callable[[int], int | None], step: int,
                     fixup: Callable[[np.ndarray, np.ndarray], tuple[int, int] | None] | None = None,
-                    runs: "Runs | None" = None) -> tuple[np.ndarray, np.ndarray, int | None]:
+                    runs: "Runs | None" = None,
+                    fixups: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+                    | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Instruction (offsets, sizes) of one function decoded from its first byte, the way the
     kernel walks it (``can_probe``: from the symbol start).
 
@@ -126,6 +161,9 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
     ``fixup(offsets, sizes)`` (offsets relative to ``ptr``) names the first instruction whose
     length the kernel's decoder sees differently, and that length; the walk resumes after it.
     ``runs`` (long runs of one byte value: padding) are stepped through without decoding.
+    ``fixups(offsets, sizes)``, when given, names all such instructions of a batch at once
+    (indexes, lengths): those after which the two streams meet are applied in place
+    (:func:`apply_fixups`), the walk cuts the batch at the first other one.
     """
     offs: list[np.ndarray] = []
     lens: list[np.ndarray] = []
@@ -157,7 +195,11 @@ def decode_function(dec: LinearDecoder, ptr: int, start: int, size: int, avail: 
         begin = pos
         if len(s):
             o = pos + np.concatenate(([0], np.cumsum(s[:-1])))
-            fx = fixup(o, s) if fixup is not None else None
+            if fixups is not None:
+                ks, news = fixups(o, s)
+                o, s, fx = apply_fixups(o, s, ks, news) if len(ks) else (o, s, None)
+            else:
+                fx = fixup(o, s) if fixup is not None else None
             if fx is not None:  # the kernel's length differs: cut the batch there
                 k, new = fx
                 o, s = o[:k + 1], s[:k + 1].copy()

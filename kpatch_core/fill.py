@@ -32,10 +32,35 @@ def fill_instructions(code: np.ndarray, starts: np.ndarray, lens: np.ndarray,
     An undecodable instruction (length 0) is taken as ``align`` bytes."""
     n = len(starts)
     out = np.zeros(n, bool)
-    if not n or not encodings:
+    if not n or not encodings or not len(code):
+        return out
+    first = np.zeros(256, bool)  # only instructions starting with a fill encoding's first byte
+    first[[e[0] for e in encodings if e]] = True
+    starts = starts.astype(np.int64)
+    pick = np.flatnonzero(first[code[np.minimum(starts, len(code) - 1)]])
+    if len(pick) < n:
+        out[pick] = fill_instructions(code, starts[pick], lens[pick], encodings, align)
         return out
     ln = np.where(lens == 0, max(align, 1), lens).astype(np.int64)
-    starts = starts.astype(np.int64)
+    short = [e for e in encodings if 0 < len(e) <= 8]
+    keys = [int.from_bytes(e, "little") for e in short]
+    if short and len(set(keys)) == len(keys):  # each encoding of <= 8 bytes is one integer
+        order = np.argsort(np.array(keys, np.uint64))
+        vals = np.array(keys, np.uint64)[order]
+        vlen = np.array([len(e) for e in short], np.int64)[order]
+        pad = np.zeros(len(code) + 8, np.uint8)
+        pad[:len(code)] = code
+        word = np.ndarray((len(code),), "<u8", pad.data, 0, (1,))  # 8 bytes from each offset
+        masks = np.array([0, *((1 << (8 * k)) - 1 for k in range(1, 9))], np.uint64)
+        sel = np.flatnonzero((ln <= 8) & (starts + ln <= len(code)))
+        key = word[starts[sel]] & masks[ln[sel]]
+        j = np.minimum(np.searchsorted(vals, key), len(vals) - 1)
+        out[sel] = (vals[j] == key) & (vlen[j] == ln[sel])
+        longer = tuple(e for e in encodings if len(e) > 8)
+        lg = np.flatnonzero(ln > 8)
+        if longer and len(lg):
+            out[lg] = fill_instructions(code, starts[lg], ln[lg], longer, align)
+        return out
     by_len: dict[int, list[bytes]] = {}
     for e in encodings:
         by_len.setdefault(len(e), []).append(e)

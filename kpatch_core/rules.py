@@ -180,6 +180,10 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
 
     def fixup_at(base_rel: int) -> Callable[[np.ndarray, np.ndarray], tuple[int, int] | None]:
         return lambda o, s: clf.length_fixup(code_np, o + base_rel, s)
+    many = getattr(clf, "length_fixups", None)  # every fixup of a batch at once (x86 UD1)
+
+    def fixups_at(base_rel: int) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+        return None if many is None else (lambda o, s: many(code_np, o + base_rel, s))
 
     def fallback(rel: int) -> int | None:
         return clf.fallback_length(code[rel:rel + 16])
@@ -210,7 +214,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
         def fallback_at(p: int, r: int = s0) -> int | None:
             return fallback(r + p)
         o, ln, f = decode_function(dec, base_ptr + s0, s0, cap_end - s0, avail_total - s0, A + s0,
-                                   fallback_at, step, fixup_at(s0), runs)
+                                   fallback_at, step, fixup_at(s0), runs, fixups_at(s0))
         S = o + s0
         j_end = max(i + 1, int(np.searchsorted(ends_rel, cap_end, side="right")))
         j_end = min(j_end, nf)
@@ -229,6 +233,15 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
             j_end = i + 1
         a_idx = np.searchsorted(S, starts_rel[i:j_end])
         b_idx = np.searchsorted(S, ends_rel[i:j_end])
+        if F is None:  # no decode failure: every function's slice of the stream at once
+            cnt = np.maximum(b_idx - a_idx, 0)
+            first = np.cumsum(cnt) - cnt
+            take = np.repeat(a_idx - first, cnt) + np.arange(int(cnt.sum()), dtype=np.int64)
+            all_offs.append(S[take] - np.repeat(starts_rel[i:j_end], cnt))
+            all_lens.append(ln[take])
+            counts[i:j_end] = cnt
+            i = j_end
+            continue
         for q in range(i, j_end):
             x, y = int(a_idx[q - i]), int(b_idx[q - i])
             fo = S[x:y] - starts_rel[q]

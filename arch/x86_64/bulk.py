@@ -51,14 +51,35 @@ class X86BulkClassifier(BulkClassifier):
                      ) -> tuple[int, int] | None:
         """The first instruction whose kernel length differs from capstone's (UD1 reads a ModRM
         byte in the kernel's decoder, see ``_ud1_size``), as (index, kernel length)."""
+        ks, news = self.length_fixups(code, offs, sizes)
+        return (int(ks[0]), int(news[0])) if len(ks) else None
+
+    def length_fixups(self, code: np.ndarray, offs: np.ndarray, sizes: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Every instruction whose kernel length differs from capstone's, ascending: (indexes,
+        kernel lengths).  A bare ``0f b9`` (capstone's UD1 without ModRM) is measured here with
+        ``_ud1_size``'s arithmetic on the ModRM/SIB bytes; prefixed ones by the backend."""
         end = offs + sizes
-        cand = np.nonzero((code[np.maximum(end - 2, 0)] == 0x0F) & (code[end - 1] == 0xB9))[0]
-        for k in cand.tolist():
-            o = int(offs[k])
-            n = self.backend.insn_length(code[o:o + 2 * MAX_INSN_SIZE].tobytes())
-            if n and n != int(sizes[k]):
-                return k, n
-        return None
+        n = len(code)
+        cand = np.flatnonzero((end >= 2) & (end <= n) & (code[np.clip(end - 2, 0, n - 1)] == 0x0F)
+                              & (code[np.clip(end - 1, 0, n - 1)] == 0xB9))
+        if not len(cand):
+            return cand, cand
+        bare = (sizes[cand] == 2) & (end[cand] < n)
+        e = end[cand]
+        modrm = code[np.minimum(e, n - 1)].astype(np.int64)
+        sib = code[np.minimum(e + 1, n - 1)].astype(np.int64)
+        mod, rm = modrm >> 6, modrm & 7
+        has_sib = (mod != 3) & (rm == 4)
+        extra = 1 + has_sib + 4 * (has_sib & (mod == 0) & (e + 1 < n) & ((sib & 7) == 5))
+        extra = extra + 4 * (~has_sib & (mod == 0) & (rm == 5))
+        extra = extra + np.where(mod == 1, 1, np.where(mod == 2, 4, 0))
+        new = np.where(bare, sizes[cand] + extra, 0)
+        for q in np.flatnonzero(~bare).tolist():  # prefixed or at the buffer end: the backend
+            o = int(offs[cand[q]])
+            new[q] = self.backend.insn_length(code[o:o + 2 * MAX_INSN_SIZE].tobytes())
+        diff = (new != 0) & (new != sizes[cand])
+        return cand[diff], new[diff]
 
     def prepare_at(self, addr: int, func: "KSym") -> "Execution | Refusal":
         """``prepare`` for an address known to be an instruction boundary: x86's prepare uses
