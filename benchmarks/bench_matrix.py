@@ -3,7 +3,7 @@
 
     python benchmarks/bench_matrix.py --tools DIR [--kernel VMLINUX ...] [--debian KVER-FLAVOUR ...]
                                       [--scheduler tcp://HOST:8786] [--workers 2]
-                                      [--json-out FILE] [--no-verify]
+                                      [--json-out FILE] [--no-verify] [--fresh-apt]
 
 DIR holds tool files (bpftrace scripts, BCC tools, libbpf objects; e.g. `apt-get download
 bpftrace && dpkg-deb -x bpftrace_*.deb x` then DIR=x/usr/sbin, or bpftrace's own tools/ and
@@ -95,6 +95,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json-out", metavar="FILE")
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--fresh-apt", action="store_true",
+                    help="--debian also with a fresh apt state and .deb cache (KPATCH_APT): "
+                         "package lists and packages downloaded again, as on a new machine")
     args = ap.parse_args(argv)
 
     probes, tools, notes = [], 0, 0
@@ -132,6 +135,8 @@ def main(argv: list[str]) -> int:
     if args.debian:
         tmp = tempfile.mkdtemp(prefix="kpatch-kernels-")
         os.environ["KPATCH_KERNELS"] = tmp  # a fresh cache: every build is downloaded
+        if args.fresh_apt:  # and the .deb files too (the fetch script keeps them in KPATCH_APT)
+            os.environ["KPATCH_APT"] = tempfile.mkdtemp(prefix="kpatch-apt-")
         refs = [kernel_ref("--debian", d) for d in args.debian]
         t0 = time.monotonic()
         dm = compute_matrix(probes, refs, scheduler=args.scheduler, workers=args.workers,
@@ -142,8 +147,9 @@ def main(argv: list[str]) -> int:
               f"({fetch:.1f} s downloading in tasks, {len(dm.failed)} failed): "
               f"{len(refs) / dwall * 60:.2f} kernels/minute (download included); "
               f"images in {tmp}")
-        for c in dm.failed:
-            print(f"  failed {c.label}: {c.error}")
+        for c in dm.columns:
+            print(f"  {c.label}: {c.fetch_seconds:.1f} s download and unpack, {c.seconds:.1f} s "
+                  f"matrix" + (f"; failed: {c.error}" if c.failed else ""))
         ok = ok and not dm.failed
         m = Matrix.build(probes, list(m.columns) + list(dm.columns))
 

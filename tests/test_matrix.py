@@ -204,6 +204,28 @@ def test_store_answers_a_second_run(tmp_path: Path, matrix: Matrix, client: Clie
     assert [c.cells for c in again] == [c.cells for c in matrix.columns[:3]]
 
 
+def test_store_memory_url_shared_by_an_in_process_cluster() -> None:
+    """Another fsspec scheme than a directory: ``memory://``, which the workers of an in-process
+    cluster (threads) share; the second run reads every column back by build-id."""
+    import fsspec
+
+    refs, probes = REFS[:2], PROBES[:4]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        for attempt in range(3):  # the shared tree's code may change under us (it is in the key)
+            url = f"memory://kpatch-matrix-{os.getpid()}-{attempt}"
+            code = code_fingerprint.__wrapped__()
+            first = engine.run(refs, probes, client=c, store_url=url)
+            again = engine.run(refs, probes, client=c, store_url=url)
+            if code_fingerprint.__wrapped__() == code:
+                break
+    assert all(col.seconds > 0 for col in first) and all(col.seconds == 0 for col in again)
+    assert [col.cells for col in again] == [col.cells for col in first]
+    stored = fsspec.filesystem("memory").ls(url[len("memory:/"):] + "/columns", detail=False)
+    assert sorted(p.rsplit("/", 1)[-1] for p in stored) == \
+        sorted(str(Image.open(r.path or "").build_id) for r in refs)
+
+
 def test_compute_returns_a_dataframe(client: Client) -> None:
     images = [str(TESTDATA / "x86_64" / "vmlinux"), str(TESTDATA / "x86_64" / "vmlinux-6.12")]
     df = compute(["plain_func", "kretprobe:plain_func", "notrace_func"], images, client=client)

@@ -30,7 +30,7 @@ mkdir -p "$APTDIR"/state/lists/partial "$APTDIR"/cache/archives/partial "$APTDIR
 touch "$APTDIR/state/status"
 K=/usr/share/keyrings/debian-archive-keyring.gpg
 A="arch=amd64,arm64,riscv64,s390x,ppc64el signed-by=$K"
-cat > "$APTDIR/sources.list" <<SRC
+cat > "$APTDIR/sources.list.$$" <<SRC
 deb [$A] http://deb.debian.org/debian bullseye main
 deb [$A] http://deb.debian.org/debian-security bullseye-security main
 deb [$A] http://deb.debian.org/debian bookworm main
@@ -39,16 +39,27 @@ deb [$A] http://deb.debian.org/debian trixie main
 deb [$A] http://deb.debian.org/debian trixie-backports main
 deb [$A] http://deb.debian.org/debian sid main
 SRC
-APT=(-o "Dir::State=$APTDIR/state" -o "Dir::State::status=$APTDIR/state/status"
-     -o "Dir::Cache=$APTDIR/cache" -o "Dir::Etc::SourceList=$APTDIR/sources.list"
-     -o "Dir::Etc::SourceParts=/dev/null" -o APT::Architecture=amd64)
-for a in amd64 arm64 riscv64 s390x ppc64el; do APT+=(-o "APT::Architectures::=$a"); done
-stamp=$APTDIR/state/updated; [ -n "$(find "$stamp" -mmin -720 2>/dev/null)" ] || { apt-get "${APT[@]}" -qq update; touch "$stamp"; }
+# rewritten only when it changed: a new mtime makes apt parse every list again
+cmp -s "$APTDIR/sources.list.$$" "$APTDIR/sources.list" && rm -f "$APTDIR/sources.list.$$" \
+  || mv "$APTDIR/sources.list.$$" "$APTDIR/sources.list"
+BASE=(-o "Dir::State=$APTDIR/state" -o "Dir::State::status=$APTDIR/state/status"
+      -o "Dir::Cache=$APTDIR/cache" -o "Dir::Etc::SourceList=$APTDIR/sources.list"
+      -o "Dir::Etc::SourceParts=/dev/null")
+ALL=("${BASE[@]}" -o APT::Architecture=amd64)
+for a in amd64 arm64 riscv64 s390x ppc64el; do ALL+=(-o "APT::Architectures::=$a"); done
+stamp=$APTDIR/state/updated; [ -n "$(find "$stamp" -mmin -720 2>/dev/null)" ] || { apt-get "${ALL[@]}" -qq update; touch "$stamp"; }
+# Queries read DARCH's lists only, through a package cache kept per arch (Debian's docker images
+# set Dir::Cache::pkgcache "", which made every apt call parse 7 suites x 5 arches again: minutes
+# per call on a loaded machine, several calls per kernel)
+APT=("${BASE[@]}" -o "APT::Architecture=$DARCH" -o "APT::Architectures::=$DARCH"
+     -o "Dir::Cache::pkgcache=$APTDIR/cache/pkgcache-$DARCH.bin"
+     -o "Dir::Cache::srcpkgcache=$APTDIR/cache/srcpkgcache-$DARCH.bin")
 exists() { apt-cache "${APT[@]}" show "$1:$DARCH" >/dev/null 2>&1; }
 get() { # get PKG: download once into the shared deb cache, print the file
   local f; f=$(ls "$APTDIR/debs/$1"_*_"$DARCH".deb 2>/dev/null | head -1)
   [ -n "$f" ] || { (cd "$APTDIR/debs" && apt-get "${APT[@]}" -qq download "$1:$DARCH" 2>&1 | grep -v '^W:' >&2 || true)
-                   f=$(ls "$APTDIR/debs/$1"_*_"$DARCH".deb | head -1); }
+                   f=$(ls "$APTDIR/debs/$1"_*_"$DARCH".deb 2>/dev/null | head -1) || true; }
+  [ -n "$f" ] || { echo "cannot download $1:$DARCH (not in the mirror's lists, or the download failed)" >&2; exit 1; }
   echo "$f"
 }
 has() { local n; n=$(dpkg-deb -c "$1" | awk -v p="$2" '$NF ~ p {c++} END {print c+0}'); [ "$n" -gt 0 ]; }
@@ -66,6 +77,8 @@ if [ ! -e "$DEST/boot.done" ]; then
   tmp=$(mktemp -d "$DEST/.x.XXXX")
   for p in "linux-image-$KV-unsigned" "linux-binary-$KV" "linux-image-$KV" "linux-base-$KV"; do
     exists "$p" || continue
+    # the signed image holds the same /boot files as -unsigned: one of them is enough
+    [ "$p" = "linux-image-$KV" ] && ls "$tmp"/boot/vmlinu* >/dev/null 2>&1 && continue
     f=$(get "$p")
     dpkg-deb --fsys-tarfile "$f" | tar -x -C "$tmp" --wildcards './boot/*' "./usr/lib/modules/$KV/vmlinu*" \
         "./usr/lib/modules/$KV/config" "./usr/lib/modules/$KV/System.map" 2>/dev/null || true

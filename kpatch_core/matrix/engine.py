@@ -73,8 +73,8 @@ def kernel_task(ref: KernelRef, probes: tuple[Probe, ...], digest: str,
     try:
         image = Image.open(path)
         bid = image.build_id
-    except KpatchError as e:
-        return failed_column(ref.label, path, str(e))
+    except KpatchError as e:  # the download's time still counts (throughput, download included)
+        return attrs.evolve(failed_column(ref.label, path, str(e)), fetch_seconds=fetch_s)
     if ref.debian is not None and bid:
         link_build_id(path, bid)
         if store is not None:
