@@ -230,7 +230,7 @@ def bench_kernel(name: str, path: str, args: argparse.Namespace) -> dict:
         prev = end
     r["phases"] = phases
     r["decode_share"] = round(phases["decode"] / prev, 3) if prev and "decode" in phases else None
-    if query:
+    if query and not args.no_query:
         cache_dir = tempfile.mkdtemp(prefix="kpatch-bench-cache-")
         try:
             cenv = dict(os.environ, KPATCH_CACHE=cache_dir)
@@ -282,6 +282,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=1500, help="boundaries compared with check")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each side (best kept)")
     ap.add_argument("--no-objdump", action="store_true")
+    ap.add_argument("--no-query", action="store_true", help="skip the one-function query timings")
     ap.add_argument("--out", help="write the results as JSON to this file")
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(sys.argv[2:])
@@ -302,13 +303,17 @@ def main() -> int:
         results.append(r)
         _print(r)
     print("\n| kernel | arch | objdump wall / cpu | summary wall (ratio) / cpu (ratio) | --json wall (ratio) / "
-          "cpu (ratio) | peak RSS | decode share |")
+          "cpu (ratio) | peak RSS | decode share | func cold / warm process | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         o, s, j = r.get("objdump", {}), r["summary"], r["json"]
+        q = r.get("query")
+        qs = f"{q['cold_process_s']} / {q['warm_process_s']} s" if q else "-"
         print(f"| {r['kernel']} | {r['arch']} | {o.get('wall', '-')} / {o.get('cpu', '-')} s | "
               f"{s['wall']} ({s.get('ratio_wall', '-')}) / {s['cpu']} ({s.get('ratio_cpu', '-')}) | "
               f"{j['wall']} ({j.get('ratio_wall', '-')}) / {j['cpu']} ({j.get('ratio_cpu', '-')}) | "
-              f"{max(s['peak_rss_mb'], j['peak_rss_mb'])} MB | {r['decode_share']} |")
+              f"{max(s['peak_rss_mb'], j['peak_rss_mb'])} MB | {r['decode_share']} | {qs} | "
+              f"{r['load_before']}-{r['load_after']} |")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

@@ -159,14 +159,14 @@ class Analysis:
         their verdicts)."""
         is_fill = self.fill_mask()
         fill_by: dict[str, int] = {}
-        for v, k in zip(*[x.tolist() for x in np.unique(self.codes[is_fill], return_counts=True)]):
+        for v, k in zip(*_value_counts(self.codes[is_fill])):
             lab = decode_code(v).label
             fill_by[lab] = fill_by.get(lab, 0) + int(k)
         real = self.codes[~is_fill]
-        vals, cnts = np.unique(real, return_counts=True)
+        vals, cnts = _value_counts(real)
         by: dict[str, int] = {}
         ok = 0
-        for v, k in zip(vals.tolist(), cnts.tolist()):
+        for v, k in zip(vals, cnts):
             o = decode_code(v)
             by[o.label] = by.get(o.label, 0) + int(k)
             ok += int(k) if o.ok else 0
@@ -205,18 +205,22 @@ class Analysis:
         n, ok = self.per_symbol()
         ec = self.entry_codes()
         eok = ((ec & np.uint16(0x7FFF)) < REFUSED_BASE) & (ec != 0)
-        out: dict[str, list[int]] = {}
-        for i, f in enumerate(self.facts):
-            g = out.setdefault(f[field], [0, 0, 0, 0, 0])
-            g[0] += 1
-            g[1] += int(n[i])
-            g[2] += int(ok[i])
-            if self.syms.types[i] == 1:
-                g[3] += 1
-                g[4] += int(eok[i])
-        rows = [{"name": k, "symbols": v[0], "insns": v[1], "probeable_insns": v[2],
-                 "functions": v[3], "probeable_entries": v[4]} for k, v in out.items()]
+        ids: dict[str, int] = {}  # group of each symbol, numbered in order of first appearance
+        gid = np.array([ids.setdefault(f[field], len(ids)) for f in self.facts], np.int64)
+        func = np.asarray(self.syms.types) == 1
+        cols = [np.bincount(gid, weights=w, minlength=len(ids)).astype(np.int64).tolist()
+                for w in (None, n, ok, func, func & eok)]
+        rows = [{"name": k, "symbols": cols[0][g], "insns": cols[1][g], "probeable_insns": cols[2][g],
+                 "functions": cols[3][g], "probeable_entries": cols[4][g]} for k, g in ids.items()]
         return sorted(rows, key=lambda r: -r["insns"])
+
+
+def _value_counts(codes: np.ndarray) -> tuple[list[int], list[int]]:
+    """(distinct outcome codes ascending, how many of each): ``np.unique(codes,
+    return_counts=True)`` by one count per possible code instead of a sort."""
+    c = np.bincount(codes.astype(np.int64), minlength=1) if len(codes) else np.zeros(0, np.int64)
+    vals = np.flatnonzero(c)
+    return vals.tolist(), c[vals].tolist()
 
 
 def iter_insns(analysis: Analysis, i: int, image: "Image | None" = None) -> Iterator[dict]:

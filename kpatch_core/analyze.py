@@ -91,11 +91,11 @@ def analyze(image: "Image", jobs: int | None = None,
         timing["static_facts"] = time.perf_counter() - t0
         return out
 
-    chunks, static = pool.run(syms, jobs, progress, facts_meanwhile)
+    chunks, static, fill_counts = pool.run_filled(syms, jobs, progress, facts_meanwhile)
     lo, counts, offs, lens, codes, fail = pool.concat(chunks)
     timing["decode"] = time.perf_counter() - t0
     facts = entry_facts(image, syms, static, lo, counts, offs, codes, fail)
-    fill.annotate(image, syms, lo, counts, offs, lens, facts)  # padding, kept out of the shares
+    fill.annotate(image, syms, lo, counts, offs, lens, facts, fill_counts)  # padding, not in shares
     timing["facts"] = time.perf_counter() - t0
     meta = image_meta(image)
     meta["analyzer"] = ANALYZER_VERSION

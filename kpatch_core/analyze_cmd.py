@@ -94,10 +94,9 @@ def run_summary(args: argparse.Namespace) -> int:
         analyses.append(a)
     out = sys.stdout
     if args.json:
-        from .json_lines import json_lines
+        from .json_lines import write_json_lines
         for a in analyses:
-            for text in json_lines(a, image_key=len(analyses) > 1):
-                out.write(text)
+            write_json_lines(a, out, image_key=len(analyses) > 1, jobs=args.jobs or None)
     else:
         for a in analyses:
             _print_summary(a, out)

@@ -125,9 +125,13 @@ def _text_bytes(image: Image, base: int, end: int) -> tuple[np.ndarray, np.ndarr
 
 
 def annotate(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.ndarray,
-             offs: np.ndarray, lens: np.ndarray, facts: list[dict]) -> None:
-    """Add ``fill`` (trailing fill instructions) to each symbol's facts."""
-    for d, n in zip(facts, trailing_fill(image, syms, lo, counts, offs, lens).tolist()):
+             offs: np.ndarray, lens: np.ndarray, facts: list[dict],
+             fill: np.ndarray | None = None) -> None:
+    """Add ``fill`` (trailing fill instructions) to each symbol's facts (``fill``: those counts
+    when already known, e.g. counted by the analysis workers)."""
+    if fill is None or len(fill) != len(facts):
+        fill = trailing_fill(image, syms, lo, counts, offs, lens)
+    for d, n in zip(facts, fill.tolist()):
         d["fill"] = int(n)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
+import os
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
@@ -17,7 +18,7 @@ from .outcome import OPTIMIZED, decode_code
 if TYPE_CHECKING:
     from .analysis import Analysis
 
-__all__ = ["compact_encoder", "outcome_counts", "json_lines"]
+__all__ = ["compact_encoder", "outcome_counts", "json_lines", "write_json_lines"]
 
 
 def compact_encoder() -> Callable[[object], str]:
@@ -46,12 +47,17 @@ def outcome_counts(counts: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, n
     return vals, mat
 
 
-def json_lines(a: "Analysis", image_key: bool = False, batch: int = 2048) -> Iterator[str]:
-    """The JSON Lines of ``a`` in batches of ``batch`` lines (one string per batch); with
-    ``image_key`` each object starts with ``"image"`` (several images in one run)."""
+def json_lines(a: "Analysis", image_key: bool = False, batch: int = 2048,
+               symbols: tuple[int, int] | None = None) -> Iterator[str]:
+    """The JSON Lines of ``a`` (of its symbols ``[lo, hi)`` when ``symbols`` is given) in
+    batches of ``batch`` lines (one string per batch); with ``image_key`` each object starts
+    with ``"image"`` (several images in one run)."""
     enc = compact_encoder()
-    n = len(a)
-    vals, mat = outcome_counts(a.counts, a.codes)
+    s_lo, s_hi = symbols if symbols is not None else (0, len(a))
+    n = max(s_hi - s_lo, 0)
+    first = int(a.lo[s_lo]) if n else 0
+    sym_counts = np.asarray(a.counts[s_lo:s_hi], np.int64)
+    vals, mat = outcome_counts(sym_counts, a.codes[first:first + int(sym_counts.sum())])
     outs = [decode_code(int(v)) for v in vals.tolist()]
     ok_col = np.array([o.ok for o in outs], bool)
     label = [enc(o.label) for o in outs]
@@ -64,7 +70,8 @@ def json_lines(a: "Analysis", image_key: bool = False, batch: int = 2048) -> Ite
     cnt = mat[rows, cols].tolist()
     bounds = np.searchsorted(rows, np.arange(n + 1)).tolist()
     cols_l = cols.tolist()
-    insns = np.asarray(a.counts, np.int64).tolist()
+    insns = sym_counts.tolist()
+    facts = a.facts
     prefix = '{"image":' + enc(a.meta["path"]) + "," if image_key else "{"
     lines: list[str] = []
     for i in range(n):
@@ -75,7 +82,7 @@ def json_lines(a: "Analysis", image_key: bool = False, batch: int = 2048) -> Ite
             d = methods if is_ok[c] else refused
             lab = label[c]
             d[lab] = d.get(lab, 0) + cnt[j]
-        head = enc(a.facts[i])
+        head = enc(facts[s_lo + i])
         m = ",".join(f"{k}:{v}" for k, v in methods.items())
         r = ",".join(f"{k}:{v}" for k, v in refused.items())
         opt = "null" if optimized is None else str(optimized[i])
@@ -88,3 +95,39 @@ def json_lines(a: "Analysis", image_key: bool = False, batch: int = 2048) -> Ite
             lines = []
     if lines:
         yield "".join(lines)
+
+
+_SHARED: list = []  # (analysis, image_key) for the forked formatters
+
+
+def _format_block(block: tuple[int, int]) -> str:
+    a, image_key = _SHARED[0]
+    return "".join(json_lines(a, image_key, symbols=block))
+
+
+def write_json_lines(a: "Analysis", out, image_key: bool = False, jobs: int | None = None,
+                     min_parallel: int = 20000) -> None:
+    """Write the JSON Lines of ``a`` to ``out``: with several cores, forked processes format
+    the later blocks of symbols while this one formats and writes the first (same bytes, in
+    order)."""
+    jobs = jobs or os.cpu_count() or 1
+    n = len(a)
+    if jobs <= 1 or n < min_parallel:
+        for text in json_lines(a, image_key):
+            out.write(text)
+        return
+    import multiprocessing as mp
+    parts = jobs * 2
+    cuts = [n * k // parts for k in range(parts + 1)]
+    blocks = list(zip(cuts[:-1], cuts[1:]))
+    _SHARED[:] = [(a, image_key)]
+    try:
+        with mp.get_context("fork").Pool(jobs - 1) as pool:
+            own = parts // jobs  # this process formats the first blocks, the pool the rest
+            later = pool.imap(_format_block, blocks[own:])
+            for text in json_lines(a, image_key, symbols=(0, cuts[own])):
+                out.write(text)
+            for text in later:
+                out.write(text)
+    finally:
+        _SHARED.clear()

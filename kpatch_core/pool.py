@@ -16,6 +16,36 @@ def indexed_worker(arg: tuple[int, tuple[int, int]]) -> tuple[int, Chunk]:
     return arg[0], register_kprobes(*arg[1])
 
 
+def filled_worker(arg: tuple[int, tuple[int, int]]) -> tuple[int, Chunk, np.ndarray]:
+    """A range through :func:`register_kprobes`, with its symbols' trailing fill counted
+    (kpatch_core.fill) in the same worker."""
+    idx, (lo, hi) = arg
+    ch = register_kprobes(lo, hi)
+    return idx, ch, chunk_fill(lo, hi, ch)
+
+
+def chunk_fill(lo: int, hi: int, ch: Chunk) -> np.ndarray:
+    """Per symbol of ``[lo, hi)``: its trailing fill instructions (fill.trailing_fill)."""
+    from .fill import trailing_fill
+    from .rules import STATE
+    syms: TextSymbols = STATE["syms"]
+    sub = TextSymbols(syms.addrs[lo:hi], syms.sizes[lo:hi], syms.names[lo:hi], syms.types[lo:hi])
+    first = np.concatenate(([0], np.cumsum(ch.counts)[:-1])).astype(np.int64) \
+        if len(ch.counts) else ch.counts
+    return trailing_fill(STATE["image"], sub, first, ch.counts, ch.offs, ch.lens)
+
+
+def run_filled(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None] | None,
+               meanwhile: Callable[[], list[dict]]
+               ) -> tuple[list[Chunk], list[dict], np.ndarray]:
+    """:func:`run`, with each symbol's trailing fill counted by the workers (so no process
+    counts it after they finish): (chunks, meanwhile's result, fill per symbol)."""
+    fills: list[np.ndarray] = []
+    chunks, extra = run(syms, jobs, progress, meanwhile, fills)
+    fill = np.concatenate(fills) if fills else np.zeros(0, np.int64)
+    return chunks, extra, fill
+
+
 def split(syms: TextSymbols, parts: int) -> list[tuple[int, int]]:
     """Function ranges of about equal byte size."""
     n = len(syms)
@@ -32,10 +62,12 @@ def split(syms: TextSymbols, parts: int) -> list[tuple[int, int]]:
 
 
 def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None] | None,
-        meanwhile: Callable[[], list[dict]]) -> tuple[list[Chunk], list[dict]]:
+        meanwhile: Callable[[], list[dict]], fills: list[np.ndarray] | None = None
+        ) -> tuple[list[Chunk], list[dict]]:
     """Every function of ``syms`` through :func:`register_kprobes` (the shared state is ready):
     in ``jobs`` forked workers (default: every core), or in this process for one job.
-    ``meanwhile()`` runs while the workers decode; its result is returned with the chunks."""
+    ``meanwhile()`` runs while the workers decode; its result is returned with the chunks.
+    ``fills``, when given, receives each chunk's trailing fill counts (:func:`chunk_fill`)."""
     jobs = jobs or os.cpu_count() or 1
     parts = split(syms, max(1, jobs * 8) if jobs > 1 else 1)
     chunks: list[Chunk] = []
@@ -44,17 +76,27 @@ def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None
         ctx = mp.get_context("fork")
         # small ranges handed out as workers free up, so no worker idles at the end
         done: dict[int, Chunk] = {}
+        done_fill: dict[int, np.ndarray] = {}
         with ctx.Pool(jobs) as pool:
-            it = pool.imap_unordered(indexed_worker, list(enumerate(parts)))
+            if fills is None:
+                it = pool.imap_unordered(indexed_worker, list(enumerate(parts)))
+            else:
+                it = pool.imap_unordered(filled_worker, list(enumerate(parts)))
             extra = meanwhile()
-            for k, (idx, ch) in enumerate(it):
-                done[idx] = ch
+            for k, got in enumerate(it):
+                done[got[0]] = got[1]
+                if fills is not None:
+                    done_fill[got[0]] = got[2]
                 if progress:
                     progress(k + 1, len(parts))
         chunks = [done[i] for i in range(len(parts))]
+        if fills is not None:
+            fills.extend(done_fill[i] for i in range(len(parts)))
     else:
         for k, p in enumerate(parts):
             chunks.append(register_kprobes(*p))
+            if fills is not None:
+                fills.append(chunk_fill(p[0], p[1], chunks[-1]))
             if progress:
                 progress(k + 1, len(parts))
         extra = meanwhile()

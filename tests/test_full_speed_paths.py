@@ -85,3 +85,16 @@ def test_fill_encodings_matched_as_integers_equal_byte_comparison():
     want = [bytes(code[s:s + (n or 2)]) in encodings and s + (n or 2) <= len(code)
             for s, n in zip(starts.tolist(), lens.tolist())]
     assert got.tolist() == want
+
+
+def test_json_lines_written_by_several_processes_are_the_same_bytes():
+    import io
+
+    from kpatch_core.json_lines import write_json_lines
+    a = A.analyze(Image.open(str(TESTDATA / "x86_64/vmlinux-6.12")), jobs=1)
+    one, three = io.StringIO(), io.StringIO()
+    write_json_lines(a, one, jobs=1)
+    write_json_lines(a, three, image_key=True, jobs=3, min_parallel=1)
+    tagged = "".join(json.dumps({"image": a.meta["path"], **a.function_json(i)},
+                                separators=(",", ":")) + "\n" for i in range(len(a)))
+    assert one.getvalue() == "".join(json_lines(a)) and three.getvalue() == tagged
