@@ -47,7 +47,10 @@ BASE=(-o "Dir::State=$APTDIR/state" -o "Dir::State::status=$APTDIR/state/status"
       -o "Dir::Etc::SourceParts=/dev/null")
 ALL=("${BASE[@]}" -o APT::Architecture=amd64)
 for a in amd64 arm64 riscv64 s390x ppc64el; do ALL+=(-o "APT::Architectures::=$a"); done
-stamp=$APTDIR/state/updated; [ -n "$(find "$stamp" -mmin -720 2>/dev/null)" ] || { apt-get "${ALL[@]}" -qq update; touch "$stamp"; }
+stamp=$APTDIR/state/updated
+( flock 9  # one update at a time: two first fetches at once (matrix workers) shared a fresh state
+  [ -n "$(find "$stamp" -mmin -720 2>/dev/null)" ] || { apt-get "${ALL[@]}" -qq update; touch "$stamp"; }
+) 9>"$APTDIR/update.lock"
 # Queries read DARCH's lists only, through a package cache kept per arch (Debian's docker images
 # set Dir::Cache::pkgcache "", which made every apt call parse 7 suites x 5 arches again: minutes
 # per call on a loaded machine, several calls per kernel)
