@@ -73,6 +73,7 @@ class ModuleSet:
         self._views: dict[str, ModuleImage] = {}
         self._kernel_syms: dict[str, int] | None = None
         self._deps_seen: set[str] = set()
+        self._exports: dict[int, tuple[LoadedModule, dict[str, int]]] = {}
         text = kernel.symtab.value("_text") or kernel.link_range[0]
         end = kernel.symtab.value("_end") or kernel.link_range[1]
         self._kernel_text = int(text)
@@ -119,17 +120,28 @@ class ModuleSet:
             glob = ((st.info >> 4) != 0) & (st.shndx != 0)
             self._kernel_syms = {st.names[i]: int(st.values[i]) for i in glob.nonzero()[0].tolist()}
         ks = self._kernel_syms
-        dep_syms: dict[str, int] = {}
-        for d in deps:
-            for k, v in d.exports().items():
-                dep_syms.setdefault(k, v)
+        exports = [self._exports_of(d) for d in deps]  # resolve_symbol: the first that has it
 
         def resolve(name: str) -> int | None:
             if not name:
                 return self._kernel_text  # an unresolved symbol: somewhere in reach
             v = ks.get(name)
-            return v if v is not None else dep_syms.get(name)
+            if v is None:
+                for e in exports:
+                    v = e.get(name)
+                    if v is not None:
+                        break
+            return v
         return resolve
+
+    def _exports_of(self, lm: LoadedModule) -> dict[str, int]:
+        """``lm.exports()``, once per laid-out module (a module many others depend on stays
+        laid out, and its exports are asked for each of them)."""
+        key = id(lm)
+        hit = self._exports.get(key)
+        if hit is None or hit[0] is not lm:
+            hit = self._exports[key] = (lm, lm.exports())
+        return hit[1]
 
     def loaded(self, name: str, _seen: frozenset[str] = frozenset()) -> LoadedModule | None:
         """``name`` laid out and relocated (its dependencies first), or None when not given."""
@@ -158,6 +170,7 @@ class ModuleSet:
         for lm in self._loaded.values():
             self._deps_seen.update(lm.ko.depends)
         for n in [n for n in self._loaded if n not in self._deps_seen]:
+            self._exports.pop(id(self._loaded[n]), None)
             del self._loaded[n]
             if n in self.index:  # opened from the tree: read again if asked again
                 self.given.pop(n, None)
