@@ -175,57 +175,60 @@ def main() -> int:
     print(f"{'kernel':13s} {'what':6s} {'from vmlinux':14s} {'from /boot':14s} {'equal':6s} detail")
     try:
         for name in names:
-            bf = boot_files(name)
-            vml = KERNELS / name / "vmlinux"
-            if bf is None or not vml.is_file():
-                print(f"{name:13s} (no boot/ or vmlinux cached)")
-                continue
-            img, cfg = bf
-            if a.kallsyms_only:
-                d = tmp / name
-                d.mkdir(exist_ok=True)
-                (d / img.name).unlink(missing_ok=True)
-                os.symlink(img, d / img.name)
-                if cfg:
-                    shutil.copy(cfg, d / cfg.name)
-                img = d / img.name
-            cfg_args = ["--config", str(cfg)] if cfg else []
-            smap = Path(a.system_maps) / f"System.map-{img.name.split('-', 1)[1]}" if a.system_maps else None
-            boot_args = cfg_args + (["--system-map", str(smap)] if smap and smap.is_file() else [])
-            tg = [] if a.no_check else targets(name)
-            if tg:
-                tf = tmp / f"{name}.targets"
-                tf.write_text("\n".join(tg) + "\n")
-                v, _ = run(["check", str(vml), *cfg_args, "--targets", str(tf), "--json"], env)
-                b, _ = run(["check", str(img), *boot_args, "--targets", str(tf), "--json"], env)
-                print(f"{name:13s} {'check':6s} {sha(v):14s} {sha(b):14s} {v == b!s:6s} "
-                      f"{len(tg)} targets" + ("" if v == b else "; " + diff_fields(v, b)))
-            if a.full:
-                v, _ = run(["summary", str(vml), *cfg_args, "--json", "--no-cache", "--no-progress"], env)
-                b, _ = run(["summary", str(img), *cfg_args, "--json", "--no-cache", "--no-progress"]
-                           + boot_args[len(cfg_args):], env)
-                print(f"{name:13s} {'full':6s} {sha(v):14s} {sha(b):14s} {v == b!s:6s} "
-                      + ("" if v == b else diff_fields(v, b)))
-            if not a.no_time:
-                cold = drop_caches()
-                if not cold:  # warm for both: one untimed run of each reads the files in
-                    run(["check", str(vml), *cfg_args, "vfs_read"], env)
-                tvs, tb1s, tb2s = [], [], []
-                for _ in range(max(1, a.repeat)):
-                    drop_caches()
-                    tvs.append(run(["check", str(vml), *cfg_args, "vfs_read"], env)[1])
-                    shutil.rmtree(tmp / "boot-cache", ignore_errors=True)
-                    drop_caches()
-                    tb1s.append(run(["check", str(img), *boot_args, "vfs_read"], env)[1])
-                    drop_caches()
-                    tb2s.append(run(["check", str(img), *boot_args, "vfs_read"], env)[1])
-                tv, tb1, tb2 = (statistics.median(x) for x in (tvs, tb1s, tb2s))
-                label = "cold" if cold else "warm"
-                print(f"{name:13s} {label:6s} {tv:12.2f} s {tb1:7.2f}/{tb2:4.2f} s  ratio "
-                      f"{tb1 / tv:.2f} (first) {tb2 / tv:.2f} (cached synthetic ELF)  "
-                      f"load {os.getloadavg()[0]:.1f}")
-            if a.stages:
-                print(f"{name:13s} stages " + stages(str(img), smap if smap and smap.is_file() else None))
+            try:
+                bf = boot_files(name)
+                vml = KERNELS / name / "vmlinux"
+                if bf is None or not vml.is_file():
+                    print(f"{name:13s} (no boot/ or vmlinux cached)")
+                    continue
+                img, cfg = bf
+                if a.kallsyms_only:
+                    d = tmp / name
+                    d.mkdir(exist_ok=True)
+                    (d / img.name).unlink(missing_ok=True)
+                    os.symlink(img, d / img.name)
+                    if cfg:
+                        shutil.copy(cfg, d / cfg.name)
+                    img = d / img.name
+                cfg_args = ["--config", str(cfg)] if cfg else []
+                smap = Path(a.system_maps) / f"System.map-{img.name.split('-', 1)[1]}" if a.system_maps else None
+                boot_args = cfg_args + (["--system-map", str(smap)] if smap and smap.is_file() else [])
+                tg = [] if a.no_check else targets(name)
+                if tg:
+                    tf = tmp / f"{name}.targets"
+                    tf.write_text("\n".join(tg) + "\n")
+                    v, _ = run(["check", str(vml), *cfg_args, "--targets", str(tf), "--json"], env)
+                    b, _ = run(["check", str(img), *boot_args, "--targets", str(tf), "--json"], env)
+                    print(f"{name:13s} {'check':6s} {sha(v):14s} {sha(b):14s} {v == b!s:6s} "
+                          f"{len(tg)} targets" + ("" if v == b else "; " + diff_fields(v, b)))
+                if a.full:
+                    v, _ = run(["summary", str(vml), *cfg_args, "--json", "--no-cache", "--no-progress"], env)
+                    b, _ = run(["summary", str(img), *cfg_args, "--json", "--no-cache", "--no-progress"]
+                               + boot_args[len(cfg_args):], env)
+                    print(f"{name:13s} {'full':6s} {sha(v):14s} {sha(b):14s} {v == b!s:6s} "
+                          + ("" if v == b else diff_fields(v, b)))
+                if not a.no_time:
+                    cold = drop_caches()
+                    if not cold:  # warm for both: one untimed run of each reads the files in
+                        run(["check", str(vml), *cfg_args, "vfs_read"], env)
+                    tvs, tb1s, tb2s = [], [], []
+                    for _ in range(max(1, a.repeat)):
+                        drop_caches()
+                        tvs.append(run(["check", str(vml), *cfg_args, "vfs_read"], env)[1])
+                        shutil.rmtree(tmp / "boot-cache", ignore_errors=True)
+                        drop_caches()
+                        tb1s.append(run(["check", str(img), *boot_args, "vfs_read"], env)[1])
+                        drop_caches()
+                        tb2s.append(run(["check", str(img), *boot_args, "vfs_read"], env)[1])
+                    tv, tb1, tb2 = (statistics.median(x) for x in (tvs, tb1s, tb2s))
+                    label = "cold" if cold else "warm"
+                    print(f"{name:13s} {label:6s} {tv:12.2f} s {tb1:7.2f}/{tb2:4.2f} s  ratio "
+                          f"{tb1 / tv:.2f} (first) {tb2 / tv:.2f} (cached synthetic ELF)  "
+                          f"load {os.getloadavg()[0]:.1f}")
+                if a.stages:
+                    print(f"{name:13s} stages " + stages(str(img), smap if smap and smap.is_file() else None))
+            except RuntimeError as e:  # the command refused the input: say so, go on
+                print(f"{name:13s} error  {str(e).strip().splitlines()[-1][:160]}")
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -254,6 +254,25 @@ def test_kallsyms_6_1_layout() -> None:
     assert k.addrs.tolist() == [r[0] for r in rows] and k.names[-1] == "sym0299"
 
 
+def test_kallsyms_place_relative_layout() -> None:
+    """The newest layout (Debian 7.2): kallsyms_names right after num_syms, markers ending at the
+    token table, offsets relative to their own place; read with the payload's addresses, and in
+    a raw image as offsets from its start (the link base is found after)."""
+    mod = _blob_module()
+    rows = [(0xFFFFFFFF81000000 + 16 * i, "T" if i % 2 else "t", f"fn_{i}") for i in range(600)]
+    rows.append((0xFFFFFFFF82000000, "D", "linux_banner"))
+    at = 0xFFFFFFFF82400000  # where the blob sits, after 64 bytes of other data
+    blob = b"\xaa" * 64 + mod.kallsyms_blob(rows, "<", place=at)
+    k = find_kallsyms(blob, "<", vaddr_of=lambda o: at - 64 + o)
+    assert k.names == [r[2] for r in rows] and k.types == "".join(r[1] for r in rows)
+    assert k.addrs.tolist() == [r[0] for r in rows] and not k.addrs_from_payload
+    raw = find_kallsyms(blob, "<", vaddr_of=lambda o: o)  # a raw image: addresses less its base
+    assert raw.addrs_from_payload
+    assert (raw.addrs + np.uint64(at - 64)).tolist() == [r[0] for r in rows]
+    with pytest.raises(InputError, match="kallsyms_offsets not recognised"):
+        find_kallsyms(blob, "<")  # without the payload's addresses the offsets cannot be read
+
+
 def test_no_kallsyms_says_pass_system_map() -> None:
     with pytest.raises(InputError, match="--system-map"):
         find_kallsyms(b"\0" * 4096, "<")

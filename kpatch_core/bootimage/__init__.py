@@ -20,6 +20,7 @@ import re
 import struct
 import threading
 from concurrent.futures import Future
+from typing import Callable
 
 import attrs
 import numpy as np
@@ -28,7 +29,7 @@ from ..errors import InputError
 from .arm64_image import EM_AARCH64, arm64_little_endian, is_arm64_image
 from .bzimage import bzimage_payload, is_bzimage
 from .decompress import decompress, detect
-from .kallsyms import find_kallsyms
+from .kallsyms import KallsymsTable, find_kallsyms
 from .layout import elf_payload_layout, raw_payload_layout, read_at
 from .riscv_image import EM_RISCV, is_riscv_image
 from .s390_image import EM_S390, is_s390_image, s390_payload
@@ -37,7 +38,7 @@ from .synth_elf import SHF_EXECINSTR, Layout, Symbols, write_elf
 from .system_map import looks_like_system_map, read_system_map
 from .zboot import is_zboot, zboot_payload
 
-FORMAT_VERSION = 11  # bump when the synthetic ELF changes: old cache entries are not reused
+FORMAT_VERSION = 12  # bump when the synthetic ELF changes: old cache entries are not reused
 SHT_SYMTAB = 2
 ET_REL = 1
 
@@ -284,7 +285,9 @@ def _kallsyms(path: str, payload: bytes, arch: str | None) -> Symbols:
     if arch == "arm64" and not arm64_little_endian(payload):
         e = ">"
     try:
-        k = find_kallsyms(payload, e)
+        k = find_kallsyms(payload, e, vaddr_of=_vaddr_of(payload, arch))
+        if arch == "arm64" and k.addrs_from_payload:  # place-relative offsets in a raw image
+            k = attrs.evolve(k, addrs=k.addrs + np.uint64(_arm64_link_base(payload, k)))
     except InputError as err:
         if arch is None:  # a stripped ELF: the debug vmlinux is the usual answer
             raise InputError(f"{path}: stripped image (no .symtab) without kallsyms tables; use the "
@@ -299,6 +302,73 @@ def _kallsyms(path: str, payload: bytes, arch: str | None) -> Symbols:
                          "System.map of this build with --system-map FILE (Debian: in "
                          "linux-image-<version>-dbg) or the debug vmlinux")
     return Symbols(k.addrs, k.types, k.names, "kallsyms")
+
+
+def _vaddr_of(payload: bytes, arch: str | None) -> "Callable[[int], int | None] | None":
+    """Payload offset -> address: the sections of an ELF payload; a raw arm64 Image's offsets
+    as they are (its link base is found after, :func:`_arm64_link_base`)."""
+    if arch == "arm64":
+        return lambda o: o
+    if arch is not None:
+        return None
+    try:
+        secs = [(s.src, s.src + s.size, s.addr) for s in elf_payload_layout(payload).sections
+                if s.src >= 0 and s.addr and s.type != 8]
+    except InputError:
+        return None
+
+    def at(o: int) -> int | None:
+        return next((a + o - lo for lo, hi, a in secs if lo <= o < hi), None)
+    return at
+
+
+def _arm64_link_base(payload: bytes, k: KallsymsTable) -> int:
+    """The link address of a raw arm64 Image (offset 0 = ``_text``) from its own boot
+    relocations: arm64 links with --no-apply-dynamic-relocs, so every R_AARCH64_RELATIVE place
+    (``r_offset`` = link base + offset) holds zero in the image; of the SEGMENT_ALIGN (64 KiB)
+    multiples that keep every place inside the image, the one where all sampled places are zero
+    is the base."""
+    w = np.frombuffer(payload[:len(payload) // 8 * 8], "<u8")
+    i = np.nonzero(w[1:-1] == np.uint64(1027))[0] + 1  # r_info of R_AARCH64_RELATIVE
+    hi_half = np.uint64(0xFFFF000000000000)
+    i = i[(w[i - 1] >= hi_half) & (w[i + 1] >= hi_half)]
+    if len(i) < 16:  # RELR (.relr.dyn, 7.x): the places hold their link-time values
+        return _base_from_pointers(w, k)
+    places = w[i - 1]
+    lo = (int(places.max()) + 8 - len(payload) + 0xFFFF) & ~0xFFFF
+    hi = min(int(places.min()), int(w[i + 1].min()))
+    sample = places[:: max(1, len(places) // 4096)]
+    found = []
+    for base in range(lo, hi + 1, 0x10000):
+        off = (sample - np.uint64(base)).astype(np.int64)
+        if (off % 8 == 0).all() and not w[off // 8].any():
+            found.append(base)
+    if len(found) != 1:
+        raise InputError(f"cannot place the raw image from its relocations ({len(found)} candidate "
+                         "link addresses); pass --system-map FILE")
+    return found[0]
+
+
+def _base_from_pointers(w: np.ndarray, k: KallsymsTable) -> int:
+    """The link base of a raw image whose pointers hold link-time addresses (RELR relocations):
+    the SEGMENT_ALIGN multiple that turns the most pointer words into a kallsyms symbol's
+    offset in the image (function pointers in ops tables, and so on)."""
+    rel = np.unique(np.asarray(k.addrs, np.uint64))
+    low = rel & np.uint64(0xFFFF)
+    order = np.argsort(low, kind="stable")
+    rel, low = rel[order], low[order]
+    ptr = w[(w >= np.uint64(0xFFFF000000000000)) & (w < np.uint64(0xFFFFFFFFFFFF0000))]
+    ptr = np.unique(ptr)[:: max(1, len(ptr) // 20000)]
+    lo = np.searchsorted(low, ptr & np.uint64(0xFFFF), side="left")
+    hi = np.searchsorted(low, ptr & np.uint64(0xFFFF), side="right")
+    cand = [ptr[j] - rel[lo[j]:hi[j]] for j in np.nonzero(hi > lo)[0].tolist()]
+    if not cand:
+        raise InputError("cannot place the raw image (no pointers to its symbols); pass --system-map FILE")
+    vals, counts = np.unique(np.concatenate(cand), return_counts=True)
+    top = np.argsort(counts)[::-1][:2]
+    if counts[top[0]] < 100 or (len(top) > 1 and counts[top[0]] < 3 * counts[top[1]]):
+        raise InputError("cannot place the raw image from its pointers; pass --system-map FILE")
+    return int(vals[top[0]])
 
 
 def _btf_functions(layout: Layout, payload: bytes) -> frozenset[str]:

@@ -11,7 +11,12 @@ The tables are written by scripts/kallsyms.c (``write_src``) and read by kernel/
   token numbers; the first character of the expansion is the ``nm`` type letter;
 - ``kallsyms_markers``: the offset in ``kallsyms_names`` of every 256th symbol;
 - ``kallsyms_offsets`` + ``kallsyms_relative_base`` (CONFIG_KALLSYMS_BASE_RELATIVE): before
-  ``num_syms`` up to 6.1 (and 6.1 stable), after ``token_index`` from 6.2's reordering.
+  ``num_syms`` up to 6.1 (and 6.1 stable), after ``token_index`` from 6.2's reordering;
+- the newest layout (Debian 7.2): ``kallsyms_names`` right after the ``.long`` num_syms (no
+  padding), ``kallsyms_markers`` ending where the token table starts, and no
+  ``kallsyms_relative_base``: each ``kallsyms_offsets`` entry is relative to its own place
+  (address = &kallsyms_offsets[i] + offsets[i]), so the address of the table itself is needed
+  (``vaddr_of``: the payload ELF's sections place it).
 
 The same approach as vmlinux-to-elf, written from the kernel sources.
 
@@ -19,6 +24,8 @@ The same approach as vmlinux-to-elf, written from the kernel sources.
 >>> syms.names[:2], hex(syms.addrs[0])            # doctest: +SKIP
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import attrs
 import numpy as np
@@ -39,6 +46,7 @@ class KallsymsTable:
     types: str  # one nm letter per symbol
     names: list[str]
     offset: int  # where kallsyms_token_table starts in the payload (for messages)
+    addrs_from_payload: bool = False  # place-relative offsets read with payload offsets as addresses
 
 
 def _u32(data: bytes, at: int, e: str) -> int:
@@ -163,21 +171,59 @@ def _addresses(data: bytes, at: int, n: int, base: int, e: str,
     return None
 
 
-def find_kallsyms(data: bytes, e: str, absolute_percpu: bool | None = None) -> KallsymsTable:
-    """Locate and decode the kallsyms tables in ``data`` (an uncompressed kernel payload);
-    ``e`` is the byte order (``"<"`` or ``">"``). Raises :class:`InputError` when absent."""
-    tt, toks, ti = _token_table(data, e)
-    ti_end = ti + 512
-    # kallsyms_num_syms: a .long followed by 4 bytes of padding, names right after; nearest
-    # candidate below the token table whose first names decode to nm type letters
+def _place_relative(data: bytes, at: int, n: int, e: str, place: int) -> np.ndarray | None:
+    """Addresses of the newest layout: ``place`` (the address of kallsyms_offsets) + 4*i +
+    offsets[i]; None when not sorted."""
+    off = np.frombuffer(data[at:at + 4 * n], e + "i4").astype(np.int64)
+    if len(off) < n:
+        return None
+    with np.errstate(over="ignore"):
+        a = (np.uint64(place) + (4 * np.arange(n, dtype=np.int64) + off).astype(np.uint64))
+    if np.all(a[1:] >= a[:-1]) and len(np.unique(a)) > n // 2:
+        return a
+    return None
+
+
+def _markers_count(data: bytes, tt: int, e: str) -> int:
+    """How many u32 words end right below the token table as an increasing run from 0 (the
+    newest layout's kallsyms_markers), or 0."""
+    for pad in (0, 4):
+        end = tt - pad
+        w = np.frombuffer(data[max(0, end - (1 << 20)):end], e + "u4")[::-1]
+        dec = np.nonzero(w[1:] >= w[:-1])[0]  # walking down, markers decrease to markers[0]
+        k = int(dec[0]) + 1 if len(dec) else len(w)
+        if k > 1 and w[k - 1] == 0:
+            return k
+    return 0
+
+
+def _candidates(data: bytes, tt: int, e: str) -> list[tuple[int, int, int]]:
+    """(position of kallsyms_num_syms, its value, where kallsyms_names starts), nearest the token
+    table first: the .long with 4 bytes of padding (up to 7.x), then the one names follow at
+    once with the count the markers before the token table allow (the newest layout)."""
     lo = max(0, tt - _SEARCH_BACK) & ~7
     window = np.frombuffer(data[lo:tt - (tt - lo) % 8], e + "u4")
     pairs = window.reshape(-1, 2)
     cand = np.nonzero((pairs[:, 0] > 0) & (pairs[:, 0] < 4_000_000) & (pairs[:, 1] == 0))[0]
-    for k in cand[::-1].tolist():
-        q = lo + 8 * k
-        n = int(pairs[k, 0])
-        names_at = q + 8
+    out = [(lo + 8 * k, int(pairs[k, 0]), lo + 8 * k + 8) for k in cand[::-1].tolist()]
+    nmark = _markers_count(data, tt, e)
+    if nmark:  # the markers say how many symbols there are, give or take 255
+        out = [c for c in out if (c[1] + 255) // 256 == nmark]
+        hit = np.nonzero((window > 256 * (nmark - 1)) & (window <= 256 * nmark))[0]
+        out += [(lo + 4 * k, int(window[k]), lo + 4 * k + 4) for k in hit[::-1].tolist()]
+    return out
+
+
+def find_kallsyms(data: bytes, e: str, absolute_percpu: bool | None = None,
+                  vaddr_of: "Callable[[int], int | None] | None" = None) -> KallsymsTable:
+    """Locate and decode the kallsyms tables in ``data`` (an uncompressed kernel payload);
+    ``e`` is the byte order (``"<"`` or ``">"``); ``vaddr_of`` maps a payload offset to its
+    address (the newest layout needs it). Raises :class:`InputError` when absent."""
+    tt, toks, ti = _token_table(data, e)
+    ti_end = ti + 512
+    # kallsyms_num_syms: nearest candidate below the token table whose first names decode to
+    # nm type letters and whose names end where the markers say
+    for q, n, names_at in _candidates(data, tt, e):
         if not _first_types_ok(data, names_at, toks, min(n, 16)):
             continue
         try:
@@ -202,6 +248,13 @@ def find_kallsyms(data: bytes, e: str, absolute_percpu: bool | None = None) -> K
         if rb + 8 <= len(data):
             base = int.from_bytes(data[rb:rb + 8], "little" if e == "<" else "big")
             addrs = _addresses(data, offs, n, base, e, absolute_percpu)
+        relative = False
+        if addrs is None and vaddr_of is not None:  # newest: place-relative offsets
+            for o in (offs, (ti_end + 3) & ~3):
+                place = vaddr_of(o)
+                if place is not None and (addrs := _place_relative(data, o, n, e, place)) is not None:
+                    relative = vaddr_of(0) == 0
+                    break
         if addrs is None:  # up to 6.1: offsets, relative_base, num_syms
             rb = q - 8
             offs = (rb - 4 * n) & ~7
@@ -214,5 +267,5 @@ def find_kallsyms(data: bytes, e: str, absolute_percpu: bool | None = None) -> K
             raise InputError("kallsyms tables found but kallsyms_offsets not recognised "
                              "(CONFIG_KALLSYMS_BASE_RELATIVE off?); pass --system-map FILE")
         types, names = _expand(data, runs, toks)
-        return KallsymsTable(addrs, types, names, tt)
+        return KallsymsTable(addrs, types, names, tt, relative)
     raise InputError("kallsyms token table found but not kallsyms_names; pass --system-map FILE")

@@ -78,9 +78,11 @@ def kallsyms_rows(vmlinux: Path, extra: list[tuple[int, str, str]]) -> list[tupl
     return rows
 
 
-def kallsyms_blob(rows: list[tuple[int, str, str]], e: str) -> bytes:
+def kallsyms_blob(rows: list[tuple[int, str, str]], e: str, place: int | None = None) -> bytes:
     """scripts/kallsyms.c output: single characters are their own tokens; the most frequent
-    character pairs take the unused token numbers (compress_symbols, simplified)."""
+    character pairs take the unused token numbers (compress_symbols, simplified). With ``place``
+    (the address the blob will sit at): the newest layout (Debian 7.2): names right after
+    num_syms, no kallsyms_relative_base, each offset relative to its own place."""
     strs = [(t + n).encode("latin-1") for _a, t, n in rows]
     used = sorted({c for s in strs for c in s} | set(b"0123456789"))
     tokens: list[bytes | None] = [None] * 256
@@ -119,7 +121,7 @@ def kallsyms_blob(rows: list[tuple[int, str, str]], e: str) -> bytes:
     def align(b: bytearray) -> None:
         b += bytes(-len(b) % 8)
 
-    out = bytearray(struct.pack(e + "II", len(rows), 0))
+    out = bytearray(struct.pack(e + "I", len(rows)) if place is not None else struct.pack(e + "II", len(rows), 0))
     out += names
     align(out)
     out += struct.pack(e + f"{len(markers)}I", *markers)
@@ -133,6 +135,10 @@ def kallsyms_blob(rows: list[tuple[int, str, str]], e: str) -> bytes:
     align(out)
     out += struct.pack(e + "256H", *index)
     align(out)
+    if place is not None:
+        at = place + len(out)
+        out += struct.pack(e + f"{len(rows)}i", *[r[0] - (at + 4 * i) for i, r in enumerate(rows)])
+        return bytes(out)
     base = min(r[0] for r in rows)
     out += struct.pack(e + f"{len(rows)}i", *[r[0] - base for r in rows])
     align(out)
