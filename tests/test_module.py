@@ -136,6 +136,22 @@ def test_call_into_the_kernel(modset: ModuleSet, kernel: Image) -> None:
     assert calls == [kernel.symtab.value("__fentry__"), kernel.symtab.value("plain_func")]
 
 
+def test_module_image_fast_open(modset: ModuleSet, kernel: Image) -> None:
+    """ModuleImage reads the ELF it wrote without pyelftools: the same attributes (names and
+    values) as Image.__init__ gives the same file."""
+    from kpatch_core.module.view import ModuleImage
+    view = modset.view("kpt_test")
+    assert view is not None
+    slow = Image(view.elf_path, kernel.config_path, kernel.overrides)
+    fast = ModuleImage._open_written(view.elf_path, kernel)
+    want = {k: v for k, v in vars(slow).items() if k not in ("elf", "_stream", "data")}
+    got = {k: v for k, v in vars(fast).items() if k not in ("kernel", "data")}
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k] is want[k] or got[k] == want[k], k
+    assert fast.data[:] == slow.data[:]
+
+
 def test_module_kallsyms(modset: ModuleSet) -> None:
     view = modset.view("kpt_test")
     assert view is not None

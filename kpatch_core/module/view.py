@@ -21,6 +21,7 @@ import atexit
 import functools
 import hashlib
 import importlib
+import mmap
 import os
 import shutil
 import struct
@@ -32,7 +33,7 @@ import attrs
 import numpy as np
 
 from ..errors import InputError
-from ..image import Image, KernelVersion
+from ..image import Image, KernelVersion, Section
 from ..symbols import Kallsyms, SymbolTable
 from .kallsyms import CoreSymbols, core_symbols
 from .kofile import SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, KoFile
@@ -266,6 +267,7 @@ class ModuleImage(Image):
 
     kernel: Image
     loaded: LoadedModule
+    elf_path: str
 
     @classmethod
     def for_module(cls, lm: LoadedModule, kernel: Image) -> "ModuleImage":
@@ -276,10 +278,57 @@ class ModuleImage(Image):
         if not os.path.exists(path):
             write_module_elf(path, lm, lm.ko.machine, lm.ko.e_flags,
                              arch_module(kernel).FTRACE_CALLSITE_SECTION, arch_module(kernel).PAGE_SIZE)
-        img = cls(path, kernel.config_path, kernel.overrides)
-        img.kernel = kernel
+        img = cls._open_written(path, kernel)
+        img.elf_path = path  # the synthetic ELF (img.path names the .ko in messages)
         img.loaded = lm
         img.path = lm.ko.path
+        return img
+
+    @classmethod
+    def _open_written(cls, path: str, kernel: Image) -> "ModuleImage":
+        """What ``Image.__init__`` makes of a file :func:`write_module_elf` wrote, without its
+        pyelftools pass (a millisecond per module): the section headers read with numpy, the
+        kernel's backend (tests/test_module.py checks both give the same attributes)."""
+        img = cls.__new__(cls)
+        img.kernel = kernel
+        img.path, img.boot = path, None
+        img.config_path, img.overrides = kernel.config_path, dict(kernel.overrides)
+        try:
+            with open(path, "rb") as f:
+                img.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: cannot read the laid-out module ({e}); remove it from the "
+                             "module cache and run again") from None
+        img.little_endian = img.data[5] == 1
+        img.endian = "<" if img.little_endian else ">"
+        img.e_type_dyn, img.machine, img.backend = False, kernel.machine, kernel.backend
+        e = img.endian
+        shoff, = struct.unpack_from(e + "Q", img.data, 40)
+        shnum, shstrndx = struct.unpack_from(e + "HH", img.data, 60)
+        sh = np.frombuffer(img.data, np.dtype([
+            ("name", e + "u4"), ("type", e + "u4"), ("flags", e + "u8"), ("addr", e + "u8"),
+            ("offset", e + "u8"), ("size", e + "u8"), ("link", e + "u4"), ("info", e + "u4"),
+            ("addralign", e + "u8"), ("entsize", e + "u8")]), count=shnum, offset=shoff)
+        so = int(sh["offset"][shstrndx])
+        strs = img.data[so:so + int(sh["size"][shstrndx])]
+        sections = [Section(strs[n:strs.index(b"\0", n)].decode("latin-1"), a, z, o, t, fl, al)
+                    for n, a, z, o, t, fl, al in zip(
+                        sh["name"].tolist(), sh["addr"].tolist(), sh["size"].tolist(),
+                        sh["offset"].tolist(), sh["type"].tolist(), sh["flags"].tolist(),
+                        sh["addralign"].tolist())]
+        loaded = [s for s in sections if s.flags & SHF_ALLOC and s.size]
+        img.link_range = (min((s.addr for s in loaded), default=0),
+                          max((s.end for s in loaded), default=0))
+        img.sections = sections
+        img.load_offset = img.backend.load_offset(img)
+        if img.load_offset:
+            img.sections = [attrs.evolve(s, addr=s.addr + img.load_offset)
+                            if s.flags & SHF_ALLOC else s for s in sections]
+        img._by_name = {s.name: s for s in img.sections}
+        img._alloc = sorted((s for s in img.sections
+                             if s.flags & SHF_ALLOC and s.size and s.type != SHT_NOBITS),
+                            key=lambda s: s.addr)
+        img._alloc_starts = [s.addr for s in img._alloc]
         return img
 
     # -- the kernel's facts ---------------------------------------------------------------
