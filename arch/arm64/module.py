@@ -15,6 +15,8 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 PAGE_SIZE = 4096
+# apply_relocate_add may take every RELA section of the module in one pass (each relocation on its own)
+RELOCATE_ACROSS_SECTIONS = True
 # include/linux/ftrace.h: CC_USING_PATCHABLE_FUNCTION_ENTRY (-fpatchable-function-entry=2)
 FTRACE_CALLSITE_SECTION = "__patchable_function_entries"
 SZ_128M = 128 << 20

@@ -23,6 +23,8 @@ import attrs
 import numpy as np
 
 PAGE_SIZE = 4096
+# apply_relocate_add may take every RELA section of the module in one pass (PCREL_LO12 pairing and ADD/SUB accumulation are per relocation section)
+RELOCATE_ACROSS_SECTIONS = False
 SZ_2G = 2 << 30
 L1_CACHE_BYTES = 64  # arch/riscv/include/asm/cache.h (L1_CACHE_SHIFT 6)
 PLT_ENTRY_SIZE = 12  # struct plt_entry: auipc, ld, jr

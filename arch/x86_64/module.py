@@ -12,6 +12,8 @@ import numpy as np
 
 MODULES_VADDR = 0xFFFFFFFFC0000000  # __START_KERNEL_map + KERNEL_IMAGE_SIZE (1 GiB)
 PAGE_SIZE = 4096
+# apply_relocate_add may take every RELA section of the module in one pass (__write_relocate_add treats each relocation on its own)
+RELOCATE_ACROSS_SECTIONS = True
 FTRACE_CALLSITE_SECTION = "__mcount_loc"  # include/linux/ftrace.h (-mrecord-mcount)
 
 

@@ -174,25 +174,32 @@ def relocate(ko: KoFile, layout: ModuleLayout, arch: ModuleType,
     state: dict = {}
     e = ko.endian
     count = 0
+    parts = []  # (target section, types, symbol indices, addends, offsets) per RELA section
     for s in ko.sections:
         if s.type != SHT_RELA or s.info not in out:  # target not loaded (SHF_ALLOC clear)
             continue
         rel = np.frombuffer(ko.data, rela_dtype(e), count=s.size // 24, offset=s.offset)
         if not len(rel):
             continue
-        types = (rel["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
         symi = (rel["info"] >> np.uint64(32)).astype(np.int64)
         if (symi >= len(vals)).any():
             raise InputError(f"{ko.path}: malformed module (relocation in {s.name} names symbol "
                              f"{int(symi.max())} of {len(vals)})")
-        offs = rel["offset"].astype(np.int64)
-        base = np.uint64(layout.address_of[s.info])
+        parts.append((s.info, (rel["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64), symi,
+                      rel["addend"].astype(np.int64).astype(np.uint64),
+                      rel["offset"].astype(np.int64)))
+    if arch.RELOCATE_ACROSS_SECTIONS and parts:  # one pass over all of them (order-free table)
+        todo = [_merged(ko, layout, arch.RELOCATIONS, out, parts, vals)]
+    else:
         with np.errstate(over="ignore"):
-            sec = RelaSection(ko, ko.sections[s.info].name, types, symi, vals[symi],
-                              rel["addend"].astype(np.int64).astype(np.uint64),
-                              base + offs.astype(np.uint64), offs,
-                              np.frombuffer(out[s.info], np.uint8), layout)
+            todo = [(RelaSection(ko, ko.sections[t].name, types, symi, vals[symi], addend,
+                                 np.uint64(layout.address_of[t]) + offs.astype(np.uint64), offs,
+                                 np.frombuffer(out[t], np.uint8), layout), {})
+                    for t, types, symi, addend, offs in parts]
+    for sec, spans in todo:
         arch.apply_relocate_add(sec, state)
+        for i, (lo, hi) in spans.items():  # the merged buffer back into its sections
+            out[i][:] = sec.buf[lo:hi].tobytes()
         for k, v in sec.unsupported.items():
             unsupported[k] = unsupported.get(k, 0) + v
         for k, v in sec.overflow.items():
@@ -200,6 +207,38 @@ def relocate(ko: KoFile, layout: ModuleLayout, arch: ModuleType,
         count += sec.count
     return Relocated({i: bytes(b) for i, b in out.items()}, vals, unresolved, unsupported,
                      overflow, count)
+
+
+def _merged(ko: KoFile, layout: ModuleLayout, table: dict, out: dict[int, bytearray],
+            parts: list, vals: np.ndarray) -> tuple[RelaSection, dict[int, tuple[int, int]]]:
+    """Every RELA section's relocations as one :class:`RelaSection` over the target sections
+    laid end to end in one buffer (their spans returned); each field is first checked to lie
+    inside its own section."""
+    targets = sorted({p[0] for p in parts})
+    spans, pos = {}, 0
+    for t in targets:
+        spans[t] = (pos, pos + len(out[t]))
+        pos += len(out[t])
+    big = np.zeros(pos, np.uint8)
+    for t, (lo, hi) in spans.items():
+        big[lo:hi] = np.frombuffer(out[t], np.uint8)
+    lut = np.zeros(max(table) + 1, np.int64)
+    for k, row in table.items():
+        lut[k] = row.width
+    for t, types, _, _, offs in parts:
+        w = np.where((types >= 0) & (types < len(lut)), lut[np.clip(types, 0, len(lut) - 1)], 0)
+        if (offs < 0).any() or (offs + w > len(out[t])).any():
+            raise InputError(f"{ko.path}: malformed module (relocation past the end of "
+                             f"{ko.sections[t].name})")
+    types = np.concatenate([p[1] for p in parts])
+    symi = np.concatenate([p[2] for p in parts])
+    offs = np.concatenate([p[4] + spans[p[0]][0] for p in parts])
+    with np.errstate(over="ignore"):
+        P = np.concatenate([np.uint64(layout.address_of[p[0]]) + p[4].astype(np.uint64)
+                            for p in parts])
+        sec = RelaSection(ko, "the module's sections", types, symi, vals[symi],
+                          np.concatenate([p[3] for p in parts]), P, offs, big, layout)
+    return sec, spans
 
 
 def _read(buf: np.ndarray, offs: np.ndarray, width: int, le: bool) -> np.ndarray:
