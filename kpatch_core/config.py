@@ -37,6 +37,12 @@ STRING_EVIDENCE: dict[str, bytes] = {
     # trace_probe.h ERRORS: BAD_VAR after the typo fix (5.10.262 has it, 6.1.176 not)
     "TRACE_PROBE_BAD_VAR_SPELLING_FIXED": b"Invalid $-variable specified\0",
 }
+# fact -> (needle, anchor): decided by the needle only where .rodata has the anchor (the kernel's
+# own trace_probe error texts); an image without them (a test image) keeps the version rows
+ANCHORED_STRING_EVIDENCE: dict[str, tuple[bytes, bytes]] = {
+    # trace_probe.h ERRORS NON_UNIQ_SYMBOL (number_of_same_symbols): 5.10.262 has it, 5.10.223 not
+    "TRACE_KPROBE_UNIQUE_SYMBOL": (b"The symbol is not unique\0", b"Failed to register probe event\0"),
+}
 # facts that the image cannot show; the kernel default (or the oracle's CPU) is assumed
 DEFAULTS: dict[str, bool] = {
     "KPROBE_EVENTS_ON_NOTRACE": False,  # Debian: not set
@@ -86,6 +92,11 @@ class KernelConfig:
                 found = text.find(needle) >= 0
                 facts[name] = Fact(name, found, f"inferred: .rodata {'has' if found else 'lacks'} "
                                                 f"{needle[:-1].decode()!r}")
+            for name, (needle, anchor) in ANCHORED_STRING_EVIDENCE.items():
+                if text.find(anchor) >= 0:
+                    found = text.find(needle) >= 0
+                    facts[name] = Fact(name, found, f"inferred: .rodata {'has' if found else 'lacks'}"
+                                                    f" {needle[:-1].decode()!r}")
         for name, v in DEFAULTS.items():
             facts[name] = Fact(name, v, "default")
         for name, v in image.backend.default_facts().items():

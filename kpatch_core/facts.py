@@ -209,8 +209,10 @@ def entry_facts(image: "Image", syms: TextSymbols, static: list[dict], lo: np.nd
         a = int(syms.addrs[i])
         entry_flag = d.pop("_entry_flag")
         adj = a + d["entry_shift"]
-        if d["same_name"] > 1:
+        if d["same_name"] > 1 and features.has("EVENTS_UNIQUE_SYMBOL"):
             # validate_probe_symbol / number_of_same_symbols (6.1: the retprobe check comes first)
+            # (without it, 5.10.223: SYM is kallsyms_lookup_name's first match, each alias is
+            # answered for its own address)
             entry = _outcome_dict(dec(refused_code(Reason.NON_UNIQUE_SYMBOL, non_unique)), None)
             if not features.has("EVENTS_VALIDATE_SYMBOL_FIRST") and not entry_flag:
                 kret = _outcome_dict(dec(refused_code(Reason.RETPROBE_NOT_ENTRY)), None)

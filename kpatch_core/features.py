@@ -7,7 +7,8 @@ the ``CONFIG_`` option that decides it when it is a configuration choice (then e
 image decides, the version only says whether the option exists), and the kernel function or
 commit it comes from.  A new kernel version is new rows (or a new ``until``), not new code.
 
-The rows were checked against real kernels on :data:`VERIFIED` (Debian 6.1 and 6.12); a
+The rows were checked against real kernels on :data:`VERIFIED` (Debian 6.1 and 6.12) and
+:data:`VERIFIED_ALSO` (Debian 5.10 and 7.2); a
 ``since``/``until`` between them comes from the kernel's history and is marked "not pinned" in
 its source when it was not confirmed against the tag.  An image outside the verified range gets
 ``exact=False``: the outputs say so (``"rules_exact": false`` and a one-line note).
@@ -15,8 +16,8 @@ its source when it was not confirmed against the tag.  An image outside the veri
 >>> fs = FeatureSet.decide((6, 12), "x86_64")
 >>> fs.has("EVENTS_NONUNIQUE_EINVAL"), fs.rules, fs.exact
 (True, '6.12', True)
->>> FeatureSet.decide((7, 2), "x86_64").exact
-False
+>>> FeatureSet.decide((7, 2), "x86_64").exact, FeatureSet.decide((7, 1), "x86_64").exact
+(True, False)
 """
 from __future__ import annotations
 
@@ -58,6 +59,22 @@ FEATURES: tuple[Feature, ...] = (
        "kernel/trace/trace_kprobe.c: __trace_kprobe_create, validate_probe_symbol "
        "(6.1.y: number_of_same_symbols after kprobe_on_func_entry; since not pinned)",
        since=(6, 6)),
+    _F("EVENTS_UNIQUE_SYMBOL",
+       "a probe symbol that names several kallsyms symbols is refused (NON_UNIQ_SYMBOL 'The "
+       "symbol is not unique'); before, kallsyms_lookup_name's first match is probed",
+       "kernel/trace/trace_kprobe.c: number_of_same_symbols; b022f0c7e404 'tracing/kprobes: "
+       "Return EADDRNOTAVAIL when func matches several symbols' (v6.6, in 6.1.y and late "
+       "5.10.y: the image's .rodata text decides; Debian 5.10.223 lacks it, 5.10.262 has it)",
+       since=(5, 10), config="TRACE_KPROBE_UNIQUE_SYMBOL"),
+    _F("KALLSYMS_IGNORES_KVM_NVHE",
+       "kallsyms drops the whole arm64 non-VHE KVM namespace (__kvm_nvhe_*): kprobe_events "
+       "cannot name those symbols (ENOENT), and the kprobe blacklist's __hyp_text area is one "
+       "entry per remaining kallsyms symbol; later kernels keep them (only their $/.L labels "
+       "are dropped)",
+       "scripts/kallsyms.c: is_ignored_symbol ignored_prefixes ('__kvm_nvhe_' in 5.10, "
+       "'__kvm_nvhe_$' and '__kvm_nvhe_.L' in 6.1; until not pinned; Debian 5.10.223 arm64: "
+       "oracle)",
+       until=(6, 1), arches=("arm64",)),
     _F("EVENTS_NONUNIQUE_EINVAL",
        "a missing or non-unique probe symbol fails the write with -EINVAL (goto parse_error), "
        "not -ENOENT / -EADDRNOTAVAIL",
@@ -339,6 +356,9 @@ BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 
 # The kernel versions the table was checked against with real kernels (the oracle).
 VERIFIED: tuple[Version, Version] = ((6, 1), (6, 12))
+# Versions outside that range whose every oracle kernel agrees (tests/data/oracle/README.md):
+# bullseye 5.10 (5.10.262 amd64, 5.10.223 arm64) and sid 7.2.13 (all five arches).
+VERIFIED_ALSO: tuple[Version, ...] = ((5, 10), (7, 2))
 # The rule-set label outputs print ("rules": "6.1"): the verified kernel whose rows an image
 # shares; kept from before the table, where 6.6 was the only boundary.
 RULE_LABELS: tuple[tuple[Version, str], ...] = (((6, 6), "6.12"), ((0, 0), "6.1"))
@@ -393,7 +413,8 @@ class FeatureSet:
             if held:
                 names.add(f.name)
         label = next(lab for since, lab in RULE_LABELS if v >= since)
-        return cls(v, arch, frozenset(names), label, VERIFIED[0] <= v <= VERIFIED[1])
+        return cls(v, arch, frozenset(names), label,
+                   VERIFIED[0] <= v <= VERIFIED[1] or v in VERIFIED_ALSO)
 
     @classmethod
     def for_image(cls, image: "Image") -> "FeatureSet":
@@ -409,10 +430,14 @@ class FeatureSet:
         """The one-line note printed when :attr:`exact` is False ('' otherwise)."""
         if self.exact:
             return ""
+        known = sorted([*VERIFIED_ALSO, *VERIFIED])
+        side = ("newer than" if self.version > known[-1] else
+                "older than" if self.version < known[0] else "not one of")
         lo, hi = VERIFIED
-        side = "newer" if self.version > hi else "older"
-        return (f"note: kernel {self.version[0]}.{self.version[1]} is {side} than the kernels "
-                f"the rules were verified on ({lo[0]}.{lo[1]}..{hi[0]}.{hi[1]}); "
+        names = [f"{a}.{b}" for a, b in known if not lo <= (a, b) <= hi]
+        names.insert(sum(v < lo for v in VERIFIED_ALSO), f"{lo[0]}.{lo[1]}..{hi[0]}.{hi[1]}")
+        return (f"note: kernel {self.version[0]}.{self.version[1]} is {side} the kernels "
+                f"the rules were verified on ({', '.join(names)}); "
                 f"applying the {self.rules} rules")
 
 

@@ -317,15 +317,17 @@ class Image:
     def kallsyms(self) -> "Kallsyms":
         """The symbols /proc/kallsyms would show, with the kernel's sizes and alias order."""
         from .symbols import Kallsyms
+        # scripts/kallsyms.c ignored_prefixes of older kernels (named features)
+        ignored = ("__kvm_nvhe_",) if self.features.has("KALLSYMS_IGNORES_KVM_NVHE") else ()
         if self.config.enabled("KALLSYMS_ALL"):
-            return Kallsyms.build(self.symtab)
+            return Kallsyms.build(self.symtab, ignored=ignored)
         v = self.symtab.value  # without KALLSYMS_ALL: text symbols only (scripts/kallsyms.c)
         ranges: list[tuple[int, int]] = []
         for a, b in (("_stext", "_etext"), ("_sinittext", "_einittext")):
             lo, hi = v(a), v(b)
             if lo is not None and hi is not None:
                 ranges.append((lo, hi))
-        return Kallsyms.build(self.symtab, tuple(ranges))
+        return Kallsyms.build(self.symtab, tuple(ranges), ignored)
 
     @functools.cached_property
     def tables(self) -> "KernelTables":

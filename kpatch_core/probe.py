@@ -185,7 +185,7 @@ def _events_symbol_checks(image: Image, t: Target) -> None:
 
     def unique() -> None:  # validate_probe_symbol / number_of_same_symbols
         n = image.kallsyms.count(symbol)
-        if n > 1:
+        if n > 1 and features.has("EVENTS_UNIQUE_SYMBOL"):
             raise _Refused(Reason.NON_UNIQUE_SYMBOL, f"{n} symbols",
                            "EINVAL" if einval else "EADDRNOTAVAIL")
         if n == 0:

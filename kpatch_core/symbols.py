@@ -244,8 +244,12 @@ class Kallsyms:
         self._first_last: tuple[dict[str, int], dict[str, int]] | None = None
 
     @classmethod
-    def build(cls, st: SymbolTable, text_ranges: tuple[tuple[int, int], ...] | None = None) -> "Kallsyms":
+    def build(cls, st: SymbolTable, text_ranges: tuple[tuple[int, int], ...] | None = None,
+              ignored: tuple[str, ...] = ()) -> "Kallsyms":
         """Apply the kernel's filter and sort to a raw symbol table.
+
+        ``ignored``: further name prefixes this kernel's scripts/kallsyms.c drops (features
+        such as KALLSYMS_IGNORES_KVM_NVHE).
 
         ``text_ranges`` (inclusive ``[start, end]`` pairs, e.g. ``_stext.._etext``) is given
         without CONFIG_KALLSYMS_ALL: scripts/kallsyms.c symbol_valid then keeps only symbols
@@ -263,6 +267,8 @@ class Kallsyms:
         all_names = st.names
         keep &= st.kallsyms_kept()
         idx = np.nonzero(keep)[0].tolist()
+        if ignored:
+            idx = [i for i in idx if not all_names[i].startswith(ignored)]
         if text_ranges is not None:  # symbol_valid's corner case at _etext / _einittext
             ends = {hi for _, hi in text_ranges}
             idx = [i for i in idx if int(st.values[i]) not in ends

@@ -1,6 +1,6 @@
 """Kernel behaviours as named features (kpatch_core/features.py): the table, the FeatureSet an
 image gets, and what the outputs say for a kernel outside the verified versions (a copy of a
-test image whose banner claims 5.10 or 7.2)."""
+test image whose banner claims 5.15 or 7.3)."""
 from __future__ import annotations
 
 import json
@@ -38,8 +38,9 @@ def test_unknown_feature_fails_loudly() -> None:
 
 
 @pytest.mark.parametrize("version,label,exact", [
-    ((5, 10), "6.1", False), ((6, 1), "6.1", True), ((6, 5), "6.1", True), ((6, 6), "6.12", True),
-    ((6, 12), "6.12", True), ((6, 13), "6.12", False), ((7, 2), "6.12", False)])
+    ((5, 4), "6.1", False), ((5, 10), "6.1", True), ((5, 15), "6.1", False), ((6, 1), "6.1", True),
+    ((6, 5), "6.1", True), ((6, 6), "6.12", True), ((6, 12), "6.12", True), ((6, 13), "6.12", False),
+    ((7, 1), "6.12", False), ((7, 2), "6.12", True), ((7, 3), "6.12", False)])
 def test_label_and_exactness(version: tuple[int, int], label: str, exact: bool) -> None:
     fs = FeatureSet.decide(version, "arm64")
     assert (fs.rules, fs.exact) == (label, exact)
@@ -95,13 +96,13 @@ def _claim(tmp_path: Path, src: Path, old: bytes, new: bytes) -> Path:
 
 
 @pytest.fixture()
-def x86_72(tmp_path: Path) -> Path:
-    return _claim(tmp_path, X86_612, b"Linux version 6.12.0-", b"Linux version 7.2.0--")
+def x86_73(tmp_path: Path) -> Path:
+    return _claim(tmp_path, X86_612, b"Linux version 6.12.0-", b"Linux version 7.3.0--")
 
 
 @pytest.fixture()
-def x86_510(tmp_path: Path) -> Path:
-    return _claim(tmp_path, X86_61, b"Linux version 6.1.0-", b"Linux version 5.10.0")
+def x86_515(tmp_path: Path) -> Path:
+    return _claim(tmp_path, X86_61, b"Linux version 6.1.0-", b"Linux version 5.15.0")
 
 
 TARGETS = ["plain_func", "r plain_func+1", "dup_static", "notrace_func", "no_such"]
@@ -114,7 +115,7 @@ def _check_json(path: Path, capsys) -> list[dict]:
     return [json.loads(line) for line in cap.out.splitlines()]
 
 
-@pytest.mark.parametrize("claimed,verified", [("x86_72", X86_612), ("x86_510", X86_61)])
+@pytest.mark.parametrize("claimed,verified", [("x86_73", X86_612), ("x86_515", X86_61)])
 def test_check_outside_the_verified_versions(request, capsys, claimed: str, verified: Path) -> None:
     """Same code, another version: the same verdicts (the nearest rows apply), each marked
     rules_exact false; text mode prints a one-line note on stderr."""
@@ -132,29 +133,29 @@ def test_check_outside_the_verified_versions(request, capsys, claimed: str, veri
     assert capsys.readouterr().err == ""
 
 
-def test_event_outside_the_verified_versions(x86_72: Path, capsys) -> None:
-    main(["event", "--json", str(x86_72), "p plain_func a=$arg1"])
+def test_event_outside_the_verified_versions(x86_73: Path, capsys) -> None:
+    main(["event", "--json", str(x86_73), "p plain_func a=$arg1"])
     cap = capsys.readouterr()
     r = json.loads(cap.out)
     assert r["ok"] and r["rules"] == "6.12" and r["rules_exact"] is False
     assert r["event"]["probe"]["rules_exact"] is False
     assert "note:" not in cap.err
-    main(["event", str(x86_72), "p plain_func a=$arg1"])
+    main(["event", str(x86_73), "p plain_func a=$arg1"])
     err = capsys.readouterr().err.splitlines()
-    assert err == ["kpatch-analyze: note: kernel 7.2 is newer than the kernels the rules were "
-                   "verified on (6.1..6.12); applying the 6.12 rules"]
+    assert err == ["kpatch-analyze: note: kernel 7.3 is newer than the kernels the rules were "
+                   "verified on (5.10, 6.1..6.12, 7.2); applying the 6.12 rules"]
     main(["event", "--json", str(X86_612), "p plain_func a=$arg1"])
     assert json.loads(capsys.readouterr().out)["rules_exact"] is True
 
 
-def test_summary_header_says_so(x86_510: Path, capsys, monkeypatch) -> None:
+def test_summary_header_says_so(x86_515: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("KPATCH_CACHE", "off")
-    assert main([str(x86_510), "--no-progress", "--jobs", "1"]) == 0
+    assert main([str(x86_515), "--no-progress", "--jobs", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     k = next(i for i, ln in enumerate(out) if ln.startswith("kernel "))
     assert "(rules 6.1)" in out[k]
-    assert out[k + 1] == ("note: kernel 5.10 is older than the kernels the rules were verified "
-                          "on (6.1..6.12); applying the 6.1 rules")
+    assert out[k + 1] == ("note: kernel 5.15 is not one of the kernels the rules were verified "
+                          "on (5.10, 6.1..6.12, 7.2); applying the 6.1 rules")
     assert main([str(X86_61), "--no-progress", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "note: kernel" not in out

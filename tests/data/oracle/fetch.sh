@@ -29,12 +29,17 @@ declare -A SPEC=(
 # NAME (Debian build) : Debian arch, for tools/fetch-debian-kernel.sh
 declare -A DEBIAN=(
   [5.10.0-46-amd64]=amd64
-  [5.10.0-46-arm64]=arm64
+  [5.10.0-32-arm64]=arm64   # 5.10.0-46-arm64's -dbg package is gone from the mirror (404)
   [7.2.13+deb14-amd64]=amd64
   [7.2.13+deb14-arm64]=arm64
   [7.2.13+deb14-riscv64]=riscv64
   [7.2.13+deb14-s390x]=s390x
   [7.2.13+deb14-powerpc64le]=ppc64el
+  [6.12.117+deb13-cloud-amd64]=amd64
+  [6.12.117+deb13-rt-amd64]=amd64
+  [6.12.117+deb13-arm64-16k]=arm64
+  [6.12.117+deb13-rt-arm64]=arm64
+  [7.2.13+deb14-powerpc64le-64k]=ppc64el
 )
 NAMES=${*:-"${!SPEC[@]} ${!DEBIAN[@]}"}
 OLD=()
