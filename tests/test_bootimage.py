@@ -149,6 +149,22 @@ def test_symbol_types_of_names_shaped_like_linker_symbols() -> None:
                      "__irqentry_text_end": STT_NOTYPE, "next_func": STT_FUNC}
 
 
+def test_symbol_infos_equal_symbol_info_per_symbol() -> None:
+    """The table-driven symbol_infos gives symbol_info's answer for every symbol and evidence."""
+    from kpatch_core.bootimage.symbol_types import symbol_info, symbol_infos
+    from kpatch_core.bootimage.system_map import read_system_map
+    sm = read_system_map(str(BOOT / "x86_64/System.map"))
+    assert sm is not None
+    names = sm.names + ["__bpf_trace_tp_map_foo_start", "__traceiter_foo_end", "bar.isra.0",
+                        "__pi__stext", "__kvm_nvhe___start___kvm_ex_table", "_etext", "baz.cold"]
+    letters = sm.types + "dtttTTt"
+    rng = np.random.default_rng(0)
+    flags = rng.random((4, len(names))) < 0.5
+    got = symbol_infos(letters, names, flags[0], flags[1], flags[2], flags[3])
+    want = [symbol_info(t, n, *map(bool, f)) for t, n, f in zip(letters, names, flags.T)]
+    assert got.tolist() == want
+
+
 # -- decompression ---------------------------------------------------------------------------
 DATA = b"Linux version 6.1.0 " + bytes(range(256)) * 64
 

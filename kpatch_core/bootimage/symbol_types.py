@@ -71,8 +71,8 @@ def symbol_info(letter: str, name: str, in_text: bool, in_btf: bool, entry_evide
             typ = STT_NOTYPE
         else:
             typ = STT_FUNC if entry_evidence else STT_NOTYPE
-    elif LINKER_SCRIPT.match(name):
-        typ = STT_NOTYPE
+    elif LINKER_SCRIPT.match(name) and not name.startswith(FUNCTION_PREFIXES):
+        typ = STT_NOTYPE  # (__bpf_trace_tp_map_foo_start is a tracepoint's data, not a bound)
     elif letter in "dDbBrRvVgGsS":
         typ = STT_OBJECT
     else:
@@ -139,12 +139,23 @@ def symbol_infos(letters: str, names: list[str], in_text: "list[bool] | np.ndarr
                                   bool(k & 2), bool(k & 1)) for k in uniq.tolist()], np.uint8)
     out = table[inv.reshape(-1)]
     memo: dict[int, int] = {}
+    shaped: dict[tuple[int, bool, bool, bool, bool], int] = {}
     suffix, under = _SUFFIX.search, _UNDERSCORE.match
     for i in np.nonzero(odd)[0].tolist():
         x = names[i]
         if x[:1] == "_" and under(x) or not suffix(x):
-            out[i] = symbol_info(letters[i], x, bool(key[i] & 4), bool(key[i] & 2), bool(key[i] & 1),
-                                 bool(own_record[i]) if own_record is not None else False)
+            # what symbol_info reads of the name: its suffix and linker-symbol shapes
+            base = x
+            for p in ALIAS_PREFIXES:
+                base = base.removeprefix(p)
+            own = bool(own_record[i]) if own_record is not None else False
+            sk = (int(key[i]), own, bool(COMPILER_SUFFIX.search(x)), bool(LINKER_SCRIPT.match(base)),
+                  bool(LINKER_SCRIPT.match(x)))
+            v = shaped.get(sk)
+            if v is None:
+                v = shaped[sk] = symbol_info(letters[i], x, bool(key[i] & 4), bool(key[i] & 2),
+                                             bool(key[i] & 1), own)
+            out[i] = v
             continue
         k = int(key[i])
         v = memo.get(k)
