@@ -14,6 +14,7 @@ The first failing rule decides, in that order.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from . import btf as B
@@ -112,6 +113,7 @@ def error_injection_list(image: Image) -> frozenset[int]:
     return frozenset(int(a) for a in words[::2].tolist())
 
 
+@functools.lru_cache(maxsize=64)
 def btf_id_set(image: Image, name: str) -> frozenset[str] | None:
     """The function names of the kernel's ``BTF_SET_START(name)`` as resolve_btfids wrote it
     into the image (``__BTF_ID__set__NAME``: u32 cnt, u32 ids[cnt]); None when the image has
