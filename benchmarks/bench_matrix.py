@@ -54,6 +54,11 @@ def _kernels(paths: list[str]) -> list[KernelRef]:
     return out
 
 
+def _as_json(v: object) -> object:
+    """A check result as the matrix keeps it (a target that matched nothing has no JSON)."""
+    return v.to_json() if hasattr(v, "to_json") else repr(v)
+
+
 def _verify(m: Matrix) -> tuple[int, int, list[str]]:
     """Cells (and glob matches) equal to a single check, of how many; the first differences."""
     same = total = 0
@@ -68,14 +73,14 @@ def _verify(m: Matrix) -> tuple[int, int, list[str]]:
                 pairs = [(v, check_targets(image, [parse_target(f"{probe.attach}:{n}")
                                                    if probe.source == "bpftrace" else
                                                    parse_target(n)])) for n, v in cell.matches]
-                got = [(v, r[0][1].to_json()) for v, r in pairs]
+                got: list[tuple[object, object]] = [(v, _as_json(r[0][1])) for v, r in pairs]
                 names = [n for n, _ in cell.matches]
                 expected = [str(e.symbol) for e, v in check_targets(image, [t])
                             if hasattr(v, "to_json")]
                 got.append((names, expected))  # the same functions matched
             else:
                 [(_, v)] = check_targets(image, [t])
-                got = [(cell.verdict, v.to_json())]
+                got = [(cell.verdict, _as_json(v))]
             for a, b in got:
                 total += 1
                 if a == b:
@@ -147,19 +152,19 @@ def main(argv: list[str]) -> int:
               f"({fetch:.1f} s downloading in tasks, {len(dm.failed)} failed): "
               f"{len(refs) / dwall * 60:.2f} kernels/minute (download included); "
               f"images in {tmp}")
-        for c in dm.columns:
-            print(f"  {c.label}: {c.fetch_seconds:.1f} s download and unpack, {c.seconds:.1f} s "
-                  f"matrix" + (f"; failed: {c.error}" if c.failed else ""))
+        for col in dm.columns:
+            print(f"  {col.label}: {col.fetch_seconds:.1f} s download and unpack, "
+                  f"{col.seconds:.1f} s matrix" + (f"; failed: {col.error}" if col.failed else ""))
         ok = ok and not dm.failed
         m = Matrix.build(probes, list(m.columns) + list(dm.columns))
 
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(json_text(m))
+        with open(args.json_out, "w") as out:
+            out.write(json_text(m))
     counts: dict[str, int] = {}
     for row in m.classes:
-        for c in row:
-            counts[c.category] = counts.get(c.category, 0) + 1
+        for klass in row:
+            counts[klass.category] = counts.get(klass.category, 0) + 1
     print("categories: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))
     changed = [g for g in m.groups if not g.uniform]
     print(f"changes between kernels: {len(changed)} (probe, category) groups")
