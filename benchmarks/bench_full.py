@@ -223,7 +223,8 @@ def bench_kernel(name: str, path: str, args: argparse.Namespace) -> dict:
             r[k]["ratio_wall"] = round(r[k]["wall"] / r["objdump"]["wall"], 3)
             r[k]["ratio_cpu"] = round(r[k]["cpu"] / max(r["objdump"]["cpu"], 1e-9), 3)
     # meta["timing"] holds each phase's end, in seconds since the analysis started
-    ends = sorted((v, k) for k, v in _phases(path).items() if isinstance(v, (int, float)))
+    ends = sorted((v, k) for k, v in ({} if args.no_phases else _phases(path)).items()
+                  if isinstance(v, (int, float)))
     prev, phases = 0.0, {}
     for end, k in ends:
         phases[k] = round(end - prev, 3)
@@ -240,6 +241,8 @@ def bench_kernel(name: str, path: str, args: argparse.Namespace) -> dict:
             warm = min((_run_cli(["func", path, query], cenv) for _ in range(3)), key=lambda x: x["wall"])
             r["query"] = {"name": query, "cold_process_s": round(cold["wall"], 2),
                           "warm_process_s": round(warm["wall"], 3),
+                          "cold_process_cpu": round(cold["cpu"], 2),
+                          "warm_process_cpu": round(warm["cpu"], 3),
                           "warm_in_process_ms": round(1000 * _in_process_query(path, query, cache_dir), 1)}
         finally:
             shutil.rmtree(cache_dir, ignore_errors=True)
@@ -265,8 +268,9 @@ def _print(r: dict) -> None:
     print(f"   decode share {r['decode_share']}  phases {r['phases']}")
     if "query" in r:
         q = r["query"]
-        print(f"   func {q['name']}: cold process {q['cold_process_s']} s (page cache dropped: "
-              f"{r['page_cache_dropped']}), warm process {q['warm_process_s']} s, "
+        print(f"   func {q['name']}: cold process {q['cold_process_s']} s, cpu {q['cold_process_cpu']} s "
+              f"(page cache dropped: {r['page_cache_dropped']}), warm process {q['warm_process_s']} s, "
+              f"cpu {q['warm_process_cpu']} s, "
               f"warm in-process {q['warm_in_process_ms']} ms")
     if "self_consistency" in r:
         s = r["self_consistency"]
@@ -283,6 +287,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each side (best kept)")
     ap.add_argument("--no-objdump", action="store_true")
     ap.add_argument("--no-query", action="store_true", help="skip the one-function query timings")
+    ap.add_argument("--no-phases", action="store_true",
+                    help="skip the in-process phase timings (decode share): one analysis less")
     ap.add_argument("--out", help="write the results as JSON to this file")
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(sys.argv[2:])
@@ -308,7 +314,8 @@ def main() -> int:
     for r in results:
         o, s, j = r.get("objdump", {}), r["summary"], r["json"]
         q = r.get("query")
-        qs = f"{q['cold_process_s']} / {q['warm_process_s']} s" if q else "-"
+        qs = (f"{q['cold_process_s']} / {q['warm_process_s']} s (cpu {q.get('cold_process_cpu', '-')}"
+              f" / {q.get('warm_process_cpu', '-')} s)") if q else "-"
         print(f"| {r['kernel']} | {r['arch']} | {o.get('wall', '-')} / {o.get('cpu', '-')} s | "
               f"{s['wall']} ({s.get('ratio_wall', '-')}) / {s['cpu']} ({s.get('ratio_cpu', '-')}) | "
               f"{j['wall']} ({j.get('ratio_wall', '-')}) / {j['cpu']} ({j.get('ratio_cpu', '-')}) | "

@@ -136,11 +136,15 @@ class Analysis:
 
     def per_symbol(self) -> tuple[np.ndarray, np.ndarray]:
         """(instructions, probeable instructions) per symbol, fill left out."""
-        func_of = np.repeat(np.arange(len(self.counts)), self.counts)
-        real = ~self.fill_mask()
-        n = np.bincount(func_of, weights=real, minlength=len(self.counts))
-        ok = np.bincount(func_of, weights=self.ok_mask() & real, minlength=len(self.counts))
-        return n.astype(np.int64), ok.astype(np.int64)
+        counts = np.asarray(self.counts, np.int64)
+        fill = np.array([int(d.get("fill") or 0) for d in self.facts], np.int64) \
+            if len(self.facts) else np.zeros(0, np.int64)
+        n = np.maximum(counts - np.minimum(fill, counts), 0)  # a symbol's fill is its tail
+        lo = np.asarray(self.lo, np.int64)
+        ok_before = np.zeros(len(self.codes) + 1, np.int32)  # accepted instructions before each
+        np.cumsum(self.ok_mask(), dtype=np.int32, out=ok_before[1:])
+        ok = (ok_before[lo + n] - ok_before[lo]).astype(np.int64)
+        return n, ok
 
     def entry_codes(self) -> np.ndarray:
         """Per symbol: the outcome code of a probe on its first address (0 when none)."""

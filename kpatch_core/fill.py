@@ -142,6 +142,9 @@ def fill_mask(counts: np.ndarray, facts: list[dict]) -> np.ndarray:
         np.zeros(0, np.int64)
     if not fill.any():
         return np.zeros(int(counts.sum()), bool)
-    lo = np.concatenate(([0], np.cumsum(counts)[:-1])) if len(counts) else counts
-    pos = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(lo, counts)
-    return pos >= np.repeat(counts - fill, counts)
+    total = int(counts.sum())
+    end = np.cumsum(counts)
+    edge = np.zeros(total + 1, np.int8)  # +1 where a symbol's fill starts, -1 where it ends
+    np.add.at(edge, end - np.minimum(np.maximum(fill, 0), counts), 1)
+    np.add.at(edge, end, -1)
+    return np.cumsum(edge[:total], dtype=np.int8) > 0

@@ -4,7 +4,7 @@ forked process per core as workers free up (the shared state is built before the
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,10 +78,9 @@ def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None
         done: dict[int, Chunk] = {}
         done_fill: dict[int, np.ndarray] = {}
         with ctx.Pool(jobs) as pool:
-            if fills is None:
-                it = pool.imap_unordered(indexed_worker, list(enumerate(parts)))
-            else:
-                it = pool.imap_unordered(filled_worker, list(enumerate(parts)))
+            worker: Callable[[tuple[int, tuple[int, int]]], tuple[Any, ...]] = \
+                indexed_worker if fills is None else filled_worker
+            it = pool.imap_unordered(worker, list(enumerate(parts)))
             extra = meanwhile()
             for k, got in enumerate(it):
                 done[got[0]] = got[1]
