@@ -296,9 +296,9 @@ class ModuleImage(Image):
         try:
             with open(path, "rb") as f:
                 img.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot read the laid-out module ({e}); remove it from the "
-                             "module cache and run again") from None
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: cannot read the laid-out module ({err}); remove it from "
+                             "the module cache and run again") from None
         img.little_endian = img.data[5] == 1
         img.endian = "<" if img.little_endian else ">"
         img.e_type_dyn, img.machine, img.backend = False, kernel.machine, kernel.backend
