@@ -112,3 +112,21 @@ def test_real_kernel_event_lines(name: str) -> None:
         if ours != theirs:
             wrong.append((line, theirs, ours))
     assert sum(r.get("op") == "event" for r in rows) >= 58 and not wrong, wrong[:10]
+
+
+def test_verified_versions_have_answers() -> None:
+    """features.VERIFIED_ALSO (versions outside 6.1..6.12 whose rules are called exact) lists only
+    versions with committed answer sets, and each such answer set's kernel is exact."""
+    import re
+
+    from kpatch_core.features import VERIFIED_ALSO, FeatureSet
+    versions: dict[tuple[int, int], list[str]] = {}
+    for n in _SETS:
+        meta = json.loads((OWN / n / "results.meta.json").read_text())
+        m = re.search(r" (\d+)\.(\d+)\.\d+", meta.get("guest", {}).get("uname", ""))
+        if m:
+            versions.setdefault((int(m[1]), int(m[2])), []).append(n)
+    for v in VERIFIED_ALSO:
+        assert versions.get(v), (v, sorted(versions))
+        assert FeatureSet.decide(v, "x86_64").exact
+    assert not FeatureSet.decide((7, 1), "x86_64").exact  # between the answered versions
