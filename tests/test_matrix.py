@@ -378,3 +378,19 @@ def test_debian_build_fetched_once_then_answered_by_build_id(tmp_path: Path,
     assert again.cells == col.cells and calls.read_text().splitlines() == ["6.1.0-99-amd64 amd64"]
     bad = engine.kernel_task(kernel_ref("--debian", "6.1.0-98-arm64"), probes, digest, store)
     assert bad.failed and "download failed (E: no such package)" in (bad.error or "")
+
+
+
+def test_debian_download_that_hangs_fails_its_column(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "fetch.sh"  # a stalled mirror: the fetch never returns by itself
+    script.write_text("#!/bin/bash\nsleep 60 &\nwait\n")  # a child holds the pipes too
+    monkeypatch.setenv("KPATCH_FETCH_SCRIPT", str(script))
+    monkeypatch.setenv("KPATCH_KERNELS", str(tmp_path / "kernels"))
+    monkeypatch.setenv("KPATCH_FETCH_TIMEOUT", "1")
+    probes = tuple(PROBES[:1])
+    t0 = time.monotonic()
+    col = engine.kernel_task(kernel_ref("--debian", "6.1.0-99-amd64"), probes,
+                             probes_digest(probes), None)
+    assert time.monotonic() - t0 < 30
+    assert col.failed and "download did not finish in 1 s" in (col.error or "")

@@ -7,6 +7,7 @@ present.  Each fetched image is also linked as ``$KPATCH_KERNELS/by-build-id/<bu
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,16 @@ def fetch_script() -> str:
     return str(Path(__file__).resolve().parents[2] / "tools" / "fetch-debian-kernel.sh")
 
 
+def fetch_timeout() -> float:
+    """Seconds a download may take before its column fails: ``$KPATCH_FETCH_TIMEOUT`` or 7200
+    (a 1 GB -dbg package unpacked on a loaded machine takes 10-20 minutes)."""
+    try:
+        return float(os.environ.get("KPATCH_FETCH_TIMEOUT") or 7200)
+    except ValueError:
+        raise InputError(f"KPATCH_FETCH_TIMEOUT={os.environ['KPATCH_FETCH_TIMEOUT']!r}: "
+                         "expected seconds, e.g. 3600") from None
+
+
 def cached_vmlinux(name: str) -> str | None:
     """The vmlinux of a Debian build already in the kernels directory, or None."""
     p = os.path.join(kernels_dir(), name, "vmlinux")
@@ -44,11 +55,20 @@ def fetch_debian(name: str, debarch: str) -> str:
         raise InputError(f"--debian {name}: fetch script {script} not found; set "
                          "KPATCH_FETCH_SCRIPT to tools/fetch-debian-kernel.sh of kpatch-core")
     dest = os.path.join(kernels_dir(), name)
-    r = subprocess.run(["bash", script, name, debarch, dest], capture_output=True, text=True,
-                       check=False)
+    limit = fetch_timeout()
+    # its own process group: a timeout ends apt-get and dpkg-deb too, not only the script
+    p = subprocess.Popen(["bash", script, name, debarch, dest], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = p.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise InputError(f"--debian {name}: download did not finish in {limit:g} s; try again "
+                         "or raise KPATCH_FETCH_TIMEOUT") from None
     got = cached_vmlinux(name)
-    if r.returncode != 0 or not got:
-        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+    if p.returncode != 0 or not got:
+        last = (err.strip().splitlines() or ["no output"])[-1]
         raise InputError(f"--debian {name}: download failed ({last}); check the name "
                          "(apt-cache policy linux-image-NAME-dbg)")
     return got
