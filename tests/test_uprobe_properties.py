@@ -269,6 +269,11 @@ def test_d_ppc64le_breakpoint_traps_under_qemu() -> None:
     # a store into the probed instruction's own (read+execute) page: the plain run faults on it
     ("x86_64", "8900", {"ax": 0x400000}, "faulted:memory"),
     ("x86_64", "8900", {"ax": 0x10000000}, "ok:xol"),
+    # default_post_xol_op after a 0x66 indirect call/loop stepped in the slot: right for 64-bit
+    # operand size only; QEMU (like AMD) pushes 2 bytes / truncates the target to 16 bits
+    ("x86_64", "66ffd1", {"cx": 0x400100}, "kernel-divergent:66-call-indirect-stepped-fix-call-pushes-8-bytes"),
+    ("x86_64", "6648ffd1", {"cx": 0x400100}, "ok:xol"),  # REX.W: 64-bit after all
+    ("x86_64", "66e2f0", {"cx": 5}, "kernel-divergent:66-loop-stepped-fix-ip-assumes-64-bit-operand-size"),
 ])
 def test_a_classes(arch: str, code: str, regs: dict[str, int], label: str) -> None:
     """Property (a) counts each example in its class; a fault is never counted as equality."""

@@ -422,6 +422,18 @@ def kernel_divergent(code: bytes) -> str | None:
         return f"vex-emulated-as-{EMULATED.get(op1, 'nop' if op1 == 0x90 else 'push')}"
     if op1 == 0x90 and rex & 1:
         return "rex-xchg-emulated-as-nop"
+    # default_xol_ops: a 0x66 (16-bit operand size, without REX.W) loop/jrcxz or indirect call
+    # stepped in the slot, then default_post_xol_op moves IP by vaddr - xol_vaddr (UPROBE_FIX_IP)
+    # or pops and pushes an 8-byte return address (UPROBE_FIX_CALL, sizeof_long): right where the
+    # CPU ignores 0x66 (Intel), wrong where it truncates the target to 16 bits and pushes 2 bytes
+    # (AMD, and QEMU) -- branch_setup_xol_ops refuses 0x66 for the branches it emulates for
+    # that reason, default_xol_ops does not
+    _, prefixes, _, _, op_end = kernel_opcode(code)
+    if not vex and 0x66 in prefixes and not rex & 8:
+        if 0xE0 <= op1 <= 0xE3 and len(opcode) == 1:
+            return "66-loop-stepped-fix-ip-assumes-64-bit-operand-size"
+        if opcode == b"\xff" and op_end < len(code) and (code[op_end] >> 3) & 7 == 2:
+            return "66-call-indirect-stepped-fix-call-pushes-8-bytes"
     return None
 
 
