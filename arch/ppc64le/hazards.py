@@ -26,6 +26,10 @@ SITES = (
     HazardSite("mutex_unlock", 36, ((6, 1),),
                "Debian 6.1.0-50 powerpc64le under QEMU: soft lockup in arm_kprobe, the `bne-` "
                "between ldarx and stdcx.; tests/data/oracle/ppc64le"),
+    HazardSite("posix_cpu_timers_exit", 224, ((7, 2),),
+               "Debian 7.2.13 powerpc64le-64k under QEMU: `addi r1,r1,0x40` (epilogue stack "
+               "pop, emulated), oops jumping to 0xc00000007feac500 from release_task; "
+               "tests/data/oracle/7.2.13+deb14-powerpc64le-64k"),
 )
 
 
