@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import struct
 import threading
 from concurrent.futures import Future
@@ -100,6 +101,8 @@ def _elf_has_symtab(head: bytes, path: str) -> tuple[bool, int, int]:
 def needs_boot_elf(path: str) -> bool:
     """True when ``path`` is not an ELF with a .symtab (so :func:`boot_elf` must read it)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # a FIFO, device or directory: never opened here (inputs.py refuses it)
         with open(path, "rb") as f:
             head = f.read(64)
     except OSError:
