@@ -9,7 +9,7 @@ arch hooks (``arch_adjust_kprobe_addr``, ``arch_within_kprobe_blacklist``,
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 import attrs
 
@@ -487,3 +487,13 @@ class UprobeSupport:
     def pc_relative_target(self, backend: Any, code: bytes, addr: int) -> int | None:
         """The address a copied PC-relative instruction names; None when none is copied."""
         return None
+
+
+class Reloc(NamedTuple):
+    """One module relocation type of a backend's ``apply_relocate_add`` table: its name, field
+    width in bytes, and how the field is computed (numpy arrays in, field values and an
+    overflow mask out)."""
+
+    name: str
+    width: int
+    compute: Callable[[Any, Any, Any, Any], tuple[Any, Any]]

@@ -10,9 +10,11 @@ region never need one, and an overflow is reported rather than routed.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import numpy as np
+
+from ..base import Reloc
 
 PAGE_SIZE = 4096
 # apply_relocate_add may take every RELA section of the module in one pass (each relocation on its own)
@@ -22,15 +24,6 @@ FTRACE_CALLSITE_SECTION = "__patchable_function_entries"
 SZ_128M = 128 << 20
 
 U64 = np.uint64
-
-
-class Reloc(NamedTuple):
-    """One relocation type: its name, field width in bytes, and how the field is computed."""
-
-    name: str
-    width: int
-    compute: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-                      tuple[np.ndarray, np.ndarray | None]]
 
 
 def module_base(kernel_start: int, kernel_end: int) -> int:

@@ -17,10 +17,12 @@ unsupported: the kernel would not load the module.  GOT and PLT contents are not
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 import attrs
 import numpy as np
+
+from ..base import Reloc
 
 PAGE_SIZE = 4096
 # apply_relocate_add may take every RELA section of the module in one pass (PCREL_LO12 pairing and ADD/SUB accumulation are per relocation section)
@@ -41,15 +43,6 @@ M32 = U64(0xFFFFFFFF)
 R_RISCV_CALL, R_RISCV_CALL_PLT, R_RISCV_GOT_HI20 = 18, 19, 20
 R_RISCV_PCREL_HI20, R_RISCV_PCREL_LO12_I, R_RISCV_PCREL_LO12_S = 23, 24, 25
 R_RISCV_PLT32 = 59
-
-
-class Reloc(NamedTuple):
-    """One relocation type: its name, field width in bytes, and how the field is computed."""
-
-    name: str
-    width: int
-    compute: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-                      tuple[np.ndarray, np.ndarray | None]]
 
 
 def module_base(kernel_start: int, kernel_end: int) -> int:

@@ -6,24 +6,17 @@ the field's current value) and returns (new field value, overflow mask or None).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 import numpy as np
+
+from ..base import Reloc
 
 MODULES_VADDR = 0xFFFFFFFFC0000000  # __START_KERNEL_map + KERNEL_IMAGE_SIZE (1 GiB)
 PAGE_SIZE = 4096
 # apply_relocate_add may take every RELA section of the module in one pass (__write_relocate_add treats each relocation on its own)
 RELOCATE_ACROSS_SECTIONS = True
 FTRACE_CALLSITE_SECTION = "__mcount_loc"  # include/linux/ftrace.h (-mrecord-mcount)
-
-
-class Reloc(NamedTuple):
-    """One relocation type: its name, field width in bytes, and how the field is computed."""
-
-    name: str
-    width: int
-    compute: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-                      tuple[np.ndarray, np.ndarray | None]]
 
 
 def module_base(kernel_start: int, kernel_end: int) -> int:
