@@ -320,6 +320,14 @@ FEATURES: tuple[Feature, ...] = (
        "arch/arm64/net/bpf_jit_comp.c: calc_arg_aux ('bpf, arm64: Support up to 12 function "
        "arguments', v6.16; Debian 6.12 refuses, 7.2.13 accepts: oracle)",
        since=(6, 16), arches=("arm64",)),
+    _F("FPROBE_FILTER_BY_KALLSYMS",
+       "an fprobe event's symbol is matched against every kallsyms name (aliases included) "
+       "whose address is an ftrace location; before, against ftrace's record names "
+       "(ftrace_set_filter: one name per record, the first alias)",
+       "kernel/trace/fprobe.c: register_fprobe -> get_ips_from_filter / filter_match_callback "
+       "(the fprobe rewrite on the function-graph tracer; 6.12 still calls ftrace_set_filter; "
+       "7.2.13 arm64 answered f: __kvm_nvhe_nvhe_hyp_panic_handler; since not pinned)",
+       since=(7, 0)),
     _F("SLEEPABLE_SYSCALLS_WITHOUT_ERROR_INJECTION",
        "without CONFIG_FUNCTION_ERROR_INJECTION (Debian), sleepable fentry/fexit/fmod_ret and "
        "fmod_ret programs may attach to the arch's syscall entries (__x64_, __arm64_...); "

@@ -111,6 +111,9 @@ def check_fprobe_event(image: Image, target: Target) -> AttachVerdict:
     if target.is_pattern:  # ftrace_set_filter: the symbol is an ftrace glob
         rx = glob_regex(target.symbol)
         names = [n for n in dict.fromkeys(available_filter_functions(image)) if rx.match(n)]
+    elif image.features.has("FPROBE_FILTER_BY_KALLSYMS"):  # filter_match_callback: any alias
+        names = [target.symbol] if any(_ftrace_location(image, a) for a in
+                                       image.kallsyms.addresses_of(target.symbol)) else []
     else:
         names = [target.symbol] if target.symbol in traceable_names(image) else []
     if not names:  # ftrace_set_hash: !ftrace_match_records -> -EINVAL

@@ -229,3 +229,13 @@ def test_agrees_with_the_real_kernel(answers_file):
     assert len(answers) >= 300
     assert false_accepts == 0
     assert agree / len(answers) >= 0.999, f"{agree}/{len(answers)}"
+
+
+def test_fprobe_event_alias_matched_through_kallsyms():
+    """7.x fprobe events match the symbol over every kallsyms alias with an ftrace location
+    (get_ips_from_filter); Debian 7.2.13 arm64 created `f: __kvm_nvhe_nvhe_hyp_panic_handler`,
+    an alias of the traced nvhe_hyp_panic_handler that ftrace's record names do not carry."""
+    image = _image("7.2.13+deb14-arm64")
+    assert image.features.has("FPROBE_FILTER_BY_KALLSYMS")
+    assert check_request(image, "fprobe __kvm_nvhe_nvhe_hyp_panic_handler").ok
+    assert not check_request(image, "fprobe __kvm_nvhe_does_not_exist_at_all").ok
