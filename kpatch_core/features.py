@@ -444,9 +444,12 @@ class FeatureSet:
         lo, hi = VERIFIED
         names = [f"{a}.{b}" for a, b in known if not lo <= (a, b) <= hi]
         names.insert(sum(v < lo for v in VERIFIED_ALSO), f"{lo[0]}.{lo[1]}..{hi[0]}.{hi[1]}")
-        return (f"note: kernel {self.version[0]}.{self.version[1]} is {side} the kernels "
-                f"the rules were verified on ({', '.join(names)}); "
-                f"applying the {self.rules} rules")
+        v = self.version
+        near = min(known, key=lambda k: (abs((k[0] - v[0]) * 100 + k[1] - v[1]), k))
+        return (f"note: kernel {v[0]}.{v[1]} is {side} the kernels "
+                f"the rules were verified on ({', '.join(names)}); applying the features "
+                f"table's rows for {v[0]}.{v[1]} (nearest verified: {near[0]}.{near[1]}; "
+                f"{self.rules} rules)")
 
 
 def _as_version(version: "Version | KernelVersion") -> Version:

@@ -143,7 +143,8 @@ def test_event_outside_the_verified_versions(x86_73: Path, capsys) -> None:
     main(["event", str(x86_73), "p plain_func a=$arg1"])
     err = capsys.readouterr().err.splitlines()
     assert err == ["kpatch-analyze: note: kernel 7.3 is newer than the kernels the rules were "
-                   "verified on (5.10, 6.1..6.12, 7.2); applying the 6.12 rules"]
+                   "verified on (5.10, 6.1..6.12, 7.2); applying the features table's rows "
+                   "for 7.3 (nearest verified: 7.2; 6.12 rules)"]
     main(["event", "--json", str(X86_612), "p plain_func a=$arg1"])
     assert json.loads(capsys.readouterr().out)["rules_exact"] is True
 
@@ -155,7 +156,8 @@ def test_summary_header_says_so(x86_515: Path, capsys, monkeypatch) -> None:
     k = next(i for i, ln in enumerate(out) if ln.startswith("kernel "))
     assert "(rules 6.1)" in out[k]
     assert out[k + 1] == ("note: kernel 5.15 is not one of the kernels the rules were verified "
-                          "on (5.10, 6.1..6.12, 7.2); applying the 6.1 rules")
+                          "on (5.10, 6.1..6.12, 7.2); applying the features table's rows for 5.15 "
+                          "(nearest verified: 5.10; 6.1 rules)")
     assert main([str(X86_61), "--no-progress", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "note: kernel" not in out
