@@ -9,14 +9,23 @@ Every example is counted by its outcome label ("ok:xol", "ok:emulate", "refused:
 "kernel-divergent:...", "skipped:..."); every divergence (AssertionError) is written to --out
 and counted.  Examples are drawn in seeded hypothesis batches.  Prints one JSON summary line
 per property at the end; exit 1 when any divergence was found.
+
+Each batch runs in a forked child process (the oracle is C code: unicorn can abort the whole
+process).  The child announces every example before running it; when it dies, the example it
+was running is recorded (``aborted:<signal>`` in --out, with the example to re-run it), counted
+as an oracle defect ``skipped:<engine>-aborted`` and the batch is redrawn from the same seed in
+a new child that skips the examples already counted -- never silently dropped.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import json
+import os
+import signal
 import sys
 import time
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -45,6 +54,87 @@ def classes(counts: collections.Counter[str]) -> dict[str, int]:
     return out
 
 
+class Guard:
+    """The child's side of a batch: numbers the examples hypothesis draws, announces each
+    before it runs (so a parent sees which one killed the child) and skips those the parent
+    already counted."""
+
+    def __init__(self, skip: dict[int, str], fd: int | None) -> None:
+        self.skip, self.i = skip, -1
+        self.pipe = os.fdopen(fd, "w") if fd is not None else None
+
+    def begin(self, example: object) -> bool:
+        """Next example: False when an earlier child already counted it."""
+        self.i += 1
+        if self.i in self.skip:  # hypothesis redraws a seeded batch identically: checked
+            if self.skip[self.i] != repr(example):
+                raise RuntimeError(f"example {self.i} redrawn differently: {example!r}")
+            return False
+        self.send({"begin": self.i, "example": repr(example)})
+        return True
+
+    def send(self, msg: dict) -> None:
+        if self.pipe is not None:
+            self.pipe.write(json.dumps(msg) + "\n")
+            self.pipe.flush()
+
+
+def run_isolated(batch: Callable[[Guard], None],
+                 on_result: Callable[[dict], None], max_aborts: int = 100) -> list[dict]:
+    """Run ``batch`` in forked children until it completes; ``on_result`` gets each example's
+    ``{"label"|"error", "example"}`` message.  Returns the aborted examples
+    (``{"index", "example", "signal"}``), each counted once and skipped on the re-run."""
+    aborted: list[dict] = []
+    skip: dict[int, str] = {}  # index -> repr of the examples counted (or aborted) so far
+    while True:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: run the batch, report, never return into the parent's loop
+            os.close(rfd)
+            code = 0
+            try:
+                g = Guard(skip, wfd)
+                batch(g)
+                g.send({"end": True})
+            except BaseException as e:  # noqa: BLE001  # reported to the parent, which stops
+                try:
+                    g.send({"crash": f"{type(e).__name__}: {e}"})
+                finally:
+                    code = 3
+            os._exit(code)
+        os.close(wfd)
+        current: dict | None = None
+        ended, crash = False, None
+        with os.fdopen(rfd) as r:
+            for line in r:
+                msg = json.loads(line)
+                if "begin" in msg:
+                    current = msg
+                elif "end" in msg:
+                    ended = True
+                elif "crash" in msg:
+                    crash = msg["crash"]
+                elif "index" in msg:
+                    i = msg.pop("index")
+                    if i not in skip:  # (a qemu batch reports many results under one index)
+                        skip[i] = current["example"] if current and current["begin"] == i else ""
+                    current = None
+                    on_result(msg)
+                else:
+                    on_result(msg)
+        _, status = os.waitpid(pid, 0)
+        if ended and status == 0:
+            return aborted
+        if crash is not None:
+            raise SystemExit(f"batch failed in the child: {crash}")
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        name = signal.Signals(sig).name if sig else f"exit {os.WEXITSTATUS(status)}"
+        if current is None or len(aborted) >= max_aborts:
+            raise SystemExit(f"the batch's child died ({name}) outside any example")
+        skip[current["begin"]] = current["example"]
+        aborted.append({"index": current["begin"], "example": current["example"], "signal": name})
+
+
 def _qemu_batch(b: object, fs: object, n: int, batch_seed: int,
                 counts: collections.Counter[str], record: object) -> None:
     """Property (a) on qemu-user (ppc64le): ``n`` examples drawn by hypothesis (instructions,
@@ -70,7 +160,8 @@ def _qemu_batch(b: object, fs: object, n: int, batch_seed: int,
     labels, diverged = got
     for label, k in labels.items():
         if label != "DIVERGENCE":
-            counts[label] += k
+            for _ in range(k):
+                record(label, None, None)  # type: ignore[operator]
     for d in diverged:
         record(None, AssertionError(json.dumps(d)), d.get("insn"))  # type: ignore[operator]
 
@@ -125,22 +216,34 @@ def main(argv: list[str] | None = None) -> int:
         while done < a.examples:
             n = min(a.batch, a.examples - done)
 
+            guard = Guard({}, None)  # replaced in each child by run_isolated
+
             def record(label: str | None, err: AssertionError | None, ex: object) -> None:
-                nonlocal divergences
                 if err is not None:
+                    guard.send({"index": guard.i, "error": str(err)[:2000], "example": repr(ex)})
+                else:
+                    guard.send({"index": guard.i, "label": label or "ok"})
+
+            def result(msg: dict) -> None:  # the parent's side
+                nonlocal divergences
+                if "error" in msg:
                     divergences += 1
                     counts["DIVERGENCE"] += 1
                     if out:
-                        out.write(json.dumps({"arch": a.arch, "property": prop,
-                                              "error": str(err)[:2000], "example": repr(ex)}) + "\n")
+                        out.write(json.dumps({"arch": a.arch, "property": prop, **msg}) + "\n")
                         out.flush()
+                elif "not_generated" in msg:  # the strategy's filter counted in the child
+                    S.NOT_EXECUTABLE.clear()
+                    S.NOT_EXECUTABLE.update(msg["not_generated"])
                 else:
-                    counts[label or "ok"] += 1
+                    counts[msg["label"]] += 1
 
             cfg = settings(max_examples=n, deadline=None, database=None, derandomize=False,
                            suppress_health_check=list(HealthCheck))
             if prop == "a" and uprobe_support(b).ENGINE == "qemu-user":
                 def run() -> None:  # drawn by hypothesis, executed many per qemu process
+                    if not guard.begin(f"qemu batch seed {a.seed + batch_no}"):
+                        return
                     _qemu_batch(b, fs, n, a.seed + batch_no, counts, record)
             elif prop == "a":
                 @cfg
@@ -151,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                        bits=st.integers(0, 2**32 - 1))
                 def run(code: bytes, off: int, regs: dict[str, int], bits: int) -> None:
                     va = P.USER_TEXT + off - off % align
+                    if not guard.begin((code.hex(), hex(va), regs, bits)):
+                        return
                     try:
                         record(P.prop_same_end_state(b, fs, code, va,
                                                      {**regs, **initial_flags(b, bits)}), None, None)
@@ -162,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                 @given(codes=st.lists(S.instruction(a.arch), min_size=1, max_size=8), data=st.data())
                 def run(codes: list[bytes], data: st.DataObject) -> None:
                     order = data.draw(st.lists(st.integers(0, len(codes) - 1), max_size=12))
+                    if not guard.begin(([c.hex() for c in codes], order)):
+                        return
                     try:
                         P.prop_install_remove(b, fs, codes, P.USER_TEXT + 0x100, order)
                         record("restored", None, None)
@@ -174,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                        xol=st.integers(0x7F0000000000, 0x7FFFFFFFF000))
                 def run(code: bytes, off: int, xol: int) -> None:
                     va = 0x400000 + off - off % align
+                    if not guard.begin((code.hex(), hex(va), hex(xol))):
+                        return
                     try:
                         record(P.prop_pc_relative(b, fs, code, va, xol & ~0x7F), None, None)
                     except AssertionError as e:
@@ -186,13 +295,28 @@ def main(argv: list[str] | None = None) -> int:
                     va = 0x400000 + off - off % uprobe_support(b).SWBP_INSN_SIZE
                     if uprobe_support(b).ENGINE == "qemu-user":
                         va = Q.qppc.USER_BASE + 0x1000 + off % 0x4000 * 4
+                    if not guard.begin(hex(va)):
+                        return
                     try:
                         P.prop_breakpoint_traps(b, va)
                         record("traps", None, None)
                     except AssertionError as e:
                         record(None, e, hex(va))
+            def child(g: Guard) -> None:
+                nonlocal guard
+                guard = g
+                run()
+                g.send({"not_generated": dict(S.NOT_EXECUTABLE)})
+
             before = sum(counts.values())
-            run()
+            for ab in run_isolated(child, result):
+                label = f"skipped:{uprobe_support(b).ENGINE}-aborted-{ab['signal']}"
+                counts[label] += 1
+                print(json.dumps({"aborted": ab, "batch": batch_no, "label": label}), flush=True)
+                if out:
+                    out.write(json.dumps({"arch": a.arch, "property": prop, "batch": batch_no,
+                                          "aborted": ab["signal"], "example": ab["example"]}) + "\n")
+                    out.flush()
             done += sum(counts.values()) - before
             batch_no += 1
             progress = {"progress": True, "arch": a.arch, "property": prop,

@@ -19,7 +19,7 @@ from kpatch_arch.base import Backend, SlotSupport
 from kpatch_core.slot import CpuFacts, Effect, ReadMem, Slot
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
-from .insn import EMULATED, INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE, kernel_opcode
+from .insn import EMULATED, INT3, JMP32_INSN_SIZE, LEGACY_PREFIXES, MAX_INSN_SIZE, kernel_opcode
 
 if TYPE_CHECKING:
     from .insn import KInsn
@@ -298,10 +298,27 @@ STRING_OPCODES = frozenset(bytes([b]) for b in (0x6C, 0x6D, 0x6E, 0x6F, 0xA4, 0x
 LOOP_OPCODES = {b"\xe0": "loopne", b"\xe1": "loope", b"\xe2": "loop"}
 
 
+# bt/bts/btr/btc with a register operand: with LOCK the CPU raises #UD (SIGILL, checked
+# natively), unicorn 2.1.4's translator aborts the whole process (SIGABRT; qemu-x86_64 7.2: SIGSEGV)
+LOCK_BIT_TEST = frozenset({b"\x0f\xa3", b"\x0f\xab", b"\x0f\xb3", b"\x0f\xbb"})
+
+
+def _lock_bit_test_register(code: bytes) -> bool:
+    i, lock = 0, False
+    while i < len(code) and (code[i] in LEGACY_PREFIXES or 0x40 <= code[i] <= 0x4F):
+        lock |= code[i] == 0xF0
+        i += 1
+    op, modrm = code[i:i + 2], code[i + 2] if i + 2 < len(code) else 0
+    return lock and modrm >> 6 == 3 and (op in LOCK_BIT_TEST or op == b"\x0f\xba" and modrm & 0x20 != 0)
+
+
 def oracle_defect(code: bytes) -> str | None:
     """Why unicorn cannot judge ``code``: it counts each iteration of a REP string instruction
     as one instruction, so a single step of the plain run is one iteration, not the instruction.
-    (Read from the bytes: capstone drops a REP prefix that a REX byte follows.)"""
+    (Read from the bytes: capstone drops a REP prefix that a REX byte follows.)  A LOCK bit
+    test on a register aborts unicorn (never run: the whole process would die)."""
+    if _lock_bit_test_register(code):
+        return "unicorn-aborts-lock-bit-test-register"
     opcode, prefixes, _, vex, imm_at = kernel_opcode(code)
     if not vex and set(prefixes) & {0xF2, 0xF3} and opcode in STRING_OPCODES:
         return "unicorn-rep-string-one-iteration"
