@@ -46,6 +46,16 @@ def run_filled(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int
     return chunks, extra, fill
 
 
+PARTS_PER_JOB = 8  # ranges handed out per worker process
+MIN_PARTS = 16  # ranges at least (cache-sized arrays; see run)
+
+
+def _range_bytes(syms: TextSymbols, part: tuple[int, int]) -> int:
+    """Bytes of text symbols ``[a, b)`` span."""
+    a, b = part
+    return int(syms.addrs[b - 1] + syms.sizes[b - 1] - syms.addrs[a])
+
+
 def split(syms: TextSymbols, parts: int) -> list[tuple[int, int]]:
     """Function ranges of about equal byte size."""
     n = len(syms)
@@ -69,7 +79,9 @@ def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None
     ``meanwhile()`` runs while the workers decode; its result is returned with the chunks.
     ``fills``, when given, receives each chunk's trailing fill counts (:func:`chunk_fill`)."""
     jobs = jobs or os.cpu_count() or 1
-    parts = split(syms, max(1, jobs * 8) if jobs > 1 else 1)
+    # small ranges even in one process: each range's arrays stay cache-sized (one range of the
+    # whole text costs twice the CPU in page faults and memory traffic, and 1 GB of RSS)
+    parts = split(syms, max(PARTS_PER_JOB * jobs, MIN_PARTS))
     chunks: list[Chunk] = []
     if jobs > 1 and len(parts) > 1:
         import multiprocessing as mp
@@ -80,7 +92,10 @@ def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None
         with ctx.Pool(jobs) as pool:
             worker: Callable[[tuple[int, tuple[int, int]]], tuple[Any, ...]] = \
                 indexed_worker if fills is None else filled_worker
-            it = pool.imap_unordered(worker, list(enumerate(parts)))
+            # largest ranges first (a range cannot cut a symbol: the padding symbols at the end
+            # of text make one range several times the others), so none is left for last
+            order = sorted(enumerate(parts), key=lambda ip: -_range_bytes(syms, ip[1]))
+            it = pool.imap_unordered(worker, order, chunksize=1)
             extra = meanwhile()
             for k, got in enumerate(it):
                 done[got[0]] = got[1]
