@@ -42,11 +42,15 @@ ALIGN = {"x86_64": 1, "arm64": 4, "riscv64": 2, "s390x": 2, "ppc64le": 4}
 
 CLASSES = (("ok", "executed"), ("faulted", "faulted"), ("refused", "refused"),
            ("kernel-divergent", "kernel-divergent"), ("excluded", "excluded"),
-           ("skipped", "oracle defects"), ("DIVERGENCE", "divergences"))
+           ("skipped", "oracle defects"), ("DIVERGENCE", "divergences"),
+           # (b)-(d): the property checked ("executed" column of the README table)
+           ("restored", "executed"), ("retargeted", "executed"), ("not-copied", "executed"),
+           ("traps", "executed"), ("no-pc-relative", "excluded"))
 
 
 def classes(counts: collections.Counter[str]) -> dict[str, int]:
-    """Property (a)'s labels summed by class (the issue-14 counting)."""
+    """The labels summed by class (property (a): the issue-14 counting; (b)-(d): checked,
+    refused, kernel-divergent...)."""
     out = {name: 0 for _, name in CLASSES}
     for label, n in counts.items():
         prefix = label.split(":")[0]
@@ -266,12 +270,12 @@ def main(argv: list[str] | None = None) -> int:
                 @seed(a.seed + batch_no)
                 @given(codes=st.lists(S.instruction(a.arch), min_size=1, max_size=8), data=st.data())
                 def run(codes: list[bytes], data: st.DataObject) -> None:
-                    order = data.draw(st.lists(st.integers(0, len(codes) - 1), max_size=12))
+                    order = data.draw(st.lists(st.integers(0, len(codes) - 1), min_size=1, max_size=12))
                     if not guard.begin(([c.hex() for c in codes], order)):
                         return
                     try:
-                        P.prop_install_remove(b, fs, codes, P.USER_TEXT + 0x100, order)
-                        record("restored", None, None)
+                        armed = P.prop_install_remove(b, fs, codes, P.USER_TEXT + 0x100, order)
+                        record("restored" if armed else "refused:none-armable", None, None)
                     except AssertionError as e:
                         record(None, e, ([c.hex() for c in codes], order))
             elif prop == "c":
@@ -332,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = {"arch": a.arch, "kernel": fs.rules, "property": prop,
                    "examples": sum(counts.values()), "divergences": divergences,
                    "seconds": round(time.time() - t0, 1), "outcomes": dict(counts.most_common())}
+        summary["classes"] = classes(counts)
         if prop == "a":
-            summary["classes"] = classes(counts)
             summary["not_generated"] = dict(S.NOT_EXECUTABLE)
             executed = summary["classes"]["executed"]
             if executed < a.min_executed * summary["examples"]:
