@@ -3,7 +3,7 @@ per-symbol facts (what the cache stores and the reports read).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import attrs
 import numpy as np
@@ -68,14 +68,34 @@ class Analysis:
     offs: np.ndarray  # uint32 instruction offset in its symbol
     lens: np.ndarray  # uint8
     codes: np.ndarray  # uint16 outcome codes
-    facts: list[dict]  # per symbol, the JSON fields that are not counts
+    # per symbol, the JSON fields that are not counts (None: made on first use by
+    # ``facts_factory``; ``columns`` answer the summary's questions without them)
+    _facts: list[dict] | None
     seconds: float = 0.0
     from_cache: bool = False
     runtime: list[bytes] | None = None  # per symbol, its runtime bytes (+16), when kept
     _by_name: dict[str, list[int]] | None = None
+    columns: dict[str, Any] | None = None  # per-symbol facts known without ``facts``: area, fill
+    facts_factory: Callable[[], list[dict]] | None = None
 
     def __len__(self) -> int:
         return len(self.syms)
+
+    @property
+    def facts(self) -> list[dict]:
+        """Per symbol, the JSON fields that are not counts (made now when they were deferred)."""
+        if self._facts is None:
+            if self.facts_factory is None:
+                raise ValueError("analysis without per-symbol facts")
+            self._facts = self.facts_factory()
+            self.facts_factory = None
+        return self._facts
+
+    def column(self, field: str) -> list | np.ndarray:
+        """One per-symbol fact for every symbol (from ``columns`` when there, else the facts)."""
+        if self.columns is not None and field in self.columns:
+            return self.columns[field]
+        return [f.get(field) for f in self.facts]
 
     def index(self, name: str) -> list[int]:
         """Indexes of the symbols called ``name`` (several for duplicate names)."""
@@ -132,13 +152,20 @@ class Analysis:
     def fill_mask(self) -> np.ndarray:
         """Per instruction: padding after its symbol's last real instruction (kpatch_core.fill)."""
         from .fill import fill_mask
-        return fill_mask(self.counts, self.facts)
+        return fill_mask(self.counts, self._fill())
+
+    def _fill(self) -> np.ndarray:
+        """Per symbol: its trailing fill instructions."""
+        fill = self.column("fill")
+        if isinstance(fill, np.ndarray):
+            return fill.astype(np.int64)
+        return np.array([int(x or 0) for x in fill], np.int64) if len(fill) else \
+            np.zeros(0, np.int64)
 
     def per_symbol(self) -> tuple[np.ndarray, np.ndarray]:
         """(instructions, probeable instructions) per symbol, fill left out."""
         counts = np.asarray(self.counts, np.int64)
-        fill = np.array([int(d.get("fill") or 0) for d in self.facts], np.int64) \
-            if len(self.facts) else np.zeros(0, np.int64)
+        fill = self._fill()
         n = np.maximum(counts - np.minimum(fill, counts), 0)  # a symbol's fill is its tail
         lo = np.asarray(self.lo, np.int64)
         ok_before = np.zeros(len(self.codes) + 1, np.int32)  # accepted instructions before each
@@ -210,7 +237,7 @@ class Analysis:
         ec = self.entry_codes()
         eok = ((ec & np.uint16(0x7FFF)) < REFUSED_BASE) & (ec != 0)
         ids: dict[str, int] = {}  # group of each symbol, numbered in order of first appearance
-        gid = np.array([ids.setdefault(f[field], len(ids)) for f in self.facts], np.int64)
+        gid = np.array([ids.setdefault(v, len(ids)) for v in self.column(field)], np.int64)
         func = np.asarray(self.syms.types) == 1
         cols = [np.bincount(gid, weights=w, minlength=len(ids)).astype(np.int64).tolist()
                 for w in (None, n, ok, func, func & eok)]

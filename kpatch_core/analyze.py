@@ -52,8 +52,8 @@ from . import fill, pool, rules
 from .analysis import ANALYZER_VERSION, TYPE_NAMES, Analysis, TextSymbols, iter_insns
 from .bulk import classify_inputs, fixed_width_walk, mark_ranges
 from .decode import LinearDecoder, Runs, decode_function
-from .facts import (SUBSYSTEM_PREFIXES, clone_kind, entry_facts, image_meta, static_facts,
-                    subsystem, text_areas)
+from .facts import (SUBSYSTEM_PREFIXES, StaticFacts, clone_kind, entry_facts, image_meta,
+                    static_facts, subsystem, symbol_areas, text_areas)
 from .outcome import (ERRNOS, METHODS, OK_NO_METHOD, OPTIMIZED, REASONS, REFUSED_BASE, SLOW,
                       Outcome, decode_code, ok_code, outcome_code, refused_code)
 
@@ -70,14 +70,15 @@ __all__ = ["ANALYZER_VERSION", "TYPE_NAMES", "Analysis", "TextSymbols", "iter_in
 
 def analyze(image: "Image", jobs: int | None = None,
             progress: Callable[[int, int], None] | None = None,
-            optimized: bool = False) -> Analysis:
+            optimized: bool = False, facts: bool = True) -> Analysis:
     """The full analysis of ``image`` (always computed: the results cache is the caller's,
     :func:`kpatch_core.cache.cached_analysis`).
 
     ``jobs``: worker processes (default: every core); ``progress(done, total)`` is called as
     ranges finish; ``optimized``: also predict ``[OPTIMIZED]`` per accepted instruction
     (jump-optimized kprobes; vectorised where the backend's classifier supports it, else one
-    ``can_optimize`` per address).
+    ``can_optimize`` per address); ``facts``: False defers the per-symbol facts to their first
+    use (``Analysis.facts``), with the area and fill columns the summary reads computed now.
     """
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
@@ -86,23 +87,35 @@ def analyze(image: "Image", jobs: int | None = None,
     rules.prepare_state(image, syms, optimized)
     timing["tables"] = time.perf_counter() - t0
 
-    def facts_meanwhile() -> list[dict]:  # per-symbol facts, computed while workers decode
-        out = static_facts(image, syms, rules.STATE["func_facts"])
-        timing["static_facts"] = time.perf_counter() - t0
+    ff, clf = rules.STATE["func_facts"], rules.STATE["classifier"]
+
+    def facts_meanwhile() -> StaticFacts | list[str]:  # computed while the workers decode
+        out = static_facts(image, syms, ff, clf) if facts else symbol_areas(image, syms.addrs)
+        timing["static_facts" if facts else "areas"] = time.perf_counter() - t0
         return out
 
     chunks, static, fill_counts = pool.run_filled(syms, jobs, progress, facts_meanwhile)
     lo, counts, offs, lens, codes, fail = pool.concat(chunks)
     timing["decode"] = time.perf_counter() - t0
-    facts = entry_facts(image, syms, static, lo, counts, offs, codes, fail)
-    fill.annotate(image, syms, lo, counts, offs, lens, facts, fill_counts)  # padding, not in shares
-    timing["facts"] = time.perf_counter() - t0
+    if len(fill_counts) != len(syms):
+        fill_counts = fill.trailing_fill(image, syms, lo, counts, offs, lens)
+
+    def make_facts(static: StaticFacts) -> list[dict]:
+        out = entry_facts(image, syms, static, lo, counts, offs, codes, fail)
+        fill.annotate(image, syms, lo, counts, offs, lens, out, fill_counts)  # padding
+        return out
     meta = image_meta(image)
     meta["analyzer"] = ANALYZER_VERSION
     meta["optimized"] = bool(optimized)
+    if isinstance(static, StaticFacts):
+        a = Analysis(meta, syms, lo, counts, offs, lens, codes, make_facts(static))
+    else:  # the facts on first use; what the summary reads now
+        a = Analysis(meta, syms, lo, counts, offs, lens, codes, None,
+                     columns={"area": static, "fill": fill_counts},
+                     facts_factory=lambda: make_facts(static_facts(image, syms, ff, clf)))
+    timing["facts"] = time.perf_counter() - t0
     meta["timing"] = {k: round(v, 3) for k, v in timing.items()}
     meta["worker_seconds"] = [round(c.seconds, 3) for c in chunks]
-    a = Analysis(meta, syms, lo, counts, offs, lens, codes, facts)
     a.seconds = time.perf_counter() - t0
     rules.STATE.clear()
     return a
@@ -122,7 +135,8 @@ def analyze_function(image: "Image", name: str) -> tuple[Analysis, list[int]]:
     sel = TextSymbols(syms.addrs[idx], syms.sizes[idx], [syms.names[i] for i in idx], syms.types[idx])
     ff = {k: v[idx] for k, v in rules.STATE["func_facts"].items()}
     lo, counts, offs, lens, codes, fail = pool.concat(chunks)
-    facts = entry_facts(image, sel, static_facts(image, sel, ff), lo, counts, offs, codes, fail)
+    static = static_facts(image, sel, ff, rules.STATE["classifier"])
+    facts = entry_facts(image, sel, static, lo, counts, offs, codes, fail)
     fill.annotate(image, sel, lo, counts, offs, lens, facts)
     rules.STATE.clear()
     meta = image_meta(image)

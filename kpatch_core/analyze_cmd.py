@@ -70,15 +70,22 @@ def _open(path: str, args: argparse.Namespace) -> "Image":
                                          system_map=getattr(args, "system_map", None)))
 
 
-def _analyze(path: str, args: argparse.Namespace, show_progress: bool) -> tuple["Image", "Analysis"]:
+def _analyze(path: str, args: argparse.Namespace, show_progress: bool,
+             facts: bool = True) -> tuple["Image", "Analysis"]:
+    """The analysis of ``path`` (through the results cache unless ``--no-cache``); ``facts``
+    False: the per-symbol facts only on first use when no cache is written (the summary)."""
     from . import cache
     from .progress import Progress
     image = _open(path, args)
     bar = Progress(f"analysing {path}") if show_progress else None
-    a = cache.cached_analysis(image, jobs=args.jobs or None, progress=bar,
-                              pathkey=cache.path_key(path, args.config, args.set),
-                              optimized=getattr(args, "optimized", False),
-                              use=False if args.no_cache else None)
+    optimized = getattr(args, "optimized", False)
+    if not facts and (args.no_cache or not cache.enabled()):
+        from .analyze import analyze
+        a = analyze(image, jobs=args.jobs or None, progress=bar, optimized=optimized, facts=False)
+    else:
+        a = cache.cached_analysis(image, jobs=args.jobs or None, progress=bar,
+                                  pathkey=cache.path_key(path, args.config, args.set),
+                                  optimized=optimized, use=False if args.no_cache else None)
     if bar:
         bar.close()
     return image, a
@@ -90,7 +97,8 @@ def run_summary(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be >= 0")
     analyses = []
     for path in args.vmlinux:
-        _, a = _analyze(path, args, not args.no_progress and not args.json)
+        _, a = _analyze(path, args, not args.no_progress and not args.json,
+                        facts=bool(args.json or args.html))
         analyses.append(a)
     out = sys.stdout
     if args.json:

@@ -4,11 +4,11 @@ verdicts of ``p NAME`` / ``r NAME`` (``kretprobe``) read off the instruction out
 """
 from __future__ import annotations
 
-import bisect
 import functools
 import re
 from typing import TYPE_CHECKING
 
+import attrs
 import numpy as np
 
 from kpatch_arch.base import Backend
@@ -142,107 +142,200 @@ def text_areas(image: "Image") -> list[tuple[int, int, str]]:
     return out
 
 
-def static_facts(image: "Image", syms: TextSymbols, ff: dict) -> list[dict]:
-    """Per-symbol facts that do not depend on instruction outcomes (computed while the workers
-    decode)."""
-    backend = image.backend
-    t = image.tables
+@attrs.frozen
+class StaticFacts:
+    """The per-symbol facts that do not depend on instruction outcomes (``facts``: one dict per
+    symbol, in the JSON field order), with the entry columns :func:`entry_facts` reads."""
+
+    facts: list[dict]
+    entry_addr: np.ndarray  # uint64: arch_adjust_kprobe_addr(SYM+lookup shift)
+    entry_flag: np.ndarray  # bool: that address is on the function entry (kretprobes)
+    lookup_shift: np.ndarray  # int64: kprobe_lookup_name's move of SYM+0
+
+
+def symbol_areas(image: "Image", addrs: np.ndarray) -> list[str]:
+    """The text area label of each address (:func:`text_areas`; the section name outside them):
+    the last area starting at or before the address, when the address is below its end."""
     areas = text_areas(image)
-    area_starts = [x[0] for x in areas]
-    sec = image.section_at(t.stext)
+    sec = image.section_at(image.tables.stext)
     sec_name = sec.name if sec else ".text"
-    lookup_hook = type(backend).lookup_name is not Backend.lookup_name
-    prefix = backend.syscall_prefix_for(image.features)
-    name_index = image.kallsyms._name_index()
+    if not areas or not len(addrs):
+        return [sec_name] * len(addrs)
+    starts = np.array([x[0] for x in areas], np.uint64)
+    ends = np.array([x[1] for x in areas], np.uint64)
+    j = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
+    inside = (j >= 0) & (addrs < ends[np.maximum(j, 0)])
+    labels = [x[2] for x in areas] + [sec_name]
+    return [labels[k] for k in np.where(inside, j, len(areas)).tolist()]
+
+
+def subsystems(names: list[str], areas: list[str], types: np.ndarray) -> list[str]:
+    """:func:`subsystem` of every symbol, ``(linker symbol)`` for a non-function linker name."""
+    table, pattern = _subsystem_table()
+    match = pattern.match
+    linker = _LINKER_PROVIDED.match
     out = []
-    for i, name in enumerate(syms.names):
-        a = int(syms.addrs[i])
-        j = bisect.bisect_right(area_starts, a) - 1
-        area = areas[j][2] if j >= 0 and a < areas[j][1] else sec_name
-        same = len(name_index.get(name, ()))
-        d: dict = {"name": name, "address": hex(a), "size": int(syms.sizes[i]),
-                   "type": TYPE_NAMES[syms.types[i]], "area": area,
-                   "subsystem": "(linker symbol)" if syms.types[i] != 1 and _LINKER_PROVIDED.match(name)
-                   else subsystem(name, area), "unique": same <= 1, "same_name": same,
-                   "clone": None, "notrace": bool(ff["notrace"][i]), "blacklist": None,
-                   "ftrace_sites": int(ff["nrec"][i])}
-        if "." in name:
-            b = base_name(name)
-            d["clone"] = {"kind": clone_kind(name), "base": b, "base_exists": b in name_index}
-        if ff["bl_code"][i]:
-            o = decode_code(int(ff["bl_code"][i]))
-            hit = t.blacklist_hit(a)
-            d["blacklist"] = {"reason": o.reason.value if o.reason else None,
-                              "source": _bl_source(hit[1]) if hit else None,
-                              "detail": hit[1] if hit else None}
-        la = backend.lookup_name(image, name, 0) if lookup_hook else a
-        la = a if la is None else la
-        d["lookup_shift"] = la - a
-        adj, entry_flag = backend.adjust_kprobe_addr(image, a, la - a)
-        d["entry_shift"] = adj - a
-        d["_entry_flag"] = entry_flag
-        d["syscall"] = name[len(prefix):] if prefix and name.startswith(prefix) else None
-        out.append(d)
+    for name, area, ty in zip(names, areas, types.tolist()):
+        if ty != 1 and linker(name):
+            out.append("(linker symbol)")
+            continue
+        m = match(name)
+        if m is None and name[:1] == "_":
+            m = match(name.lstrip("_"))
+        out.append(table[m.group()] if m is not None else area if area != ".text" else "other")
     return out
 
 
-def entry_facts(image: "Image", syms: TextSymbols, static: list[dict], lo: np.ndarray,
-           counts: np.ndarray, offs: np.ndarray, codes: np.ndarray, fail: np.ndarray) -> list[dict]:
+def entry_addresses(image: "Image", addrs: np.ndarray, shifts: np.ndarray, classifier: object
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``arch_adjust_kprobe_addr(SYM + shift)`` of every symbol: (address, on_func_entry), by
+    the bulk classifier's ``entry_adjust`` when it has one, else per symbol (the backend's
+    hook) unless the backend keeps the default (the address unmoved, entry at +0)."""
+    backend = image.backend
+    many = getattr(classifier, "entry_adjust", None)
+    if many is not None:
+        adj, flag = many(addrs, shifts)
+        return np.asarray(adj, np.uint64), np.asarray(flag, bool)
+    moved = addrs + shifts.astype(np.uint64)
+    if type(backend).adjust_kprobe_addr is Backend.adjust_kprobe_addr:
+        return moved, shifts == 0
+    adj = np.zeros(len(addrs), np.uint64)
+    flag = np.zeros(len(addrs), bool)
+    for i, (a, sh) in enumerate(zip(addrs.tolist(), shifts.tolist())):
+        x, f = backend.adjust_kprobe_addr(image, a, sh)
+        adj[i], flag[i] = x, f
+    return adj, flag
+
+
+def static_facts(image: "Image", syms: TextSymbols, ff: dict,
+                 classifier: object = None) -> StaticFacts:
+    """Per-symbol facts that do not depend on instruction outcomes (computed while the workers
+    decode); ``classifier``: the backend's bulk classifier (vectorised entry adjustment)."""
+    backend = image.backend
+    names = syms.names
+    addrs = np.asarray(syms.addrs, np.uint64)
+    n = len(names)
+    areas = symbol_areas(image, addrs)
+    subs = subsystems(names, areas, syms.types)
+    prefix = backend.syscall_prefix_for(image.features)
+    name_index = image.kallsyms._name_index()
+    addr_l = addrs.tolist()
+    shifts = np.zeros(n, np.int64)
+    if type(backend).lookup_name is not Backend.lookup_name:
+        for i, (name, a) in enumerate(zip(names, addr_l)):
+            la = backend.lookup_name(image, name, 0)
+            shifts[i] = 0 if la is None else la - a
+    adj, flag = entry_addresses(image, addrs, shifts, classifier)
+    entry_shift = (adj - addrs).astype(np.int64).tolist()
+    lookup_l = shifts.tolist()
+    same = [len(name_index.get(name, ())) for name in names]
+    tnames = [TYPE_NAMES[t] for t in syms.types.tolist()]
+    plen = len(prefix) if prefix else 0
+    out = [{"name": name, "address": hex(a), "size": size, "type": ty, "area": area,
+            "subsystem": sub, "unique": k <= 1, "same_name": k, "clone": None,
+            "notrace": nt, "blacklist": None, "ftrace_sites": nrec, "lookup_shift": ls,
+            "entry_shift": es,
+            "syscall": name[plen:] if plen and name.startswith(prefix) else None}
+           for name, a, size, ty, area, sub, k, nt, nrec, ls, es in
+           zip(names, addr_l, syms.sizes.tolist(), tnames, areas, subs, same,
+               ff["notrace"].tolist(), ff["nrec"].tolist(), lookup_l, entry_shift)]
+    for i, name in enumerate(names):
+        if "." in name:
+            b = base_name(name)
+            out[i]["clone"] = {"kind": clone_kind(name), "base": b, "base_exists": b in name_index}
+    details = ff.get("bl_detail")
+    t = image.tables
+    for i in np.flatnonzero(ff["bl_code"]).tolist():
+        o = decode_code(int(ff["bl_code"][i]))
+        if details is not None and details[i] is not None:
+            detail: str | None = details[i]
+        else:
+            hit = t.blacklist_hit(addr_l[i])
+            detail = hit[1] if hit else None
+        out[i]["blacklist"] = {"reason": o.reason.value if o.reason else None,
+                               "source": _bl_source(detail) if detail is not None else None,
+                               "detail": detail}
+    return StaticFacts(out, adj, flag, shifts)
+
+
+def entry_facts(image: "Image", syms: TextSymbols, static: StaticFacts, lo: np.ndarray,
+                counts: np.ndarray, offs: np.ndarray, codes: np.ndarray, fail: np.ndarray
+                ) -> list[dict]:
     """Complete the per-symbol facts with the entry verdicts (``p NAME``, ``r NAME``)."""
     from .probe import check
     from .target import Target
     kret_bl = set(image.backend.kretprobe_blacklist)
     on_notrace = image.config.enabled("KPROBE_EVENTS_ON_NOTRACE")
     notrace_code = refused_code(Reason.NOTRACE)
-    dec_cache: dict[int, Outcome] = {}
+    cells: dict[int, tuple] = {}
 
-    def dec(c: int) -> Outcome:
-        o = dec_cache.get(c)
-        if o is None:
-            o = dec_cache[c] = decode_code(c)
-        return o
+    def cell(c: int) -> tuple:  # (ok, method, reason, errno) of an outcome code
+        v = cells.get(c)
+        if v is None:
+            o = decode_code(c)
+            v = cells[c] = (o.ok, o.method.value if o.method else None,
+                            o.reason.value if o.reason else None, o.errno)
+        return v
+
+    def outcome(c: int, addr: str | None) -> dict:
+        ok, method, reason, errno = cell(c)
+        return {"address": addr, "ok": ok, "method": method, "reason": reason, "errno": errno}
 
     features = image.features
     non_unique = "EINVAL" if features.has("EVENTS_NONUNIQUE_EINVAL") else "EADDRNOTAVAIL"
-    for i, d in enumerate(static):
+    unique_rule = features.has("EVENTS_UNIQUE_SYMBOL")
+    validate_first = features.has("EVENTS_VALIDATE_SYMBOL_FIRST")
+    non_unique_code = refused_code(Reason.NON_UNIQUE_SYMBOL, non_unique)
+    not_entry_code = refused_code(Reason.RETPROBE_NOT_ENTRY)
+    kret_bl_code = refused_code(Reason.KRETPROBE_BLACKLIST)
+    # the outcome at SYM + lookup shift, -1 where that is no decoded boundary
+    lo = np.asarray(lo, np.int64)
+    counts = np.asarray(counts, np.int64)
+    entry_code = np.full(len(counts), -1, np.int64)
+    has = counts > 0
+    at0 = np.zeros(len(counts), bool)
+    at0[has] = offs[lo[has]] == 0
+    sel = has & at0 & (static.lookup_shift == 0)
+    entry_code[sel] = codes[lo[sel]].astype(np.int64) & ~OPTIMIZED
+    for i in np.flatnonzero(has & (static.lookup_shift != 0)).tolist():
+        c0, n0, rel = int(lo[i]), int(counts[i]), int(static.lookup_shift[i])
+        if rel < 0:  # SYM is another alias's address (duplicate names): not this symbol's
+            continue
+        k = int(np.searchsorted(offs[c0:c0 + n0], np.uint32(rel)))
+        if k < n0 and int(offs[c0 + k]) == rel:
+            entry_code[i] = int(codes[c0 + k]) & ~OPTIMIZED
+    fail_l = fail.tolist()
+    for i, (d, ec, adj, flag, a, fl) in enumerate(zip(
+            static.facts, entry_code.tolist(), static.entry_addr.tolist(),
+            static.entry_flag.tolist(), syms.addrs.tolist(), fail_l)):
         name = d["name"]
-        a = int(syms.addrs[i])
-        entry_flag = d.pop("_entry_flag")
-        adj = a + d["entry_shift"]
-        if d["same_name"] > 1 and features.has("EVENTS_UNIQUE_SYMBOL"):
+        if d["same_name"] > 1 and unique_rule:
             # validate_probe_symbol / number_of_same_symbols (6.1: the retprobe check comes first)
             # (without it, 5.10.223: SYM is kallsyms_lookup_name's first match, each alias is
             # answered for its own address)
-            entry = _outcome_dict(dec(refused_code(Reason.NON_UNIQUE_SYMBOL, non_unique)), None)
-            if not features.has("EVENTS_VALIDATE_SYMBOL_FIRST") and not entry_flag:
-                kret = _outcome_dict(dec(refused_code(Reason.RETPROBE_NOT_ENTRY)), None)
+            entry = outcome(non_unique_code, None)
+            if not validate_first and not flag:
+                kret = outcome(not_entry_code, None)
             else:
                 kret = dict(entry)
+        elif ec < 0:  # entry not on a decoded boundary: ask the pipeline
+            entry = _verdict_dict(check(image, Target(name, "p", symbol=name)))
+            kret = _verdict_dict(check(image, Target(name, "r", symbol=name)))
         else:
-            c0, n0 = int(lo[i]), int(counts[i])
-            rel = d["lookup_shift"]
-            entry_code = None
-            if n0:
-                k = int(np.searchsorted(offs[c0:c0 + n0], np.uint32(rel))) if rel else 0
-                if k < n0 and int(offs[c0 + k]) == rel:
-                    entry_code = int(codes[c0 + k]) & ~OPTIMIZED
-            if entry_code is None:  # entry not on a decoded boundary: ask the pipeline
-                entry = _verdict_dict(check(image, Target(name, "p", symbol=name)))
-                kret = _verdict_dict(check(image, Target(name, "r", symbol=name)))
+            where = hex(adj)
+            entry = outcome(ec, where)
+            if not flag:
+                kret = outcome(not_entry_code, where)
+            elif ec == notrace_code and not on_notrace:
+                kret = dict(entry)
+            elif name in kret_bl:
+                kret = outcome(kret_bl_code, where)
             else:
-                entry = _outcome_dict(dec(entry_code), adj)
-                if not entry_flag:
-                    kret = _outcome_dict(dec(refused_code(Reason.RETPROBE_NOT_ENTRY)), adj)
-                elif entry_code == notrace_code and not on_notrace:
-                    kret = dict(entry)
-                elif name in kret_bl:
-                    kret = _outcome_dict(dec(refused_code(Reason.KRETPROBE_BLACKLIST)), adj)
-                else:
-                    kret = dict(entry)
+                kret = dict(entry)
         d["entry"] = entry
         d["kretprobe"] = kret
-        d["undecodable_at"] = hex(a + int(fail[i])) if fail[i] >= 0 else None
-    return static
+        d["undecodable_at"] = hex(a + fl) if fl >= 0 else None
+    return static.facts
 
 
 def _bl_source(detail: str) -> str:

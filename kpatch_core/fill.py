@@ -135,11 +135,15 @@ def annotate(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.ndarray
         d["fill"] = int(n)
 
 
-def fill_mask(counts: np.ndarray, facts: list[dict]) -> np.ndarray:
-    """Per instruction of the flat analysis arrays: it is fill (its symbol's last ``fill``)."""
+def fill_mask(counts: np.ndarray, facts: "list[dict] | np.ndarray") -> np.ndarray:
+    """Per instruction of the flat analysis arrays: it is fill (its symbol's last ``fill``);
+    ``facts``: the per-symbol facts, or their ``fill`` counts as an array."""
     counts = counts.astype(np.int64)
-    fill = np.array([int(d.get("fill") or 0) for d in facts], np.int64) if len(facts) else \
-        np.zeros(0, np.int64)
+    if isinstance(facts, np.ndarray):
+        fill = facts.astype(np.int64)
+    else:
+        fill = np.array([int(d.get("fill") or 0) for d in facts], np.int64) if len(facts) else \
+            np.zeros(0, np.int64)
     if not fill.any():
         return np.zeros(int(counts.sum()), bool)
     total = int(counts.sum())

@@ -36,8 +36,8 @@ def chunk_fill(lo: int, hi: int, ch: Chunk) -> np.ndarray:
 
 
 def run_filled(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None] | None,
-               meanwhile: Callable[[], list[dict]]
-               ) -> tuple[list[Chunk], list[dict], np.ndarray]:
+               meanwhile: Callable[[], Any]
+               ) -> tuple[list[Chunk], Any, np.ndarray]:
     """:func:`run`, with each symbol's trailing fill counted by the workers (so no process
     counts it after they finish): (chunks, meanwhile's result, fill per symbol)."""
     fills: list[np.ndarray] = []
@@ -72,8 +72,8 @@ def split(syms: TextSymbols, parts: int) -> list[tuple[int, int]]:
 
 
 def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None] | None,
-        meanwhile: Callable[[], list[dict]], fills: list[np.ndarray] | None = None
-        ) -> tuple[list[Chunk], list[dict]]:
+        meanwhile: Callable[[], Any], fills: list[np.ndarray] | None = None
+        ) -> tuple[list[Chunk], Any]:
     """Every function of ``syms`` through :func:`register_kprobes` (the shared state is ready):
     in ``jobs`` forked workers (default: every core), or in this process for one job.
     ``meanwhile()`` runs while the workers decode; its result is returned with the chunks.

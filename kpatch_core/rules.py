@@ -107,6 +107,7 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
             straddle |= touch & ((fa < np.uint64(rs)) | (fe > np.uint64(re_)))
     elif arch_hook:
         cand[:] = True
+    bl_detail = np.full(n, None, object)  # the blacklist_hit detail (report facts reuse it)
     for i in np.nonzero(cand)[0].tolist():
         a, e = int(fa[i]), int(fe[i])
         hit = t.blacklist_hit(a)
@@ -125,9 +126,10 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
         bl_uniform[i] = uniform
         if hit is not None:
             bl_code[i] = refused_code(hit[0])
+            bl_detail[i] = hit[1]
     cfi = np.array([s.startswith(("__cfi_", "__pfx_")) for s in syms.names], bool)
     return {"nrec": nrec, "notrace": notrace, "bl_code": bl_code, "bl_uniform": bl_uniform,
-            "cfi": cfi}
+            "bl_detail": bl_detail, "cfi": cfi}
 
 
 def section_runs(image: "Image", addrs: np.ndarray) -> list[tuple[int, int]]:

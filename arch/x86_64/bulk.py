@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from .backend import X86_64Backend
 
 
+_ENDBR_WORDS = np.array([int.from_bytes(e, "little") for e in ENDBR], np.uint32)
+
+
 class X86BulkClassifier(BulkClassifier):
     backend: "X86_64Backend"
     """Vectorised ``arch_prepare_kprobe`` for one x86_64 image."""
@@ -96,9 +99,19 @@ class X86BulkClassifier(BulkClassifier):
         out = aa.copy()
         j = np.nonzero(offs == 0)[0]
         words = self.image.read_u32_at(fstart[j])
-        hit = j[np.isin(words, np.array([int.from_bytes(e, "little") for e in ENDBR], np.uint32))]
+        hit = j[np.isin(words, _ENDBR_WORDS)]
         out[hit] = fstart[hit] + np.uint64(4)
         return out
+
+    def entry_adjust(self, addrs: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``backend.adjust_kprobe_addr`` for ``SYM + shift`` of many symbols at once: with
+        IBT and an ENDBR at SYM, +0 moves past it and +4 still counts as the entry."""
+        moved = addrs + shifts.astype(np.uint64)
+        if not self.ibt:
+            return moved, shifts == 0
+        endbr = np.isin(self.image.read_u32_at(addrs), _ENDBR_WORDS)
+        adj = np.where(endbr & (shifts == 0), addrs + np.uint64(4), moved)
+        return adj, np.where(endbr, (shifts == 0) | (shifts == 4), shifts == 0)
 
     def classify(self, code: np.ndarray, base: int, addrs: np.ndarray, rel: np.ndarray,
                  lens: np.ndarray) -> np.ndarray:
