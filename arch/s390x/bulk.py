@@ -6,7 +6,7 @@ two steps:
 * ``can_probe``: the address must be reached by walking the function from its kallsyms start by
   ``insn_length`` (top two bits of the first byte); a ``0x00xx`` halfword on the way stops the
   walk (-EINVAL).  :meth:`S390xBulkClassifier.walk` is that walk for every function of a
-  buffer at once (numpy pointer doubling, no capstone), so every listed address with a length
+  buffer at once (:mod:`kpatch_arch.s390x.can_probe`: linear, no capstone), so every listed address with a length
   is one the kernel's walk reaches.  (Without ``walk`` the core would walk with capstone, whose
   s390x lengths are the kernel's; :meth:`~S390xBulkClassifier.fallback_length` then gives the
   length where capstone does not know the opcode and ends the walk at a ``0x00xx`` halfword.)
@@ -31,6 +31,7 @@ from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
+from . import can_probe
 from .insn import EXRL_FIRST, MAX_INSN_SIZE, PROHIBITED_FIRST_BYTE, PROHIBITED_HALFWORD, insn_length, opcode_source, opcode_table
 
 if TYPE_CHECKING:
@@ -92,47 +93,9 @@ class S390xBulkClassifier(BulkClassifier):
         instructions whose start the walk reaches before ``end``; a ``0x00xx`` halfword or an
         instruction running past the buffer stops it (listed with length 0).
 
-        Every position's successor (``+ insn_length``, or none at a stop or the function end) is
-        one table lookup; the positions reached from the starts are found by pointer doubling
-        (step k adds the 2**k-th successors of everything reached so far), so the cost is
-        O(n log longest function), not a Python step per instruction."""
-        n, nf = len(code), len(starts)
-        starts = np.asarray(starts, np.int64)
-        ends = np.asarray(ends, np.int64)
-        live = (starts < ends) & (starts < n)
-        # positions are halfwords when every start is even (s390 code always is)
-        s = 2 if not (starts[live] & 1).any() else 1
-        m = (n + s - 1) // s
-        q = np.arange(m, dtype=np.int64)
-        first = code[::s] if s > 1 else code
-        length = self.length[first]
-        nxt = s * q + length
-        stop = (first == 0) | (nxt > n)  # the kernel's walk stops; or the bytes end
-        cut = np.concatenate((np.minimum(starts, n), [n]))
-        span = np.diff(-(-cut // s))  # positions of each function (to the next start)
-        end_of = np.repeat(ends, span)
-        before = m - len(end_of)  # positions before the first start: never reached
-        end_of = np.concatenate((np.zeros(before, np.int64), end_of)) if before > 0 else end_of
-        jump = np.empty(m + 1, np.int32)
-        jump[:m] = np.where(stop | (nxt >= end_of), m, nxt // s)
-        jump[m] = m
-        reached = np.zeros(m + 1, bool)
-        reached[starts[live] // s] = True
-        if live.any():
-            longest = int((np.minimum(ends, n) - starts)[live].max())
-            for k in range(max(1, int(np.ceil(np.log2(longest / 2 + 2))))):
-                if k:
-                    jump = jump[jump]
-                reached[jump[np.flatnonzero(reached)]] = True
-        reached[m] = False
-        at = np.flatnonzero(reached)
-        f = np.searchsorted(starts, s * at, side="right") - 1
-        offs = s * at - starts[f]
-        ended = stop[at]
-        lens = np.where(ended, 0, length[at]).astype(np.int64)
-        fail = np.full(nf, -1, np.int64)
-        fail[f[ended]] = offs[ended]
-        return offs, lens, np.bincount(f, minlength=nf).astype(np.int64), fail
+        Linear in the buffer (:func:`kpatch_arch.s390x.can_probe.walk`: the walks are one chain
+        of ``insn_length`` steps, followed block-parallel), not a Python step per instruction."""
+        return can_probe.walk(code, starts, ends, self.length)
 
     def prepare_at(self, addr: int, func: "KSym") -> "Execution | Refusal":
         """``prepare`` for an address known to be reached by the walk: start the walk at it."""
