@@ -3,7 +3,7 @@
 
     nice -n 19 python3 benchmarks/uprobe_properties_long.py --arch x86_64 [--examples 100000]
         [--property a|b|c|d|bcd|all] [--kernel 6.12] [--batch 2000] [--seed 0] [--out div.jsonl]
-        [--pc-relative]
+        [--pc-relative] [--max-seconds S]
 
 Every example is counted by its outcome label ("ok:xol", "ok:emulate", "refused:BAD_PREFIX",
 "kernel-divergent:...", "skipped:..."); every divergence (AssertionError) is written to --out
@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--pc-relative", action="store_true",
                     help="(a) draws only the PC-relative forms (property (c)'s instructions)")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop after the batch that passes this many seconds (the summary says "
+                         "how many examples were reached)")
     ap.add_argument("--min-executed", type=float, default=0.5,
                     help="least share of (a) examples that executed the probed instruction")
     a = ap.parse_args(argv)
@@ -331,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
                                 not_generated=dict(S.NOT_EXECUTABLE))
             print(json.dumps(progress), flush=True)
             if sum(counts.values()) == before:  # hypothesis produced nothing new
+                break
+            if a.max_seconds is not None and time.time() - t0 > a.max_seconds:
+                print(json.dumps({"stopped": f"--max-seconds {a.max_seconds:g}",
+                                  "examples": sum(counts.values())}), flush=True)
                 break
         bad += divergences
         summary = {"arch": a.arch, "kernel": fs.rules, "property": prop,
