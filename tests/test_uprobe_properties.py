@@ -327,6 +327,31 @@ def test_unicorn_still_aborts_on_lock_bit_test_register(code: str) -> None:
     assert r.returncode == 0 and b"UC_ERR_READ_UNMAPPED" in r.stdout, (r.returncode, r.stdout)
 
 
+_NATIVE_CALL = """
+import ctypes, mmap, sys
+code = bytes.fromhex(sys.argv[1]) + b"\\xc3"  # ... ; ret
+m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+m.write(code)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+ctypes.CFUNCTYPE(None)(addr)()
+print("returned")
+"""
+
+
+@pytest.mark.skipif(__import__("platform").machine() != "x86_64", reason="needs an x86_64 CPU")
+@pytest.mark.parametrize("code", ["f00fbbc8", "f0490fbaf809"])
+def test_cpu_raises_ud_on_lock_bit_test_register(code: str) -> None:
+    """What unicorn should have done: this machine's CPU raises #UD (SIGILL) on the LOCK form
+    and runs the unlocked one (bit ops on ecx/r8 only: nothing else changes)."""
+    import signal
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", _NATIVE_CALL, code], capture_output=True, timeout=60)
+    assert r.returncode == -signal.SIGILL, (r.returncode, r.stdout)
+    r = subprocess.run([sys.executable, "-c", _NATIVE_CALL, code[2:]], capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == b"returned\n", (r.returncode, r.stdout)
+
+
 def test_long_run_survives_an_aborting_example() -> None:
     """benchmarks/uprobe_properties_long.py runs each batch in a child: an example that kills
     the child is reported with its repr, the batch is redrawn and the rest counted once."""
