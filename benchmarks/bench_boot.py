@@ -17,10 +17,12 @@ System.map-*, config-*) prints side by side:
   off (``KPATCH_CACHE=off``) and, for the first run from the vmlinuz, the synthetic-ELF cache
   is empty (decompress, recover kallsyms, write the synthetic ELF); the later run from the
   vmlinuz finds its synthetic ELF cached. Each figure is the median of ``--repeat`` runs
-  (default 3) and the line ends with the 1-minute load average, which on a shared machine moves
+  (default 3), then the median CPU time (user + system) of the same runs, and the line ends
+  with the 1-minute load average, which on a shared machine moves
   the absolute figures (the ratio less);
-- with ``--stages``: where the first run's time goes (in-process: unpack/decompress, kallsyms
-  or System.map, the synthetic ELF's write, the rest of ``boot_elf``).
+- with ``--stages``: where the first run's time goes (in-process: unpack/decompress (a bzImage:
+  decoding in a thread while the payload is written out and kallsyms read from the decoded
+  part), kallsyms or System.map, the synthetic ELF's symbols, the rest of ``boot_elf``).
 
 ``--system-maps DIR`` passes ``DIR/System.map-RELEASE`` (e.g. made with ``nm -n`` from the debug
 vmlinux, as the -dbg package ships it) with ``--system-map``: the kernels built without
@@ -35,6 +37,7 @@ import gzip
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -77,13 +80,21 @@ def boot_files(name: str) -> tuple[Path, Path | None] | None:
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[bytes, float]:
+    out, dt, _ = run_cpu(argv, env)
+    return out, dt
+
+
+def run_cpu(argv: list[str], env: dict[str, str]) -> tuple[bytes, float, float]:
+    """(stdout, wall seconds, CPU seconds: user + system of the child) of one CLI run."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "kpatch_core.cli", *argv], capture_output=True,
                        env=env, cwd=ROOT, check=False)
     dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode not in (0, 1) or not p.stdout:
         raise RuntimeError(f"{' '.join(argv[:2])}: exit {p.returncode}: {p.stderr.decode()[-300:]}")
-    return p.stdout, dt
+    return p.stdout, dt, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def drop_caches() -> bool:
@@ -126,7 +137,7 @@ def stages(img: str, smap: Path | None) -> str:
     """Seconds per stage of a first (uncached) boot_elf of ``img``, in this process."""
     sys.path.insert(0, str(ROOT))
     import kpatch_core.bootimage as bi
-    from kpatch_core.bootimage import synth_elf
+    from kpatch_core.bootimage import stream, synth_elf
     t: dict[str, float] = collections.defaultdict(float)
 
     def timed(mod: object, name: str, key: str) -> None:
@@ -139,8 +150,11 @@ def stages(img: str, smap: Path | None) -> str:
             finally:
                 t[key] += time.perf_counter() - t0
         setattr(mod, name, w)
-    for mod, name, key in ((bi, "_unpack", "unpack"), (bi, "_kallsyms", "kallsyms"),
-                           (bi, "read_system_map", "System.map"), (bi, "write_elf", "write ELF"),
+    for mod, name, key in ((bi, "_unpack", "unpack"), (bi, "unpack_bzimage", "decode+write payload"),
+                           (stream, "find_kallsyms", "kallsyms beside the decoding"),
+                           (bi, "_kallsyms", "kallsyms after"),
+                           (bi, "read_system_map", "System.map"),
+                           (synth_elf.ElfFile, "finish", "write symbols"),
                            (synth_elf, "symbol_infos", "symbol types")):
         timed(mod, name, key)
     with tempfile.TemporaryDirectory() as d:
@@ -150,7 +164,8 @@ def stages(img: str, smap: Path | None) -> str:
         bi.boot_elf(img, None, str(smap) if smap else None)
         total = time.perf_counter() - t0
     return (f"boot_elf {total:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in t.items())
-            + " (symbol types are part of write ELF)")
+            + " (kallsyms beside the decoding is part of decode+write payload, symbol types of "
+            "write symbols)")
 
 
 def sha(b: bytes) -> str:
@@ -211,20 +226,21 @@ def main() -> int:
                     cold = drop_caches()
                     if not cold:  # warm for both: one untimed run of each reads the files in
                         run(["check", str(vml), *cfg_args, "vfs_read"], env)
-                    tvs, tb1s, tb2s = [], [], []
+                    runs: list[list[tuple[float, float]]] = [[], [], []]
                     for _ in range(max(1, a.repeat)):
                         drop_caches()
-                        tvs.append(run(["check", str(vml), *cfg_args, "vfs_read"], env)[1])
+                        runs[0].append(run_cpu(["check", str(vml), *cfg_args, "vfs_read"], env)[1:])
                         shutil.rmtree(tmp / "boot-cache", ignore_errors=True)
                         drop_caches()
-                        tb1s.append(run(["check", str(img), *boot_args, "vfs_read"], env)[1])
+                        runs[1].append(run_cpu(["check", str(img), *boot_args, "vfs_read"], env)[1:])
                         drop_caches()
-                        tb2s.append(run(["check", str(img), *boot_args, "vfs_read"], env)[1])
-                    tv, tb1, tb2 = (statistics.median(x) for x in (tvs, tb1s, tb2s))
+                        runs[2].append(run_cpu(["check", str(img), *boot_args, "vfs_read"], env)[1:])
+                    tv, tb1, tb2 = (statistics.median(w for w, _ in r) for r in runs)
+                    cv, cb1, cb2 = (statistics.median(c for _, c in r) for r in runs)
                     label = "cold" if cold else "warm"
                     print(f"{name:13s} {label:6s} {tv:12.2f} s {tb1:7.2f}/{tb2:4.2f} s  ratio "
                           f"{tb1 / tv:.2f} (first) {tb2 / tv:.2f} (cached synthetic ELF)  "
-                          f"load {os.getloadavg()[0]:.1f}")
+                          f"CPU {cv:.2f} s {cb1:.2f}/{cb2:.2f} s  load {os.getloadavg()[0]:.1f}")
                 if a.stages:
                     print(f"{name:13s} stages " + stages(str(img), smap if smap and smap.is_file() else None))
             except RuntimeError as e:  # the command refused the input: say so, go on

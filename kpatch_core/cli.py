@@ -103,8 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(see kpatch-analyze --help)")
         images = getattr(args, "vmlinux", None)
         if images and not getattr(args, "live", False):
+            from .boot_decode import start  # stdlib only: a bzImage decodes while the engine loads
+            paths = [images] if isinstance(images, str) else images
+            for path in paths:
+                start(path)
             from .bootimage import prefetch  # a boot image unpacks while the command loads
-            for path in [images] if isinstance(images, str) else images:
+            for path in paths:
                 prefetch(path, getattr(args, "system_map", None))
         if args.command == "check":
             return _cmd_check(args)

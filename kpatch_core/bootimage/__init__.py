@@ -26,6 +26,7 @@ from typing import Callable
 import attrs
 import numpy as np
 
+from ..boot_decode import discard
 from ..errors import InputError
 from .arm64_image import EM_AARCH64, arm64_little_endian, is_arm64_image
 from .bzimage import bzimage_payload, is_bzimage
@@ -34,8 +35,9 @@ from .kallsyms import KallsymsTable, find_kallsyms
 from .layout import elf_payload_layout, raw_payload_layout, read_at
 from .riscv_image import EM_RISCV, is_riscv_image
 from .s390_image import EM_S390, is_s390_image, s390_payload
+from .stream import unpack_bzimage
 from .symbol_types import FUNCTION_ENTRY_WORDS, btf_string_names, near_mcount, own_records
-from .synth_elf import SHF_EXECINSTR, Layout, Symbols, write_elf
+from .synth_elf import SHF_EXECINSTR, ElfFile, Layout, Symbols
 from .system_map import looks_like_system_map, read_system_map
 from .zboot import is_zboot, zboot_payload
 
@@ -262,33 +264,51 @@ def _boot_elf(path: str, config_path: str | None, system_map: str | None) -> Boo
     out = os.path.join(cache_dir(), key + ".elf")
     src_file = out + ".source"
     if os.path.isfile(out) and os.path.isfile(src_file):
+        discard(path)  # the decoding the CLI started is not needed
         with open(src_file) as f:
             kind, source = f.read().split("\n", 1)
         return BootElf(out, kind, source, config_path, smap_path if smap else None)
-    kind, payload, arch = _unpack(path, data)
-    if arch is None:
-        _check_elf_input(path, payload)
-    syms = smap if smap is not None else _kallsyms(path, payload, arch)
-    layout = elf_payload_layout(payload) if arch is None else raw_payload_layout(arch, payload, syms)
-    if smap is not None:
-        _check_same_build(path, smap_path, smap, payload, layout, banner)  # type: ignore[arg-type]
-    mcount = _mcount(layout, payload, syms)
-    evidence = near_mcount(syms.addrs, mcount) | _entry_words(layout, payload, syms)
-    write_elf(out, layout, payload, syms, _btf_functions(layout, payload), evidence,
-              own_records(syms.addrs, mcount[mcount != 0]),
-              comment=f"kpatch-core boot image: {kind}".encode())
+    elf, found = None, None
+    if is_bzimage(data):  # decoded in a thread, written out and read as it comes (stream.py)
+        kind, payload, elf, found, early = unpack_bzimage(path, data, out, smap is None)
+        arch = None
+        if found is not None and not early.agrees(_vaddr_of(payload, None)):
+            found = None
+    else:
+        kind, payload, arch = _unpack(path, data)
+    try:
+        if arch is None:
+            _check_elf_input(path, payload)
+        syms = smap if smap is not None else _kallsyms(path, payload, arch, found)
+        layout = elf_payload_layout(payload) if arch is None else raw_payload_layout(arch, payload, syms)
+        if smap is not None:
+            _check_same_build(path, smap_path, smap, payload, layout, banner)  # type: ignore[arg-type]
+        mcount = _mcount(layout, payload, syms)
+        evidence = near_mcount(syms.addrs, mcount) | _entry_words(layout, payload, syms)
+        if elf is None:
+            elf = ElfFile(out)
+            elf.write_payload(payload)
+        elf.finish(layout, syms, _btf_functions(layout, payload), evidence,
+                   own_records(syms.addrs, mcount[mcount != 0]),
+                   comment=f"kpatch-core boot image: {kind}".encode())
+    except BaseException:
+        if elf is not None:
+            elf.abort()
+        raise
     with open(src_file + ".tmp", "w") as f:
         f.write(f"{kind}\n{syms.source}")
     os.replace(src_file + ".tmp", src_file)
     return BootElf(out, kind, syms.source, config_path, smap_path if smap else None)
 
 
-def _kallsyms(path: str, payload: bytes, arch: str | None) -> Symbols:
+def _kallsyms(path: str, payload: bytes, arch: str | None,
+              found: KallsymsTable | None = None) -> Symbols:
+    """Symbols from the kallsyms tables of ``payload`` (``found``: already read, stream.py)."""
     e = ">" if arch == "s390x" or (arch is None and payload[5] == 2) else "<"
     if arch == "arm64" and not arm64_little_endian(payload):
         e = ">"
     try:
-        k = find_kallsyms(payload, e, vaddr_of=_vaddr_of(payload, arch))
+        k = found or find_kallsyms(payload, e, vaddr_of=_vaddr_of(payload, arch))
         if arch == "arm64" and k.addrs_from_payload:  # place-relative offsets in a raw image
             k = attrs.evolve(k, addrs=k.addrs + np.uint64(_arm64_link_base(payload, k)))
     except InputError as err:

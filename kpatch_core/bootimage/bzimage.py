@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import struct
 
+from ..boot_decode import bzimage_span, detect, is_bzimage
 from ..errors import InputError
 from .decompress import decompress
 
-HDRS_MAGIC_AT = 0x202
-
-
-def is_bzimage(data: bytes) -> bool:
-    """True when ``data`` starts with an x86 boot sector carrying the ``HdrS`` setup header."""
-    return len(data) > 0x250 and data[HDRS_MAGIC_AT:HDRS_MAGIC_AT + 4] == b"HdrS"
+__all__ = ["bzimage_compressed", "bzimage_payload", "is_bzimage", "kernel_version"]
 
 
 def kernel_version(data: bytes) -> str | None:
@@ -34,16 +30,19 @@ def kernel_version(data: bytes) -> str | None:
     return raw.decode("ascii", "replace") or None
 
 
-def bzimage_payload(data: bytes, what: str = "bzImage") -> bytes:
-    """The decompressed payload of a bzImage (vmlinux, stripped)."""
-    setup_sects = data[0x1F1] or 4  # 0 means 4 (boot protocol)
-    (version,) = struct.unpack_from("<H", data, 0x206)
+def bzimage_compressed(data: bytes, what: str = "bzImage") -> tuple[str, bytes]:
+    """(compression format or "unknown", compressed payload) of a bzImage."""
+    version, start, length = bzimage_span(data)
     if version < 0x208:
         raise InputError(f"{what}: boot protocol {version >> 8}.{version & 0xff} has no payload "
                          "header (kernels before 2.6.26); pass the uncompressed vmlinux")
-    off, length = struct.unpack_from("<II", data, 0x248)
-    start = (setup_sects + 1) * 512 + off
     if start + length > len(data):
         raise InputError(f"{what}: truncated bzImage (payload ends at {start + length}, file has "
                          f"{len(data)} bytes); download the image again")
-    return decompress(data[start:start + length], what)
+    comp = data[start:start + length]
+    return detect(comp) or "unknown", comp
+
+
+def bzimage_payload(data: bytes, what: str = "bzImage") -> bytes:
+    """The decompressed payload of a bzImage (vmlinux, stripped)."""
+    return decompress(bzimage_compressed(data, what)[1], what)

@@ -15,28 +15,10 @@ import bz2
 import lzma
 import struct
 import zlib
+from typing import Iterator
 
+from ..boot_decode import CHUNK, MAGICS, PIECEWISE, detect, pieces
 from ..errors import InputError
-
-# magic -> format name; "lzma" is the legacy .lzma header (properties 0x5d, dictionary size)
-MAGICS: tuple[tuple[bytes, str], ...] = (
-    (b"\x1f\x8b\x08", "gzip"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"BZh", "bzip2"),
-    (b"\x89LZO\x00\r\n\x1a\n", "lzo"),
-    (b"\x02\x21\x4c\x18", "lz4"),   # lz4 legacy frame (lz4 -l), what the kernel uses
-    (b"\x04\x22\x4d\x18", "lz4f"),  # lz4 frame format
-    (b"\x5d\x00\x00", "lzma"),
-)
-
-
-def detect(data: bytes, at: int = 0) -> str | None:
-    """The compression format whose magic starts at ``data[at:]``, or None."""
-    for magic, name in MAGICS:
-        if data[at:at + len(magic)] == magic:
-            return name
-    return None
 
 
 def _gzip(d: bytes) -> bytes:
@@ -141,6 +123,18 @@ def decompress(data: bytes, what: str = "payload") -> bytes:
     if not out:
         raise InputError(f"{what}: empty or corrupt {fmt} stream; download the image again")
     return out
+
+
+def decompress_chunks(data: bytes, what: str = "payload", chunk: int = CHUNK) -> Iterator[bytes]:
+    """:func:`decompress` in pieces, as the decoder produces them (xz, lzma, bzip2 and gzip in
+    pieces of at most ``chunk`` bytes: :func:`kpatch_core.boot_decode.pieces`; the other formats
+    in one), so that a reader can start on the beginning of the payload while the rest decodes;
+    the same bytes in all and the same errors."""
+    fmt = detect(data)
+    if fmt in PIECEWISE:
+        yield from pieces(fmt, data, what, chunk)  # type: ignore[arg-type]
+    else:
+        yield decompress(data, what)
 
 
 def find_stream(data: bytes, formats: tuple[str, ...] = ("gzip", "xz", "zstd", "bzip2", "lz4",

@@ -71,6 +71,73 @@ def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symb
     record or a function-entry instruction at it) and ``own_record`` (an ``__mcount_loc`` record
     at it and no other symbol there) decide each symbol's ELF type
     (:mod:`.symbol_types`)."""
+    out = ElfFile(path)
+    try:
+        out.write_payload(payload)
+    except BaseException:
+        out.abort()
+        raise
+    out.finish(layout, syms, func_names, entry_evidence, own_record, comment)
+
+
+class ElfFile:
+    """A synthetic ELF being written: the payload first, piece by piece as it is decoded
+    (:meth:`write_payload`; the GIL is released while the bytes are copied), then the symbol
+    table and headers (:meth:`finish`, which renames the file into place); :meth:`abort`
+    removes it. :func:`write_elf` does all three at once."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        d = os.path.dirname(path) or "."
+        os.makedirs(d, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=d, prefix=".synth-")
+        self._f = os.fdopen(fd, "wb")
+        self._f.seek(_BLOB_AT)
+        self.payload_size = 0
+
+    def write_payload(self, piece: bytes | memoryview) -> None:
+        """Append ``piece`` to the payload (file offset ``_BLOB_AT`` onwards)."""
+        self._f.write(piece)
+        self.payload_size += len(piece)
+
+    def abort(self) -> None:
+        """Close and remove the unfinished file."""
+        self._f.close()
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def finish(self, layout: Layout, syms: Symbols, func_names: frozenset[str] = frozenset(),
+               entry_evidence: np.ndarray | None = None, own_record: np.ndarray | None = None,
+               comment: bytes = b"") -> None:
+        """Write the sections, ``.symtab``/``.strtab`` and headers after the payload written so
+        far and rename the file to its path (the arguments as :func:`write_elf` takes them)."""
+        try:
+            secs, hdr, shoff, offsets, name_off, e = _tables(
+                layout, self.payload_size, syms, func_names, entry_evidence, own_record, comment)
+            f = self._f
+            for s, off in zip(secs, offsets):
+                if s.src < 0 and s.type != SHT_NOBITS:
+                    f.seek(off)
+                    f.write(s.data)
+            f.seek(shoff)
+            f.write(bytes(64))
+            for s, off, no in zip(secs, offsets, name_off):
+                f.write(struct.pack(e + "IIQQQQIIQQ", no, s.type, s.flags, s.addr, off, s.size,
+                                    s.link, s.info, s.align, s.entsize))
+            f.seek(0)
+            f.write(hdr)
+            f.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+
+def _tables(layout: Layout, payload_size: int, syms: Symbols, func_names: frozenset[str],
+            entry_evidence: np.ndarray | None, own_record: np.ndarray | None, comment: bytes
+            ) -> tuple[list[OutSection], bytes, int, list[int], list[int], str]:
+    """(sections, ELF header, section header offset, file offset and name offset per section,
+    byte order) of the synthetic ELF whose payload has ``payload_size`` bytes."""
     e = "<" if layout.little_endian else ">"
     secs = list(layout.sections)
     alloc_sorted = sorted(((s.addr, s.addr + s.size, i + 1, bool(s.flags & SHF_EXECINSTR))
@@ -118,7 +185,7 @@ def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symb
         shstr += s.name.encode() + b"\0"
     secs.append(OutSection(".shstrtab", 0, len(shstr), SHT_STRTAB, 0, data=bytes(shstr)))
     # file layout: header, payload at _BLOB_AT, own data, section headers
-    pos = _BLOB_AT + len(payload)
+    pos = _BLOB_AT + payload_size
     offsets = []
     for s in secs:
         if s.src >= 0 or s.type == SHT_NOBITS:
@@ -132,24 +199,4 @@ def write_elf(path: str, layout: Layout, payload: bytes | memoryview, syms: Symb
     hdr[:16] = b"\x7fELF" + bytes([2, 1 if layout.little_endian else 2, 1, 0]) + bytes(8)
     struct.pack_into(e + "HHIQQQIHHHHHH", hdr, 16, layout.e_type, layout.machine, 1, layout.entry,
                      0, shoff, layout.e_flags, 64, 56, 0, 64, len(secs) + 1, len(secs))
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".synth-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(hdr)
-            f.seek(_BLOB_AT)
-            f.write(payload)
-            for s, off in zip(secs, offsets):
-                if s.src < 0 and s.type != SHT_NOBITS:
-                    f.seek(off)
-                    f.write(s.data)
-            f.seek(shoff)
-            f.write(bytes(64))
-            for s, off, no in zip(secs, offsets, name_off):
-                f.write(struct.pack(e + "IIQQQQIIQQ", no, s.type, s.flags, s.addr, off, s.size,
-                                    s.link, s.info, s.align, s.entsize))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    return secs, bytes(hdr), shoff, offsets, name_off, e

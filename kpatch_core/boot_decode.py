@@ -1,0 +1,201 @@
+"""Decode a bzImage's payload in a thread of its own from the moment the command line is
+parsed, before the engine's modules (numpy, pyelftools...) are imported.
+
+The stdlib decoders (xz, lzma, bzip2, gzip) release the GIL while they decode, so a cold
+``check`` of an xz bzImage decodes on the second core while the first imports what the check
+needs. This module imports nothing but the standard library, so that it can start the decoding
+first (:func:`start`, called by the CLI); :mod:`kpatch_core.bootimage` takes the stream over
+(:func:`take`) or stops it when the synthetic ELF is cached already (:func:`discard`).
+
+The bzImage header is arch/x86/boot/header.S (Documentation/arch/x86/boot.rst): ``setup_sects``
+at 0x1f1, ``HdrS`` at 0x202, the protocol version at 0x206 and, from protocol 2.08,
+``payload_offset``/``payload_length`` at 0x248/0x24c after the ``setup_sects`` sectors.
+
+>>> start("/boot/vmlinuz-6.1.0-50-amd64")              # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import bz2
+import lzma
+import os
+import stat
+import struct
+import threading
+import zlib
+from typing import Iterator
+
+from .errors import InputError
+
+# magic -> format name, as scripts/Makefile.lib's cmd_gzip, cmd_xzkern, cmd_lzma, cmd_bzip2,
+# cmd_lzo, cmd_lz4, cmd_zstd22 write them; "lzma" is the legacy .lzma header (properties 0x5d)
+MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b\x08", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+    (b"\x89LZO\x00\r\n\x1a\n", "lzo"),
+    (b"\x02\x21\x4c\x18", "lz4"),   # lz4 legacy frame (lz4 -l), what the kernel uses
+    (b"\x04\x22\x4d\x18", "lz4f"),  # lz4 frame format
+    (b"\x5d\x00\x00", "lzma"),
+)
+PIECEWISE = ("xz", "lzma", "bzip2", "gzip")  # the stdlib decoders: in pieces, GIL released
+CHUNK = 1 << 20  # output piece: small enough to start early on the decoded part, few calls
+HDRS_MAGIC_AT = 0x202
+
+
+def detect(data: bytes, at: int = 0) -> str | None:
+    """The compression format whose magic starts at ``data[at:]``, or None."""
+    for magic, name in MAGICS:
+        if data[at:at + len(magic)] == magic:
+            return name
+    return None
+
+
+def is_bzimage(data: bytes) -> bool:
+    """True when ``data`` starts with an x86 boot sector carrying the ``HdrS`` setup header."""
+    return len(data) > 0x250 and data[HDRS_MAGIC_AT:HDRS_MAGIC_AT + 4] == b"HdrS"
+
+
+def bzimage_span(data: bytes) -> tuple[int, int, int]:
+    """(boot protocol version, payload start, payload length) of bzImage ``data``."""
+    setup_sects = data[0x1F1] or 4  # 0 means 4 (boot protocol)
+    (version,) = struct.unpack_from("<H", data, 0x206)
+    off, length = struct.unpack_from("<II", data, 0x248)
+    return version, (setup_sects + 1) * 512 + off, length
+
+
+def pieces(fmt: str, d: bytes, what: str, chunk: int = CHUNK) -> Iterator[bytes]:
+    """The output of stdlib decoder ``fmt`` (one of PIECEWISE) in non-empty pieces of at most
+    ``chunk`` bytes (the decoders' ``max_length``), ending where the one-shot decoder ends: at
+    the end of the stream (trailing bytes, such as the size word the kernel's Makefile appends,
+    ignored) or where the input runs out. A corrupt or empty stream raises :class:`InputError`
+    naming ``what``."""
+    total = 0
+    try:
+        for p in _pieces(fmt, d, chunk):
+            if p:
+                total += len(p)
+                yield p
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
+        raise InputError(f"{what}: corrupt {fmt} stream ({e}); download the image again") from None
+    if not total:
+        raise InputError(f"{what}: empty or corrupt {fmt} stream; download the image again")
+
+
+def _pieces(fmt: str, d: bytes, chunk: int) -> Iterator[bytes]:
+    if fmt == "gzip":
+        z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = z.decompress(d, chunk)
+        while True:
+            yield out
+            if z.eof or (not out and not z.unconsumed_tail):
+                return
+            out = z.decompress(z.unconsumed_tail, chunk)
+    dec: lzma.LZMADecompressor | bz2.BZ2Decompressor = (
+        bz2.BZ2Decompressor() if fmt == "bzip2"
+        else lzma.LZMADecompressor(lzma.FORMAT_XZ if fmt == "xz" else lzma.FORMAT_ALONE))
+    out = dec.decompress(d, max_length=chunk)
+    while True:
+        yield out
+        if dec.eof or dec.needs_input:  # the stream's end, or no input left (truncated)
+            return
+        out = dec.decompress(b"", max_length=chunk)
+
+
+class PayloadStream:
+    """A payload decoded in a thread of its own, read piece by piece as it grows."""
+
+    def __init__(self, source: Iterator[bytes]) -> None:
+        self.pieces: list[bytes] = []
+        self._done = False
+        self._stop = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        threading.Thread(target=self._run, args=(source,), name="kpatch-boot-decode",
+                         daemon=True).start()
+
+    def _run(self, source: Iterator[bytes]) -> None:
+        try:
+            for p in source:
+                with self._cond:
+                    if self._stop:
+                        break
+                    self.pieces.append(p)
+                    self._cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 -- raised in the reader's thread by wait()
+            self._error = e
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def wait(self, count: int) -> bool:
+        """Block until more than ``count`` pieces are decoded or the decoding ended; True when
+        it ended with ``count`` pieces (and then raises its error, if any)."""
+        with self._cond:
+            while len(self.pieces) <= count and not self._done:
+                self._cond.wait()
+            done = self._done and len(self.pieces) <= count
+        if done and self._error is not None:
+            raise self._error
+        return done
+
+    def stop(self) -> None:
+        """Stop decoding after the current piece (its result is not wanted)."""
+        with self._cond:
+            self._stop = True
+            self.pieces.clear()
+
+
+_STARTED: dict[tuple[str, int, int], tuple[bytes, PayloadStream]] = {}
+
+
+def _key(path: str) -> tuple[str, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return os.path.abspath(path), st.st_size, st.st_mtime_ns
+
+
+def start(path: str) -> None:
+    """Start decoding the payload of ``path`` when it is a bzImage compressed by a stdlib
+    format (anything else, or any error, is left to :mod:`kpatch_core.bootimage`)."""
+    key = _key(path)
+    if key is None or key in _STARTED:
+        return
+    try:
+        with open(path, "rb") as f:
+            data = f.read(0x400)
+            if not is_bzimage(data):  # a vmlinux is not read here
+                return
+            data += f.read()
+    except OSError:
+        return
+    version, at, length = bzimage_span(data)
+    fmt = detect(data, at)
+    if fmt is None or fmt not in PIECEWISE or version < 0x208 or at + length > len(data):
+        return
+    _STARTED[key] = data, PayloadStream(pieces(fmt, data[at:at + length], path))
+
+
+def take(path: str, data: bytes) -> PayloadStream | None:
+    """The stream :func:`start` began for ``path`` if it decodes these very bytes, else None."""
+    key = _key(path)
+    got = _STARTED.pop(key, None) if key is not None else None
+    if got is None:
+        return None
+    if got[0] != data:
+        got[1].stop()
+        return None
+    return got[1]
+
+
+def discard(path: str) -> None:
+    """Stop the decoding :func:`start` began for ``path``: its result is not needed."""
+    key = _key(path)
+    got = _STARTED.pop(key, None) if key is not None else None
+    if got is not None:
+        got[1].stop()

@@ -1,0 +1,177 @@
+"""The cold-check speed path of boot images (kpatch_core/boot_decode.py, bootimage/stream.py):
+the payload decoded in pieces in a thread, written out as it comes, kallsyms read from the
+decoded part, must give the very bytes of the one-shot path: the same payload, the same
+errors, the same synthetic ELF (on the shipped images and, when cached, the Debian xz bzImages).
+How fast it is is measured by benchmarks/bench_boot.py, not here."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kpatch_core.bootimage as bi
+from kpatch_core import boot_decode
+from kpatch_core.bootimage import stream
+from kpatch_core.bootimage.bzimage import bzimage_compressed
+from kpatch_core.bootimage.decompress import decompress, decompress_chunks
+from kpatch_core.bootimage.kallsyms import find_kallsyms
+from kpatch_core.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOT_X86 = ROOT / "testdata" / "boot" / "x86_64"
+KERNELS = Path(os.environ.get("KPATCH_KERNELS", Path.home() / ".cache" / "kpatch-kernels"))
+FORMATS = ["gzip", "xz", "lzma", "bzip2", "lz4", "zstd"] + (
+    ["lzo"] if importlib.util.find_spec("lzo") else [])
+# Debian xz bzImages (5.10, 6.1): the images the streaming path is for
+XZ_KERNELS = [("5.10.0-46-amd64", "vmlinuz-5.10.0-46-amd64"), ("x86_64", "vmlinuz-6.1.0-50-amd64")]
+
+
+@pytest.fixture(autouse=True)
+def boot_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "boot-cache"
+    monkeypatch.setenv("KPATCH_BOOT_CACHE", str(d))
+    return d
+
+
+def _compressed(fmt: str) -> bytes:
+    return bzimage_compressed((BOOT_X86 / f"vmlinuz-{fmt}").read_bytes())[1]
+
+
+def _outcome(f: Any) -> bytes | str:
+    """The bytes ``f()`` returns, or the message of the InputError it raises."""
+    try:
+        return bytes(f())
+    except InputError as e:
+        return f"InputError: {e}"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_pieces_join_to_the_one_shot_payload(fmt: str) -> None:
+    comp = _compressed(fmt)
+    got = list(decompress_chunks(comp, "img", chunk=1000))
+    assert b"".join(got) == decompress(comp, "img")
+    if fmt in boot_decode.PIECEWISE:  # decoded in pieces of at most `chunk` bytes
+        assert len(got) > 1 and max(map(len, got)) <= 1000
+    else:
+        assert len(got) == 1
+
+
+@pytest.mark.parametrize("fmt", boot_decode.PIECEWISE)
+def test_truncated_and_corrupt_streams_end_as_the_one_shot_does(fmt: str) -> None:
+    comp = _compressed(fmt)
+    bad = bytearray(comp)
+    bad[len(bad) // 2:len(bad) // 2 + 16] = bytes(16)
+    for data in (comp[:len(comp) // 2], comp[:len(comp) // 8], bytes(bad), comp[:12]):
+        one = _outcome(lambda: decompress(data, "img"))
+        pieces = _outcome(lambda: b"".join(decompress_chunks(data, "img", chunk=512)))
+        assert pieces == one
+
+
+def _one_shot(path: str, data: bytes, out: str, want_kallsyms: bool) -> tuple[Any, ...]:
+    """unpack_bzimage as it was before streaming: decode all, no early kallsyms."""
+    kind, payload, _arch = bi._unpack(path, data)
+    return kind, payload, None, None, stream.EarlyKallsyms()
+
+
+def _synthetic_elf(image: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    monkeypatch.setenv("KPATCH_BOOT_CACHE", str(cache))
+    return Path(bi.boot_elf(str(image)).elf_path).read_bytes()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_synthetic_elf_equals_the_one_shot(fmt: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # small pieces and margins (the shipped payload is 24 KiB): kallsyms may be read early
+    monkeypatch.setattr(stream, "decompress_chunks", functools.partial(decompress_chunks, chunk=256))
+    monkeypatch.setattr(stream, "EARLY_MARGIN", 1024)
+    monkeypatch.setattr(stream, "_TOKEN_SPAN", 1536)  # table + index: 1232 bytes
+    image = BOOT_X86 / f"vmlinuz-{fmt}"
+    streamed = _synthetic_elf(image, tmp_path / "a", monkeypatch)
+    monkeypatch.setattr(bi, "unpack_bzimage", _one_shot)
+    assert streamed == _synthetic_elf(image, tmp_path / "b", monkeypatch)
+
+
+def test_early_kallsyms_from_the_decoded_beginning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fed piece by piece, the table is read before the end and equals the whole payload's."""
+    monkeypatch.setattr(stream, "EARLY_MARGIN", 1024)
+    monkeypatch.setattr(stream, "_TOKEN_SPAN", 1536)  # table + index: 1232 bytes
+    payload = decompress(_compressed("xz"))
+    e = stream.EarlyKallsyms()
+    pieces = [payload[i:i + 256] for i in range(0, len(payload), 256)]
+    for n in range(1, len(pieces) + 1):
+        e.feed(pieces[:n], sum(map(len, pieces[:n])))
+    assert e.table is not None and 0 < e.found_at < len(payload)
+    assert e.agrees(bi._vaddr_of(payload, None))
+    full = find_kallsyms(payload, "<", vaddr_of=bi._vaddr_of(payload, None))
+    assert (e.table.names, e.table.types, e.table.offset) == (full.names, full.types, full.offset)
+    assert (e.table.addrs == full.addrs).all()
+
+
+def test_early_kallsyms_kept_only_when_the_sections_agree() -> None:
+    e = stream.EarlyKallsyms()
+    assert e.agrees(None) and e.agrees(lambda o: 1)
+    e.asked = {0x100: 0xFFFF0100, 0: None}
+    assert e.agrees(lambda o: 0xFFFF0000 + o if o else None)
+    assert not e.agrees(lambda o: 0xFFFF1000 + o if o else None)
+    assert not e.agrees(None)
+
+
+def test_started_decoding_is_taken_only_for_the_same_bytes(tmp_path: Path) -> None:
+    img = tmp_path / "vmlinuz-xz"
+    data = (BOOT_X86 / "vmlinuz-xz").read_bytes()
+    img.write_bytes(data)
+    boot_decode.start(str(img))
+    s = boot_decode.take(str(img), data)
+    assert s is not None
+    n = 0
+    while not s.wait(n):
+        n = len(s.pieces)
+    assert b"".join(s.pieces) == decompress(bzimage_compressed(data)[1])
+    assert boot_decode.take(str(img), data) is None  # taken once
+    boot_decode.start(str(img))
+    assert boot_decode.take(str(img), data[:-1] + b"\0") is None  # other bytes: not these
+    boot_decode.start(str(img))
+    boot_decode.discard(str(img))
+    assert boot_decode.take(str(img), data) is None
+
+
+def test_start_leaves_everything_but_a_stdlib_compressed_bzimage(tmp_path: Path) -> None:
+    elf = tmp_path / "vmlinux"
+    elf.write_bytes(b"\x7fELF" + bytes(4096))
+    zst = tmp_path / "vmlinuz-zstd"
+    zst.write_bytes((BOOT_X86 / "vmlinuz-zstd").read_bytes())
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for p in (elf, zst, fifo, tmp_path / "missing", tmp_path):
+        boot_decode.start(str(p))  # a FIFO is never opened (it would block)
+        assert boot_decode.take(str(p), b"") is None
+
+
+def _real(name: str, image: str) -> Path:
+    p = KERNELS / name / "boot" / image
+    if not p.is_file():
+        pytest.skip(f"{p} not cached (tests/data/oracle/fetch.sh {name})")
+    return p
+
+
+@pytest.mark.parametrize("name,image", XZ_KERNELS)
+def test_debian_xz_bzimage_streamed_equals_one_shot(name: str, image: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _real(name, image)
+    seen: list[stream.EarlyKallsyms] = []
+    real = stream.unpack_bzimage
+
+    def spy(*a: Any) -> tuple[Any, ...]:
+        r = real(*a)
+        seen.append(r[4])
+        return r
+    monkeypatch.setattr(bi, "unpack_bzimage", spy)
+    streamed = _synthetic_elf(path, tmp_path / "a", monkeypatch)
+    # kallsyms (.rodata, a third of the way in) was read while the rest decoded
+    assert seen[0].table is not None and seen[0].found_at < len(streamed) // 2
+    monkeypatch.setattr(bi, "unpack_bzimage", _one_shot)
+    assert streamed == _synthetic_elf(path, tmp_path / "b", monkeypatch)
