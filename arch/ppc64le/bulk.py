@@ -9,6 +9,12 @@ vectorised over all words at once: a key table computed from the model itself (p
 and, for the opcodes that have them, bits 0-10), then analyse_instr's few register-field rules
 (update forms, quadword pairs, lmw, darn, mfspr/mtspr of XER/LR/CTR) as array tests.
 
+The full analysis's per-word cost is one lookup in :func:`word_tables` (outcome per key: primary
+opcode and bits 0-10), the register-field rules only for the few keys that have one.  Per
+symbol, ``kprobe_lookup_name`` (:meth:`Ppc64leBulkClassifier.lookup_shifts`,
+:mod:`kpatch_arch.ppc64le.lookup_name`) and ``arch_kprobe_on_func_entry``
+(:meth:`~Ppc64leBulkClassifier.entry_adjust`) are vectorised too.
+
 Also vectorised: ``arch_adjust_kprobe_addr`` (it never moves a probe on ppc64: the local-entry
 move happens in ``kprobe_lookup_name``, for ``SYM+0`` targets only), the ranges of
 ``arch_within_kprobe_blacklist`` (``[_stext, __head_end)``) and optprobes' ``can_optimize``
@@ -27,6 +33,7 @@ from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, fixed_width_walk, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
+from .lookup_name import kprobe_lookup_names
 from .insn import ARCH_BLACKLIST_AREA, BC_OP, BRANCH_COND_XO19, BRANCH_RANGE, INSN_SIZE, NOT_STEPPABLE_OP, NOT_STEPPABLE_XO19, NOT_STEPPABLE_XO31, OP_PREFIX, OPTINSN_SLOT, PAGE_SIZE
 from .emulate import (DFORM_MEM, FP_XO_UPDATE, SPRN_CTR, SPRN_LR, SPRN_XER, UPDATE, WORD_DECLINED,
                       WORD_MEM, WORD_REFUSED, WORD_REGS, XFORM_MEM, analyse_word)
@@ -151,12 +158,62 @@ def step_class(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nostep, step
 
 
+# analyse_instr's register-field rules of analysis_codes, by key: the words they may change
+_X_FIELD_RULES = _table(1024, (XO_LQARX, XO_STQCX, XO_DARN, XO_MFSPR, XO_MTSPR))
+
+
+def _keys(words: np.ndarray) -> np.ndarray:
+    """``op << 11 | low 11 bits`` of each uint32 word (every opcode: the :func:`word_tables`
+    index)."""
+    return ((words >> 15) & 0x1F800) | (words & 0x7FF)
+
+
+@functools.lru_cache(maxsize=None)
+def word_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per key ``op << 11 | low 11 bits`` (all 2**17): ``classify``'s outcome code for a word
+    no register-field rule applies to (refused by ``can_single_step``, else single-stepped when
+    ``analyse_class`` declines, else emulated), ``can_single_step`` is false, and whether one of
+    :func:`analysis_codes`' register-field rules applies (then the word's own fields decide).
+    Built from :func:`key_table` and the same tables :func:`classes` reads."""
+    key = np.arange(64 << 11, dtype=np.uint32)
+    op = (key >> 11).astype(np.intp)
+    low = (key & 0x7FF).astype(np.intp)
+    x = (low >> 1) & 0x3FF
+    k = low & 3
+    cls = key_table()[(op << 11) | np.where(_SUBOP[op], low, 0)]
+    nostep = _NOSTEP_OP[op] | ((op == 19) & _NOSTEP_XO19[x]) | ((op == 31) & _NOSTEP_XO31[x])
+    fields = (((op == 31) & (_X_UPDATE[x] | _X_FP_UPDATE[x] | _X_FIELD_RULES[x]))
+              | _D_UPDATE[op] | _D_FP_UPDATE[op] | (op == OP_LQ) | (op == OP_LMW)
+              | ((op == OP_LD) & (k == 1)) | ((op == OP_STD) & ((k == 1) | (k == 2)))
+              | ((op == OP_LFDP) & (k == 0)))
+    code = np.where(nostep, refused_code(Reason.PROHIBITED_INSN),
+                    np.where(cls == DECLINED, ok_code(Method.SINGLESTEP),
+                             ok_code(Method.EMULATE))).astype(np.uint16)
+    return code, nostep, fields
+
+
+def aligned_words(code: np.ndarray, base: int, rel: np.ndarray) -> np.ndarray | None:
+    """The little-endian words at offsets ``rel`` of ``code`` (bytes from ``base``), read
+    through one uint32 view of the buffer when every offset is at a 4-byte aligned address;
+    None otherwise (or when one runs past the buffer)."""
+    k = (-base) % INSN_SIZE
+    nw = (len(code) - k) // INSN_SIZE
+    if nw <= 0 or not len(rel):
+        return None
+    q = rel - k
+    if (q & (INSN_SIZE - 1)).any() or q.min() < 0 or q.max() >= INSN_SIZE * nw:
+        return None
+    view = code[k:k + INSN_SIZE * nw].view("<u4")
+    return view[q >> 2]
+
+
 class Ppc64leBulkClassifier(BulkClassifier):
     """Vectorised ``arch_prepare_kprobe`` for one ppc64le image."""
 
     def __init__(self, backend: "Ppc64leBackend", image: "Image") -> None:
         self.backend = backend
         self.image = image
+        word_tables()  # built once, before the full analysis forks its workers
 
     def walk(self, code: np.ndarray, starts: np.ndarray, ends: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -166,6 +223,48 @@ class Ppc64leBulkClassifier(BulkClassifier):
         every word too).  Returns (offsets from the function start, lengths, words per
         function, -1 per function: no walk stops)."""
         return fixed_width_walk(INSN_SIZE, code, starts, ends)
+
+    def lookup_shifts(self, names: list[str], addrs: np.ndarray) -> np.ndarray:
+        """``backend.lookup_name(image, NAME, 0) - SYM`` for many symbols (``NAME`` at ``SYM``)
+        at once (:func:`kpatch_arch.ppc64le.lookup_name.kprobe_lookup_names`): 0 where the name
+        has no kallsyms address."""
+        ks = self.image.kallsyms
+        first = [ks.lookup(name) for name in names]
+        known = np.array([a is not None for a in first], bool)
+        base = np.array([0 if a is None else a for a in first], np.uint64)
+        moved = kprobe_lookup_names(self.image, base[known])
+        shifts = np.zeros(len(names), np.int64)
+        shifts[known] = (moved - np.asarray(addrs, np.uint64)[known]).view(np.int64)
+        return shifts
+
+    def entry_adjust(self, addrs: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``backend.adjust_kprobe_addr(SYM, shift)`` for many symbol addresses at once: the
+        address is not moved; ``arch_kprobe_on_func_entry`` holds up to the function's first
+        ftrace site (7.x: ``PPC_KPROBE_ENTRY_BY_FTRACE_LOCATION``; 8 bytes without one), else
+        up to 16 bytes (8 without KPROBES_ON_FTRACE)."""
+        addrs = np.asarray(addrs, np.uint64)
+        shifts = np.asarray(shifts, np.int64)
+        moved = addrs + shifts.astype(np.uint64)
+        image = self.image
+        if not image.features.has("PPC_KPROBE_ENTRY_BY_FTRACE_LOCATION"):
+            limit = 16 if image.config.enabled("KPROBES_ON_FTRACE") else 8
+            return moved, shifts <= limit
+        # the kallsyms symbol at SYM (its size), else one byte: ftrace_location_range's window
+        ks = image.kallsyms
+        size = np.ones(len(addrs), np.uint64)
+        if len(ks.uaddrs):
+            j = np.searchsorted(ks.uaddrs, addrs, side="right").astype(np.int64) - 1
+            jj = np.maximum(j, 0)
+            at_sym = (j >= 0) & (ks.uaddrs[jj] == addrs)
+            size = np.where(at_sym, np.maximum(ks.usizes[jj], np.uint64(1)), size)
+        sites = image.tables.ftrace_sites
+        limit = np.full(len(addrs), 8, np.int64)
+        if len(sites):
+            k = np.searchsorted(sites, addrs, side="left")
+            first = sites[np.minimum(k, len(sites) - 1)]
+            found = (k < len(sites)) & (first < addrs + size)
+            limit = np.where(found, (first - addrs).astype(np.int64), limit)
+        return moved, shifts <= limit
 
     def adjust(self, fstart: np.ndarray, offs: np.ndarray, aa: np.ndarray) -> np.ndarray:
         """``arch_adjust_kprobe_addr`` for many addresses: never moved on ppc64."""
@@ -207,7 +306,10 @@ class Ppc64leBulkClassifier(BulkClassifier):
                  lens: np.ndarray) -> np.ndarray:
         """Outcome codes for the words at ``addrs`` (``rel`` = offsets into ``code``, the runtime
         bytes from ``base``; ``lens`` is not needed: every word is judged alone); SLOW where the
-        backend's ``prepare`` must decide."""
+        backend's ``prepare`` must decide.
+
+        One lookup per word in :func:`word_tables` (the key's outcome); the register-field rules
+        only for the words whose key has one; the prefix-suffix rule only after prefix words."""
         n = len(addrs)
         out = np.full(n, SLOW, np.uint16)
         if n == 0:
@@ -217,16 +319,26 @@ class Ppc64leBulkClassifier(BulkClassifier):
             return out
         # the word and the one before (prefix check) in the buffer
         fast = (rel >= INSN_SIZE) & (rel + INSN_SIZE <= len(code))
-        r = np.where(fast, rel, 0)
-        word = _words(code, r)
-        prev_op = code[np.maximum(r - 1, 0)] >> 2  # primary opcode of the (LE) word before
-        nostep, step = step_class(word)
-        page_start = (addrs % np.uint64(PAGE_SIZE)) == 0
-        suffix = (prev_op == OP_PREFIX) & ~page_start
-        res = np.where(step, ok_code(Method.SINGLESTEP), ok_code(Method.EMULATE))
-        res = np.where(suffix, refused_code(Reason.PREFIX_SUFFIX), res)
-        res = np.where(nostep, refused_code(Reason.PROHIBITED_INSN), res)
-        out[fast] = res[fast]
+        at = rel if fast.all() else rel[fast]
+        word = aligned_words(code, base, at)
+        if word is None:
+            word = _words(code, at)
+        table, nostep, fields = word_tables()
+        key = _keys(word)
+        res = table[key]
+        fx = np.flatnonzero(fields[key])
+        if len(fx):  # analyse_instr's register-field rules decide these words
+            step = analysis_codes(word[fx]) == DECLINED
+            res[fx] = np.where(nostep[key[fx]], refused_code(Reason.PROHIBITED_INSN),
+                               np.where(step, ok_code(Method.SINGLESTEP), ok_code(Method.EMULATE)))
+        # a word right after a prefix word (ISA 3.1 suffix), unless it starts a page
+        after = np.flatnonzero((code[at - 1] >> 2) == OP_PREFIX)  # the previous (LE) word's op
+        if len(after):
+            a = np.asarray(addrs, np.uint64)[fast][after] if not fast.all() else \
+                np.asarray(addrs, np.uint64)[after]
+            suffix = after[((a % np.uint64(PAGE_SIZE)) != 0) & ~nostep[key[after]]]
+            res[suffix] = refused_code(Reason.PREFIX_SUFFIX)
+        out[fast] = res
         return out
 
 
