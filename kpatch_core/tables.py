@@ -139,9 +139,9 @@ class KernelTables:
             cap.append((page_size << order) // entry_size)
             n -= min(cap[-1], n)
         groups: list[list[int]] = [[] for _ in cap]
-        adjust, i = self.image.backend.ftrace_call_adjust, 0
-        for r in recs:
-            a = adjust(self.image, int(r)) if r else 0
+        adjusted, i = self.image.backend.ftrace_call_adjust_many(self.image, self.mcount_records), 0
+        for r, a in zip(recs, adjusted.tolist()):
+            a = a if r else 0
             if not a:
                 continue  # skipped (zeroed weak records, dropped exit text)
             if len(groups[i]) >= cap[i]:
