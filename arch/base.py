@@ -140,6 +140,15 @@ class Backend:
         with the value assumed; ``--set NAME=y|n`` or a config file overrides them."""
         return {}
 
+    def cpu_facts(self, cpuinfo: "dict[str, str]", vulnerabilities: "dict[str, str]"
+                  ) -> dict[str, bool]:
+        """The runtime facts the boot CPU decides (:meth:`default_facts`, ``RUNTIME_RETHUNK``) as
+        a kernel on this CPU set them: ``cpuinfo`` is /proc/cpuinfo's first CPU (field -> value:
+        ``vendor_id``, ``cpu family``, ``model``...), ``vulnerabilities`` the files of
+        /sys/devices/system/cpu/vulnerabilities (name -> text); {} when no fact depends on
+        them.  Used to replay answers a real kernel gave on a known CPU."""
+        return {}
+
     def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
         """``arch_populate_kprobe_blacklist``: (start, end) linker symbols of blacklisted areas."""
         return ()

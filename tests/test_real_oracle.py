@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ORACLE_DATA, real_vmlinux
 from kpatch_core.image import Image
-from kpatch_core.testing import oracle_verdicts
+from kpatch_core.testing import image_on_guest_cpu, oracle_verdicts
 
 ORACLE = Path(os.environ.get("KPATCH_ORACLE_DIR", ORACLE_DATA))
 OWN = ORACLE_DATA  # answers committed with the project (tests/data/oracle/<NAME>/)
@@ -28,8 +28,10 @@ OWN = ORACLE_DATA  # answers committed with the project (tests/data/oracle/<NAME
 # modules loaded (insmod.txt) are replayed by tests/test_module_oracle.py
 _SETS = sorted(p.parent.name for p in OWN.glob("*/results.jsonl.gz")
                if not (p.parent / "insmod.txt").exists())
+# answers the same kernel gave on another guest CPU: NAME/cpu-MODEL/ (replayed with its CPU facts)
+_CPU_SETS = sorted(str(p.parent.relative_to(OWN)) for p in OWN.glob("*/cpu-*/results.jsonl.gz"))
 KERNELS = ["x86_64", "arm64", "riscv64", "s390x", "ppc64le"] + [
-    n for n in _SETS if n not in ("x86_64", "arm64", "riscv64", "s390x", "ppc64le")]
+    n for n in _SETS if n not in ("x86_64", "arm64", "riscv64", "s390x", "ppc64le")] + _CPU_SETS
 SYNTAX = [n for n in _SETS if (OWN / n / "syntax.jsonl.gz").is_file()]
 BLACKLISTS = [n for n in _SETS if (OWN / n / "blacklist.txt.gz").is_file()]
 
@@ -51,11 +53,30 @@ def _answers(name: str) -> tuple[list[dict], dict]:
     return [r for r in rows if not r.get("crash")], meta  # crash: the kernel died, no answer
 
 
+def test_guest_cpu_facts_follow_the_boot_cpu() -> None:
+    """5.10 answers taken on QEMU's TCG `-cpu max` (AuthenticAMD family 15: k8_nops; no
+    retbleed) replay with X86_K8_NOPS on; EPYC (family 0x17: p6_nops; retbleed's untrained
+    return thunk) with RUNTIME_RETHUNK on instead."""
+    from kpatch_arch.x86_64 import X86_64Backend
+    b = X86_64Backend()
+    tcg = {"vendor_id": "AuthenticAMD", "cpu family": "15", "model": "107"}
+    assert b.cpu_facts(tcg, {"retbleed": "Not affected"}) == \
+        {"X86_K8_NOPS": True, "RUNTIME_RETHUNK": False}
+    epyc = {"vendor_id": "AuthenticAMD", "cpu family": "23", "model": "1"}
+    assert b.cpu_facts(epyc, {"retbleed": "Mitigation: untrained return thunk; SMT disabled"}) \
+        == {"X86_K8_NOPS": False, "RUNTIME_RETHUNK": True}
+    assert b.cpu_facts(epyc, {}) == {"X86_K8_NOPS": False, "RUNTIME_RETHUNK": False}
+    assert b.cpu_facts({"vendor_id": "GenuineIntel", "cpu family": "6", "model": "23"},
+                       {})["X86_K8_NOPS"]  # Penryn: the k8_nops decoder quirk
+    assert not b.cpu_facts({"vendor_id": "GenuineIntel", "cpu family": "6", "model": "85"},
+                           {})["X86_K8_NOPS"]
+
+
 @pytest.mark.realkernel
 @pytest.mark.parametrize("name", KERNELS)
 def test_real_kernel_agrees_with_oracle(name: str) -> None:
-    image = Image.open(str(real_vmlinux(name)))
     rows, meta = _answers(name)
+    image = image_on_guest_cpu(str(real_vmlinux(name.split('/')[0])), meta)
     kaslr = meta.get("kaslr", {})
     if kaslr.get("offsets"):  # where that kernel ran (nokaslr) against vmlinux: s390x 6.12
         assert int(kaslr["offsets"]["_stext"], 16) == image.load_offset

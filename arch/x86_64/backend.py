@@ -38,6 +38,7 @@ from .insn import (
     PT_REGS,
     RET_INT3,
     TWOBYTE_BOOSTABLE,
+    K8_NOPS,
     X86_NOPS,
     XEN_KVM_EMULATE_PREFIXES,
     KInsn,
@@ -101,6 +102,34 @@ class X86_64Backend(Backend):
         return cs
 
     # -- hooks --------------------------------------------------------------------------------
+    def default_facts(self) -> dict[str, bool]:
+        """CPU facts boot-time patching depends on: X86_K8_NOPS (arch_init_ideal_nops picks
+        k8_nops; before 5.15 only) is assumed off, as on every CPU since Core 2 / family 10h."""
+        return {"X86_K8_NOPS": False}
+
+    def cpu_facts(self, cpuinfo: "dict[str, str]", vulnerabilities: "dict[str, str]"
+                  ) -> dict[str, bool]:
+        """X86_K8_NOPS as arch_init_ideal_nops (5.10) decides it for this CPU, RUNTIME_RETHUNK
+        from the mitigations that force X86_FEATURE_RETHUNK (bugs.c: retbleed untrained return
+        thunk or call-depth stuffing, SRSO safe RET, ITS return thunks)."""
+        rethunk = any(m in vulnerabilities.get(name, "") for name, m in RETHUNK_MITIGATIONS)
+        return {**self._k8_nops_fact(cpuinfo), "RUNTIME_RETHUNK": rethunk}
+
+    @staticmethod
+    def _k8_nops_fact(cpuinfo: "dict[str, str]") -> dict[str, bool]:
+        vendor = cpuinfo.get("vendor_id", "")
+        if not vendor:
+            return {}
+        try:
+            family, model = int(cpuinfo.get("cpu family", "0")), int(cpuinfo.get("model", "0"))
+        except ValueError:
+            return {}
+        k8 = (vendor == "AuthenticAMD" and family <= 0xF) or \
+            (vendor == "GenuineIntel" and family == 6 and 0x0F <= model < 0x30
+             and model not in (0x1C, 0x26, 0x27)) or \
+            vendor not in ("AuthenticAMD", "GenuineIntel", "HygonGenuine")  # default: k8_nops
+        return {"X86_K8_NOPS": k8}
+
     def blacklist_areas(self, features: "FeatureSet") -> tuple[tuple[str, str], ...]:
         return (("__entry_text_start", "__entry_text_end"),)  # arch_populate_kprobe_blacklist
 
@@ -172,6 +201,7 @@ class X86_64Backend(Backend):
                 if a is not None:
                     native[a] = code
         sites, patches = [], []
+        k8 = _k8_nops(image)  # apply_paravirt pads with add_nops (ideal_nops before 5.15)
         for i in range(0, len(raw) - PARAVIRT_SITE_SIZE + 1, PARAVIRT_SITE_SIZE):
             at = int.from_bytes(raw[i:i + 8], "little")
             typ, length = raw[i + 8], raw[i + 9]
@@ -183,7 +213,7 @@ class X86_64Backend(Backend):
             else:
                 patch = b"\xe8" + ((op - at - 5) & 0xFFFFFFFF).to_bytes(4, "little")
             sites.append(at)
-            patches.append(patch + add_nops(length - len(patch)))
+            patches.append(patch + add_nops(length - len(patch), k8))
         order = np.argsort(np.array(sites, dtype=np.uint64), kind="stable")
         return np.array(sites, dtype=np.uint64)[order], [patches[i] for i in order.tolist()]
 
@@ -220,7 +250,7 @@ class X86_64Backend(Backend):
                     continue  # relative branches would need fixing up: leave the site as is
             else:
                 continue
-            final[site] = code + add_nops(length - len(code))
+            final[site] = code + add_nops(length - len(code), _k8_nops(image))
         sites = sorted(final)
         return np.array(sites, dtype=np.uint64), [final[x] for x in sites]
 
@@ -449,14 +479,30 @@ def _ud1_size(code: bytes, mnemonic: str, size: int) -> int:
     return size + n + {1: 1, 2: 4}.get(mod, 0)
 
 
-def add_nops(n: int) -> bytes:
-    """``add_nops``: the longest x86_nops[] first, until ``n`` bytes are filled."""
+# (vulnerabilities file, text of a mitigation that forces X86_FEATURE_RETHUNK): bugs.c
+# retbleed_select_mitigation (UNRET, STUFF), srso_select_mitigation (SAFE_RET), its (RETURN_THUNK)
+RETHUNK_MITIGATIONS = (("retbleed", "untrained return thunk"), ("retbleed", "Stuffing"),
+                       ("spec_rstack_overflow", "safe RET"),
+                       ("indirect_target_selection", "return thunk"))
+
+
+def add_nops(n: int, k8: bool = False) -> bytes:
+    """``add_nops``: the longest x86_nops[] (``k8``: k8_nops[], ideal_nops on a K8-class CPU
+    before 5.15) first, until ``n`` bytes are filled."""
+    table = K8_NOPS if k8 else X86_NOPS
     out = b""
     while n > 0:
         k = min(n, 8)
-        out += bytes.fromhex(X86_NOPS[k])
+        out += bytes.fromhex(table[k])
         n -= k
     return out
+
+
+def _k8_nops(image: "Image") -> bool:
+    """Pads with k8_nops: dynamic NOP selection (arch_init_ideal_nops, before 5.15) on a CPU
+    that picks them (runtime fact X86_K8_NOPS, assumed off: every x86-64 CPU since Intel Core 2
+    and AMD family 10h takes p6_nops, which are x86_nops)."""
+    return image.features.has("X86_DYNAMIC_NOPS") and image.config.enabled("X86_K8_NOPS")
 
 
 def _overlay_many(arr: np.ndarray, base: int, sites: "np.ndarray | list[int]", patch: bytes) -> None:

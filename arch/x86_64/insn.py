@@ -20,6 +20,11 @@ NOP5 = bytes.fromhex("0f1f440000")  # x86_nops[5]: what __recover_probed_insn sh
 RET_INT3 = bytes.fromhex("c3cccccccc")  # patch_return() without X86_FEATURE_RETHUNK
 X86_NOPS = {1: "90", 2: "6690", 3: "0f1f00", 4: "0f1f4000", 5: "0f1f440000", 6: "660f1f440000",
             7: "0f1f8000000000", 8: "0f1f840000000000"}  # x86_nops[] (BYTES_NOP1..8)
+# k8_nops[] (K8_NOP1..8, arch/x86/include/asm/nops.h up to 5.14): what add_nops pads with on a
+# CPU for which arch_init_ideal_nops picks them (AMD family <= 0xf, e.g. QEMU TCG `-cpu max`;
+# Intel family 6 models 0x0f-0x2f); each is 1-2 instructions of 0x66-prefixed 0x90
+K8_NOPS = {1: "90", 2: "6690", 3: "666690", 4: "66666690", 5: "6666906690", 6: "666690666690",
+           7: "66666690666690", 8: "6666669066666690"}
 PARAVIRT_SITE_SIZE = 16  # struct paravirt_patch_site { u8 *instr; u8 type; u8 len; }
 # struct alt_instr (packed)  [arch/x86/include/asm/alternative.h]; ft_flags = cpuid | flags << 16
 ALT_INSTR = np.dtype([("instr", "<i4"), ("repl", "<i4"), ("ft_flags", "<u4"),

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RawImage", "prepare_raw", "differential", "diff_states", "data_pointers",
            "register_names", "initial_flags", "prop_same_end_state", "prop_install_remove",
-           "prop_breakpoint_traps", "prop_displacement_reach", "oracle_verdicts"]
+           "prop_breakpoint_traps", "prop_displacement_reach", "oracle_verdicts",
+           "guest_cpuinfo", "image_on_guest_cpu"]
 
 
 class _NoSymbols:
@@ -404,6 +405,26 @@ def capstone_pc_target(backend: "Backend", code: bytes, addr: int) -> int | None
         if o.type == capstone.CS_OP_IMM:
             imm = o.imm & ((1 << 64) - 1)
     return imm
+
+
+def guest_cpuinfo(meta: dict) -> dict[str, str]:
+    """The kernel oracle guest's ``/proc/cpuinfo`` (first CPU) as field -> value, from an answer
+    set's results.meta.json (``guest.cpuinfo``); {} when it was not recorded."""
+    info: dict[str, str] = {}
+    for line in (meta.get("guest") or {}).get("cpuinfo") or []:
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return info
+
+
+def image_on_guest_cpu(path: str, meta: dict) -> "Image":
+    """``path`` opened with the runtime CPU facts (``Backend.cpu_facts``) of the CPU the oracle's
+    kernel ran on, so its answers replay as that CPU patched the text at boot."""
+    from ..image import Image
+    image = Image.open(path)
+    facts = image.backend.cpu_facts(guest_cpuinfo(meta),
+                                    dict((meta.get("guest") or {}).get("vulnerabilities") or {}))
+    return Image.open(path, overrides=facts) if facts else image
 
 
 def oracle_verdicts(image: "Image", rows: list[dict], chunk: int = 200) -> dict[int, "Verdict"]:

@@ -21,8 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parents[2]))  # PYTHONPATH (e.g. a frozen baseline) first
 
-from kpatch_core.image import Image  # noqa: E402
-from kpatch_core.testing import oracle_verdicts  # noqa: E402
+from kpatch_core.testing import image_on_guest_cpu, oracle_verdicts  # noqa: E402
 
 CACHE = Path(os.environ.get("KPATCH_KERNELS", Path.home() / ".cache" / "kpatch-kernels"))
 
@@ -38,12 +37,12 @@ def _pct(a: int, b: int) -> str:
 
 def row(name: str) -> tuple[str, bool]:
     """The table row of kernel ``name`` and whether every figure is 100%."""
-    vmlinux = CACHE / name / "vmlinux"
+    vmlinux = CACHE / name.split("/")[0] / "vmlinux"  # NAME/cpu-MODEL: the same kernel
     if not vmlinux.is_file():
         return f"| {name} | not cached: tests/data/oracle/fetch.sh {name} |", True
-    image = Image.open(str(vmlinux))
     rows = [r for r in _rows(HERE / name / "results.jsonl.gz") if not r.get("crash")]
     meta = json.loads((HERE / name / "results.meta.json").read_text())
+    image = image_on_guest_cpu(str(vmlinux), meta)  # the CPU facts of the guest it ran on
     ours = oracle_verdicts(image, rows, int(meta.get("options", {}).get("chunk", 200)))
     agree = fa = addr = addr_n = flags = flags_n = 0
     for r in rows:

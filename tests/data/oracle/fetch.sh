@@ -40,6 +40,9 @@ declare -A DEBIAN=(
   [6.12.117+deb13-arm64-16k]=arm64
   [6.12.117+deb13-rt-arm64]=arm64
   [7.2.13+deb14-powerpc64le-64k]=ppc64el
+  [7.3.4+deb13-amd64]=amd64   # trixie-backports
+  [7.3.4+deb13-arm64]=arm64
+  [5.10.0-32-amd64]=amd64
 )
 NAMES=${*:-"${!SPEC[@]} ${!DEBIAN[@]}"}
 OLD=()
