@@ -28,16 +28,17 @@ import numpy as np
 
 from ..boot_decode import discard
 from ..errors import InputError
-from .arm64_image import EM_AARCH64, arm64_little_endian, is_arm64_image
+from .arm64_image import EM_AARCH64, arm64_little_endian, arm64_text_from_branch, is_arm64_image
 from .bzimage import bzimage_payload, is_bzimage
+from .code_refs import ImageView, code_refs_for, recover_tables, relocated_pointers
 from .decompress import decompress, detect
 from .kallsyms import KallsymsTable, find_kallsyms
-from .layout import elf_payload_layout, raw_payload_layout, read_at
+from .layout import RAW_ARCHES, elf_payload_layout, raw_payload_layout, read_at
 from .riscv_image import EM_RISCV, is_riscv_image
 from .s390_image import EM_S390, is_s390_image, s390_payload
 from .stream import unpack_bzimage
 from .symbol_types import FUNCTION_ENTRY_WORDS, btf_string_names, near_mcount, own_records
-from .synth_elf import SHF_EXECINSTR, ElfFile, Layout, Symbols
+from .synth_elf import SHF_EXECINSTR, SHT_RELA, ElfFile, Layout, Symbols
 from .system_map import looks_like_system_map, read_system_map
 from .zboot import is_zboot, zboot_payload
 
@@ -319,12 +320,68 @@ def _kallsyms(path: str, payload: bytes, arch: str | None,
         raise InputError(f"{path}: {err}") from None
     if "linux_banner" not in k.names:  # a .rodata symbol: absent from text-only kallsyms
         # scripts/kallsyms.c without --all-symbols keeps _stext.._etext and the init text only:
-        # the kernel tables (__mcount_loc, _kprobe_blacklist, __jump_table...) have no symbol
-        raise InputError(f"{path}: its kallsyms holds text symbols only (CONFIG_KALLSYMS_ALL off), "
-                         "so the kernel tables verdicts depend on cannot be located; pass the "
-                         "System.map of this build with --system-map FILE (Debian: in "
-                         "linux-image-<version>-dbg) or the debug vmlinux")
+        # the kernel tables (__mcount_loc, _kprobe_blacklist, __jump_table...) have no symbol;
+        # the code that loads them still shows where they are (code_refs)
+        return _text_only(path, payload, arch, k)
     return Symbols(k.addrs, k.types, k.names, "kallsyms")
+
+
+TEXT_ONLY = ("its kallsyms holds text symbols only (CONFIG_KALLSYMS_ALL off), so the kernel "
+             "tables verdicts depend on cannot be located")
+PASS_MAP = ("pass the System.map of this build with --system-map FILE (Debian: in "
+            "linux-image-<version>-dbg) or the debug vmlinux")
+
+
+def _text_only(path: str, payload: bytes, arch: str | None, k: KallsymsTable) -> Symbols:
+    """Symbols of a text-only kallsyms, with the table bounds recovered from the code that
+    loads them (:mod:`.code_refs`) and ``kallsyms_num_syms`` (config inference reads it)."""
+    refs = code_refs_for(arch) if arch is not None else None
+    if refs is None or arch is None:
+        raise InputError(f"{path}: {TEXT_ONLY}; {PASS_MAP}")
+    addrs = np.asarray(k.addrs, np.uint64)
+    base = None
+    if arch == "arm64" and "primary_entry" in k.names and "_text" not in k.names:
+        # kallsyms_relative_base is a boot-relocated word (zero in the Image): the offsets are
+        # from the lowest symbol; head.S's branch to primary_entry places _text among them
+        text = arm64_text_from_branch(payload, int(addrs[k.names.index("primary_entry")]))
+        if text is None:
+            raise InputError(f"{path}: {TEXT_ONLY} and the image header has no branch to "
+                             f"primary_entry to place them; {PASS_MAP}")
+        base = _arm64_link_base(payload, k)
+        with np.errstate(over="ignore"):
+            addrs = addrs - np.uint64(text % 2**64) + np.uint64(base)
+    syms = Symbols(addrs, k.types, k.names, "kallsyms")
+    try:
+        layout = raw_payload_layout(arch, payload, syms)
+        found = recover_tables(refs, _image_view(arch, layout, payload), addrs, k.names)
+    except InputError as err:
+        raise InputError(f"{path}: {TEXT_ONLY}: {err}") from None
+    if k.num_syms_at >= 0:
+        found["kallsyms_num_syms"] = layout.entry + k.num_syms_at  # offset 0 is the entry
+    extra = sorted(found.items(), key=lambda kv: kv[1])
+    all_addrs = np.concatenate([addrs, np.array([a for _, a in extra], np.uint64)])
+    order = np.argsort(all_addrs, kind="stable")
+    names = k.names + [n for n, _ in extra]
+    types = k.types + "D" * len(extra)
+    return Symbols(all_addrs[order], "".join(types[i] for i in order.tolist()),
+                   [names[i] for i in order.tolist()], "kallsyms (tables from code references)")
+
+
+def _image_view(arch: str, layout: Layout, payload: bytes) -> ImageView:
+    """Reads by address of a raw image, its pointer words relocated by its own boot relocations."""
+    def read(addr: int, n: int) -> bytes | None:
+        return read_at(layout, payload, addr, n) or None
+    rtype = RAW_ARCHES[arch][2]
+    e = "<" if layout.little_endian else ">"
+    places = addends = np.zeros(0, np.uint64)
+    rela = next((s for s in layout.sections if s.type == SHT_RELA and s.src >= 0), None)
+    if rela is not None:
+        r = np.frombuffer(payload[rela.src:rela.src + rela.size // 24 * 24], e + "u8").reshape(-1, 3)
+        r = r[r[:, 1] == np.uint64(rtype)]
+        o = np.argsort(r[:, 0], kind="stable")
+        places, addends = r[o, 0].astype(np.uint64), r[o, 2].astype(np.uint64)
+    return ImageView(read, relocated_pointers(read, places, addends, layout.little_endian),
+                     layout.little_endian, (layout.entry, layout.entry + len(payload)))
 
 
 def _vaddr_of(payload: bytes, arch: str | None) -> "Callable[[int], int | None] | None":

@@ -47,6 +47,7 @@ class KallsymsTable:
     names: list[str]
     offset: int  # where kallsyms_token_table starts in the payload (for messages)
     addrs_from_payload: bool = False  # place-relative offsets read with payload offsets as addresses
+    num_syms_at: int = -1  # where kallsyms_num_syms is in the payload
 
 
 def _u32(data: bytes, at: int, e: str) -> int:
@@ -267,5 +268,5 @@ def find_kallsyms(data: bytes, e: str, absolute_percpu: bool | None = None,
             raise InputError("kallsyms tables found but kallsyms_offsets not recognised "
                              "(CONFIG_KALLSYMS_BASE_RELATIVE off?); pass --system-map FILE")
         types, names = _expand(data, runs, toks)
-        return KallsymsTable(addrs, types, names, tt, relative)
+        return KallsymsTable(addrs, types, names, tt, relative, q)
     raise InputError("kallsyms token table found but not kallsyms_names; pass --system-map FILE")

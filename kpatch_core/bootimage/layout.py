@@ -134,6 +134,13 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
     for name, lo_sym, hi_sym, typ, flags in NAMED:
         if lo_sym in v and hi_sym in v and base <= v[lo_sym] <= v[hi_sym] <= end:
             cuts.append((v[lo_sym], v[hi_sym], name, typ, flags))
+    ro_lo, ro_hi = v.get("__start_rodata"), v.get("__end_rodata")
+    if ro_lo is not None and ro_hi is not None and base <= ro_lo < ro_hi <= end \
+            and all(c[0] != ro_lo for c in cuts):
+        # RO_DATA (include/asm-generic/vmlinux.lds.h): the kernel's strings, up to the first
+        # section cut out of it (.notes, .BTF): config.py reads facts from .rodata's text
+        cuts.append((ro_lo, min([c[0] for c in cuts if ro_lo < c[0] < ro_hi] + [ro_hi]), ".rodata",
+                     SHT_PROGBITS, SHF_ALLOC))
     rela = next(((v[a], v[b]) for a, b in rela_syms if a in v and b in v), None)
     if rela is None:
         found = _find_rela(payload, base, rtype, little)
@@ -145,7 +152,10 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
     cuts.sort()
     secs: list[OutSection] = []
     etext = v.get("_etext", end)
-    text_end = _got_end(payload, base, _text_end(payload, base, etext, syms), rela, rtype, little)
+    below = np.asarray(syms.addrs, np.uint64)
+    below = below[below < np.uint64(etext)]
+    text_end = _got_end(payload, base, _text_end(payload, base, etext, syms), rela, rtype, little,
+                        int(below.max()) if arch == "arm64" and len(below) else None)
     pos = base
     for cut_lo, cut_hi, name, typ, flags in cuts + [(end, end, "", 0, 0)]:
         if cut_lo < pos:
@@ -194,11 +204,11 @@ def _text_end(payload: bytes, base: int, etext: int, syms: Symbols) -> int:
 
 
 def _got_end(payload: bytes, base: int, end: int, rela: tuple[int, int] | None, rtype: int,
-             little: bool) -> int:
+             little: bool, last_symbol: int | None = None) -> int:
     """``end`` less the zeros after a ``.got`` that closes .text: arm64's vmlinux.lds.S puts
     ``*(.got)`` last in .text and ``.got.plt`` (0 or 0x18 bytes of zeros) after it, outside
-    .text, before SEGMENT_ALIGN. When the last non-zero word before ``end`` is a place the boot
-    relocations write (a GOT entry), .text ends right after it."""
+    .text, before SEGMENT_ALIGN. When the last non-zero word before ``end``, or a zero word after
+    it, is a place the boot relocations write (a GOT entry), .text ends right after the last such."""
     if rela is None or rela[1] <= rela[0]:
         return end
     tail = payload[max(0, end - base - 8192):end - base]
@@ -210,7 +220,17 @@ def _got_end(payload: bytes, base: int, end: int, rela: tuple[int, int] | None, 
     ents = np.frombuffer(payload[rela[0] - base:rela[1] - base], e + "u8")
     ents = ents[:len(ents) // 3 * 3].reshape(-1, 3)
     places = ents[ents[:, 1] == np.uint64(rtype), 0]
-    return word + 8 if bool((places == np.uint64(word)).any()) else end
+    # the GOT's entries may hold zero until the boot relocations write them (5.10): the last
+    # place at or after the last non-zero word ends .text
+    got = places[(places >= np.uint64(word)) & (places < np.uint64(end))]
+    if len(got):
+        return int(got.max()) + 8
+    if last_symbol is not None and last_symbol < word:
+        # unnamed code after the last symbol (5.10's .fixup), then `. = ALIGN(16); *(.got)`
+        # (arm64 vmlinux.lds.S): a .got with no entries still holds the reserved GOT[0], zero
+        # in a static link (a symbol at the end, 6.12's __hyp_text_end, means no such tail)
+        return min(((end - len(tail) + kept + 15) & ~15) + 8, end)
+    return end
 
 
 def _gap(name: str, lo: int, hi: int, base: int, flags: int) -> OutSection:
