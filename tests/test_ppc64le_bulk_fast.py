@@ -47,6 +47,15 @@ def _classifier() -> ppc_bulk.Ppc64leBulkClassifier:
     return ppc_bulk.Ppc64leBulkClassifier(None, None)  # type: ignore[arg-type]
 
 
+def test_key_table_data_is_the_models() -> None:
+    """The committed key table was generated from this model (else: regenerate it with
+    ``python -m kpatch_arch.ppc64le.bulk``), and reads back as the model computes it."""
+    from kpatch_arch.ppc64le import key_table_data
+    assert key_table_data.FINGERPRINT == ppc_bulk.key_table_fingerprint(), \
+        "stale arch/ppc64le/key_table_data.py: run python -m kpatch_arch.ppc64le.bulk"
+    assert (ppc_bulk.key_table() == ppc_bulk.model_key_table()).all()
+
+
 def test_word_tables_hold_for_every_key_whatever_the_register_fields() -> None:
     """Where no register-field rule applies, the key's outcome is every word's outcome."""
     table, nostep, fields = ppc_bulk.word_tables()
