@@ -29,14 +29,29 @@ class TextSymbols:
     types: np.ndarray  # uint8 index into TYPE_NAMES (func when any alias is one by evidence)
 
     @classmethod
-    def build(cls, image: "Image") -> "TextSymbols":
+    def build(cls, image: "Image", types: bool = True) -> "TextSymbols":
+        """The text symbols of ``image``; ``types`` False leaves every type ``notype`` (the
+        decode does not read them: :meth:`typed` adds them while it runs)."""
         ks = image.kallsyms
         t = image.tables
         m = (ks.uaddrs >= np.uint64(t.stext)) & (ks.uaddrs < np.uint64(t.etext))
         idx = np.nonzero(m)[0]
-        # the type by evidence a boot image holds too (names, BTF, __mcount_loc, entry words),
-        # not the ELF's: the analysis of /boot files and of the debug vmlinux agree (issue 17)
+        sizes = ks.usizes[idx].copy()
+        if len(idx):  # the last symbol in text ends at _etext at most for our purposes
+            last = int(ks.uaddrs[idx[-1]])
+            if sizes[-1] == 0 or last + int(sizes[-1]) > t.etext:
+                sizes[-1] = np.uint64(max(t.etext - last, 0))
+        names = [ks.names[int(ks.ufirst[j])] for j in idx.tolist()]
+        out = cls(ks.uaddrs[idx].copy(), sizes, names, np.zeros(len(idx), np.uint8))
+        return out.typed(image) if types else out
+
+    def typed(self, image: "Image") -> "TextSymbols":
+        """These symbols with their types: func when any alias is one by the evidence a boot
+        image holds too (names, BTF, __mcount_loc, entry words), not the ELF's, so the
+        analysis of /boot files and of the debug vmlinux agree (issue 17); object likewise."""
         from .bootimage.symbol_types import evidence_types
+        ks = image.kallsyms
+        t = image.tables
         lo_hi = np.searchsorted(ks.addrs, np.array([t.stext, t.etext], np.uint64), side="left")
         stype = np.zeros(len(ks.names), np.uint8)
         stype[int(lo_hi[0]):int(lo_hi[1])] = evidence_types(image, int(lo_hi[0]), int(lo_hi[1]))
@@ -44,14 +59,10 @@ class TextSymbols:
         is_obj = (stype == STT_OBJECT).astype(np.uint8)
         any_func = np.maximum.reduceat(is_func, ks.ufirst) if len(ks.ufirst) else is_func
         any_obj = np.maximum.reduceat(is_obj, ks.ufirst) if len(ks.ufirst) else is_obj
+        m = (ks.uaddrs >= np.uint64(t.stext)) & (ks.uaddrs < np.uint64(t.etext))
+        idx = np.nonzero(m)[0]
         types = np.where(any_func[idx] > 0, 1, np.where(any_obj[idx] > 0, 2, 0)).astype(np.uint8)
-        sizes = ks.usizes[idx].copy()
-        if len(idx):  # the last symbol in text ends at _etext at most for our purposes
-            last = int(ks.uaddrs[idx[-1]])
-            if sizes[-1] == 0 or last + int(sizes[-1]) > t.etext:
-                sizes[-1] = np.uint64(max(t.etext - last, 0))
-        names = [ks.names[int(ks.ufirst[j])] for j in idx.tolist()]
-        return cls(ks.uaddrs[idx].copy(), sizes, names, types)
+        return TextSymbols(self.addrs, self.sizes, self.names, types)
 
     def __len__(self) -> int:
         return len(self.names)

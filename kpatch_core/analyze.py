@@ -52,8 +52,8 @@ from . import fill, pool, rules
 from .analysis import ANALYZER_VERSION, TYPE_NAMES, Analysis, TextSymbols, iter_insns
 from .bulk import classify_inputs, fixed_width_walk, mark_ranges
 from .decode import LinearDecoder, Runs, decode_function
-from .facts import (SUBSYSTEM_PREFIXES, StaticFacts, clone_kind, entry_facts, image_meta,
-                    static_facts, subsystem, symbol_areas, text_areas)
+from .facts import (SUBSYSTEM_PREFIXES, StaticFacts, clone_kind, entry_facts, function_facts,
+                    image_meta, static_facts, subsystem, symbol_areas, text_areas)
 from .outcome import (ERRNOS, METHODS, OK_NO_METHOD, OPTIMIZED, REASONS, REFUSED_BASE, SLOW,
                       Outcome, decode_code, ok_code, outcome_code, refused_code)
 
@@ -82,25 +82,29 @@ def analyze(image: "Image", jobs: int | None = None,
     """
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
-    syms = TextSymbols.build(image)
+    untyped = TextSymbols.build(image, types=False)  # the types while the workers decode
     timing["symbols"] = time.perf_counter() - t0
-    rules.prepare_state(image, syms, optimized)
+    rules.prepare_state(image, untyped, optimized, func_facts=False)  # those in the workers
     timing["tables"] = time.perf_counter() - t0
-
-    ff, clf = rules.STATE["func_facts"], rules.STATE["classifier"]
+    clf = rules.STATE["classifier"]
+    syms = untyped
 
     def facts_meanwhile() -> StaticFacts | list[str]:  # computed while the workers decode
-        out = static_facts(image, syms, ff, clf) if facts else symbol_areas(image, syms.addrs)
+        nonlocal syms
+        syms = untyped.typed(image)
+        out = static_facts(image, syms, None, clf) if facts else symbol_areas(image, syms.addrs)
         timing["static_facts" if facts else "areas"] = time.perf_counter() - t0
         return out
 
-    chunks, static, fill_counts = pool.run_filled(syms, jobs, progress, facts_meanwhile)
+    chunks, static, fill_counts = pool.run_filled(untyped, jobs, progress, facts_meanwhile)
     lo, counts, offs, lens, codes, fail = pool.concat(chunks)
+    ff = pool.concat_checks(chunks)
     timing["decode"] = time.perf_counter() - t0
     if len(fill_counts) != len(syms):
         fill_counts = fill.trailing_fill(image, syms, lo, counts, offs, lens)
 
     def make_facts(static: StaticFacts) -> list[dict]:
+        function_facts(image, static, ff)
         out = entry_facts(image, syms, static, lo, counts, offs, codes, fail)
         fill.annotate(image, syms, lo, counts, offs, lens, out, fill_counts)  # padding
         return out
@@ -112,7 +116,7 @@ def analyze(image: "Image", jobs: int | None = None,
     else:  # the facts on first use; what the summary reads now
         a = Analysis(meta, syms, lo, counts, offs, lens, codes, None,
                      columns={"area": static, "fill": fill_counts},
-                     facts_factory=lambda: make_facts(static_facts(image, syms, ff, clf)))
+                     facts_factory=lambda: make_facts(static_facts(image, syms, None, clf)))
     timing["facts"] = time.perf_counter() - t0
     meta["timing"] = {k: round(v, 3) for k, v in timing.items()}
     meta["worker_seconds"] = [round(c.seconds, 3) for c in chunks]

@@ -207,10 +207,12 @@ def entry_addresses(image: "Image", addrs: np.ndarray, shifts: np.ndarray, class
     return adj, flag
 
 
-def static_facts(image: "Image", syms: TextSymbols, ff: dict,
+def static_facts(image: "Image", syms: TextSymbols, ff: dict | None,
                  classifier: object = None) -> StaticFacts:
     """Per-symbol facts that do not depend on instruction outcomes (computed while the workers
-    decode); ``classifier``: the backend's bulk classifier (vectorised entry adjustment)."""
+    decode); ``classifier``: the backend's bulk classifier (vectorised entry adjustment);
+    ``ff``: the function_checks (kpatch_core.rules), else :func:`function_facts` adds their
+    facts later (``notrace``, ``blacklist``, ``ftrace_sites`` hold their places)."""
     backend = image.backend
     names = syms.names
     addrs = np.asarray(syms.addrs, np.uint64)
@@ -221,7 +223,10 @@ def static_facts(image: "Image", syms: TextSymbols, ff: dict,
     name_index = image.kallsyms._name_index()
     addr_l = addrs.tolist()
     shifts = np.zeros(n, np.int64)
-    if type(backend).lookup_name is not Backend.lookup_name:
+    many_lookup = getattr(classifier, "lookup_shifts", None)  # kprobe_lookup_name, vectorised
+    if many_lookup is not None:
+        shifts = np.asarray(many_lookup(names, addrs), np.int64)
+    elif type(backend).lookup_name is not Backend.lookup_name:
         for i, (name, a) in enumerate(zip(names, addr_l)):
             la = backend.lookup_name(image, name, 0)
             shifts[i] = 0 if la is None else la - a
@@ -233,16 +238,29 @@ def static_facts(image: "Image", syms: TextSymbols, ff: dict,
     plen = len(prefix) if prefix else 0
     out = [{"name": name, "address": hex(a), "size": size, "type": ty, "area": area,
             "subsystem": sub, "unique": k <= 1, "same_name": k, "clone": None,
-            "notrace": nt, "blacklist": None, "ftrace_sites": nrec, "lookup_shift": ls,
+            "notrace": None, "blacklist": None, "ftrace_sites": None, "lookup_shift": ls,
             "entry_shift": es,
             "syscall": name[plen:] if plen and name.startswith(prefix) else None}
-           for name, a, size, ty, area, sub, k, nt, nrec, ls, es in
-           zip(names, addr_l, syms.sizes.tolist(), tnames, areas, subs, same,
-               ff["notrace"].tolist(), ff["nrec"].tolist(), lookup_l, entry_shift)]
+           for name, a, size, ty, area, sub, k, ls, es in
+           zip(names, addr_l, syms.sizes.tolist(), tnames, areas, subs, same, lookup_l,
+               entry_shift)]
     for i, name in enumerate(names):
         if "." in name:
             b = base_name(name)
             out[i]["clone"] = {"kind": clone_kind(name), "base": b, "base_exists": b in name_index}
+    static = StaticFacts(out, adj, flag, shifts)
+    if ff is not None:
+        function_facts(image, static, ff)
+    return static
+
+
+def function_facts(image: "Image", static: StaticFacts, ff: dict) -> None:
+    """Fill in the facts the function checks (kpatch_core.rules.function_checks) decide:
+    ``notrace``, ``blacklist`` (reason, source, detail), ``ftrace_sites``."""
+    out = static.facts
+    for d, nt, nrec in zip(out, ff["notrace"].tolist(), ff["nrec"].tolist()):
+        d["notrace"] = nt
+        d["ftrace_sites"] = nrec
     details = ff.get("bl_detail")
     t = image.tables
     for i in np.flatnonzero(ff["bl_code"]).tolist():
@@ -250,12 +268,11 @@ def static_facts(image: "Image", syms: TextSymbols, ff: dict,
         if details is not None and details[i] is not None:
             detail: str | None = details[i]
         else:
-            hit = t.blacklist_hit(addr_l[i])
+            hit = t.blacklist_hit(int(out[i]["address"], 16))
             detail = hit[1] if hit else None
         out[i]["blacklist"] = {"reason": o.reason.value if o.reason else None,
                                "source": _bl_source(detail) if detail is not None else None,
                                "detail": detail}
-    return StaticFacts(out, adj, flag, shifts)
 
 
 def entry_facts(image: "Image", syms: TextSymbols, static: StaticFacts, lo: np.ndarray,

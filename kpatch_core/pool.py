@@ -10,6 +10,7 @@ import numpy as np
 
 from .analysis import TextSymbols
 from .rules import Chunk, register_kprobes
+from .rules import concat_checks as rules_concat_checks
 
 
 def indexed_worker(arg: tuple[int, tuple[int, int]]) -> tuple[int, Chunk]:
@@ -115,6 +116,11 @@ def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None
                 progress(k + 1, len(parts))
         extra = meanwhile()
     return chunks, extra
+
+
+def concat_checks(chunks: list[Chunk]) -> dict[str, np.ndarray]:
+    """The chunks' function checks (kpatch_core.rules.function_checks) joined."""
+    return rules_concat_checks([c.func_facts for c in chunks])
 
 
 def concat(chunks: list[Chunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,

@@ -39,13 +39,17 @@ class Chunk:
     counts: np.ndarray  # int64 instructions per function
     fail: np.ndarray  # int64 per function: offset where decoding stopped, -1 none
     seconds: float = 0.0
+    func_facts: dict[str, np.ndarray] = attrs.Factory(dict)  # function_checks of the range
 
 
 STATE: dict = {}
 
 
-def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False) -> None:
-    """Build everything the workers share before forking (tables, classifier, notrace...)."""
+def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False,
+                  func_facts: bool = True) -> None:
+    """Build everything the workers share before forking (tables, classifier, notrace...);
+    ``func_facts`` False leaves :func:`function_checks` to each range's worker (returned in its
+    :class:`Chunk`), so the workers start sooner and share that work."""
     t = image.tables
     _ = (t.ftrace_sites, t._blacklist_arrays, t.jump_labels, t.static_call_sites, t.bug_sites,
          t.extable, image.config, image.kallsyms._name_index())
@@ -54,7 +58,7 @@ def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False) ->
     STATE["syms"] = syms
     STATE["optimized"] = optimized
     STATE["classifier"] = image.backend.bulk_classifier(image)
-    STATE["func_facts"] = function_checks(image, syms)
+    STATE["func_facts"] = function_checks(image, syms) if func_facts else None
     if len(syms):  # fill the backend's per-image caches (patch sites) once, before forking
         a0 = int(syms.addrs[0])
         image.backend.runtime_bytes(image, a0, a0 + 16)
@@ -132,6 +136,22 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
             "bl_detail": bl_detail, "cfi": cfi}
 
 
+def range_checks(image: "Image", syms: TextSymbols, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """:func:`function_checks` of functions ``[lo, hi)`` (from the shared state when built)."""
+    shared = STATE.get("func_facts")
+    if shared is not None:
+        return {k: v[lo:hi] for k, v in shared.items()}
+    sub = TextSymbols(syms.addrs[lo:hi], syms.sizes[lo:hi], syms.names[lo:hi], syms.types[lo:hi])
+    return function_checks(image, sub)
+
+
+def concat_checks(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The :func:`function_checks` of consecutive ranges joined."""
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def section_runs(image: "Image", addrs: np.ndarray) -> list[tuple[int, int]]:
     """Index runs ``[a, b)`` of the sorted ``addrs`` that lie in one section (or in none)."""
     starts = np.array(image._alloc_starts, np.uint64)
@@ -149,20 +169,22 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     t0 = time.perf_counter()
     image: Image = STATE["image"]
     syms: TextSymbols = STATE["syms"]
-    ff = STATE["func_facts"]
     clf = STATE["classifier"]
     backend = image.backend
     tables = image.tables
     cfg = image.config
     if hi <= lo:
         z = np.zeros(0, np.int64)
-        return Chunk(z.astype(np.uint32), z.astype(np.uint8), z.astype(np.uint16), z, z)
+        return Chunk(z.astype(np.uint32), z.astype(np.uint8), z.astype(np.uint16), z, z,
+                     func_facts=range_checks(image, syms, lo, hi))
     runs_of = section_runs(image, syms.addrs[lo:hi])
     if len(runs_of) > 1:  # one byte buffer per section (image.read stops at a section's end)
         got = [register_kprobes(lo + a, lo + b) for a, b in runs_of]
         return Chunk(np.concatenate([c.offs for c in got]), np.concatenate([c.lens for c in got]),
                      np.concatenate([c.codes for c in got]), np.concatenate([c.counts for c in got]),
-                     np.concatenate([c.fail for c in got]), time.perf_counter() - t0)
+                     np.concatenate([c.fail for c in got]), time.perf_counter() - t0,
+                     concat_checks([c.func_facts for c in got]))
+    ff = range_checks(image, syms, lo, hi)  # indexed by function - lo
     A = int(syms.addrs[lo])
     B = int(syms.addrs[hi - 1] + syms.sizes[hi - 1])
     code = backend.runtime_bytes(image, A, B + 32)
@@ -259,6 +281,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     offs = np.concatenate(all_offs) if all_offs else np.zeros(0, np.int64)
     lens = np.concatenate(all_lens) if all_lens else np.zeros(0, np.int64)
     fidx = np.repeat(np.arange(lo, hi), counts)
+    lfidx = fidx - lo  # index into ff
     fstart = syms.addrs[fidx]
     addrs = fstart + offs.astype(np.uint64)
     n = len(addrs)
@@ -266,14 +289,14 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
 
     # 1. within_notrace_func (trace_kprobe, before registration)
     if not cfg.enabled("KPROBE_EVENTS_ON_NOTRACE"):
-        codes[ff["notrace"][fidx]] = refused_code(Reason.NOTRACE)
+        codes[ff["notrace"][lfidx]] = refused_code(Reason.NOTRACE)
     # 2. _kprobe_addr + arch_adjust_kprobe_addr
     aa = addrs.copy()
     aa = clf.adjust(fstart, offs, aa)
     todo = codes == UNSET
     # 3. check_kprobe_address_safe: the generic check table, in the kernel's order
     is_ftrace = member(tables.ftrace_sites, aa)
-    check_kprobe_address_safe_vec(AddressArrays(image, aa, fidx, ff, is_ftrace), codes, UNSET)
+    check_kprobe_address_safe_vec(AddressArrays(image, aa, lfidx, ff, is_ftrace), codes, UNSET)
     todo = codes == UNSET
     codes[todo & is_ftrace] = ok_code(Method.FTRACE)
     todo = codes == UNSET
@@ -322,4 +345,4 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
             if owner and backend.optimizable(PrepareContext(image, a, owner)):
                 codes[j] |= OPTIMIZED
     return Chunk(offs.astype(np.uint32), np.minimum(lens, 255).astype(np.uint8), codes, counts,
-                  fail, time.perf_counter() - t0)
+                 fail, time.perf_counter() - t0, ff)
