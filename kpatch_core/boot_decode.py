@@ -160,25 +160,27 @@ def _key(path: str) -> tuple[str, int, int] | None:
     return os.path.abspath(path), st.st_size, st.st_mtime_ns
 
 
-def start(path: str) -> None:
+def start(path: str) -> bool:
     """Start decoding the payload of ``path`` when it is a bzImage compressed by a stdlib
-    format (anything else, or any error, is left to :mod:`kpatch_core.bootimage`)."""
+    format (anything else, or any error, is left to :mod:`kpatch_core.bootimage`); True when
+    it started."""
     key = _key(path)
     if key is None or key in _STARTED:
-        return
+        return False
     try:
         with open(path, "rb") as f:
             data = f.read(0x400)
             if not is_bzimage(data):  # a vmlinux is not read here
-                return
+                return False
             data += f.read()
     except OSError:
-        return
+        return False
     version, at, length = bzimage_span(data)
     fmt = detect(data, at)
     if fmt is None or fmt not in PIECEWISE or version < 0x208 or at + length > len(data):
-        return
+        return False
     _STARTED[key] = data, PayloadStream(pieces(fmt, data[at:at + length], path))
+    return True
 
 
 def take(path: str, data: bytes) -> PayloadStream | None:

@@ -105,11 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if images and not getattr(args, "live", False):
             from .boot_decode import start  # stdlib only: a bzImage decodes while the engine loads
             paths = [images] if isinstance(images, str) else images
-            for path in paths:
-                start(path)
+            decoding = [start(path) for path in paths]
             from .bootimage import prefetch  # a boot image unpacks while the command loads
             for path in paths:
                 prefetch(path, getattr(args, "system_map", None))
+            if any(decoding):  # and the backends load meanwhile, not after
+                from .registry import backends
+                backends()
         if args.command == "check":
             return _cmd_check(args)
         mod, _, run = SUBCOMMANDS[args.command]

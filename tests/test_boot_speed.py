@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import kpatch_core.bootimage as bi
@@ -19,6 +20,8 @@ from kpatch_core.bootimage import stream
 from kpatch_core.bootimage.bzimage import bzimage_compressed
 from kpatch_core.bootimage.decompress import decompress, decompress_chunks
 from kpatch_core.bootimage.kallsyms import find_kallsyms
+from kpatch_core.bootimage.symbol_types import symbol_info, symbol_infos
+from kpatch_core.bootimage.system_map import read_system_map
 from kpatch_core.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,3 +178,36 @@ def test_debian_xz_bzimage_streamed_equals_one_shot(name: str, image: str, tmp_p
     assert seen[0].table is not None and seen[0].found_at < len(streamed) // 2
     monkeypatch.setattr(bi, "unpack_bzimage", _one_shot)
     assert streamed == _synthetic_elf(path, tmp_path / "b", monkeypatch)
+
+
+# names whose shape symbol_info reads: linker bounds, aliases of them, prefixes, suffixes, edge cases
+TRICKY = ["", "_", ".", "__", "_end", "_end.", "_etext", "_sinittext", "_edata", "x_end", "__start_",
+          "__start_x.isra.0", "__stop___jump_table", "__end_x", "__sched_text_start", "__x_text_end",
+          "__pi__stext", "__pi___start_x", "__kvm_nvhe___start___kvm_ex_table", "__pi___kvm_nvhe__end",
+          "__kvm_nvhe___pi__end", "__pfx___start_x", "__cfi_f", "__SCT__x_end", "f.isra.0", "f.cold",
+          "f.llvm.123", "f.part.1.constprop.0", "f.5", "_f.isra", "__bpf_trace_tp_map_foo_start",
+          "__traceiter_foo_end", "é_start", "__é_end", "__x_startx", "__start_\xff"]
+
+
+def _random_flags(n: int) -> np.ndarray:
+    return np.random.default_rng(7).random((4, n)) < 0.5
+
+
+def test_symbol_infos_equal_symbol_info_on_tricky_names() -> None:
+    names = TRICKY * 3
+    letters = "".join("tTdDrRbBwWvVaA"[i % 14] for i in range(len(names)))
+    f = _random_flags(len(names))
+    got = symbol_infos(letters, names, *f)
+    assert got.tolist() == [symbol_info(t, n, *map(bool, x)) for t, n, x in zip(letters, names, f.T)]
+
+
+@pytest.mark.parametrize("name", ["7.2.13+deb14-amd64", "7.2.13+deb14-arm64", "7.2.13+deb14-riscv64"])
+def test_symbol_infos_equal_symbol_info_on_debian_names(name: str) -> None:
+    """Every name of a Debian System.map (arm64: __pi_/__kvm_nvhe_ aliases), random evidence."""
+    maps = sorted((KERNELS / name / "boot").glob("System.map-*")) if (KERNELS / name).is_dir() else []
+    sm = read_system_map(str(maps[0])) if maps else None
+    if sm is None:
+        pytest.skip(f"{KERNELS / name}/boot/System.map-* not cached (tests/data/oracle/fetch.sh {name})")
+    f = _random_flags(len(sm.names))
+    got = symbol_infos(sm.types, sm.names, *f)
+    assert got.tolist() == [symbol_info(t, n, *map(bool, x)) for t, n, x in zip(sm.types, sm.names, f.T)]

@@ -67,16 +67,19 @@ class EarlyKallsyms:
             at = tail.find(_DIGITS, at + 1)
         self._scanned = size
         if self._need < 0:
-            ready = sum(1 for r in self._runs if r + _TOKEN_SPAN <= size)
-            if ready == self._ready:
+            ready = [r for r in self._runs if r + _TOKEN_SPAN <= size]
+            if len(ready) == self._ready:
                 return
-            self._ready = ready
-            data = b"".join(pieces)
-            if data[:4] != b"\x7fELF" or data[5] not in (1, 2):
+            head = pieces[0]
+            if head[:4] != b"\x7fELF" or head[5] not in (1, 2):
                 self._given_up = True
                 return
+            # the runs looked at before read as no token table: from the first new one on (the
+            # table starts before its "0" token, by the tokens 0..47: far less than _TOKEN_SPAN)
+            lo, window = _tail(pieces, size, ready[self._ready], _TOKEN_SPAN)
+            self._ready = len(ready)
             try:
-                tt = _token_table(data, "<" if data[5] == 1 else ">")[0]
+                tt = lo + _token_table(window, "<" if head[5] == 1 else ">")[0]
             except (InputError, ValueError, IndexError):  # (a read past the decoded part)
                 return  # not yet: a later run
             if tt + _TOKEN_SPAN > size:

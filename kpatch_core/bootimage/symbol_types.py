@@ -125,12 +125,14 @@ def symbol_infos(letters: str, names: list[str], in_text: "list[bool] | np.ndarr
     """:func:`symbol_info` for every symbol (uint8 st_info). A plain identifier or a name with a
     function prefix takes the answer of its (letter, kind, evidence) class, computed once per
     class; the others (compiler suffixes, linker symbols: they start with "_" or hold a ".")
-    are asked one by one, with the compiler-made ones shared through a table."""
+    take the answer of their class by what :func:`symbol_info` reads of the name (suffix,
+    linker-symbol shapes). The name shapes are found by running each pattern once over all the
+    names (one per line), not name by name."""
     n = len(names)
     if not n:
         return np.zeros(0, np.uint8)
-    pfx = np.fromiter((x.startswith(FUNCTION_PREFIXES) for x in names), bool, n)
-    odd = np.fromiter((x[:1] == "_" or "." in x for x in names), bool, n) & ~pfx
+    shapes = NameShapes(names)
+    pfx, odd = shapes.pfx, (shapes.underscore | shapes.dot) & ~shapes.pfx
     lt = np.frombuffer(letters.encode("latin-1"), np.uint8).astype(np.int64)
     key = (lt << 4) | (pfx.astype(np.int64) << 3) | (np.asarray(in_text, bool).astype(np.int64) << 2) \
         | (np.asarray(in_btf, bool).astype(np.int64) << 1) | np.asarray(evidence, bool).astype(np.int64)
@@ -138,31 +140,86 @@ def symbol_infos(letters: str, names: list[str], in_text: "list[bool] | np.ndarr
     table = np.array([symbol_info(chr(k >> 4), "__pfx_f" if k & 8 else "plain", bool(k & 4),
                                   bool(k & 2), bool(k & 1)) for k in uniq.tolist()], np.uint8)
     out = table[inv.reshape(-1)]
-    memo: dict[int, int] = {}
-    shaped: dict[tuple[int, bool, bool, bool, bool], int] = {}
-    suffix, under = _SUFFIX.search, _UNDERSCORE.match
-    for i in np.nonzero(odd)[0].tolist():
-        x = names[i]
-        if x[:1] == "_" and under(x) or not suffix(x):
-            # what symbol_info reads of the name: its suffix and linker-symbol shapes
-            base = x
-            for p in ALIAS_PREFIXES:
-                base = base.removeprefix(p)
-            own = bool(own_record[i]) if own_record is not None else False
-            sk = (int(key[i]), own, bool(COMPILER_SUFFIX.search(x)), bool(LINKER_SCRIPT.match(base)),
-                  bool(LINKER_SCRIPT.match(x)))
-            v = shaped.get(sk)
-            if v is None:
-                v = shaped[sk] = symbol_info(letters[i], x, bool(key[i] & 4), bool(key[i] & 2),
-                                             bool(key[i] & 1), own)
-            out[i] = v
-            continue
-        k = int(key[i])
-        v = memo.get(k)
-        if v is None:
-            v = memo[k] = symbol_info(letters[i], "f.isra.0", bool(k & 4), bool(k & 2), bool(k & 1))
-        out[i] = v
+    # a name with a compiler suffix that is no "_"-name of a linker shape: as "f.isra.0"
+    shaped = odd & ((shapes.underscore & shapes.under) | ~shapes.suffix)
+    memo = odd & ~shaped
+    if memo.any():
+        u, inv = np.unique(key[memo], return_inverse=True)
+        out[memo] = np.array([symbol_info(chr(k >> 4), "f.isra.0", bool(k & 4), bool(k & 2),
+                                          bool(k & 1)) for k in u.tolist()], np.uint8)[inv.reshape(-1)]
+    if shaped.any():
+        own = np.asarray(own_record, bool) if own_record is not None else np.zeros(n, bool)
+        sk = (key << 4) | (own.astype(np.int64) << 3) | (shapes.suffix.astype(np.int64) << 2) \
+            | (shapes.linker_base.astype(np.int64) << 1) | shapes.linker.astype(np.int64)
+        idx = np.nonzero(shaped)[0]
+        u, first, inv = np.unique(sk[idx], return_index=True, return_inverse=True)
+        vals = []
+        for k, i in zip(u.tolist(), idx[first].tolist()):  # one name of each class answers
+            kk = k >> 4
+            vals.append(symbol_info(letters[i], names[i], bool(kk & 4), bool(kk & 2), bool(kk & 1),
+                                    bool(k & 8)))
+        out[idx] = np.array(vals, np.uint8)[inv.reshape(-1)]
     return out
+
+
+def _at_line_start(alternatives: str, first: str = "") -> "re.Pattern[str]":
+    """``alternatives`` (each anchored with ``^``, or meant for ``match``) as a pattern that
+    matches at the NUL that starts each line of :class:`NameShapes`'s text: that literal first
+    character lets the regex engine jump from line to line instead of trying every position;
+    ``first``, a lookahead all alternatives share, fails at once on the other lines."""
+    body = re.sub(r"(^|\|)\^", r"\1", alternatives)
+    return re.compile("\0" + first + "(?:" + body + ")", re.M)
+
+
+# every alternative of both starts with "_"
+_FIRST_UNDERSCORE = re.compile("\0_")
+_DOT = re.compile(r"\.")
+_LINKER_LINE = _at_line_start(LINKER_SCRIPT.pattern, "(?=_)")
+_UNDERSCORE_LINE = _at_line_start(_UNDERSCORE.pattern, "(?=_)")
+
+
+class NameShapes:
+    """What :func:`symbol_info` reads of each name, for all the names at once: the names are
+    one text, each on a line of its own that starts with a NUL (names hold neither), so each
+    pattern runs once over all of them (``$`` matches at the line end; ``\\w`` and the suffixes
+    never cross it) and its matches are mapped to lines."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.text = "\0" + "\n\0".join(names) + "\n"
+        lens = np.fromiter(map(len, names), np.int64, len(names))
+        self.starts = np.concatenate([[0], np.cumsum(lens + 2)[:-1]]).astype(np.int64)
+        self.pfx = np.fromiter((x.startswith(FUNCTION_PREFIXES) for x in names), bool, len(names))
+        self.underscore = self._at(self._find(_FIRST_UNDERSCORE, self.text))
+        self.dot = self._at(self._find(_DOT, self.text))
+        self.suffix = self._at(self._find(_SUFFIX, self.text))  # COMPILER_SUFFIX: the same
+        # the linker-symbol shapes all start with "_": looked for among those names only
+        self.linker = np.zeros(len(names), bool)
+        self.under = np.zeros(len(names), bool)
+        us = np.nonzero(self.underscore & ~self.pfx)[0]
+        if len(us):
+            sub = [names[i] for i in us.tolist()]
+            sub_lens = np.fromiter(map(len, sub), np.int64, len(sub))
+            sub_starts = np.concatenate([[0], np.cumsum(sub_lens + 2)[:-1]]).astype(np.int64)
+            text = "\0" + "\n\0".join(sub) + "\n"
+            for out, pattern in ((self.linker, _LINKER_LINE), (self.under, _UNDERSCORE_LINE)):
+                out[us[np.searchsorted(sub_starts, self._find(pattern, text), side="right") - 1]] = True
+        self.linker_base = self.linker.copy()
+        for i in np.nonzero(self.under)[0].tolist():  # the alias prefixes are "under": few
+            if names[i].startswith(ALIAS_PREFIXES):
+                base = names[i]
+                for p in ALIAS_PREFIXES:
+                    base = base.removeprefix(p)
+                self.linker_base[i] = bool(LINKER_SCRIPT.match(base))
+
+    @staticmethod
+    def _find(pattern: "re.Pattern[str]", text: str) -> np.ndarray:
+        return np.fromiter((m.start() for m in pattern.finditer(text)), np.int64)
+
+    def _at(self, pos: np.ndarray) -> np.ndarray:
+        """Per name: is one of the text positions ``pos`` on its line?"""
+        out = np.zeros(len(self.starts), bool)
+        out[np.searchsorted(self.starts, pos, side="right") - 1] = True
+        return out
 
 
 def btf_string_names(raw: bytes | memoryview) -> frozenset[str]:

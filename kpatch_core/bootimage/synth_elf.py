@@ -156,15 +156,15 @@ def _tables(layout: Layout, payload_size: int, syms: Symbols, func_names: frozen
     # .symtab: locals first is an ELF rule (sh_info = first global); keep kallsyms order within
     traced = entry_evidence if entry_evidence is not None else np.zeros(len(addrs), bool)
     info = symbol_infos(syms.types, syms.names, is_exec,
-                        np.fromiter((n in func_names for n in syms.names), bool, len(syms.names)),
+                        np.fromiter(map(func_names.__contains__, syms.names), bool, len(syms.names)),
                         traced, own_record)
     o = np.argsort((info >> 4) != STB_LOCAL, kind="stable")
-    names_b = [syms.names[i].encode("latin-1") for i in o.tolist()]
-    strtab = b"\0" + b"\0".join(names_b) + b"\0"
+    ordered = [syms.names[i] for i in o.tolist()]
+    strtab = ("\0" + "\0".join(ordered) + "\0").encode("latin-1")
     st_dt = np.dtype([("name", e + "u4"), ("info", "u1"), ("other", "u1"), ("shndx", e + "u2"),
                       ("value", e + "u8"), ("size", e + "u8")])
     st = np.zeros(len(o) + 1, st_dt)
-    lens = np.fromiter((len(b) + 1 for b in names_b), np.int64, len(names_b))
+    lens = np.fromiter(map(len, ordered), np.int64, len(ordered)) + 1  # latin-1: a byte a character
     st["name"][1:] = 1 + np.concatenate([[0], np.cumsum(lens)[:-1]]) if len(o) else []
     st["info"][1:] = info[o]
     st["shndx"][1:] = shndx[o] if len(o) else []
