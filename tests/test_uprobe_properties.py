@@ -274,6 +274,20 @@ def test_d_ppc64le_breakpoint_traps_under_qemu() -> None:
     ("x86_64", "66ffd1", {"cx": 0x400100}, "kernel-divergent:66-call-indirect-stepped-fix-call-pushes-8-bytes"),
     ("x86_64", "6648ffd1", {"cx": 0x400100}, "ok:xol"),  # REX.W: 64-bit after all
     ("x86_64", "66e2f0", {"cx": 5}, "kernel-divergent:66-loop-stepped-fix-ip-assumes-64-bit-operand-size"),
+    # a legacy prefix after REX: the kernel's decoder takes it as OPCODE1 and default_xol_ops
+    # gives the CPU's instruction a prefix's fixups (UPROBE_FIX_IP only); the long run's
+    # divergences (seed 21: 66 67 42 36 7c 7c, jl with 16-bit operand size) and their kin
+    ("x86_64", "666742367c7c", {"cx": 5}, "kernel-divergent:prefix-after-rex-decoded-as-opcode:"
+     "66-branch-stepped-fix-ip-assumes-64-bit-operand-size"),
+    ("x86_64", "4236c3", {"cx": 5}, "kernel-divergent:prefix-after-rex-decoded-as-opcode:return-gets-fix-ip"),
+    ("x86_64", "4236ffd1", {"cx": 0x400100}, "kernel-divergent:prefix-after-rex-decoded-as-opcode:"
+     "call-without-fix-call"),
+    ("x86_64", "4236ffe1", {"cx": 0x400100}, "kernel-divergent:prefix-after-rex-decoded-as-opcode:"
+     "indirect-jmp-gets-fix-ip"),
+    ("x86_64", "42368b0500010000", {"cx": 5}, "kernel-divergent:prefix-after-rex-decoded-as-opcode:"
+     "rip-relative-not-fixed"),
+    ("x86_64", "42367c7c", {"cx": 5}, "ok:xol"),  # no 0x66: UPROBE_FIX_IP is right for a jcc
+    ("x86_64", "42364801c0", {"cx": 5}, "ok:xol"),
 ])
 def test_a_classes(arch: str, code: str, regs: dict[str, int], label: str) -> None:
     """Property (a) counts each example in its class; a fault is never counted as equality."""

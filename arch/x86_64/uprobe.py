@@ -434,6 +434,54 @@ def kernel_divergent(code: bytes) -> str | None:
             return "66-loop-stepped-fix-ip-assumes-64-bit-operand-size"
         if opcode == b"\xff" and op_end < len(code) and (code[op_end] >> 3) & 7 == 2:
             return "66-call-indirect-stepped-fix-call-pushes-8-bytes"
+    # (only where the kernel accepts it: OPCODE1 in good_insns_64, no bad prefix before the REX)
+    if not vex and op1 in LEGACY_PREFIXES and op1 in GOOD_INSNS_64 and \
+            not set(prefixes) & set(BAD_PREFIXES):
+        hidden = _prefix_after_rex(code)
+        if hidden is not None:
+            return f"prefix-after-rex-decoded-as-opcode:{hidden}"
+    return None
+
+
+RELATIVE_BRANCHES = frozenset(range(0x70, 0x80)) | {0xE0, 0xE1, 0xE2, 0xE3, 0xE9, 0xEB}
+RETURNS = frozenset({0xC2, 0xC3, 0xCA, 0xCB, 0xCF})
+
+
+def _prefix_after_rex(code: bytes) -> str | None:
+    """A legacy prefix after REX (``42 36 c3``): ``insn_get_prefixes`` reads REX only after the
+    legacy prefixes, and ``insn_get_opcode`` takes the next prefix byte as OPCODE1 (no ModRM, no
+    immediate), so ``default_xol_ops`` gives whatever the CPU runs the fixups of a prefix:
+    UPROBE_FIX_IP only, no riprel scratch register.  Which CPU instructions that breaks (None:
+    FIX_IP is right for it)."""
+    i = 0
+    opsize16 = False
+    while i < len(code) and (code[i] in LEGACY_PREFIXES or 0x40 <= code[i] <= 0x4F):
+        opsize16 |= code[i] == 0x66
+        i += 1
+    if 0xF0 in code[:i]:  # LOCK: the CPU raises #UD for these forms (in the slot as in place)
+        return None
+    rex_w = i > 0 and 0x48 <= code[i - 1] <= 0x4F  # the CPU honours only a REX right before it
+    op = code[i:i + 2]
+    modrm = code[i + 1] if len(code) > i + 1 else None
+    if not op:
+        return None
+    if op[0] in RETURNS:
+        return "return-gets-fix-ip"  # ip = the popped address + vaddr - xol_vaddr
+    if op[0] == 0xE8 or (op[0] == 0xFF and modrm is not None and (modrm >> 3) & 7 in (2, 3)):
+        return "call-without-fix-call"  # the pushed return address is the slot's (and FIX_IP)
+    if op[0] == 0xFF and modrm is not None and (modrm >> 3) & 7 in (4, 5):
+        return "indirect-jmp-gets-fix-ip"
+    relative = op[0] in RELATIVE_BRANCHES or (op[0] == 0x0F and len(op) == 2 and 0x80 <= op[1] <= 0x8F)
+    if relative and opsize16 and not rex_w:  # right where the CPU ignores 0x66 (Intel)
+        return "66-branch-stepped-fix-ip-assumes-64-bit-operand-size"
+    if op[0] == 0x0F:  # the ModRM of a two-byte opcode (three-byte ones: after 38/3a xx)
+        at = i + 3 if len(op) == 2 and op[1] in (0x38, 0x3A) else i + 2
+        has = len(op) == 2 and (op[1] in (0x38, 0x3A) or op[1] in MODRM_0F)
+        modrm = code[at] if has and len(code) > at else None
+    elif op[0] not in MODRM_1:
+        modrm = None
+    if modrm is not None and modrm & 0xC7 == 0x05:
+        return "rip-relative-not-fixed"  # the copy reads/writes relative to the slot
     return None
 
 
