@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kpatch_core.events import FETCH_TYPES, EventSet, ImageEnv  # noqa: E402
+from kpatch_core.events import FETCH_TYPES, EventSet, ImageEnv, errno_name  # noqa: E402
 from kpatch_core.image import Image  # noqa: E402
 from kpatch_core.probe import check  # noqa: E402
 
@@ -237,7 +237,8 @@ def compare(image: Image, results: list[dict], show: int) -> int:
         r = events.write(line, keep=(op == "keep"))
         e = r.error
         ours = (r.ok, e.errno if e else None, e.message if e else None, e.caret if e else None)
-        theirs = (bool(rec.get("ok")), rec.get("error"), rec.get("error_message"), rec.get("caret"))
+        theirs = (bool(rec.get("ok")), errno_name(rec.get("error")), rec.get("error_message"),
+                  rec.get("caret"))
         if rec.get("crash"):
             continue
         total += 1

@@ -223,6 +223,21 @@ class Btf:
                 out.setdefault(self._str(name_off), tid)
         return out
 
+    def struct_named(self, name: str) -> BtfType | None:
+        """``bpf_find_btf_id(name, BTF_KIND_STRUCT)``: the struct called ``name`` (with members)."""
+        tid = self._structs.get(name) if name else self._first_anonymous_struct
+        return self.type(tid) if tid else None
+
+    @functools.cached_property
+    def _first_anonymous_struct(self) -> int | None:
+        """The struct ``bpf_find_btf_id("", BTF_KIND_STRUCT)`` finds (the first nameless one)."""
+        hdr = struct.Struct(self._e + "II")
+        for tid in range(1, len(self._offsets)):
+            name_off, info = hdr.unpack_from(self._data, self._offsets[tid])
+            if (info >> 24) & 0x1F == STRUCT and not name_off:
+                return tid
+        return None
+
     def member_offset(self, struct_name: str, path: str) -> int | None:
         """Byte offset of ``path`` (``'d_name.name'``) in ``struct struct_name`` (offsetof)."""
         tid = self._structs.get(struct_name)

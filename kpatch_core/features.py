@@ -136,6 +136,49 @@ FEATURES: tuple[Feature, ...] = (
        "an automatic event name has '*' replaced by '_' as well as ':' and '.'",
        "kernel/trace/trace_probe.h: sanitize_event_name (since not pinned)",
        since=(6, 6)),
+    _F("EVENTS_EPROBE_TYPECAST",
+       "a fetch argument starting with '(' is a typecast, only for eprobe fields: a kprobe logs "
+       "TYPECAST_NOT_EVENT 'Typecasts are only for eprobe fields' (before: BAD_FETCH_ARG)",
+       "kernel/trace/trace_probe.c: handle_typecast (7.2.13: TYPECAST_NOT_EVENT; 6.12 has no "
+       "typecast; since not pinned)",
+       since=(7, 2)),
+    _F("EVENTS_ARGSTR_LEN_255",
+       "a fetch argument body may be 255 characters long (MAX_ARGSTR_LEN; before: 63)",
+       "kernel/trace/trace_probe.h: MAX_ARGSTR_LEN, traceprobe_parse_probe_arg_body (7.2.13: "
+       "63, 7.3.4: 255; both checked by the oracle)",
+       since=(7, 3)),
+    _F("ERRORS_FILE_ON_KPROBE_KERNEL_PROBES",
+       "error_log FILE_ON_KPROBE reads 'File offset is not available for kernel probes' "
+       "(before: 'with kprobe')",
+       "kernel/trace/trace_probe.h: ERRORS FILE_ON_KPROBE (7.2.13 / 7.3.4: oracle)",
+       since=(7, 3)),
+    _F("EVENTS_NESTED_PARSE_STATES",
+       "fetch arguments are parsed by a loop over at most TRACEPROBE_MAX_NESTED_LEVEL (8) "
+       "nested dereferences / typecasts / this_cpu_*(): a 9th logs TOO_MANY_NESTED 'Too many "
+       "nested typecasts/dereferences' with -E2BIG (before: recursion limited by "
+       "FETCH_INSN_MAX, TOO_MANY_OPS)",
+       "kernel/trace/trace_probe.c: parse_probe_arg_nested, parse_probe_arg_leaf, "
+       "unwind_parse_states (7.2.13 / 7.3.4: oracle)",
+       since=(7, 3)),
+    _F("EVENTS_CURRENT_VAR",
+       "'$current' fetches the current task_struct's address on kernel probes; "
+       "'$current->FIELD' reads its fields through BTF (task_struct) on any kernel probe",
+       "kernel/trace/trace_probe.c: parse_probe_var_current, parse_btf_arg (FETCH_OP_CURRENT; "
+       "7.2.13 / 7.3.4: oracle)",
+       since=(7, 3)),
+    _F("EVENTS_THIS_CPU",
+       "'this_cpu_ptr(ARG)' and 'this_cpu_read(ARG)' read per-cpu variables on kernel probes "
+       "(FETCH_OP_CPU_PTR; NOSUP_PERCPU elsewhere)",
+       "kernel/trace/trace_probe.c: parse_this_cpu, unwind_parse_states (7.2.13 / 7.3.4: "
+       "oracle)",
+       since=(7, 3)),
+    _F("EVENTS_KPROBE_TYPECAST",
+       "'(STRUCT[,FIELD])VAR->FIELD' typecasts work on function entry and exit kprobes "
+       "(BTF struct types; TYPECAST_REQ_FIELD, TYPECAST_SYM_OFFSET, TYPECAST_NOT_ALIGNED, "
+       "TYPECAST_BAD_ARROW), other kprobes log NOSUP_BTFARG",
+       "kernel/trace/trace_probe.c: handle_typecast, parse_btf_casttype, parse_btf_field "
+       "(7.2.13 / 7.3.4: oracle)",
+       since=(7, 3)),
     _F("FETCH_TYPE_CHAR",
        "the 'char' fetch type",
        "kernel/trace/trace_probe.c: probe_fetch_types (since not pinned)",

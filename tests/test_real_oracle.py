@@ -114,7 +114,7 @@ def test_real_kernel_blacklist(name: str) -> None:
 def test_real_kernel_event_lines(name: str) -> None:
     """kprobe_events lines as the kernel answered them (oracle ``--events``), replayed through
     EventSet in the oracle's protocol: ok, errno, error_log message and caret per line."""
-    from kpatch_core.events import EventSet, ImageEnv
+    from kpatch_core.events import EventSet, ImageEnv, errno_name
     image = Image.open(str(real_vmlinux(name)))
     events = EventSet(ImageEnv(image))
     wrong = []
@@ -129,7 +129,8 @@ def test_real_kernel_event_lines(name: str) -> None:
             continue
         e = r.error
         ours = (r.ok, e.errno if e else None, e.message if e else None, e.caret if e else None)
-        theirs = (bool(rec.get("ok")), rec.get("error"), rec.get("error_message"), rec.get("caret"))
+        theirs = (bool(rec.get("ok")), errno_name(rec.get("error")), rec.get("error_message"),
+                  rec.get("caret"))
         if ours != theirs:
             wrong.append((line, theirs, ours))
     assert sum(r.get("op") == "event" for r in rows) >= 58 and not wrong, wrong[:10]

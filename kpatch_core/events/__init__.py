@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from ..features import VERIFIED, FeatureSet
 from ..kstrtox import kstrtol, kstrtoul, kstrtoull, kstrtouint, simple_strtoul
-from .error_log import ERRORS, MESSAGES, EventError, error_messages
+from .error_log import ERRORS, MESSAGES, EventError, errno_name, error_messages
 from .probe_env import ImageEnv, PlaceInfo, ProbeEnv
 from .trace_kprobe import EventResult, EventSet, ProbeEvent
 from .trace_probe import (
@@ -48,6 +48,6 @@ FETCH_TYPES: dict[str, dict[str, tuple[int, bool, bool]]] = {
 __all__ = [
     "DEFAULT_FETCH_TYPE", "ERRORS", "FETCH_TYPES", "MESSAGES", "EventError", "EventResult",
     "EventSet", "FetchArg", "ImageEnv", "PlaceInfo", "ProbeEnv", "ProbeEvent", "argument_fetch",
-    "error_messages", "fetch_types", "is_good_name", "is_good_system_name", "kstrtol",
+    "errno_name", "error_messages", "fetch_types", "is_good_name", "is_good_system_name", "kstrtol",
     "kstrtoul", "kstrtoull", "kstrtouint", "simple_strtoul", "translate_line",
 ]

@@ -16,7 +16,9 @@ from ..features import VERIFIED, FeatureSet
 
 # --- limits  [kernel/trace/trace_probe.h, trace.h, trace_kprobe.c] -----------------------------
 MAX_TRACE_ARGS = 128
-MAX_ARGSTR_LEN = 63
+MAX_ARGSTR_LEN = 63  # 255 with EVENTS_ARGSTR_LEN_255 (max_argstr_len)
+MAX_ARGSTR_LEN_255 = 255
+TRACEPROBE_MAX_NESTED_LEVEL = 8  # EVENTS_NESTED_PARSE_STATES
 MAX_ARRAY_LEN = 64
 MAX_ARG_NAME_LEN = 32
 MAX_PROBE_EVENT_SIZE = 3072
@@ -31,7 +33,17 @@ RESERVED_FIELD_NAMES = ("common_type", "common_flags", "common_preempt_count", "
 # errno of each failing kernel call that the parser passes through
 EINVAL, ERANGE, ENOENT, E2BIG, EOPNOTSUPP = "EINVAL", "ERANGE", "ENOENT", "E2BIG", "EOPNOTSUPP"
 
-# --- error_log messages  [trace_probe.h: ERRORS], 6.12.107 --------------------------------------
+# errno names as other tools spell them -> ours (Linux defines ENOTSUP as EOPNOTSUPP; Python's
+# errno.errorcode[95], which kernel-oracle prints, is 'ENOTSUP')
+ERRNO_ALIASES = {"ENOTSUP": EOPNOTSUPP}
+
+
+def errno_name(name: str | None) -> str | None:
+    """``name`` as this package spells the errno (``ENOTSUP`` -> ``EOPNOTSUPP``)."""
+    return ERRNO_ALIASES.get(name, name) if name is not None else None
+
+
+# --- error_log messages  [trace_probe.h: ERRORS], 7.3.4 -------------------------------------------
 ERRORS: dict[str, str] = {
     "FILE_NOT_FOUND": "Failed to find the given file",
     "NO_REGULAR_FILE": "Not a regular file",
@@ -64,7 +76,7 @@ ERRORS: dict[str, str] = {
     "BAD_MEM_ADDR": "Invalid memory address",
     "BAD_IMM": "Invalid immediate value",
     "IMMSTR_NO_CLOSE": "String is not closed with '\"'",
-    "FILE_ON_KPROBE": "File offset is not available with kprobe",
+    "FILE_ON_KPROBE": "File offset is not available for kernel probes",
     "BAD_FILE_OFFS": "Invalid file offset value",
     "SYM_ON_UPROBE": "Symbol is not available with uprobe",
     "TOO_MANY_OPS": "Dereference is too much nested",
@@ -112,6 +124,14 @@ ERRORS: dict[str, str] = {
     "BAD_TYPE4STR": "This type does not fit for string.",
     "NEED_STRING_TYPE": "$comm and immediate-string only accepts string type",
     "EVENT_TOO_BIG": "Event too big (too many fields?)",
+    "TYPECAST_NOT_EVENT": "Typecasts are only for eprobe fields",
+    "NO_EVENT_FIELD": "This event field is not found.",
+    "NOSUP_PERCPU": "Per-cpu variable access is only for kernel probes",
+    "TOO_MANY_NESTED": "Too many nested typecasts/dereferences",
+    "TYPECAST_BAD_ARROW": "Typecast field option does not support -> operator",
+    "TYPECAST_NOT_ALIGNED": "Typecast field option is not byte-aligned",
+    "TYPECAST_REQ_FIELD": "Typecast requires a field access",
+    "TYPECAST_SYM_OFFSET": "@SYM+/-OFFSET with typecast needs parentheses",
 }
 
 # ids added by a named feature (a kernel without the feature has no such id)
@@ -124,10 +144,16 @@ ERROR_FEATURES: dict[str, str] = {
     **dict.fromkeys(("BAD_VAR_ARGS", "NOFENTRY_ARGS", "DOUBLE_ARGS", "ARGS_2LONG", "ARGIDX_2BIG"),
                     "EVENTS_META_ARGS"),
     "NEED_STRING_TYPE": "EVENTS_COMM_NEEDS_STRING_TYPE",
+    "TYPECAST_NOT_EVENT": "EVENTS_EPROBE_TYPECAST",
+    "TOO_MANY_NESTED": "EVENTS_NESTED_PARSE_STATES",
+    "NOSUP_PERCPU": "EVENTS_THIS_CPU",
+    **dict.fromkeys(("NO_EVENT_FIELD", "TYPECAST_BAD_ARROW", "TYPECAST_NOT_ALIGNED",
+                     "TYPECAST_REQ_FIELD", "TYPECAST_SYM_OFFSET"), "EVENTS_KPROBE_TYPECAST"),
 }
 # what a kernel without EVENTS_BAD_MAXACT_TYPE logs for 'pN' instead of BAD_MAXACT_TYPE
 MAXACT_NO_KPROBE = ("MAXACT_NO_KPROBE", "Maxactive is not for kprobe")
 BAD_VAR_BEFORE_FIX = "Invalid $-valiable specified"  # without ERRORS_BAD_VAR_SPELLING_FIXED
+FILE_ON_KPROBE_BEFORE = "File offset is not available with kprobe"  # 7.2 and before
 
 
 def error_messages(features: FeatureSet) -> dict[str, str]:
@@ -138,7 +164,14 @@ def error_messages(features: FeatureSet) -> dict[str, str]:
         out[MAXACT_NO_KPROBE[0]] = MAXACT_NO_KPROBE[1]
     if not features.has("ERRORS_BAD_VAR_SPELLING_FIXED"):
         out["BAD_VAR"] = BAD_VAR_BEFORE_FIX
+    if not features.has("ERRORS_FILE_ON_KPROBE_KERNEL_PROBES"):
+        out["FILE_ON_KPROBE"] = FILE_ON_KPROBE_BEFORE
     return out
+
+
+def max_argstr_len(features: FeatureSet) -> int:
+    """MAX_ARGSTR_LEN of a kernel with ``features``: the longest fetch argument body."""
+    return MAX_ARGSTR_LEN_255 if features.has("EVENTS_ARGSTR_LEN_255") else MAX_ARGSTR_LEN
 
 
 # the tables of the verified kernels, by rule-set label ({"6.1": ..., "6.12": ...})

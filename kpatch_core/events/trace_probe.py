@@ -23,7 +23,6 @@ from .error_log import (
     EOPNOTSUPP,
     FETCH_INSN_MAX,
     MAX_ARG_NAME_LEN,
-    MAX_ARGSTR_LEN,
     MAX_ARRAY_LEN,
     MAX_BTF_ARGS_LEN,
     MAX_EVENT_NAME_LEN,
@@ -32,7 +31,9 @@ from .error_log import (
     ParseFailure,
     TraceProbeLog,
     error_messages,
+    max_argstr_len,
 )
+from .parse_states import parse_probe_arg_states
 
 if TYPE_CHECKING:
     from kpatch_arch.base import Backend
@@ -122,6 +123,9 @@ class ParseContext:
     last_bitoffs: int = 0
     last_bitsize: int = 0
     btf_param: str = ""
+    struct_btf: bool = False  # ctx->struct_btf: the next field chain starts in last_struct
+    last_struct: BtfType | None = None  # a typecast's struct, or task_struct for $current
+    prefix_byteoffs: int = 0  # a typecast's ',FIELD' offset
 
     def entry(self) -> bool:
         """``tparg_is_function_entry``."""
@@ -300,7 +304,7 @@ class TraceProbeParser:
                                         size: int) -> tuple[FetchArg, int]:
         """``traceprobe_parse_probe_arg_body`` (+ ``parse_probe_arg_type``, ``finalize_fetch_insn``)."""
         parse_ctx = self.has("EVENTS_PARSE_CONTEXT")
-        if len(body) > MAX_ARGSTR_LEN:
+        if len(body) > max_argstr_len(self.features):
             raise self.log.fail(ctx.offset, "ARG_TOO_LONG", E2BIG if parse_ctx else EINVAL)
         if not body:
             raise self.log.fail(ctx.offset, "NO_ARG_BODY")
@@ -344,6 +348,7 @@ class TraceProbeParser:
         code = [FetchInsn() for _ in range(FETCH_INSN_MAX)]
         code[FETCH_INSN_MAX - 1].op = "END"
         ctx.last_type, ctx.btf_param = None, ""
+        ctx.struct_btf, ctx.last_struct = False, None  # clear_struct_btf after each argument
         pc = [0]
         self.parse_probe_arg(arg, pc, FETCH_INSN_MAX - 1, code, ctx)
         if not parse_ctx:
@@ -382,9 +387,62 @@ class TraceProbeParser:
             return {8: "u8", 16: "u16", 32: "u32", 64: "u64"}.get(bs or 0)
         return t if t in self.types else None
 
-    # -- parse_probe_arg (recursive) -----------------------------------------------------------
+    # -- parse_probe_arg ---------------------------------------------------------------------------
     def parse_probe_arg(self, arg: str, pc: list[int], end: int, code: list[FetchInsn],
                         ctx: ParseContext) -> None:
+        """``parse_probe_arg``: loop-based with EVENTS_NESTED_PARSE_STATES (.parse_states),
+        recursive before."""
+        if self.has("EVENTS_NESTED_PARSE_STATES"):
+            parse_probe_arg_states(self, arg, pc, end, code, ctx)
+            return
+        head = arg[:1]
+        if head in ("+", "-"):
+            self._parse_deref_recursive(arg, pc, end, code, ctx)
+        elif head == "(" and self.has("EVENTS_EPROBE_TYPECAST"):
+            raise self.log.fail(ctx.offset, "TYPECAST_NOT_EVENT")  # handle_typecast, not TEVENT
+        else:
+            self.parse_probe_arg_leaf(arg, pc, end, code, ctx)
+
+    def _parse_deref_recursive(self, arg: str, pc: list[int], end: int, code: list[FetchInsn],
+                               ctx: ParseContext) -> None:
+        """``parse_probe_arg`` case '+'/'-' before 7.3: the inner argument parsed recursively."""
+        c = pc[0]
+        deref = "DEREF"
+        a = arg
+        if a[1:2] == "u":
+            deref = "UDEREF"
+            a = a[0] + a[2:]
+        if a[0] == "+":
+            a = a[1:]
+        lp = a.find("(")
+        if lp < 0:
+            raise self.log.fail(ctx.offset, "DEREF_NEED_BRACE")
+        off, err = kstrtol(a[:lp], 0)
+        if off is None:
+            raise self.log.fail(ctx.offset, "BAD_DEREF_OFFS", err)
+        ctx.offset += (lp + 1) + (1 if a[0] != "-" else 0)
+        inner = a[lp + 1:]
+        rp = inner.rfind(")")
+        if rp < 0:
+            raise self.log.fail(ctx.offset + len(inner), "DEREF_OPEN_BRACE")
+        cur_offs = ctx.offset
+        sub = [c]
+        self.parse_probe_arg(inner[:rp], sub, end, code, ctx)
+        c = sub[0]
+        ctx.offset = cur_offs
+        if code[c].op in ("COMM", "DATA"):
+            raise self.log.fail(ctx.offset, "COMM_CANT_DEREF")
+        c += 1
+        if c == end:
+            raise self.log.fail(ctx.offset, "TOO_MANY_OPS")
+        pc[0] = c
+        code[c].op, code[c].offset = deref, off  # text after the last ')' is ignored
+        ctx.last_type = None
+
+    def parse_probe_arg_leaf(self, arg: str, pc: list[int], end: int, code: list[FetchInsn],
+                             ctx: ParseContext) -> None:
+        """``parse_probe_arg_leaf``: a $-variable, register, @address/@symbol, immediate or BTF
+        variable (a fetch op at ``pc``)."""
         btf_args = self.has("KPROBE_EVENTS_BTF_ARGS")
         c = pc[0]  # the local 'code' pointer
         c0 = code[c]
@@ -416,38 +474,6 @@ class TraceProbeParser:
                 raise self.log.fail(ctx.offset, "TOO_MANY_OPS")
             pc[0] = c
             code[c].op, code[c].offset = "DEREF", deref_off
-        elif head in ("+", "-"):
-            deref = "DEREF"
-            a = arg
-            if a[1:2] == "u":
-                deref = "UDEREF"
-                a = a[0] + a[2:]
-            if a[0] == "+":
-                a = a[1:]
-            lp = a.find("(")
-            if lp < 0:
-                raise self.log.fail(ctx.offset, "DEREF_NEED_BRACE")
-            off, err = kstrtol(a[:lp], 0)
-            if off is None:
-                raise self.log.fail(ctx.offset, "BAD_DEREF_OFFS", err)
-            ctx.offset += (lp + 1) + (1 if a[0] != "-" else 0)
-            inner = a[lp + 1:]
-            rp = inner.rfind(")")
-            if rp < 0:
-                raise self.log.fail(ctx.offset + len(inner), "DEREF_OPEN_BRACE")
-            cur_offs = ctx.offset
-            sub = [c]
-            self.parse_probe_arg(inner[:rp], sub, end, code, ctx)
-            c = sub[0]
-            ctx.offset = cur_offs
-            if code[c].op in ("COMM", "DATA"):
-                raise self.log.fail(ctx.offset, "COMM_CANT_DEREF")
-            c += 1
-            if c == end:
-                raise self.log.fail(ctx.offset, "TOO_MANY_OPS")
-            pc[0] = c
-            code[c].op, code[c].offset = deref, off  # text after the last ')' is ignored
-            ctx.last_type = None
         elif head == "\\":
             if arg[1:2] == '"':
                 s = arg[2:]
@@ -497,6 +523,15 @@ class TraceProbeParser:
         if arg in ("comm", "COMM"):
             c0.op = "COMM"
             return
+        if arg.startswith("current") and self.has("EVENTS_CURRENT_VAR"):  # parse_probe_var_current
+            rest = arg[7:]
+            if rest[:1] == "-" and self.env.btf_args:
+                self.parse_btf_arg(orig, pc, end, code, ctx)
+                return
+            if rest:
+                raise self.log.fail(ctx.offset, "BAD_VAR")
+            c0.op = "CURRENT"
+            return
         if self.env.fetch_args and arg.startswith("arg") and \
                 (self.has("EVENTS_RETPROBE_ARGS") or ctx.entry()):
             n, _ = kstrtoul(arg[3:], 10)
@@ -537,6 +572,18 @@ class TraceProbeParser:
         if not is_ptr and field is not None:
             raise self.log.fail(ctx.offset + len(head) + 1, "NOSUP_DAT_ARG", EOPNOTSUPP)
         field_pos = len(head) + (2 if is_ptr else 1)
+        if head == "$current" and self.has("EVENTS_CURRENT_VAR"):
+            c0.op = "CURRENT"  # task_struct by default (the struct itself, not a pointer)
+            t_cur = btf.struct_named("task_struct")
+            if t_cur is None:
+                raise self.log.fail(ctx.offset, "NO_BTF_ENTRY", ENOENT)
+            ctx.struct_btf, ctx.last_struct = True, t_cur
+            ctx.last_type, ctx.last_bitoffs, ctx.last_bitsize = t_cur, 0, 0
+            ctx.btf_param = "struct task_struct *current"
+            if field is not None:
+                ctx.offset += field_pos
+                self.parse_btf_field(field, t_cur, pc, end, code, ctx)
+            return
         if "RETURN" in ctx.flags and head == "$retval":
             c0.op = "RETVAL"
             proto = self.query_btf_context(ctx)
@@ -574,47 +621,63 @@ class TraceProbeParser:
 
     def parse_btf_field(self, fieldname: str, t: BtfType, pc: list[int], end: int,
                          code: list[FetchInsn], ctx: ParseContext) -> None:
+        """``parse_btf_field``: one DEREF per '->' step; with ``ctx.struct_btf`` (a typecast,
+        $current) the first step starts in the struct ``t`` itself."""
         btf = self.env.btf
         assert btf is not None
         c = pc[0]
         name: str | None = fieldname
+        first = True
         while name is not None:
-            if t.kind != PTR:
-                raise self.log.fail(ctx.offset, "NO_PTR_STRCT")
-            _, st = btf.skip_modifiers(t.size_or_type)
+            st: BtfType | None = t
+            if not (first and ctx.struct_btf):
+                if t.kind != PTR:
+                    raise self.log.fail(ctx.offset, "NO_PTR_STRCT")
+                _, st = btf.skip_modifiers(t.size_or_type)
             if st is None:
                 raise self.log.fail(ctx.offset, "BAD_BTF_TID")
-            bitoffs = 0
-            while True:  # the '.' chain inside one struct
-                is_ptr, head, nxt = self.split_next_field(name, ctx)
-                if st.kind not in (STRUCT, UNION):
-                    raise self.log.fail(ctx.offset, "BAD_BTF_TID")
-                m = btf.find_member(st, head)
-                if m is None:
-                    raise self.log.fail(ctx.offset, "NO_BTF_FIELD", ENOENT)
-                bitoffs += m.anon_offset
-                if st.kflag:  # btf_type_kflag of the outer type, as the kernel reads it
-                    bitoffs += m.raw_offset & 0xFFFFFF
-                    ctx.last_bitsize = m.raw_offset >> 24
-                else:
-                    bitoffs += m.raw_offset
-                    ctx.last_bitsize = 0
-                _, mt = btf.skip_modifiers(m.type_id)
-                if mt is None:
-                    raise self.log.fail(ctx.offset, "BAD_BTF_TID")
-                if nxt is not None:
-                    ctx.offset += len(head) + (2 if is_ptr else 1)
-                name = nxt
-                if is_ptr or name is None:
-                    break
-                st = mt
+            bitoffs, name, mt = self.get_bitoffset_of_field(name, st, ctx)
             c += 1
             if c == end:
                 raise self.log.fail(ctx.offset, "TOO_MANY_OPS")
             code[c].op, code[c].offset = "DEREF", bitoffs // 8
+            if first and ctx.struct_btf:
+                code[c].offset -= ctx.prefix_byteoffs  # a typecast's ',FIELD' option
             pc[0] = c
             ctx.last_bitoffs = bitoffs % 8
             ctx.last_type = t = mt
+            first = False
+
+    def get_bitoffset_of_field(self, name: str, st: BtfType,
+                               ctx: ParseContext) -> tuple[int, str | None, BtfType]:
+        """``get_bitoffset_of_field``: the '.' chain from struct ``st`` up to the next '->':
+        (bit offset, the field names after '->' or None, the last member's type)."""
+        btf = self.env.btf
+        assert btf is not None
+        bitoffs = 0
+        nxt: str | None = name
+        while True:
+            is_ptr, head, nxt = self.split_next_field(name, ctx)
+            if st.kind not in (STRUCT, UNION):
+                raise self.log.fail(ctx.offset, "BAD_BTF_TID")
+            m = btf.find_member(st, head)
+            if m is None:
+                raise self.log.fail(ctx.offset, "NO_BTF_FIELD", ENOENT)
+            bitoffs += m.anon_offset
+            if st.kflag:  # btf_type_kflag of the outer type, as the kernel reads it
+                bitoffs += m.raw_offset & 0xFFFFFF
+                ctx.last_bitsize = m.raw_offset >> 24
+            else:
+                bitoffs += m.raw_offset
+                ctx.last_bitsize = 0
+            _, mt = btf.skip_modifiers(m.type_id)
+            if mt is None:
+                raise self.log.fail(ctx.offset, "BAD_BTF_TID")
+            if nxt is not None:
+                ctx.offset += len(head) + (2 if is_ptr else 1)
+            if is_ptr or nxt is None:
+                return bitoffs, nxt, mt
+            name, st = nxt, mt
 
     def find_fetch_type_from_btf_type(self, ctx: ParseContext) -> str:
         """``find_fetch_type_from_btf_type``."""
@@ -652,7 +715,7 @@ class TraceProbeParser:
             if ftype == "symstr":
                 if op not in ("REG", "STACK", "RETVAL", "ARG", "DEREF", "TP_ARG"):
                     raise self.log.fail(ctx.offset + toff, "BAD_SYMSTRING")
-            elif op not in ("DEREF", "UDEREF", "IMM", "COMM", "DATA", "TP_ARG"):
+            elif op not in ("DEREF", "UDEREF", "IMM", "COMM", "DATA", "TP_ARG"):  # not CURRENT/CPU_PTR
                 raise self.log.fail(ctx.offset + toff, "BAD_STRING")
             if ftype == "symstr" or op in ("IMM", "COMM", "DATA", "TP_ARG") or count:
                 c += 1
@@ -762,17 +825,25 @@ def render_fetch(code: list[FetchInsn], backend: "Backend") -> str:
             out = "$retval"
         elif op == "COMM":
             out = "$comm"
+        elif op == "CURRENT":
+            out = "$current"
+        elif op == "CPU_PTR":
+            out = f"this_cpu_ptr({out})"
         elif op == "DATA":
             out = f'\\"{ins.data}"'
         elif op == "IMM":
-            if i + 1 < len(code) and code[i + 1].op == "DEREF" and not out:
+            if i + 1 < len(code) and code[i + 1].op in ("DEREF", "CPU_PTR") and not out:
                 out = f"@0x{ins.param:x}"
+                if code[i + 1].op == "CPU_PTR":  # this_cpu_*(@ADDR)
+                    out = f"this_cpu_ptr({out})"
                 i += 2
                 continue
             out = f"\\{ins.data}"
         elif op == "NOP_SYMBOL":
             out = f"@{ins.data}"
-            i += 3  # NOP_SYMBOL, IMM, DEREF
+            if i + 2 < len(code) and code[i + 2].op == "CPU_PTR":  # this_cpu_*(@SYM)
+                out = f"this_cpu_ptr({out})"
+            i += 3  # NOP_SYMBOL, IMM, DEREF (or CPU_PTR)
             continue
         elif op in ("ARG", "EDATA"):
             out = argument_fetch(backend, ins.param)
