@@ -432,6 +432,7 @@ class UprobeSupport:
     XOL_STEP: ClassVar[str]
     COPIES_PC_RELATIVE: ClassVar[bool] = False  # PC-relative forms are copied and retargeted
     ENGINE: ClassVar[str] = "unicorn"  # the execution oracle: "unicorn" or "qemu-user"
+    USER_TOP: ClassVar[int | None] = None  # TASK_SIZE_MAX: no user page at or above it
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend

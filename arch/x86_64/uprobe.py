@@ -33,6 +33,7 @@ SWBP_INSN_SIZE = 1  # UPROBE_SWBP_INSN_SIZE
 MAX_UINSN_BYTES = 16  # sizeof(arch_uprobe.insn): copy_insn reads this much
 XOL_SLOT_BYTES = 128  # UPROBE_XOL_SLOT_BYTES
 PAGE_SIZE = 4096  # the mapping granule: a vma covers whole pages of the file
+USER_TOP = (1 << 47) - PAGE_SIZE  # TASK_SIZE_MAX (__VIRTUAL_MASK_SHIFT 47): kernel space above
 MASK64 = (1 << 64) - 1
 
 
@@ -508,6 +509,7 @@ class X86_64UprobeSupport(UprobeSupport):
     MAX_UINSN_BYTES = MAX_UINSN_BYTES
     PAGE_SIZE = PAGE_SIZE
     XOL_STEP = XOL_STEP
+    USER_TOP = USER_TOP
     is_trap_insn = staticmethod(is_trap_insn)
     analyze_insn = staticmethod(analyze_insn)
     xol_slot = staticmethod(xol_slot)

@@ -15,7 +15,7 @@ instruction (hardware single-step) or up to the slot's ``ebreak`` (riscv), and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -138,6 +138,15 @@ class UprobeExecutor(Machine, UprobeSites):
         self.uc.ctl_remove_cache(start, end)  # no stale translation of the old bytes
         if self.cpu.protect_text:
             self.uc.mem_protect(start, end - start, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+
+    def _on_unmapped(self, uc: Any, access: int, address: int, size: int, value: int,
+                     _: object) -> bool:
+        """A lazily mapped page, but only in user space: an access at or above the arch's
+        ``USER_TOP`` (TASK_SIZE_MAX) faults, as it does in a real process."""
+        top = self.mod.USER_TOP
+        if top is not None and address + max(size, 1) > top:
+            return False
+        return Machine._on_unmapped(self, uc, access, address, size, value, _)
 
     # -- running ---------------------------------------------------------------------------------
     def step(self) -> Outcome | None:
