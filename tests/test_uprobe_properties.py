@@ -292,6 +292,8 @@ def test_d_ppc64le_breakpoint_traps_under_qemu() -> None:
     ("x86_64", "8370b431", {"ax": 59}, "faulted:memory"),
     ("x86_64", "8b00", {"ax": 0xFFFFFFFFFFFF0000}, "faulted:memory"),
     ("x86_64", "8b00", {"ax": 0x7FFFFFFFE000}, "ok:xol"),  # the last user page
+    ("x86_64", "ffe0", {"ax": 0xFFFFFFFFFEFAEE1C}, "ok:xol"),  # jumps there: the next fetch faults
+    ("x86_64", "420f813fecbafe", {"ax": 32}, "ok:emulate"),  # jno to 0xfffffffffefaee1c (seed 21)
     ("x86_64", "42364801c0", {"cx": 5}, "ok:xol"),
 ])
 def test_a_classes(arch: str, code: str, regs: dict[str, int], label: str) -> None:

@@ -141,10 +141,13 @@ class UprobeExecutor(Machine, UprobeSites):
 
     def _on_unmapped(self, uc: Any, access: int, address: int, size: int, value: int,
                      _: object) -> bool:
-        """A lazily mapped page, but only in user space: an access at or above the arch's
-        ``USER_TOP`` (TASK_SIZE_MAX) faults, as it does in a real process."""
+        """A lazily mapped page, but only in user space: a data access at or above the arch's
+        ``USER_TOP`` (TASK_SIZE_MAX) faults, as it does in a real process.  (An instruction
+        fetch there is mapped: a branch to kernel space completes, the fault comes with the
+        next instruction, which a one-instruction step never runs.)"""
+        import unicorn
         top = self.mod.USER_TOP
-        if top is not None and address + max(size, 1) > top:
+        if top is not None and address + max(size, 1) > top and access != unicorn.UC_MEM_FETCH_UNMAPPED:
             return False
         return Machine._on_unmapped(self, uc, access, address, size, value, _)
 
