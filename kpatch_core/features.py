@@ -8,7 +8,7 @@ image decides, the version only says whether the option exists), and the kernel 
 commit it comes from.  A new kernel version is new rows (or a new ``until``), not new code.
 
 The rows were checked against real kernels on :data:`VERIFIED` (Debian 6.1 and 6.12) and
-:data:`VERIFIED_ALSO` (Debian 5.10 and 7.2); a
+:data:`VERIFIED_ALSO` (Debian 5.10, 7.2 and 7.3); a
 ``since``/``until`` between them comes from the kernel's history and is marked "not pinned" in
 its source when it was not confirmed against the tag.  An image outside the verified range gets
 ``exact=False``: the outputs say so (``"rules_exact": false`` and a one-line note).
@@ -184,6 +184,14 @@ FEATURES: tuple[Feature, ...] = (
        "kernel/trace/trace_probe.c: probe_fetch_types (since not pinned)",
        since=(6, 6)),
     # --- x86_64 ------------------------------------------------------------------------------
+    _F("X86_UPROBE_OPTIMIZE_NOP10",
+       "a uprobe on the 10-byte NOP '66 2e 0f 1f 84 SIB disp32' within one page is optimizable "
+       "(it becomes a call to the uprobe trampoline): uprobe_init_insn is skipped, so its CS "
+       "prefix is not refused (before: BAD_PREFIX, -ENOTSUPP)",
+       "arch/x86/kernel/uprobes.c: arch_uprobe_analyze_insn, can_optimize, "
+       "is_optimizable_nop10 (uprobe oracle on 70 nop10 offsets of busybox and libc: 6.12.117 "
+       "refuses them, 7.2.13 and 7.3.4 accept; since not pinned between 6.13 and 7.2)",
+       since=(7, 2), arches=("x86_64",)),
     _F("X86_INSN_DECODER_REX2",
        "the x86 instruction decoder reads 0xd5 in 64-bit mode as the APX REX2 prefix (two "
        "bytes, then a map-0 or map-1 opcode): uprobes judge the opcode after it (before: 0xd5 "
@@ -415,8 +423,9 @@ BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 # The kernel versions the table was checked against with real kernels (the oracle).
 VERIFIED: tuple[Version, Version] = ((6, 1), (6, 12))
 # Versions outside that range whose every oracle kernel agrees (tests/data/oracle/README.md):
-# bullseye 5.10 (5.10.262 amd64, 5.10.223 arm64) and sid 7.2.13 (all five arches).
-VERIFIED_ALSO: tuple[Version, ...] = ((5, 10), (7, 2))
+# bullseye 5.10 (5.10.262 amd64, 5.10.223 arm64), sid 7.2.13 (all five arches) and
+# trixie-backports 7.3.4 (amd64, arm64: probes, kprobe_events, BPF attach, uprobes on amd64).
+VERIFIED_ALSO: tuple[Version, ...] = ((5, 10), (7, 2), (7, 3))
 # The rule-set label outputs print ("rules": "6.1"): the verified kernel whose rows an image
 # shares; kept from before the table, where 6.6 was the only boundary.
 RULE_LABELS: tuple[tuple[Version, str], ...] = (((6, 6), "6.12"), ((0, 0), "6.1"))

@@ -40,7 +40,7 @@ def test_unknown_feature_fails_loudly() -> None:
 @pytest.mark.parametrize("version,label,exact", [
     ((5, 4), "6.1", False), ((5, 10), "6.1", True), ((5, 15), "6.1", False), ((6, 1), "6.1", True),
     ((6, 5), "6.1", True), ((6, 6), "6.12", True), ((6, 12), "6.12", True), ((6, 13), "6.12", False),
-    ((7, 1), "6.12", False), ((7, 2), "6.12", True), ((7, 3), "6.12", False)])
+    ((7, 1), "6.12", False), ((7, 2), "6.12", True), ((7, 3), "6.12", True), ((7, 4), "6.12", False)])
 def test_label_and_exactness(version: tuple[int, int], label: str, exact: bool) -> None:
     fs = FeatureSet.decide(version, "arm64")
     assert (fs.rules, fs.exact) == (label, exact)
@@ -56,7 +56,7 @@ def test_rows_hold_in_their_versions_and_arches_only() -> None:
     assert old.has("RISCV_KPROBES_ON_FTRACE") and not new.has("RISCV_KPROBES_ON_FTRACE")
     assert not FeatureSet.decide((6, 12), "x86_64").has("RISCV_SYSCALL_WRAPPER")  # other arch
     for arch in ARCHES:
-        for v in ((5, 10), (6, 1), (6, 5), (6, 6), (6, 12), (7, 2)):
+        for v in ((5, 10), (6, 1), (6, 5), (6, 6), (6, 12), (7, 2), (7, 3)):
             want = {f.name for f in FEATURES
                     if (not f.arches or arch in f.arches) and f.in_versions(v)}
             assert FeatureSet.decide(v, arch).names == want, (arch, v)
@@ -96,8 +96,8 @@ def _claim(tmp_path: Path, src: Path, old: bytes, new: bytes) -> Path:
 
 
 @pytest.fixture()
-def x86_73(tmp_path: Path) -> Path:
-    return _claim(tmp_path, X86_612, b"Linux version 6.12.0-", b"Linux version 7.3.0--")
+def x86_74(tmp_path: Path) -> Path:
+    return _claim(tmp_path, X86_612, b"Linux version 6.12.0-", b"Linux version 7.4.0--")
 
 
 @pytest.fixture()
@@ -115,7 +115,7 @@ def _check_json(path: Path, capsys) -> list[dict]:
     return [json.loads(line) for line in cap.out.splitlines()]
 
 
-@pytest.mark.parametrize("claimed,verified", [("x86_73", X86_612), ("x86_515", X86_61)])
+@pytest.mark.parametrize("claimed,verified", [("x86_74", X86_612), ("x86_515", X86_61)])
 def test_check_outside_the_verified_versions(request, capsys, claimed: str, verified: Path) -> None:
     """Same code, another version: the same verdicts (the nearest rows apply), each marked
     rules_exact false; text mode prints a one-line note on stderr."""
@@ -133,18 +133,18 @@ def test_check_outside_the_verified_versions(request, capsys, claimed: str, veri
     assert capsys.readouterr().err == ""
 
 
-def test_event_outside_the_verified_versions(x86_73: Path, capsys) -> None:
-    main(["event", "--json", str(x86_73), "p plain_func a=$arg1"])
+def test_event_outside_the_verified_versions(x86_74: Path, capsys) -> None:
+    main(["event", "--json", str(x86_74), "p plain_func a=$arg1"])
     cap = capsys.readouterr()
     r = json.loads(cap.out)
     assert r["ok"] and r["rules"] == "6.12" and r["rules_exact"] is False
     assert r["event"]["probe"]["rules_exact"] is False
     assert "note:" not in cap.err
-    main(["event", str(x86_73), "p plain_func a=$arg1"])
+    main(["event", str(x86_74), "p plain_func a=$arg1"])
     err = capsys.readouterr().err.splitlines()
-    assert err == ["kpatch-analyze: note: kernel 7.3 is newer than the kernels the rules were "
-                   "verified on (5.10, 6.1..6.12, 7.2); applying the features table's rows "
-                   "for 7.3 (nearest verified: 7.2; 6.12 rules)"]
+    assert err == ["kpatch-analyze: note: kernel 7.4 is newer than the kernels the rules were "
+                   "verified on (5.10, 6.1..6.12, 7.2, 7.3); applying the features table's rows "
+                   "for 7.4 (nearest verified: 7.3; 6.12 rules)"]
     main(["event", "--json", str(X86_612), "p plain_func a=$arg1"])
     assert json.loads(capsys.readouterr().out)["rules_exact"] is True
 
@@ -156,7 +156,7 @@ def test_summary_header_says_so(x86_515: Path, capsys, monkeypatch) -> None:
     k = next(i for i, ln in enumerate(out) if ln.startswith("kernel "))
     assert "(rules 6.1)" in out[k]
     assert out[k + 1] == ("note: kernel 5.15 is not one of the kernels the rules were verified "
-                          "on (5.10, 6.1..6.12, 7.2); applying the features table's rows for 5.15 "
+                          "on (5.10, 6.1..6.12, 7.2, 7.3); applying the features table's rows for 5.15 "
                           "(nearest verified: 5.10; 6.1 rules)")
     assert main([str(X86_61), "--no-progress", "--jobs", "1"]) == 0
     out = capsys.readouterr().out

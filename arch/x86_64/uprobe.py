@@ -238,6 +238,16 @@ def struct_decode(code: bytes, rex2: bool = False) -> StructInsn | None:
         return None
 
 
+NOP10_PREFIX = b"\x66\x2e\x0f\x1f\x84"  # is_optimizable_nop10: nopw %cs:disp32(base,index)
+NOP10_LEN = 10  # OPT_INSN_SIZE
+
+
+def is_optimizable_nop10(insn: bytes, length: int) -> bool:
+    """``is_optimizable_nop10``: the 10-byte NOP whose last 5 bytes are SIB and disp32 (0f 1f
+    with ModRM 0x84 is ``nopw``, so the prefix and the length make it a NOP)."""
+    return length == NOP10_LEN and insn[:len(NOP10_PREFIX)] == NOP10_PREFIX
+
+
 def is_trap_insn(insn: bytes, features: FeatureSet) -> bool:
     """``is_swbp_insn`` (x86 has no override of ``is_trap_insn``): the first byte is int3."""
     return insn[:1] == SWBP_INSN
@@ -259,15 +269,18 @@ def analyze_insn(backend: X86_64Backend, insn: bytes, vaddr: int,
         if k is None:
             return URefusal(UReason.UNDECODABLE, insn[:4].hex())
         opcode, prefixes, rex, vex, op_end = kernel_opcode(insn)
-    for p in prefixes:  # is_prefix_bad
-        if p in BAD_PREFIXES:
-            return URefusal(UReason.BAD_PREFIX, f"{BAD_PREFIXES[p]} prefix: {k.mnemonic}")
     op1 = opcode[0] if opcode else 0
-    if op1 == 0x17 or (op1 == 0x8E and k.reg == 2):  # insn_masking_exception
-        return URefusal(UReason.MASKING_EXCEPTION, k.mnemonic)
     nbytes = 1 if vex else len(opcode)
-    if op1 not in GOOD_INSNS_64 and not (nbytes == 2 and opcode[1] in GOOD_2BYTE_INSNS):
-        return URefusal(UReason.BAD_OPCODE, f"opcode {opcode.hex()}: {k.mnemonic}")
+    # can_optimize (X86_UPROBE_OPTIMIZE_NOP10): an optimizable nop10 skips uprobe_init_insn
+    if not (features.has("X86_UPROBE_OPTIMIZE_NOP10") and is_optimizable_nop10(insn, k.length)
+            and PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)) >= NOP10_LEN):
+        for p in prefixes:  # is_prefix_bad
+            if p in BAD_PREFIXES:
+                return URefusal(UReason.BAD_PREFIX, f"{BAD_PREFIXES[p]} prefix: {k.mnemonic}")
+        if op1 == 0x17 or (op1 == 0x8E and k.reg == 2):  # insn_masking_exception
+            return URefusal(UReason.MASKING_EXCEPTION, k.mnemonic)
+        if op1 not in GOOD_INSNS_64 and not (nbytes == 2 and opcode[1] in GOOD_2BYTE_INSNS):
+            return URefusal(UReason.BAD_OPCODE, f"opcode {opcode.hex()}: {k.mnemonic}")
     n = k.length
     # branch_setup_xol_ops
     opc = op1
