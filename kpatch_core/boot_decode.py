@@ -1,10 +1,10 @@
 """Decode a bzImage's payload in a thread of its own from the moment the command line is
 parsed, before the engine's modules (numpy, pyelftools...) are imported.
 
-The stdlib decoders (xz, lzma, bzip2, gzip) release the GIL while they decode, so a cold
-``check`` of an xz bzImage decodes on the second core while the first imports what the check
-needs. This module imports nothing but the standard library, so that it can start the decoding
-first (:func:`start`, called by the CLI); :mod:`kpatch_core.bootimage` takes the stream over
+The decoders of xz, lzma, bzip2, gzip (stdlib) and zstd (``zstandard``) release the GIL while
+they decode, so a cold ``check`` of a bzImage decodes on the second core while the first imports
+what the check needs. This module imports nothing but the standard library (the decoders when
+they are needed), so that it can start the decoding first (:func:`start`, called by the CLI); :mod:`kpatch_core.bootimage` takes the stream over
 (:func:`take`) or stops it when the synthetic ELF is cached already (:func:`discard`).
 
 The bzImage header is arch/x86/boot/header.S (Documentation/arch/x86/boot.rst): ``setup_sects``
@@ -15,16 +15,17 @@ at 0x1f1, ``HdrS`` at 0x202, the protocol version at 0x206 and, from protocol 2.
 """
 from __future__ import annotations
 
-import bz2
-import lzma
 import os
 import stat
 import struct
 import threading
-import zlib
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import bz2
+    import lzma
 
 # magic -> format name, as scripts/Makefile.lib's cmd_gzip, cmd_xzkern, cmd_lzma, cmd_bzip2,
 # cmd_lzo, cmd_lz4, cmd_zstd22 write them; "lzma" is the legacy .lzma header (properties 0x5d)
@@ -38,7 +39,8 @@ MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"\x04\x22\x4d\x18", "lz4f"),  # lz4 frame format
     (b"\x5d\x00\x00", "lzma"),
 )
-PIECEWISE = ("xz", "lzma", "bzip2", "gzip")  # the stdlib decoders: in pieces, GIL released
+PIECEWISE = ("xz", "lzma", "bzip2", "gzip", "zstd")  # decoders that release the GIL, in pieces
+ZSTD_INPUT = 1 << 17  # zstd is fed this much input a call (its output has no max_length)
 CHUNK = 1 << 20  # output piece: small enough to start early on the decoded part, few calls
 HDRS_MAGIC_AT = 0x202
 
@@ -65,11 +67,14 @@ def bzimage_span(data: bytes) -> tuple[int, int, int]:
 
 
 def pieces(fmt: str, d: bytes, what: str, chunk: int = CHUNK) -> Iterator[bytes]:
-    """The output of stdlib decoder ``fmt`` (one of PIECEWISE) in non-empty pieces of at most
-    ``chunk`` bytes (the decoders' ``max_length``), ending where the one-shot decoder ends: at
+    """The output of decoder ``fmt`` (one of PIECEWISE) in non-empty pieces of at most ``chunk``
+    bytes (the decoders' ``max_length``; zstd: what ``ZSTD_INPUT`` input bytes give), ending
+    where the one-shot decoder ends: at
     the end of the stream (trailing bytes, such as the size word the kernel's Makefile appends,
     ignored) or where the input runs out. A corrupt or empty stream raises :class:`InputError`
     naming ``what``."""
+    import lzma  # here, not at the top: a vmlinux's check never loads the decoders
+    import zlib
     total = 0
     try:
         for p in _pieces(fmt, d, chunk):
@@ -78,11 +83,26 @@ def pieces(fmt: str, d: bytes, what: str, chunk: int = CHUNK) -> Iterator[bytes]
                 yield p
     except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
         raise InputError(f"{what}: corrupt {fmt} stream ({e}); download the image again") from None
+    except Exception as e:  # zstandard.ZstdError
+        if type(e).__module__.split(".")[0] == "zstandard":
+            raise InputError(f"{what}: corrupt {fmt} stream ({e}); download the image again") from None
+        raise
     if not total:
         raise InputError(f"{what}: empty or corrupt {fmt} stream; download the image again")
 
 
 def _pieces(fmt: str, d: bytes, chunk: int) -> Iterator[bytes]:
+    import bz2
+    import lzma
+    import zlib
+    if fmt == "zstd":  # zstandard, the field's library (a dependency); stops at the frame's end
+        import zstandard
+        zd = zstandard.ZstdDecompressor().decompressobj()
+        for i in range(0, len(d), ZSTD_INPUT):
+            yield zd.decompress(d[i:i + ZSTD_INPUT])
+            if zd.eof:
+                return
+        return
     if fmt == "gzip":
         z = zlib.decompressobj(16 + zlib.MAX_WBITS)
         out = z.decompress(d, chunk)
@@ -91,7 +111,7 @@ def _pieces(fmt: str, d: bytes, chunk: int) -> Iterator[bytes]:
             if z.eof or (not out and not z.unconsumed_tail):
                 return
             out = z.decompress(z.unconsumed_tail, chunk)
-    dec: lzma.LZMADecompressor | bz2.BZ2Decompressor = (
+    dec: "lzma.LZMADecompressor | bz2.BZ2Decompressor" = (
         bz2.BZ2Decompressor() if fmt == "bzip2"
         else lzma.LZMADecompressor(lzma.FORMAT_XZ if fmt == "xz" else lzma.FORMAT_ALONE))
     out = dec.decompress(d, max_length=chunk)
@@ -161,8 +181,8 @@ def _key(path: str) -> tuple[str, int, int] | None:
 
 
 def start(path: str) -> bool:
-    """Start decoding the payload of ``path`` when it is a bzImage compressed by a stdlib
-    format (anything else, or any error, is left to :mod:`kpatch_core.bootimage`); True when
+    """Start decoding the payload of ``path`` when it is a bzImage compressed in one of the
+    PIECEWISE formats (anything else, or any error, is left to :mod:`kpatch_core.bootimage`); True when
     it started."""
     key = _key(path)
     if key is None or key in _STARTED:

@@ -126,10 +126,10 @@ def decompress(data: bytes, what: str = "payload") -> bytes:
 
 
 def decompress_chunks(data: bytes, what: str = "payload", chunk: int = CHUNK) -> Iterator[bytes]:
-    """:func:`decompress` in pieces, as the decoder produces them (xz, lzma, bzip2 and gzip in
-    pieces of at most ``chunk`` bytes: :func:`kpatch_core.boot_decode.pieces`; the other formats
-    in one), so that a reader can start on the beginning of the payload while the rest decodes;
-    the same bytes in all and the same errors."""
+    """:func:`decompress` in pieces, as the decoder produces them (xz, lzma, bzip2, gzip and
+    zstd: :func:`kpatch_core.boot_decode.pieces`; lz4 and lzo in one), so that a reader can
+    start on the beginning of the payload while the rest decodes; the same bytes in all and the
+    same errors."""
     fmt = detect(data)
     if fmt in PIECEWISE:
         yield from pieces(fmt, data, what, chunk)  # type: ignore[arg-type]
