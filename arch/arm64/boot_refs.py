@@ -44,7 +44,7 @@ TABLES = (
     # kernel/bpf/btf.c btf_parse_vmlinux: btf->data = __start_BTF, data_size = __stop_BTF -
     # __start_BTF (weak symbols: loaded from GOT entries); kernel/bpf/sysfs_btf.c btf_vmlinux_init
     TableShape("__start_BTF", "__stop_BTF", ("btf_parse_vmlinux", "btf_vmlinux_init"), (1,), False,
-               via_struct=True, blob=btf_blob),
+               via_struct=True, blob=btf_blob, weak=True),
     # mm/util.c kfree_const/kstrdup_const: is_kernel_rodata() compares with __start_rodata and
     # __end_rodata (include/asm-generic/sections.h); .rodata's strings decide config facts
     TableShape("__start_rodata", "__end_rodata", ("kfree_const", "kstrdup_const"), (1,), False,

@@ -35,7 +35,7 @@ from .decompress import decompress, detect
 from .kallsyms import KallsymsTable, find_kallsyms
 from .layout import RAW_ARCHES, elf_payload_layout, raw_payload_layout, read_at
 from .riscv_image import EM_RISCV, is_riscv_image
-from .s390_image import EM_S390, is_s390_image, s390_payload
+from .s390_image import EM_S390, is_s390_image, s390_payload, s390_vmlinux_info
 from .stream import unpack_bzimage
 from .symbol_types import FUNCTION_ENTRY_WORDS, btf_string_names, near_mcount, own_records
 from .synth_elf import SHF_EXECINSTR, SHT_RELA, ElfFile, Layout, Symbols
@@ -350,10 +350,26 @@ def _text_only(path: str, payload: bytes, arch: str | None, k: KallsymsTable) ->
         base = _arm64_link_base(payload, k)
         with np.errstate(over="ignore"):
             addrs = addrs - np.uint64(text % 2**64) + np.uint64(base)
-    syms = Symbols(addrs, k.types, k.names, "kallsyms")
+    found: dict[str, int] = {}
+    if arch == "s390x":
+        # the decompressor's struct vmlinux_info places vmlinux.bin (_stext) and names its
+        # .dynsym and .rela.dyn, which handle_relocs (arch/s390/boot/startup.c) applies
+        with open(path, "rb") as f:
+            info = s390_vmlinux_info(f.read(), len(payload))
+        if info is None or "_stext" not in k.names:
+            raise InputError(f"{path}: {TEXT_ONLY} and the boot image's vmlinux_info is not "
+                             f"recognised to place them; {PASS_MAP}")
+        with np.errstate(over="ignore"):
+            addrs = addrs - addrs[k.names.index("_stext")] + np.uint64(info.default_lma)
+        found = {"__dynsym_start": info.dynsym_start, "__dynsym_end": info.rela_dyn_start,
+                 "__rela_dyn_start": info.rela_dyn_start, "__rela_dyn_end": info.rela_dyn_end}
+    names = k.names + list(found)
+    syms = Symbols(np.concatenate([addrs, np.array(list(found.values()), np.uint64)]),
+                   k.types + "D" * len(found), names, "kallsyms")
     try:
         layout = raw_payload_layout(arch, payload, syms)
-        found = recover_tables(refs, _image_view(arch, layout, payload), addrs, k.names)
+        found |= recover_tables(refs, _image_view(arch, layout, payload, refs.absolute_relocs),
+                                addrs, k.names)
     except InputError as err:
         raise InputError(f"{path}: {TEXT_ONLY}: {err}") from None
     if k.num_syms_at >= 0:
@@ -367,8 +383,9 @@ def _text_only(path: str, payload: bytes, arch: str | None, k: KallsymsTable) ->
                    [names[i] for i in order.tolist()], "kallsyms (tables from code references)")
 
 
-def _image_view(arch: str, layout: Layout, payload: bytes) -> ImageView:
-    """Reads by address of a raw image, its pointer words relocated by its own boot relocations."""
+def _image_view(arch: str, layout: Layout, payload: bytes, absolute: tuple[int, ...] = ()) -> ImageView:
+    """Reads by address of a raw image, its pointer words relocated by its own boot relocations
+    (R_*_RELATIVE; ``absolute``: the S + A types against a .dynsym symbol too)."""
     def read(addr: int, n: int) -> bytes | None:
         return read_at(layout, payload, addr, n) or None
     rtype = RAW_ARCHES[arch][2]
@@ -377,9 +394,21 @@ def _image_view(arch: str, layout: Layout, payload: bytes) -> ImageView:
     rela = next((s for s in layout.sections if s.type == SHT_RELA and s.src >= 0), None)
     if rela is not None:
         r = np.frombuffer(payload[rela.src:rela.src + rela.size // 24 * 24], e + "u8").reshape(-1, 3)
-        r = r[r[:, 1] == np.uint64(rtype)]
-        o = np.argsort(r[:, 0], kind="stable")
-        places, addends = r[o, 0].astype(np.uint64), r[o, 2].astype(np.uint64)
+        typ = r[:, 1] & np.uint64(0xFFFFFFFF)
+        rel = r[typ == np.uint64(rtype)]
+        places, addends = rel[:, 0], rel[:, 2]
+        dynsym = next((s for s in layout.sections if s.name == ".dynsym" and s.src >= 0), None)
+        if absolute and dynsym is not None:  # value = S + A
+            st = np.frombuffer(payload[dynsym.src:dynsym.src + dynsym.size // 24 * 24],
+                               e + "u8").reshape(-1, 3)[:, 1]  # st_value of each Elf64_Sym
+            ab = r[np.isin(typ, np.array(absolute, np.uint64))]
+            sym = (ab[:, 1] >> np.uint64(32)).astype(np.int64)
+            ab, sym = ab[sym < len(st)], sym[sym < len(st)]
+            with np.errstate(over="ignore"):
+                places = np.concatenate([places, ab[:, 0]])
+                addends = np.concatenate([addends, st[sym] + ab[:, 2]])
+        o = np.argsort(places, kind="stable")
+        places, addends = places[o].astype(np.uint64), addends[o].astype(np.uint64)
     return ImageView(read, relocated_pointers(read, places, addends, layout.little_endian),
                      layout.little_endian, (layout.entry, layout.entry + len(payload)))
 

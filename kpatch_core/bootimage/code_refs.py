@@ -51,6 +51,9 @@ class TableShape:
     zeros: bool = False  # zeroed entries are allowed (dropped records)
     via_struct: bool = False  # the bounds are pointers in a struct the function references
     blob: "Callable[[ImageView, int, int], bool] | None" = None  # one blob, not entries: its test
+    # the bounds are weak (``extern char __weak __start_BTF[]``): a kernel without the section
+    # links them as 0, so a function that loads two NULL words and no pair means no table
+    weak: bool = False
 
 
 @attrs.frozen
@@ -60,6 +63,7 @@ class CodeRefs:
 
     tables: tuple[TableShape, ...]
     decode: Callable[[bytes, int], list[int]]
+    absolute_relocs: tuple[int, ...] = ()  # S + A relocations against .dynsym the boot applies
 
 
 @attrs.frozen
@@ -200,11 +204,13 @@ def _has_shape(view: ImageView, t: TableShape, start: int, stop: int, stride: in
 
 
 def _candidates(view: ImageView, refs: CodeRefs, t: TableShape,
-                bounds: dict[str, tuple[int, int]]) -> list[int] | None:
-    """Addresses the functions of ``t`` form (and, ``via_struct``, the pointers stored at them);
-    None when none of the functions is in kallsyms (the kernel lacks the table)."""
+                bounds: dict[str, tuple[int, int]]) -> tuple[list[int], int] | None:
+    """Addresses the functions of ``t`` form (and, ``via_struct``, the pointers stored at them)
+    and how many of those addresses hold a NULL pointer; None when none of the functions is in
+    kallsyms (the kernel lacks the table)."""
     seen = False
     out: set[int] = set()
+    null: set[int] = set()
     for fn in t.functions:
         b = bounds.get(fn)
         if b is None:
@@ -219,7 +225,9 @@ def _candidates(view: ImageView, refs: CodeRefs, t: TableShape,
                 w = view.pointers(a, STRUCT_WORDS)
                 if w is not None:
                     out.update(int(x) for x in w.tolist() if x)
-    return sorted(out) if seen else None
+                    if not w[0]:
+                        null.add(a)
+    return (sorted(out), len(null)) if seen else None
 
 
 def recover_tables(refs: CodeRefs, view: ImageView, addrs: np.ndarray, names: list[str]
@@ -238,11 +246,14 @@ def recover_tables(refs: CodeRefs, view: ImageView, addrs: np.ndarray, names: li
                          "--system-map FILE")
     out: dict[str, int] = {}
     for t in refs.tables:
-        cand = _candidates(view, refs, t, bounds)
-        if cand is None:
+        found = _candidates(view, refs, t, bounds)
+        if found is None:
             continue
+        cand, nulls = found
         pairs = [(s, e, st) for i, s in enumerate(cand) for e in cand[i + 1:] for st in t.strides
                  if _has_shape(view, t, s, e, st, text)]
+        if not pairs and t.weak and nulls >= 2:
+            continue  # both weak bounds linked as 0: the kernel has no such section
         if len(pairs) != 1:
             what = "no" if not pairs else f"{len(pairs)}"
             raise InputError(f"{what} ({t.start}, {t.stop}) candidates of the table's shape in the "
