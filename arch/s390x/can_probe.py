@@ -47,15 +47,25 @@ def chain(jump: np.ndarray, phases: int, width: int = WIDTH) -> np.ndarray:
     shift = np.arange(nb, dtype=np.intp) * p
     marks = np.zeros(nb * (w + p), bool)
     cur = block.copy()
+    exit0 = np.zeros(nb, np.intp)
+    lane = np.arange(nb, dtype=np.intp)  # the blocks still walking (compacted as they finish)
+    lshift, lend = shift, bend
     live = np.ones(nb, bool)
-    while True:
-        for _ in range(16):
-            marks[cur + shift] = True
-            np.copyto(cur, nxt[cur], where=live)
-            np.less(cur, bend, out=live)
-        if not live.any():
+    for _ in range(w // 16 + 2):  # every step moves a lane on: w steps leave any block
+        if not len(cur):
             break
-    exit0 = cur - bend
+        for _ in range(16):
+            marks[cur + lshift] = True
+            np.copyto(cur, nxt[cur], where=live)
+            np.less(cur, lend, out=live)
+        done = ~live
+        k = int(np.count_nonzero(live))
+        if 4 * k < 3 * len(cur):  # (k == 0 ends the loop)
+            exit0[lane[done]] = cur[done] - lend[done]
+            lane, cur, lshift, lend = lane[live], cur[live], lshift[live], lend[live]
+            live = np.ones(k, bool)
+    if len(cur):
+        raise RuntimeError("s390x can_probe walk: a jump that does not move forward")
     # the other entry phases, each walked until it meets the block's first walk or leaves
     exits = np.zeros((nb, p), np.intp)
     exits[:, 0] = exit0
