@@ -35,6 +35,7 @@ STRUCT_WORDS = 4  # pointer words read at a referenced address for ``via_struct`
 # entries whose field points into the image but not into kallsyms' text (arm64's
 # .entry.tramp.text lies between .rodata and .init.text, past _etext): at most this share
 OUTSIDE_TEXT = 0.05
+SAMPLE = 16  # entries checked one by one before the whole candidate range is read
 
 
 @attrs.frozen
@@ -179,8 +180,8 @@ def _has_shape(view: ImageView, t: TableShape, start: int, stop: int, stride: in
     if size <= 0 or size % stride:
         return False
     n = size // stride
-    # cheap first: the first and last entries
-    for i in (0, n - 1):
+    # cheap first: the first and last entries, then a sample of the others
+    for i in sorted({0, n - 1, *np.linspace(0, n - 1, SAMPLE).astype(np.int64).tolist()}):
         v = _targets(view, t, start + i * stride, 1, stride)
         if v is None or not (_in_text(v.reshape(-1), (view.span,)).all() or (t.zeros and not v.any())):
             return False
