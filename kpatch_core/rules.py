@@ -52,7 +52,7 @@ def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False,
     :class:`Chunk`), so the workers start sooner and share that work."""
     t = image.tables
     _ = (t.ftrace_sites, t._blacklist_arrays, t.jump_labels, t.static_call_sites, t.bug_sites,
-         t.extable, image.config, image.kallsyms._name_index())
+         t.extable, image.config, image.kallsyms._name_index(), image.kallsyms._ends())
     STATE.clear()
     STATE["image"] = image
     STATE["syms"] = syms
@@ -291,8 +291,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     if not cfg.enabled("KPROBE_EVENTS_ON_NOTRACE"):
         codes[ff["notrace"][lfidx]] = refused_code(Reason.NOTRACE)
     # 2. _kprobe_addr + arch_adjust_kprobe_addr
-    aa = addrs.copy()
-    aa = clf.adjust(fstart, offs, aa)
+    aa = clf.adjust(fstart, offs, addrs)  # a new array where an address moves, else addrs
     todo = codes == UNSET
     # 3. check_kprobe_address_safe: the generic check table, in the kernel's order
     is_ftrace = member(tables.ftrace_sites, aa)
