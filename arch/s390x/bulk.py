@@ -67,6 +67,23 @@ def _tables(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return length, gbyte, gmask, known, bad
 
 
+@functools.cache
+def _halfword_tables(source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per first halfword: ``classify``'s outcome when the halfword decides it, and whether the
+    opcode byte further on (``find_insn``'s group byte 2 and up) must be read instead.  The
+    halfword decides when it is prohibited, or when the group byte is the first or second
+    byte, or lies past the instruction (then ``find_insn`` knows nothing: refused)."""
+    length, gbyte, gmask, known, bad = _tables(source)
+    hw = np.arange(1 << 16, dtype=np.int64)
+    first = hw >> 8
+    frag = np.where(gbyte[first] == 0, first, hw & 0xFF) & gmask[first]
+    in_hw = (gbyte[first] <= 1) | (gbyte[first] >= length[first])
+    refused = bad | (in_hw & ~known[first, frag])
+    code = np.where(refused, refused_code(Reason.PROHIBITED_INSN),
+                    ok_code(Method.SINGLESTEP)).astype(np.uint16)
+    return code, ~refused & ~in_hw
+
+
 class S390xBulkClassifier(BulkClassifier):
     """Vectorised ``arch_prepare_kprobe`` for one s390x image."""
 
@@ -75,6 +92,7 @@ class S390xBulkClassifier(BulkClassifier):
         self.image = image
         self.opcodes = opcode_source(image.features)
         self.length, self.gbyte, self.gmask, self.known, self.bad = _tables(self.opcodes)
+        self.hw_code, self.hw_more = _halfword_tables(self.opcodes)
 
     def fallback_length(self, code: bytes) -> int:
         """``insn_length`` where capstone does not know the opcode; 0 (the walk ends there, as
@@ -118,14 +136,23 @@ class S390xBulkClassifier(BulkClassifier):
             return out
         inside = (rel >= 0) & (rel + 2 <= size)
         r = np.where(inside, rel, 0)
-        first = code[r]
+        k = base & 1  # the buffer's first even address
+        if not ((r - k) & 1).any():  # every instruction at an even address: one halfword read
+            hw = code[k:k + (size - k) // 2 * 2].view(">u2")[(r - k) >> 1].astype(np.intp)
+            first = hw >> 8
+        else:
+            first = code[r].astype(np.intp)
+            hw = (first << 8) | code[np.minimum(r + 1, size - 1)]
         length = self.length[first]
         # a boundary of the kernel's walk whose bytes are all present
         fast = inside & (lens == length) & (r + length <= size)
-        hw = (first.astype(np.int64) << 8) | code[r + 1]
-        frag = code[np.minimum(r + self.gbyte[first], size - 1)] & self.gmask[first]  # find_insn
-        refused = ~self.known[first, frag] | self.bad[hw]  # probe_is_prohibited_opcode
-        res = np.where(refused, refused_code(Reason.PROHIBITED_INSN), ok_code(Method.SINGLESTEP))
+        res = self.hw_code[hw]  # probe_is_prohibited_opcode, find_insn by the first halfword
+        more = np.flatnonzero(self.hw_more[hw])
+        if len(more):  # find_insn's opcode byte further on
+            f = first[more]
+            frag = code[np.minimum(r[more] + self.gbyte[f], size - 1)] & self.gmask[f]
+            res[more] = np.where(self.known[f, frag], ok_code(Method.SINGLESTEP),
+                                 refused_code(Reason.PROHIBITED_INSN))
         out[fast] = res[fast]
         return out
 
