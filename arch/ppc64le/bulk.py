@@ -301,13 +301,13 @@ class Ppc64leBulkClassifier(BulkClassifier):
             at_sym = (j >= 0) & (ks.uaddrs[jj] == addrs)
             size = np.where(at_sym, np.maximum(ks.usizes[jj], np.uint64(1)), size)
         sites = image.tables.ftrace_sites
-        limit = np.full(len(addrs), 8, np.int64)
+        upto = np.full(len(addrs), 8, np.int64)
         if len(sites):
             k = np.searchsorted(sites, addrs, side="left")
             first = sites[np.minimum(k, len(sites) - 1)]
             found = (k < len(sites)) & (first < addrs + size)
-            limit = np.where(found, (first - addrs).astype(np.int64), limit)
-        return moved, shifts <= limit
+            upto = np.where(found, (first - addrs).astype(np.int64), upto)
+        return moved, shifts <= upto
 
     def adjust(self, fstart: np.ndarray, offs: np.ndarray, aa: np.ndarray) -> np.ndarray:
         """``arch_adjust_kprobe_addr`` for many addresses: never moved on ppc64."""
