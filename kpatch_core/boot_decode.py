@@ -15,6 +15,8 @@ at 0x1f1, ``HdrS`` at 0x202, the protocol version at 0x206 and, from protocol 2.
 """
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
 import stat
 import struct
@@ -170,6 +172,27 @@ class PayloadStream:
 _STARTED: dict[tuple[str, int, int], tuple[bytes, PayloadStream]] = {}
 
 
+def cache_dir() -> str:
+    """Where synthetic ELFs are kept (``$KPATCH_BOOT_CACHE``, ``$KPATCH_CACHE/boot`` or
+    ``~/.cache/kpatch-core/boot``)."""
+    d = os.environ.get("KPATCH_BOOT_CACHE")
+    if d:
+        return d
+    c = os.environ.get("KPATCH_CACHE", "")
+    if c and c.lower() not in ("off", "0", "no", "none"):
+        return os.path.join(c, "boot")
+    return os.path.join(os.path.expanduser("~"), ".cache", "kpatch-core", "boot")
+
+
+def _cached(data: bytes) -> bool:
+    """Is a synthetic ELF of these image bytes cached (keyed by their sha256 alone, as when no
+    System.map is beside the image; of any format version: at worst the decoding then starts
+    later, in :mod:`kpatch_core.bootimage`)?"""
+    key = hashlib.sha256(data).hexdigest()
+    return any(os.path.isfile(f + ".source")
+               for f in glob.glob(os.path.join(glob.escape(cache_dir()), key + "-v*.elf")))
+
+
 def _key(path: str) -> tuple[str, int, int] | None:
     try:
         st = os.stat(path)
@@ -198,6 +221,8 @@ def start(path: str) -> bool:
     version, at, length = bzimage_span(data)
     fmt = detect(data, at)
     if fmt is None or fmt not in PIECEWISE or version < 0x208 or at + length > len(data):
+        return False
+    if _cached(data):  # its synthetic ELF is there: nothing to decode
         return False
     _STARTED[key] = data, PayloadStream(pieces(fmt, data[at:at + length], path))
     return True

@@ -225,3 +225,15 @@ def test_symbol_infos_equal_symbol_info_on_debian_names(name: str) -> None:
     f = _random_flags(len(sm.names))
     got = symbol_infos(sm.types, sm.names, *f)
     assert got.tolist() == [symbol_info(t, n, *map(bool, x)) for t, n, x in zip(sm.types, sm.names, f.T)]
+
+
+def test_start_leaves_an_image_whose_synthetic_elf_is_cached(tmp_path: Path) -> None:
+    img = tmp_path / "vmlinuz-xz"
+    img.write_bytes((BOOT_X86 / "vmlinuz-xz").read_bytes())
+    bi.boot_elf(str(img))  # the synthetic ELF is made and cached (no System.map beside it)
+    assert not boot_decode.start(str(img))  # nothing to decode: no CPU spent on it
+    assert boot_decode.take(str(img), img.read_bytes()) is None
+    other = tmp_path / "vmlinuz-gzip"
+    other.write_bytes((BOOT_X86 / "vmlinuz-gzip").read_bytes())
+    assert boot_decode.start(str(other))
+    boot_decode.discard(str(other))

@@ -26,7 +26,7 @@ from typing import Callable
 import attrs
 import numpy as np
 
-from ..boot_decode import discard
+from ..boot_decode import cache_dir, discard
 from ..errors import InputError
 from .arm64_image import EM_AARCH64, arm64_little_endian, arm64_text_from_branch, is_arm64_image
 from .bzimage import bzimage_payload, is_bzimage
@@ -61,18 +61,6 @@ class BootElf:
         """One line for the user: what was read and where the symbols came from."""
         cfg = f", config {self.config_path}" if self.config_path else ", no config file"
         return f"{self.kind}: symbols from {self.symbol_source}{cfg}"
-
-
-def cache_dir() -> str:
-    """Where synthetic ELFs are kept (``$KPATCH_BOOT_CACHE``, ``$KPATCH_CACHE/boot`` or
-    ``~/.cache/kpatch-core/boot``)."""
-    d = os.environ.get("KPATCH_BOOT_CACHE")
-    if d:
-        return d
-    c = os.environ.get("KPATCH_CACHE", "")
-    if c and c.lower() not in ("off", "0", "no", "none"):
-        return os.path.join(c, "boot")
-    return os.path.join(os.path.expanduser("~"), ".cache", "kpatch-core", "boot")
 
 
 # e_machine of the supported kernels: x86_64, aarch64, riscv, s390, ppc64 (others: Image says so)
