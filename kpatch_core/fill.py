@@ -90,22 +90,33 @@ def trailing_fill(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.nd
     base = int(syms.addrs.min())
     end = int((syms.addrs + syms.sizes).max()) + 16
     code, valid = _text_bytes(image, base, end)
-    sym_of = np.repeat(np.arange(nsym), counts)
-    starts = (syms.addrs[sym_of] - np.uint64(base)).astype(np.int64) + offs.astype(np.int64)
-    is_fill = fill_instructions(code, starts, lens, encodings, backend.insn_align)
-    is_fill &= valid[np.minimum(starts, len(valid) - 1)]
-    # the trailing run: instructions after the symbol's last non-fill instruction
-    pos = np.arange(len(offs), dtype=np.int64)
-    real = np.where(~is_fill, pos, -1)
-    # index of the last real instruction of each symbol (-1: none), by a per-symbol maximum
-    nonempty = counts > 0
-    last_real = np.full(nsym, -1, np.int64)
-    if nonempty.any():
-        last_real[nonempty] = np.maximum.reduceat(real, lo[nonempty].astype(np.int64))
-    first = lo.astype(np.int64)
-    after = np.where(last_real >= first, last_real + 1, first)
-    out = np.where(nonempty, first + counts.astype(np.int64) - after, 0)
+    sym_base = (syms.addrs - np.uint64(base)).astype(np.int64)
+    counts = np.asarray(counts, np.int64)
+    ends = np.asarray(lo, np.int64) + counts  # one past each symbol's last instruction
+    # the trailing run, read backwards from each symbol's end in blocks that double (most
+    # symbols end in a few padding bytes; a padding symbol is read once, in ~20 blocks): an
+    # instruction is looked at only when every one after it in its symbol is fill
+    active = np.flatnonzero(counts > 0)
+    width = TRAIL_BLOCK
+    while len(active):
+        w = np.minimum(width, counts[active] - out[active])
+        total = int(w.sum())
+        block = np.repeat(np.arange(len(active)), w)
+        back = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(w) - w, w)  # 0 = last
+        idx = np.repeat(ends[active] - out[active] - 1, w) - back
+        starts = sym_base[active][block] + offs[idx].astype(np.int64)
+        is_fill = fill_instructions(code, starts, lens[idx], encodings, backend.insn_align)
+        is_fill &= valid[np.minimum(starts, len(valid) - 1)]
+        # per symbol: fill instructions before the first real one of its block (from the end)
+        first_real = np.minimum.reduceat(np.where(is_fill, total, back), np.cumsum(w) - w)
+        stop = first_real < w
+        out[active] += np.where(stop, first_real, w)
+        active = active[~stop & (out[active] < counts[active])]
+        width *= 2
     return out.astype(np.int64)
+
+
+TRAIL_BLOCK = 8  # instructions read per symbol in trailing_fill's first round
 
 
 def _text_bytes(image: Image, base: int, end: int) -> tuple[np.ndarray, np.ndarray]:
