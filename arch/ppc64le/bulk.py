@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import inspect
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -108,8 +109,7 @@ def model_key_table() -> np.ndarray:
 def key_table_fingerprint() -> str:
     """sha256 of what :func:`model_key_table` depends on: the model's source (emulate.py) and
     the key parameters of this module."""
-    from . import emulate
-    h = hashlib.sha256(Path(emulate.__file__).read_bytes())
+    h = hashlib.sha256(Path(inspect.getfile(analyse_word)).read_bytes())  # emulate.py
     h.update(repr((SUBOP_OPS, CANONICAL_FIELDS, sorted(_CODE.items()))).encode())
     return h.hexdigest()
 
@@ -120,9 +120,9 @@ def key_table() -> np.ndarray:
     was generated from the same model (:func:`key_table_fingerprint`), else computed.  The
     model is the one source of truth; regenerate the data after changing it with
     ``python -m kpatch_arch.ppc64le.bulk``."""
-    from . import key_table_data as data
-    if data.FINGERPRINT == key_table_fingerprint():
-        raw = zlib.decompress(base64.b85decode(data.TABLE))
+    from .key_table_data import FINGERPRINT, TABLE
+    if FINGERPRINT == key_table_fingerprint():
+        raw = zlib.decompress(base64.b85decode(TABLE))
         return np.frombuffer(raw, np.uint8).copy()
     return model_key_table()
 

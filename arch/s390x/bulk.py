@@ -31,7 +31,7 @@ from kpatch_arch.base import BulkClassifier
 from kpatch_core.bulk import SLOW, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
-from . import can_probe
+from .can_probe import walk as can_probe_walk
 from .insn import EXRL_FIRST, MAX_INSN_SIZE, PROHIBITED_FIRST_BYTE, PROHIBITED_HALFWORD, insn_length, opcode_source, opcode_table
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class S390xBulkClassifier(BulkClassifier):
 
         Linear in the buffer (:func:`kpatch_arch.s390x.can_probe.walk`: the walks are one chain
         of ``insn_length`` steps, followed block-parallel), not a Python step per instruction."""
-        return can_probe.walk(code, starts, ends, self.length)
+        return can_probe_walk(code, starts, ends, self.length)
 
     def prepare_at(self, addr: int, func: "KSym") -> "Execution | Refusal":
         """``prepare`` for an address known to be reached by the walk: start the walk at it."""
