@@ -200,12 +200,14 @@ class Analysis:
         counts and shares leave fill out (``fill``: padding instructions, ``fill_by_outcome``
         their verdicts)."""
         is_fill = self.fill_mask()
+        fill_counts, real_counts = _split_counts(self.codes, is_fill)
         fill_by: dict[str, int] = {}
-        for v, k in zip(*_value_counts(self.codes[is_fill])):
+        for v in np.flatnonzero(fill_counts).tolist():
             lab = decode_code(v).label
-            fill_by[lab] = fill_by.get(lab, 0) + int(k)
-        real = self.codes[~is_fill]
-        vals, cnts = _value_counts(real)
+            fill_by[lab] = fill_by.get(lab, 0) + int(fill_counts[v])
+        vals = np.flatnonzero(real_counts)
+        cnts = real_counts[vals].tolist()
+        vals = vals.tolist()
         by: dict[str, int] = {}
         ok = 0
         for v, k in zip(vals, cnts):
@@ -228,11 +230,11 @@ class Analysis:
             else:
                 kk = (o.label, o.errno or "")
                 rejected[kk] = rejected.get(kk, 0) + k
-        opt = int(((real & np.uint16(OPTIMIZED)) != 0).sum()) \
+        opt = int(real_counts[(np.arange(len(real_counts)) & OPTIMIZED) != 0].sum()) \
             if self.meta.get("optimized") else None
-        return {"insns": int(len(real)), "probeable_insns": ok, "optimized_insns": opt,
+        return {"insns": int(real_counts.sum()), "probeable_insns": ok, "optimized_insns": opt,
                 "by_outcome": dict(sorted(by.items(), key=lambda x: -x[1])),
-                "fill": int(is_fill.sum()),
+                "fill": int(fill_counts.sum()),
                 "fill_by_outcome": dict(sorted(fill_by.items(), key=lambda x: -x[1])),
                 "symbols": len(self.syms), "functions": int(funcs.sum()),
                 "probeable_entries": eok,
@@ -257,12 +259,18 @@ class Analysis:
         return sorted(rows, key=lambda r: -r["insns"])
 
 
-def _value_counts(codes: np.ndarray) -> tuple[list[int], list[int]]:
-    """(distinct outcome codes ascending, how many of each): ``np.unique(codes,
-    return_counts=True)`` by one count per possible code instead of a sort."""
-    c = np.bincount(codes.astype(np.int64), minlength=1) if len(codes) else np.zeros(0, np.int64)
-    vals = np.flatnonzero(c)
-    return vals.tolist(), c[vals].tolist()
+COUNT_BLOCK = 1 << 20  # instructions per block of _split_counts (cache-sized temporaries)
+
+
+def _split_counts(codes: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How many instructions have each outcome code (65,536 counts) where ``mask`` holds and
+    where it does not: one ``bincount`` of (mask, code) per block of instructions."""
+    both = np.zeros(2 << 16, np.int64)
+    for a in range(0, len(codes), COUNT_BLOCK):
+        key = codes[a:a + COUNT_BLOCK].astype(np.int32)
+        key[mask[a:a + COUNT_BLOCK]] += 1 << 16
+        both += np.bincount(key, minlength=2 << 16)
+    return both[1 << 16:], both[:1 << 16]
 
 
 def iter_insns(analysis: Analysis, i: int, image: "Image | None" = None) -> Iterator[dict]:

@@ -157,9 +157,8 @@ def fill_mask(counts: np.ndarray, facts: "list[dict] | np.ndarray") -> np.ndarra
             np.zeros(0, np.int64)
     if not fill.any():
         return np.zeros(int(counts.sum()), bool)
-    total = int(counts.sum())
-    end = np.cumsum(counts)
-    edge = np.zeros(total + 1, np.int8)  # +1 where a symbol's fill starts, -1 where it ends
-    np.add.at(edge, end - np.minimum(np.maximum(fill, 0), counts), 1)
-    np.add.at(edge, end, -1)
-    return np.cumsum(edge[:total], dtype=np.int8) > 0
+    tail = np.minimum(np.maximum(fill, 0), counts)
+    runs = np.empty(2 * len(counts), np.int64)  # per symbol: its real run, then its fill run
+    runs[0::2] = counts - tail
+    runs[1::2] = tail
+    return np.repeat(np.tile(np.array([False, True]), len(counts)), runs)
