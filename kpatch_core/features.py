@@ -179,6 +179,13 @@ FEATURES: tuple[Feature, ...] = (
        "kernel/trace/trace_probe.c: handle_typecast, parse_btf_casttype, parse_btf_field "
        "(7.2.13 / 7.3.4: oracle)",
        since=(7, 3)),
+    _F("EVENTS_MATCH_HEAD_FULL_PLACE",
+       "'-:EVENT PLACE' compares the whole probe place (SYM[+OFFS], MOD:SYM...) with PLACE; "
+       "before, the place as snprintf left it in char[MAX_ARGSTR_LEN + 1] (its first 63 "
+       "characters), so a longer place only matched its 63-character prefix",
+       "kernel/trace/trace_kprobe.c: trace_kprobe_match_command_head (7.2.13 / 7.3.4: oracle, "
+       "deleting MOD:SYM places of 62-80 characters)",
+       since=(7, 3)),
     _F("FETCH_TYPE_CHAR",
        "the 'char' fetch type",
        "kernel/trace/trace_probe.c: probe_fetch_types (since not pinned)",

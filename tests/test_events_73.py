@@ -2,7 +2,7 @@
 
 ``tests/data/oracle/<NAME>/events-7.3.jsonl.gz``: the lines of tests/data/oracle/events73.py
 (nesting depth 7-14, argument lengths 63-300, FILE_ON_KPROBE, ``$current``, ``this_cpu_ptr()`` /
-``this_cpu_read()``, typecasts on kprobes and their neighbours) written to kprobe_events by
+``this_cpu_read()``, typecasts on kprobes, deleting by long places, and their neighbours) written to kprobe_events by
 kernel-oracle ``--events`` on Debian 7.3.4 (amd64, arm64) and, to pin each feature from the other
 side, 7.2.13 and 6.12.117.  Each set is replayed through EventSet in the oracle's protocol: ok,
 errno, error_log message and caret of every line, and the read-back of every accepted line.
@@ -27,7 +27,7 @@ from test_events import FakeEnv
 SETS = sorted(p.parent.name for p in ORACLE_DATA.glob("*/events-7.3.jsonl.gz"))
 NEW_73 = ("EVENTS_ARGSTR_LEN_255", "ERRORS_FILE_ON_KPROBE_KERNEL_PROBES",
           "EVENTS_NESTED_PARSE_STATES", "EVENTS_CURRENT_VAR", "EVENTS_THIS_CPU",
-          "EVENTS_KPROBE_TYPECAST")
+          "EVENTS_KPROBE_TYPECAST", "EVENTS_MATCH_HEAD_FULL_PLACE")
 
 
 def _rows(name: str) -> list[dict]:
@@ -73,7 +73,7 @@ def test_events_73_real_kernel(name: str) -> None:
     """Every line of the 7.3 vectors as the real kernel answered it."""
     image = Image.open(str(real_vmlinux(name)))
     n, wrong = _replay(EventSet(ImageEnv(image)), _rows(name))
-    assert n >= 140 and not wrong, (len(wrong), wrong[:10])
+    assert n >= 160 and not wrong, (len(wrong), wrong[:10])
 
 
 def test_answers_show_the_features() -> None:
@@ -90,6 +90,8 @@ def test_answers_show_the_features() -> None:
         assert new[line]["ok"] and not old[line]["ok"], line
     assert old["p vfs_read (file)file->f_mode"]["error_message"] == \
         "Typecasts are only for eprobe fields"
+    delete64 = next(k for k in new if k.startswith("-:grp/s64 "))
+    assert new[delete64]["ok"] and old[delete64]["error"] == "ENOENT"
 
 
 def test_feature_rows_73() -> None:
@@ -139,6 +141,19 @@ def test_stand_in_72_73(line: str, want72: tuple, want73: tuple) -> None:
         r = EventSet(FakeEnv(rules, backend_named("x86_64"))).write(line, keep=False)
         e = r.error
         assert (r.ok, e.log_id if e else None, e.caret if e else None) == want, (rules, e)
+
+
+@pytest.mark.parametrize("rules, deleted", [("7.2", (True, False, True)), ("7.3", (True, True, False))])
+def test_delete_by_long_place(rules: str, deleted: tuple[bool, bool, bool]) -> None:
+    """'-:EVENT PLACE': before 7.3 the kernel compares the first 63 characters of the place."""
+    mod = "kpatch_long_module_name_for_delete_matching"
+    for place, delete, want in ((f"{mod}:" + "f" * 19, None, deleted[0]),  # 63 characters
+                                (f"{mod}:" + "f" * 20, None, deleted[1]),  # 64
+                                (f"{mod}:" + "f" * 26, f"{mod}:" + "f" * 19, deleted[2])):
+        s = EventSet(FakeEnv(rules, backend_named("x86_64")))
+        assert s.write(f"p:grp/ev {place}").ok
+        r = s.write(f"-:grp/ev {delete or place}")
+        assert r.ok == want and (want or (r.error is not None and r.error.errno == "ENOENT"))
 
 
 def test_typecast_fetch_program() -> None:

@@ -20,6 +20,7 @@ from .error_log import (
     EINVAL,
     ENOENT,
     KRETPROBE_MAXACTIVE_MAX,
+    MAX_ARGSTR_LEN,
     MAX_EVENT_NAME_LEN,
     MAX_TRACE_ARGS,
     WRITE_BUFSIZE,
@@ -317,7 +318,8 @@ class EventSet(TraceProbeParser):
                 continue
             keep = []
             for ev in self.events[key]:
-                if trace_kprobe_match_command_head(ev, argv[1:]):
+                if trace_kprobe_match_command_head(
+                        ev, argv[1:], self.has("EVENTS_MATCH_HEAD_FULL_PLACE")):
                     hit = True
                 else:
                     keep.append(ev)
@@ -331,11 +333,13 @@ class EventSet(TraceProbeParser):
 
 
 
-def trace_kprobe_match_command_head(ev: ProbeEvent, argv: list[str]) -> bool:
-    """``trace_kprobe_match_command_head`` + ``trace_probe_match_command_args``."""
+def trace_kprobe_match_command_head(ev: ProbeEvent, argv: list[str], full_place: bool = True) -> bool:
+    """``trace_kprobe_match_command_head`` + ``trace_probe_match_command_args``; without
+    ``full_place`` (EVENTS_MATCH_HEAD_FULL_PLACE) the kernel compares the place as snprintf left
+    it in ``char buf[MAX_ARGSTR_LEN + 1]``: its first 63 characters."""
     if not argv:
         return True
-    if argv[0] != ev.place:
+    if argv[0] != (ev.place if full_place else ev.place[:MAX_ARGSTR_LEN]):
         return False
     rest = argv[1:]
     if len(ev.args) < len(rest):

@@ -11,8 +11,9 @@ the nesting limit (TRACEPROBE_MAX_NESTED_LEVEL 8, parse_probe_arg_nested) at dep
 with every kind of leaf; MAX_ARGSTR_LEN 63 -> 255 (lengths 63/64/255/256); FILE_ON_KPROBE's new
 text; ``$current`` (parse_probe_var_current, parse_btf_arg); ``this_cpu_ptr()`` /
 ``this_cpu_read()`` (parse_this_cpu); typecasts ``(STRUCT[,FIELD])VAR->FIELD`` on function entry
-and exit kprobes (handle_typecast, parse_btf_casttype: on 7.2 TYPECAST_NOT_EVENT); the
-unchanged checks around them ($comm/immediate-string dereference, brace errors).
+and exit kprobes (handle_typecast, parse_btf_casttype: on 7.2 TYPECAST_NOT_EVENT); deleting
+events by a place of 62-80 characters (trace_kprobe_match_command_head); the unchanged checks
+around them ($comm/immediate-string dereference, brace errors).
 """
 from __future__ import annotations
 
@@ -104,6 +105,20 @@ def lines(arch: str) -> list[str]:
     out.append("r vfs_read (file)$retval->f_flags")
     out.append(f"p vfs_read+4 (file){r}->f_flags")
     out.append("p vfs_read+4 $arg1")
+    # -- '-:EVENT PLACE' with long places (trace_kprobe_match_command_head: 63 characters before
+    # 7.3); MOD:SYM of a module that is not loaded is accepted (registered when it loads) -------
+    mod = "kpatch_long_module_name_for_delete_matching"
+
+    def keep_delete(name: str, place: str, delete: str | None = None) -> None:
+        out.extend(["!clear", f"!keep p:grp/{name} {place}", f"-:grp/{name} {delete or place}"])
+    for total in (62, 63, 64, 65, 80):
+        keep_delete(f"s{total}", f"{mod}:" + "f" * (total - len(mod) - 1))
+    for total in (63, 64, 70):
+        keep_delete(f"o{total}", f"{mod}:" + "g" * (total - len(mod) - 4) + "+16")
+    place = f"{mod}:" + "h" * (70 - len(mod) - 1)
+    keep_delete("t70", place, place[:63])  # what 7.2's snprintf kept
+    keep_delete("a64", f"{mod}:" + "k" * (64 - len(mod) - 1) + " x=\\1")
+    out.append("!clear")
     # -- unchanged neighbours ----------------------------------------------------------------------
     for a in (f"+0({r}", f"+0{r}", "$comm:u32", "+0($comm)", "$stack1", "$stackx", "$arg0",
               "$retval", "\\\"abc\"", "@nosuchsym_xyz"):
