@@ -205,12 +205,10 @@ class Analysis:
         for v in np.flatnonzero(fill_counts).tolist():
             lab = decode_code(v).label
             fill_by[lab] = fill_by.get(lab, 0) + int(fill_counts[v])
-        vals = np.flatnonzero(real_counts)
-        cnts = real_counts[vals].tolist()
-        vals = vals.tolist()
+        present = np.flatnonzero(real_counts)
         by: dict[str, int] = {}
         ok = 0
-        for v, k in zip(vals, cnts):
+        for v, k in zip(present.tolist(), real_counts[present].tolist()):
             o = decode_code(v)
             by[o.label] = by.get(o.label, 0) + int(k)
             ok += int(k) if o.ok else 0
