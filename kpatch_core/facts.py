@@ -116,9 +116,12 @@ def subsystem(name: str, area: str) -> str:
 
 
 def text_areas(image: "Image") -> list[tuple[int, int, str]]:
-    """Special text areas from ``__X_text_start``/``__X_text_end``-style linker symbols, sorted."""
+    """Special text areas from ``__X_text_start``/``__X_text_end``-style linker symbols, sorted;
+    only bounds kallsyms shows, which a /boot image holds too (5.10 arm64 kallsyms drops
+    ``__kvm_nvhe_abort_guest_exit_start``, inside ``.hyp.text``: issue 17)."""
     out = []
     st = image.symtab
+    shown = image.kallsyms._name_index()
     seen = set()
     pat = re.compile(r"^__(\w+?)_start$")
     for n in st.names:
@@ -130,6 +133,8 @@ def text_areas(image: "Image") -> list[tuple[int, int, str]]:
         seen.add(n)
         stem = m.group(1)
         end_name = n[:-len("_start")] + "_end"
+        if n not in shown or end_name not in shown:
+            continue
         s, e = st.value(n), st.value(end_name)
         if s is None or e is None or not (e > s) or not image.tables.is_core_text(s):
             continue

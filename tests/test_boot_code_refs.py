@@ -245,3 +245,18 @@ def test_recovered_tables_equal_kallsyms_all(name: str) -> None:
     assert got == {n: v[n] for n in bounds if n in v}
     assert len(got) >= 12
     assert isinstance(full, Symbols)
+
+
+def test_text_areas_come_from_bounds_kallsyms_shows() -> None:
+    """5.10 arm64: ``__kvm_nvhe_abort_guest_exit_start``/``_end`` (a label pair inside
+    ``.hyp.text``) are in vmlinux's symtab but not in kallsyms, so not in a /boot image: the
+    areas of the debug vmlinux are those a /boot image can show (facts.text_areas)."""
+    vml = KERNELS / "5.10.0-32-arm64" / "vmlinux"
+    if not vml.is_file():
+        pytest.skip(f"{vml} not cached")
+    from kpatch_core.facts import text_areas
+    from kpatch_core.image import Image
+    im = Image.open(str(vml))
+    assert im.symtab.value("__kvm_nvhe_abort_guest_exit_start") is not None
+    labels = {a[2] for a in text_areas(im)}
+    assert ".hyp.text" in labels and ".kvm_nvhe_abort_guest_exit" not in labels
