@@ -53,7 +53,7 @@ from .analysis import ANALYZER_VERSION, TYPE_NAMES, Analysis, TextSymbols, iter_
 from .bulk import classify_inputs, fixed_width_walk, mark_ranges
 from .decode import LinearDecoder, Runs, decode_function
 from .facts import (SUBSYSTEM_PREFIXES, StaticFacts, clone_kind, entry_facts, function_facts,
-                    image_meta, static_facts, subsystem, symbol_areas, text_areas)
+                    image_meta, paused_gc, static_facts, subsystem, symbol_areas, text_areas)
 from .outcome import (ERRNOS, METHODS, OK_NO_METHOD, OPTIMIZED, REASONS, REFUSED_BASE, SLOW,
                       Outcome, decode_code, ok_code, outcome_code, refused_code)
 
@@ -82,10 +82,11 @@ def analyze(image: "Image", jobs: int | None = None,
     """
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
-    untyped = TextSymbols.build(image, types=False)  # the types while the workers decode
-    timing["symbols"] = time.perf_counter() - t0
-    rules.prepare_state(image, untyped, optimized, func_facts=False)  # those in the workers
-    timing["tables"] = time.perf_counter() - t0
+    with paused_gc():  # symbol tables: 100,000s of lists and dicts (resumed before the fork)
+        untyped = TextSymbols.build(image, types=False)  # the types while the workers decode
+        timing["symbols"] = time.perf_counter() - t0
+        rules.prepare_state(image, untyped, optimized, func_facts=False)  # those in the workers
+        timing["tables"] = time.perf_counter() - t0
     clf = rules.STATE["classifier"]
     syms = untyped
 

@@ -25,9 +25,10 @@ if TYPE_CHECKING:
     from .verdict import Verdict
 
 @contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """The cyclic garbage collector paused: building 100,000s of acyclic dicts would otherwise
-    trigger collections that rescan every dict built so far (0.13 s of the entry facts)."""
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: building 100,000s of acyclic dicts and lists (facts,
+    symbol tables) would otherwise trigger collections that rescan every one built so far
+    (0.13 s of the entry facts on x86_64 6.12, 0.08 s of the work before the fork)."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -256,7 +257,7 @@ def static_facts(image: "Image", syms: TextSymbols, ff: dict | None,
     same = [len(name_index.get(name, ())) for name in names]
     tnames = [TYPE_NAMES[t] for t in syms.types.tolist()]
     plen = len(prefix) if prefix else 0
-    with _no_cyclic_gc():
+    with paused_gc():
         out = _fact_dicts(names, addr_l, syms, tnames, areas, subs, same, lookup_l, entry_shift,
                           prefix or "", plen, name_index)
     static = StaticFacts(out, adj, flag, shifts)
@@ -354,7 +355,7 @@ def entry_facts(image: "Image", syms: TextSymbols, static: StaticFacts, lo: np.n
         if k < n0 and int(offs[c0 + k]) == rel:
             entry_code[i] = int(codes[c0 + k]) & ~OPTIMIZED
     fail_l = fail.tolist()
-    with _no_cyclic_gc():
+    with paused_gc():
         for i, (d, ec, adj, flag, a, fl) in enumerate(zip(
                 static.facts, entry_code.tolist(), static.entry_addr.tolist(),
                 static.entry_flag.tolist(), syms.addrs.tolist(), fail_l)):
