@@ -25,13 +25,16 @@ from kpatch_core.registry import backend_named
 from test_events import FakeEnv
 
 SETS = sorted(p.parent.name for p in ORACLE_DATA.glob("*/events-7.3.jsonl.gz"))
+# benchmarks/events_oracle.py generate VMLINUX -n 300 --seed 11 (amd64) / 12 (arm64) on 7.3.4:
+# every argument form of the older kernels, through the 7.3 parser
+GENERATED = sorted(p.parent.name for p in ORACLE_DATA.glob("*/events-7.3-gen.jsonl.gz"))
 NEW_73 = ("EVENTS_ARGSTR_LEN_255", "ERRORS_FILE_ON_KPROBE_KERNEL_PROBES",
           "EVENTS_NESTED_PARSE_STATES", "EVENTS_CURRENT_VAR", "EVENTS_THIS_CPU",
           "EVENTS_KPROBE_TYPECAST", "EVENTS_MATCH_HEAD_FULL_PLACE")
 
 
-def _rows(name: str) -> list[dict]:
-    with gzip.open(ORACLE_DATA / name / "events-7.3.jsonl.gz", "rt") as f:
+def _rows(name: str, file: str = "events-7.3.jsonl.gz") -> list[dict]:
+    with gzip.open(ORACLE_DATA / name / file, "rt") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -65,6 +68,7 @@ def _replay(events: EventSet, rows: list[dict]) -> tuple[int, list]:
 def test_answer_sets_present() -> None:
     """Both sides of the 7.3 features are answered: 7.3.4 amd64/arm64 and 7.2.13 amd64."""
     assert {"7.3.4+deb13-amd64", "7.3.4+deb13-arm64", "7.2.13+deb14-amd64"} <= set(SETS), SETS
+    assert {"7.3.4+deb13-amd64", "7.3.4+deb13-arm64"} <= set(GENERATED), GENERATED
 
 
 @pytest.mark.realkernel
@@ -74,6 +78,15 @@ def test_events_73_real_kernel(name: str) -> None:
     image = Image.open(str(real_vmlinux(name)))
     n, wrong = _replay(EventSet(ImageEnv(image)), _rows(name))
     assert n >= 160 and not wrong, (len(wrong), wrong[:10])
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("name", GENERATED)
+def test_generated_lines_real_kernel(name: str) -> None:
+    """300 generated lines (valid and not, multi-probe and deletes) as 7.3.4 answered them."""
+    image = Image.open(str(real_vmlinux(name)))
+    n, wrong = _replay(EventSet(ImageEnv(image)), _rows(name, "events-7.3-gen.jsonl.gz"))
+    assert n >= 290 and not wrong, (len(wrong), wrong[:10])
 
 
 def test_answers_show_the_features() -> None:
