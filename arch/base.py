@@ -135,9 +135,10 @@ class Backend:
         """The syscall entry prefix of a kernel with ``features`` (weak: :attr:`syscall_prefix`)."""
         return self.syscall_prefix
 
-    def default_facts(self) -> dict[str, bool]:
-        """Runtime facts the image cannot show (CPU features that boot-time patching depends on),
-        with the value assumed; ``--set NAME=y|n`` or a config file overrides them."""
+    def default_facts(self, image: "Image") -> dict[str, bool]:
+        """Runtime facts the image cannot show (CPU features that boot-time patching depends on)
+        that matter for ``image``, with the value assumed; ``--set NAME=y|n`` or a config file
+        overrides them."""
         return {}
 
     def cpu_facts(self, cpuinfo: "dict[str, str]", vulnerabilities: "dict[str, str]"

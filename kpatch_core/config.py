@@ -30,7 +30,6 @@ SYMBOL_EVIDENCE: dict[str, tuple[str, ...]] = {
     "CFI_CLANG": ("__start___kcfi_traps", "__cfi_check_fail", "report_cfi_failure"),
     "KPROBE_EVENTS": ("kprobe_dispatcher", "trace_kprobe_create"),
     "PPC_FTRACE_OUT_OF_LINE": ("ftrace_ool_stub_text",),  # arch/powerpc/kernel/trace/ftrace_entry.S
-    "X86_DYNAMIC_NOPS": ("arch_init_ideal_nops", "ideal_nops"),  # arch/x86/kernel/alternative.c
 }
 # fact -> bytes (NUL-terminated C string) whose presence in .rodata shows it: the kernel's own
 # text, where a behaviour was backported across versions (stable trees) and no symbol shows it
@@ -100,7 +99,7 @@ class KernelConfig:
                                                     f" {needle[:-1].decode()!r}")
         for name, v in DEFAULTS.items():
             facts[name] = Fact(name, v, "default")
-        for name, v in image.backend.default_facts().items():
+        for name, v in image.backend.default_facts(image).items():
             facts.setdefault(name, Fact(name, v, f"default ({image.backend.name} CPU assumption)"))
         kall = _kallsyms_all(image)
         if kall is not None:

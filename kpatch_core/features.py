@@ -234,8 +234,8 @@ FEATURES: tuple[Feature, ...] = (
        "boot from the CPU: k8_nops (two 0x66-prefixed 0x90 instructions for 5-8 bytes) on "
        "AMD family <= 0xf, e.g. QEMU TCG -cpu max, else p6_nops (= the later x86_nops)",
        "arch/x86/kernel/alternative.c: arch_init_ideal_nops, add_nops; removed by 'x86: Remove "
-       "dynamic NOP selection' (v5.15); image evidence: the symbol arch_init_ideal_nops",
-       until=(5, 15), arches=("x86_64",), config="X86_DYNAMIC_NOPS"),
+       "dynamic NOP selection' (v5.15); Debian 5.10.223 and 5.10.262 have arch_init_ideal_nops",
+       until=(5, 15), arches=("x86_64",)),
     _F("X86_PARAVIRT_ALTERNATIVES",
        "pv-op calls are .altinstructions entries (no .parainstructions): ALT_FLAG_DIRECT_CALL "
        "turns `call *pv_ops(%rip)` into a direct call, ALT_NOT(XENPV/VCPUPREEMPT...) into the "

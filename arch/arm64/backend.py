@@ -131,7 +131,7 @@ class Arm64Backend(Backend):
         after = sum(1 for r in recs if at(int(r) + 8) and not at(int(r)))
         return after * 2 > len(recs)
 
-    def default_facts(self) -> dict[str, bool]:
+    def default_facts(self, image: "Image") -> dict[str, bool]:
         # the CPU the probe runs on has LSE atomics (any ARMv8.1+ core): boot-time alternatives
         # then replace LL/SC sequences (ldxr..stxr) with an LSE atomic and NOPs
         return {RUNTIME_LSE_ATOMICS: True}

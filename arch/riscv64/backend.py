@@ -130,7 +130,7 @@ class Riscv64Backend(Backend):
     def jump_label_size(self, image: "Image", code: int) -> int:
         return 4  # arch_static_branch: one 4-byte `nop` / `j` (norvc)
 
-    def default_facts(self) -> dict[str, bool]:
+    def default_facts(self, image: "Image") -> dict[str, bool]:
         return {EXT_FACT.format(e): e in ASSUMED_EXTENSIONS for e in ISA_EXT_IDS_612}
 
     @per_image

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kpatch_core.features import feature
 from kpatch_core.tables import relative_table
 from kpatch_core.verdict import Execution, Method, Reason, Refusal
 
@@ -102,10 +103,13 @@ class X86_64Backend(Backend):
         return cs
 
     # -- hooks --------------------------------------------------------------------------------
-    def default_facts(self) -> dict[str, bool]:
+    def default_facts(self, image: "Image") -> dict[str, bool]:
         """CPU facts boot-time patching depends on: X86_K8_NOPS (arch_init_ideal_nops picks
-        k8_nops; before 5.15 only) is assumed off, as on every CPU since Core 2 / family 10h."""
-        return {"X86_K8_NOPS": False}
+        k8_nops), where the kernel selects NOPs at boot (X86_DYNAMIC_NOPS, before 5.15), is
+        assumed off, as on every CPU since Core 2 / family 10h."""
+        v = image.version
+        return {"X86_K8_NOPS": False} if feature("X86_DYNAMIC_NOPS").in_versions(
+            (v.major, v.minor)) else {}
 
     def cpu_facts(self, cpuinfo: "dict[str, str]", vulnerabilities: "dict[str, str]"
                   ) -> dict[str, bool]:
