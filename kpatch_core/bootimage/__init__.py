@@ -42,7 +42,7 @@ from .synth_elf import SHF_EXECINSTR, SHT_RELA, ElfFile, Layout, Symbols
 from .system_map import looks_like_system_map, read_system_map
 from .zboot import is_zboot, zboot_payload
 
-FORMAT_VERSION = 13  # bump when the synthetic ELF changes: old cache entries are not reused
+FORMAT_VERSION = 14  # bump when the synthetic ELF changes: old cache entries are not reused
 SHT_SYMTAB = 2
 ET_REL = 1
 
