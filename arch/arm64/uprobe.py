@@ -31,6 +31,10 @@ XOL_SLOT_BYTES = 4  # UPROBE_XOL_SLOT_BYTES
 PAGE_SIZE = 4096  # the mapping granule: a vma covers whole pages of the file
 XOL_STEP = "single"  # user_enable_single_step in arch_uprobe_pre_xol
 MASK64 = (1 << 64) - 1
+# rows of the shared table that come from arm_kprobe_decode_insn, which uprobes do not call:
+# arch_uprobe_analyze_insn -> arm_probe_decode_insn rejects ldr/ldrsw (literal) (-EINVAL; Debian
+# 6.12.117 and 7.3.4 arm64: 21 of 21 ldrsw literal words of libc refused, uprobe oracle)
+KPROBE_ONLY_ROWS = frozenset({"ldr_lit", "ldrsw_lit"})
 
 
 def is_trap_insn(insn: bytes, features: FeatureSet) -> bool:
@@ -46,6 +50,9 @@ def analyze_insn(backend: Arm64Backend, insn: bytes, vaddr: int,
     word = int.from_bytes(insn[:4], "little")
     row = decode_word(word, decode_table(features))  # arm_probe_decode_insn
     mn = backend.mnemonic(insn[:4], vaddr)
+    if row.name in KPROBE_ONLY_ROWS:  # uses a literal: not steppable, not in arm_probe_decode_insn
+        return URefusal(UReason.REJECTED, f"{mn} ({row.name}: aarch64_insn_uses_literal; only "
+                                          "arm_kprobe_decode_insn simulates it)")
     if row.outcome == Outcome.REJECTED:
         return URefusal(UReason.REJECTED, f"{mn} ({row.name}: {row.why})")
     if row.outcome == Outcome.GOOD_NO_SLOT:
