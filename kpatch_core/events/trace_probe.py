@@ -33,7 +33,7 @@ from .error_log import (
     error_messages,
     max_argstr_len,
 )
-from .parse_states import parse_probe_arg_states
+from .parse_states import parse_probe_arg_deref, parse_probe_arg_states
 
 if TYPE_CHECKING:
     from kpatch_arch.base import Backend
@@ -407,36 +407,18 @@ class TraceProbeParser:
                                ctx: ParseContext) -> None:
         """``parse_probe_arg`` case '+'/'-' before 7.3: the inner argument parsed recursively."""
         c = pc[0]
-        deref = "DEREF"
-        a = arg
-        if a[1:2] == "u":
-            deref = "UDEREF"
-            a = a[0] + a[2:]
-        if a[0] == "+":
-            a = a[1:]
-        lp = a.find("(")
-        if lp < 0:
-            raise self.log.fail(ctx.offset, "DEREF_NEED_BRACE")
-        off, err = kstrtol(a[:lp], 0)
-        if off is None:
-            raise self.log.fail(ctx.offset, "BAD_DEREF_OFFS", err)
-        ctx.offset += (lp + 1) + (1 if a[0] != "-" else 0)
-        inner = a[lp + 1:]
-        rp = inner.rfind(")")
-        if rp < 0:
-            raise self.log.fail(ctx.offset + len(inner), "DEREF_OPEN_BRACE")
-        cur_offs = ctx.offset
+        st = parse_probe_arg_deref(self, arg, ctx)  # the same prefix as 7.3's loop parser
         sub = [c]
-        self.parse_probe_arg(inner[:rp], sub, end, code, ctx)
+        self.parse_probe_arg(st.inner_arg, sub, end, code, ctx)
         c = sub[0]
-        ctx.offset = cur_offs
+        ctx.offset = st.cur_offs
         if code[c].op in ("COMM", "DATA"):
             raise self.log.fail(ctx.offset, "COMM_CANT_DEREF")
         c += 1
         if c == end:
             raise self.log.fail(ctx.offset, "TOO_MANY_OPS")
         pc[0] = c
-        code[c].op, code[c].offset = deref, off  # text after the last ')' is ignored
+        code[c].op, code[c].offset = st.deref, st.offset  # text after the last ')' is ignored
         ctx.last_type = None
 
     def parse_probe_arg_leaf(self, arg: str, pc: list[int], end: int, code: list[FetchInsn],
