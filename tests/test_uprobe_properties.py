@@ -429,3 +429,16 @@ def test_arm64_literal_loads_are_refused_by_uprobes(word: int, kernel: tuple[int
     b = backend_named("arm64")
     v = analyze_insn(b, word.to_bytes(4, "little"), P.USER_TEXT, features_for(b, kernel))
     assert isinstance(v, URefusal) and "arm_kprobe_decode_insn" in v.detail, v
+
+
+def test_arm64_literal_over_the_probed_word_is_a_refusal() -> None:
+    """`ldr x0, .` reads the probed word: a kprobe (simulate_ldr_literal) reads the BRK, but a
+    uprobe never gets there: arm_probe_decode_insn rejects it."""
+    from kpatch_arch.arm64.uprobe import kernel_divergent
+    b = backend_named("arm64")
+    fs = features_for(b, (6, 12))
+    assert kernel_divergent((0x58000000).to_bytes(4, "little")) is None
+    assert kernel_divergent((0x1C000000).to_bytes(4, "little")) == "simd-literal-stepped-in-slot"
+    regs = {n: 0 for n in register_names(b)}
+    assert P.prop_same_end_state(b, fs, (0x58000000).to_bytes(4, "little"), P.USER_TEXT,
+                                 {**regs, **initial_flags(b, 0)}) == "refused:REJECTED"

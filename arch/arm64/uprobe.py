@@ -85,9 +85,12 @@ def post_xol(analysis: Analysis, vaddr: int, xol_vaddr: int, regs: Mapping[str, 
 
 
 def kernel_divergent(code: bytes) -> str | None:
-    """FP/SIMD ``ldr`` (literal) is stepped in the slot and loads relative to it (as kprobes)."""
+    """FP/SIMD ``ldr`` (literal) is stepped in the slot and loads relative to it (as kprobes);
+    the general-register literal loads kprobes simulate are refused here (KPROBE_ONLY_ROWS), so
+    the kprobe label for a literal that overlaps the probed word does not apply."""
     from .slot import kernel_divergent as kd
-    return kd(code)
+    why = kd(code)
+    return why if why == "simd-literal-stepped-in-slot" else None
 
 
 def insn_length(backend: Arm64Backend, code: bytes) -> int:
