@@ -17,11 +17,12 @@ import re
 import pytest
 
 from conftest import ORACLE_DATA, real_vmlinux
-from kpatch_core.events import EventSet, ImageEnv, errno_name, error_messages
+from kpatch_core.events import EventSet, ImageEnv, error_messages
 from kpatch_core.events.error_log import max_argstr_len
 from kpatch_core.features import FeatureSet
 from kpatch_core.image import Image
 from kpatch_core.registry import backend_named
+from kpatch_core.testing import replay_event_answers
 from test_events import FakeEnv
 
 SETS = sorted(p.parent.name for p in ORACLE_DATA.glob("*/events-7.3.jsonl.gz"))
@@ -40,29 +41,7 @@ def _rows(name: str, file: str = "events-7.3.jsonl.gz") -> list[dict]:
 
 def _replay(events: EventSet, rows: list[dict]) -> tuple[int, list]:
     """(lines judged, disagreements) of ``rows`` replayed in the oracle's protocol."""
-    wrong: list = []
-    n = 0
-    maxactive = re.compile(r"^r\d*:")  # the kernel prints its default maxactive
-    for rec in rows:
-        if rec.get("op") == "clear":
-            events.clear()
-            continue
-        line = rec["line"].removeprefix("!keep ")
-        r = events.write(line, keep=rec.get("op") == "keep")
-        if rec.get("crash"):
-            continue
-        n += 1
-        e = r.error
-        ours = (r.ok, e.errno if e else None, e.message if e else None, e.caret if e else None)
-        theirs = (bool(rec.get("ok")), errno_name(rec.get("error")), rec.get("error_message"),
-                  rec.get("caret"))
-        if ours != theirs:
-            wrong.append((line, theirs, ours))
-        elif r.ok and r.event is not None and rec.get("readback"):
-            want = maxactive.sub("r:", rec["readback"][-1])
-            if want != maxactive.sub("r:", r.event.readback()):
-                wrong.append((line, want, r.event.readback()))
-    return n, wrong
+    return replay_event_answers(events, rows, readback=True)
 
 
 def test_answer_sets_present() -> None:

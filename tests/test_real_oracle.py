@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ORACLE_DATA, real_vmlinux
 from kpatch_core.image import Image
-from kpatch_core.testing import image_on_guest_cpu, oracle_verdicts
+from kpatch_core.testing import image_on_guest_cpu, oracle_verdicts, replay_event_answers
 
 ORACLE = Path(os.environ.get("KPATCH_ORACLE_DIR", ORACLE_DATA))
 OWN = ORACLE_DATA  # answers committed with the project (tests/data/oracle/<NAME>/)
@@ -114,25 +114,11 @@ def test_real_kernel_blacklist(name: str) -> None:
 def test_real_kernel_event_lines(name: str) -> None:
     """kprobe_events lines as the kernel answered them (oracle ``--events``), replayed through
     EventSet in the oracle's protocol: ok, errno, error_log message and caret per line."""
-    from kpatch_core.events import EventSet, ImageEnv, errno_name
+    from kpatch_core.events import EventSet, ImageEnv
     image = Image.open(str(real_vmlinux(name)))
     events = EventSet(ImageEnv(image))
-    wrong = []
     rows = [json.loads(line) for line in _gz_lines(OWN / name / "syntax.jsonl.gz")]
-    for rec in rows:
-        if rec.get("op") == "clear":
-            events.clear()
-            continue
-        line = rec["line"].removeprefix("!keep ")
-        r = events.write(line, keep=rec.get("op") == "keep")
-        if rec.get("crash"):
-            continue
-        e = r.error
-        ours = (r.ok, e.errno if e else None, e.message if e else None, e.caret if e else None)
-        theirs = (bool(rec.get("ok")), errno_name(rec.get("error")), rec.get("error_message"),
-                  rec.get("caret"))
-        if ours != theirs:
-            wrong.append((line, theirs, ours))
+    _, wrong = replay_event_answers(events, rows)
     assert sum(r.get("op") == "event" for r in rows) >= 58 and not wrong, wrong[:10]
 
 

@@ -24,13 +24,14 @@ if TYPE_CHECKING:
     from kpatch_arch.base import Backend
     from kpatch_core.executor import Executor
     from kpatch_core.executor import Outcome as ExecOutcome
+    from kpatch_core.events import EventSet
     from kpatch_core.image import Image
     from kpatch_core.verdict import Verdict
 
 __all__ = ["RawImage", "prepare_raw", "differential", "diff_states", "data_pointers",
            "register_names", "initial_flags", "prop_same_end_state", "prop_install_remove",
            "prop_breakpoint_traps", "prop_displacement_reach", "oracle_verdicts",
-           "guest_cpuinfo", "image_on_guest_cpu"]
+           "guest_cpuinfo", "image_on_guest_cpu", "replay_event_answers"]
 
 
 class _NoSymbols:
@@ -425,6 +426,40 @@ def image_on_guest_cpu(path: str, meta: dict) -> "Image":
     facts = image.backend.cpu_facts(guest_cpuinfo(meta),
                                     dict((meta.get("guest") or {}).get("vulnerabilities") or {}))
     return Image.open(path, overrides=facts) if facts else image
+
+
+def replay_event_answers(events: "EventSet", rows: list[dict], readback: bool = False
+                         ) -> tuple[int, list]:
+    """A kernel oracle's events-mode answers (``rows``) replayed in its protocol on ``events``
+    (``clear`` empties it, ``!keep`` lines append): (lines judged, disagreements on ok, errno,
+    error_log message and caret; with ``readback``, also on an accepted line's read-back, the
+    kernel's default maxactive ignored)."""
+    import re
+
+    from ..events import errno_name
+    wrong: list = []
+    n = 0
+    maxactive = re.compile(r"^r\d*:")  # the kernel prints its default maxactive
+    for rec in rows:
+        if rec.get("op") == "clear":
+            events.clear()
+            continue
+        line = rec["line"].removeprefix("!keep ")
+        r = events.write(line, keep=rec.get("op") == "keep")
+        if rec.get("crash"):
+            continue
+        n += 1
+        e = r.error
+        ours = (r.ok, e.errno if e else None, e.message if e else None, e.caret if e else None)
+        theirs = (bool(rec.get("ok")), errno_name(rec.get("error")), rec.get("error_message"),
+                  rec.get("caret"))
+        if ours != theirs:
+            wrong.append((line, theirs, ours))
+        elif readback and r.ok and r.event is not None and rec.get("readback"):
+            want = maxactive.sub("r:", rec["readback"][-1])
+            if want != maxactive.sub("r:", r.event.readback()):
+                wrong.append((line, want, r.event.readback()))
+    return n, wrong
 
 
 def oracle_verdicts(image: "Image", rows: list[dict], chunk: int = 200) -> dict[int, "Verdict"]:
