@@ -11,13 +11,13 @@ import glob
 import gzip
 import json
 import os
-import re
 
 import pytest
 
+from test_uprobe_oracle import oracle_target
+
 from kpatch_core.features import FeatureSet
-from kpatch_core.uprobe.elf import UserElf
-from kpatch_core.uprobe.probe import check_offset, features_for
+from kpatch_core.uprobe.probe import check_offset
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "testdata", "uprobe", "oracle", "nop10")
 FILES = sorted(glob.glob(os.path.join(HERE, "*.jsonl.gz")))
@@ -37,15 +37,7 @@ def test_nop10_agreement(path: str) -> None:
     with gzip.open(path, "rt") as f:
         rows = [json.loads(x) for x in f]
     meta, rows = rows[0]["meta"], rows[1:]
-    target = meta["target"]
-    if not os.path.exists(target):
-        pkg = "libc6" if "libc" in target else "busybox-static"
-        pytest.skip(f"{target} missing: apt-get download {pkg}:amd64 and extract it there "
-                    "(tools/uprobe-oracle/README.md)")
-    m = re.search(r"Linux \S+ (\d+)\.(\d+)", meta["UNAME"])
-    assert m
-    elf = UserElf.open(target, debug_roots=[])
-    fs = features_for(elf.backend, (int(m[1]), int(m[2])))
+    target, elf, fs = oracle_target(meta)
     data = open(target, "rb").read()
     wrong = []
     for r in rows:

@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from kpatch_core.features import FeatureSet
 from kpatch_core.uprobe.elf import UserElf
 from kpatch_core.uprobe.probe import check_offset, features_for
 
@@ -24,9 +25,9 @@ def _rows(path: str) -> tuple[dict, list[dict]]:
     return rows[0]["meta"], rows[1:]
 
 
-@pytest.mark.parametrize("path", FILES, ids=[os.path.basename(p)[:-9] for p in FILES])
-def test_agreement_with_real_kernel(path: str) -> None:
-    meta, rows = _rows(path)
+def oracle_target(meta: dict) -> "tuple[str, UserElf, FeatureSet]":
+    """An answer set's binary (skip when it is not extracted here), opened, and the features of
+    the kernel that answered (its uname)."""
     target = meta["target"]
     if not os.path.exists(target):
         pkg = "libc6" if "libc" in target else "busybox-static"
@@ -35,7 +36,13 @@ def test_agreement_with_real_kernel(path: str) -> None:
     m = re.search(r"Linux \S+ (\d+)\.(\d+)", meta["UNAME"])
     assert m
     elf = UserElf.open(target, debug_roots=[])
-    fs = features_for(elf.backend, (int(m[1]), int(m[2])))
+    return target, elf, features_for(elf.backend, (int(m[1]), int(m[2])))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[os.path.basename(p)[:-9] for p in FILES])
+def test_agreement_with_real_kernel(path: str) -> None:
+    meta, rows = _rows(path)
+    target, elf, fs = oracle_target(meta)
     agree = false_accepts = 0
     for r in rows:
         v = check_offset(elf, int(r["offset"], 16), fs)
