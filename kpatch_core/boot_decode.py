@@ -162,6 +162,12 @@ class PayloadStream:
             raise self._error
         return done
 
+    @property
+    def complete(self) -> bool:
+        """Has the whole payload been decoded, without error?"""
+        with self._cond:
+            return self._done and self._error is None and not self._stop
+
     def stop(self) -> None:
         """Stop decoding after the current piece (its result is not wanted)."""
         with self._cond:

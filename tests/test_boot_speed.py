@@ -99,10 +99,14 @@ def _synthetic_elf(image: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) ->
     return Path(bi.boot_elf(str(image)).elf_path).read_bytes()
 
 
+@pytest.mark.parametrize("looked_before_the_end", [True, False])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_streamed_synthetic_elf_equals_the_one_shot(fmt: str, tmp_path: Path,
+def test_streamed_synthetic_elf_equals_the_one_shot(fmt: str, looked_before_the_end: bool, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    # small pieces and margins (the shipped payload is 24 KiB): kallsyms may be read early
+    # small pieces and margins (the shipped payload is 24 KiB): kallsyms may be read early;
+    # the payload grown piece by piece, or (decoded before the first look) joined at once
+    if looked_before_the_end:
+        monkeypatch.setattr(boot_decode.PayloadStream, "complete", property(lambda self: False))
     monkeypatch.setattr(stream, "decompress_chunks", functools.partial(decompress_chunks, chunk=256))
     monkeypatch.setattr(stream, "EARLY_MARGIN", 1024)
     monkeypatch.setattr(stream, "_TOKEN_SPAN", 1536)  # table + index: 1232 bytes
@@ -118,9 +122,10 @@ def test_early_kallsyms_from_the_decoded_beginning(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(stream, "_TOKEN_SPAN", 1536)  # table + index: 1232 bytes
     payload = decompress(_compressed("xz"))
     e = stream.EarlyKallsyms()
-    pieces = [payload[i:i + 256] for i in range(0, len(payload), 256)]
-    for n in range(1, len(pieces) + 1):
-        e.feed(pieces[:n], sum(map(len, pieces[:n])))
+    grown = bytearray()
+    for i in range(0, len(payload), 256):  # the buffer grows by a piece between calls
+        grown += payload[i:i + 256]
+        e.feed(grown)
     assert e.table is not None and 0 < e.found_at < len(payload)
     assert e.agrees(bi._vaddr_of(payload, None))
     full = find_kallsyms(payload, "<", vaddr_of=bi._vaddr_of(payload, None))

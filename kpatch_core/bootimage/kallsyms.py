@@ -25,6 +25,7 @@ The same approach as vmlinux-to-elf, written from the kernel sources.
 """
 from __future__ import annotations
 
+import codecs
 from typing import Callable
 
 import attrs
@@ -54,9 +55,10 @@ def _u32(data: bytes, at: int, e: str) -> int:
     return int.from_bytes(data[at:at + 4], "little" if e == "<" else "big")
 
 
-def _token_table(data: bytes, e: str) -> tuple[int, list[bytes], int]:
-    """(start of kallsyms_token_table, the 256 tokens, start of kallsyms_token_index)."""
-    pos = 0
+def _token_table(data: bytes, e: str, start: int = 0) -> tuple[int, list[bytes], int]:
+    """(start of kallsyms_token_table, the 256 tokens, start of kallsyms_token_index): the
+    first at or after ``start``."""
+    pos = start
     while True:
         p = data.find(_DIGITS, pos)
         if p < 0:
@@ -125,28 +127,27 @@ def _first_types_ok(data: bytes, at: int, toks: list[bytes], count: int) -> bool
 
 
 def _expand(data: bytes, runs: np.ndarray, toks: list[bytes]) -> tuple[str, list[str]]:
-    """Expand every name (vectorised kallsyms_expand_symbol): (type letters, names)."""
-    flat_tok = np.frombuffer(b"".join(toks), np.uint8)
-    tlen = np.array([len(t) for t in toks], np.int64)
-    toff = np.concatenate([[0], np.cumsum(tlen)[:-1]])
-    buf = np.frombuffer(data, np.uint8)
+    """Expand every name (kallsyms_expand_symbol for all at once): (type letters, names). The
+    token bytes of all names (their length bytes dropped) are decoded by one charmap decode
+    whose table maps each token number to its characters; the names are cut from that text by
+    the sum of their tokens' lengths."""
+    if not len(runs):
+        return "", []
     starts, lens = runs[:, 0], runs[:, 1]
-    # every token byte of every name, in order
-    pos = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
-    t = buf[pos]
-    tl = tlen[t]
-    gather = np.repeat(toff[t] - np.concatenate([[0], np.cumsum(tl)[:-1]]), tl) + np.arange(tl.sum())
-    chars = flat_tok[gather]
-    # characters per name: sum of its token lengths; a newline before each name, then one split
-    name_chars = np.add.reduceat(tl, np.concatenate([[0], np.cumsum(lens)[:-1]])) if len(lens) else tl
-    begins = np.concatenate([[0], np.cumsum(name_chars)[:-1]]).astype(np.int64)
-    out = np.full(len(chars) + len(begins), ord("\n"), np.uint8)
-    keep = np.ones(len(out), bool)
-    keep[begins + np.arange(len(begins))] = False
-    out[keep] = chars
-    rows = out.tobytes().decode("latin-1").split("\n")[1:]
-    types = "".join(r[:1] for r in rows)
-    names = [r[1:] for r in rows]
+    lo = int(starts[0]) - (2 if lens[0] > 127 else 1)
+    hi = int(starts[-1] + lens[-1])
+    region = np.frombuffer(data, np.uint8, hi - lo, lo)
+    keep = np.ones(hi - lo, bool)
+    keep[starts - lo - 1] = False  # the length byte(s) before each name's tokens
+    keep[starts[lens > 127] - lo - 2] = False
+    t = region[keep]
+    del region  # (no view of ``data`` outlives the call: the stream appends to it)
+    text = codecs.charmap_decode(t.tobytes(), "strict", {i: x.decode("latin-1") for i, x in enumerate(toks)})[0]
+    tl = np.array([len(x) for x in toks], np.int64)[t]
+    per_name = np.add.reduceat(tl, np.concatenate([[0], np.cumsum(lens)[:-1]]))
+    b = np.concatenate([[0], np.cumsum(per_name)]).tolist()
+    names = [text[i + 1:j] for i, j in zip(b, b[1:])]
+    types = "".join([text[i] for i in b[:-1]])
     return types, names
 
 
@@ -167,9 +168,14 @@ def _addresses(data: bytes, at: int, n: int, base: int, e: str,
                 a = np.uint64(base) + (off & 0xFFFFFFFF).astype(np.uint64)
         # sorted (scripts/kallsyms.c sorts by address) and mostly distinct: zero padding or
         # another table read as offsets is sorted too, but all equal
-        if np.all(a[1:] >= a[:-1]) and len(np.unique(a)) > n // 2:
+        if np.all(a[1:] >= a[:-1]) and _distinct_sorted(a) > n // 2:
             return a
     return None
+
+
+def _distinct_sorted(a: np.ndarray) -> int:
+    """How many distinct values sorted ``a`` holds."""
+    return int(len(a) > 0) + int(np.count_nonzero(a[1:] != a[:-1]))
 
 
 def _place_relative(data: bytes, at: int, n: int, e: str, place: int) -> np.ndarray | None:
@@ -180,7 +186,7 @@ def _place_relative(data: bytes, at: int, n: int, e: str, place: int) -> np.ndar
         return None
     with np.errstate(over="ignore"):
         a = (np.uint64(place) + (4 * np.arange(n, dtype=np.int64) + off).astype(np.uint64))
-    if np.all(a[1:] >= a[:-1]) and len(np.unique(a)) > n // 2:
+    if np.all(a[1:] >= a[:-1]) and _distinct_sorted(a) > n // 2:
         return a
     return None
 
@@ -203,7 +209,7 @@ def _candidates(data: bytes, tt: int, e: str) -> list[tuple[int, int, int]]:
     table first: the .long with 4 bytes of padding (up to 7.x), then the one names follow at
     once with the count the markers before the token table allow (the newest layout)."""
     lo = max(0, tt - _SEARCH_BACK) & ~7
-    window = np.frombuffer(data[lo:tt - (tt - lo) % 8], e + "u4")
+    window = np.frombuffer(data, e + "u4", (tt - lo) // 8 * 2, lo)  # (a view: no copy)
     pairs = window.reshape(-1, 2)
     cand = np.nonzero((pairs[:, 0] > 0) & (pairs[:, 0] < 4_000_000) & (pairs[:, 1] == 0))[0]
     out = [(lo + 8 * k, int(pairs[k, 0]), lo + 8 * k + 8) for k in cand[::-1].tolist()]
@@ -216,11 +222,13 @@ def _candidates(data: bytes, tt: int, e: str) -> list[tuple[int, int, int]]:
 
 
 def find_kallsyms(data: bytes, e: str, absolute_percpu: bool | None = None,
-                  vaddr_of: "Callable[[int], int | None] | None" = None) -> KallsymsTable:
+                  vaddr_of: "Callable[[int], int | None] | None" = None,
+                  start: int = 0) -> KallsymsTable:
     """Locate and decode the kallsyms tables in ``data`` (an uncompressed kernel payload);
     ``e`` is the byte order (``"<"`` or ``">"``); ``vaddr_of`` maps a payload offset to its
-    address (the newest layout needs it). Raises :class:`InputError` when absent."""
-    tt, toks, ti = _token_table(data, e)
+    address (the newest layout needs it); ``start``: no token table lies before it (the search
+    starts there). Raises :class:`InputError` when absent."""
+    tt, toks, ti = _token_table(data, e, start)
     ti_end = ti + 512
     # kallsyms_num_syms: nearest candidate below the token table whose first names decode to
     # nm type letters and whose names end where the markers say

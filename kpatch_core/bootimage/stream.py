@@ -49,49 +49,49 @@ class EarlyKallsyms:
         self.table: KallsymsTable | None = None
         self.found_at = -1  # bytes decoded when the table was read
         self.asked: dict[int, int | None] = {}
-        self._scanned = 0  # bytes searched for digit runs
-        self._runs: list[int] = []  # where they start
-        self._ready = 0  # digit runs with _TOKEN_SPAN bytes after them when last looked
+        self._scanned = 0  # where the search for the next digit run starts
+        self._table_at = 0  # where the token table starts, once found
         self._need = -1  # decoded bytes needed for the next try (-1: token table not found)
         self._given_up = False
         self._tries = 0  # failed tries
 
-    def feed(self, pieces: list[bytes], size: int) -> None:
-        """Look at the first ``size`` decoded bytes (``pieces``)."""
+    def feed(self, data: "bytes | bytearray") -> None:
+        """Look at the bytes decoded so far (``data``, which grows between calls; no view of
+        it is kept)."""
         if self.table is not None or self._given_up:
             return
-        lo, tail = _tail(pieces, size, self._scanned, len(_DIGITS) - 1)
-        at = tail.find(_DIGITS)
-        while at >= 0:
-            self._runs.append(lo + at)
-            at = tail.find(_DIGITS, at + 1)
-        self._scanned = size
+        size = len(data)
         if self._need < 0:
-            ready = [r for r in self._runs if r + _TOKEN_SPAN <= size]
-            if len(ready) == self._ready:
-                return
-            head = pieces[0]
-            if head[:4] != b"\x7fELF" or head[5] not in (1, 2):
+            if data[:4] != b"\x7fELF" or data[5] not in (1, 2):
                 self._given_up = True
                 return
-            # the runs looked at before read as no token table: from the first new one on (the
-            # table starts before its "0" token, by the tokens 0..47: far less than _TOKEN_SPAN)
-            lo, window = _tail(pieces, size, ready[self._ready], _TOKEN_SPAN)
-            self._ready = len(ready)
-            try:
-                tt = lo + _token_table(window, "<" if head[5] == 1 else ">")[0]
-            except (InputError, ValueError, IndexError):  # (a read past the decoded part)
-                return  # not yet: a later run
-            if tt + _TOKEN_SPAN > size:
-                return  # read too close to the end: look again with more
-            self._need = tt + EARLY_MARGIN
+            # each "0".."9" run in order, once _TOKEN_SPAN bytes are decoded on both sides of
+            # it (the table starts before its "0" token by the tokens 0..47 and its index
+            # follows it: both far less than _TOKEN_SPAN): the first that reads as a token
+            # table is the one the whole payload gives
+            while True:
+                at = data.find(_DIGITS, self._scanned)
+                if at < 0:
+                    self._scanned = max(self._scanned, size - len(_DIGITS) + 1)
+                    return
+                if at + _TOKEN_SPAN > size:
+                    self._scanned = at
+                    return  # look at it with more decoded
+                self._scanned = at + 1
+                lo = max(0, at - _TOKEN_SPAN)
+                try:
+                    self._table_at = lo + _token_table(bytes(data[lo:at + _TOKEN_SPAN]),
+                                                       "<" if data[5] == 1 else ">")[0]
+                except (InputError, ValueError, IndexError):
+                    continue  # not a token table: the next run
+                self._need = self._table_at + EARLY_MARGIN
+                break
         if size < self._need:
             return
-        data = b"".join(pieces)
         e = "<" if data[5] == 1 else ">"
         self.asked = {}
         try:
-            t = find_kallsyms(data, e, vaddr_of=self._vaddr_of(data, e))
+            t = find_kallsyms(data, e, vaddr_of=self._vaddr_of(data, e), start=self._table_at)
         except (InputError, IndexError, ValueError, struct.error):
             # the tables may reach past the decoded part: try again with more, twice at most,
             # then read them from the whole payload
@@ -132,19 +132,6 @@ class EarlyKallsyms:
         return all(vaddr_of(o) == v for o, v in self.asked.items())
 
 
-def _tail(pieces: list[bytes], size: int, start: int, overlap: int) -> tuple[int, bytes]:
-    """(offset, bytes) of the decoded bytes from ``start - overlap`` to ``size``."""
-    lo = max(0, start - overlap)
-    out, pos = [], 0
-    for p in pieces:
-        if pos + len(p) > lo:
-            out.append(p[max(0, lo - pos):])
-        pos += len(p)
-        if pos >= size:
-            break
-    return lo, b"".join(out)
-
-
 def unpack_bzimage(path: str, data: bytes, out: str, want_kallsyms: bool
                    ) -> tuple[str, bytes, ElfFile, KallsymsTable | None, EarlyKallsyms]:
     """Decode the payload of bzImage ``data`` in a thread while writing it into the synthetic
@@ -156,15 +143,34 @@ def unpack_bzimage(path: str, data: bytes, out: str, want_kallsyms: bool
     stream = take(path, data) or PayloadStream(decompress_chunks(comp, path))
     elf = ElfFile(out)
     early = EarlyKallsyms()
+    # the payload grows in one buffer (a large bytearray grows by remapping, not copying), read
+    # in place by the early kallsyms; each piece is dropped from the stream once taken
+    grown = bytearray()
+    whole: bytes | None = None
     try:
         written = 0
         while not stream.wait(written):
-            for p in stream.pieces[written:]:
+            if not written and stream.complete:  # all decoded before the first look: one join
+                for p in stream.pieces:
+                    elf.write_payload(p)
+                whole = b"".join(stream.pieces)
+                stream.pieces.clear()
+                break
+            for i in range(written, len(stream.pieces)):
+                p = stream.pieces[i]
+                stream.pieces[i] = b""  # (the decoding thread only appends)
                 elf.write_payload(p)
+                grown += p
                 written += 1
             if want_kallsyms:
-                early.feed(stream.pieces[:written], elf.payload_size)
-        payload = b"".join(stream.pieces)
+                early.feed(grown)
+        if whole is None:
+            payload = bytes(grown)  # (one copy: the readers after this take bytes)
+            del grown
+        else:
+            payload = whole
+            if want_kallsyms:
+                early.feed(payload)
     except BaseException:
         elf.abort()
         raise

@@ -136,17 +136,18 @@ def symbol_infos(letters: str, names: list[str], in_text: "list[bool] | np.ndarr
     lt = np.frombuffer(letters.encode("latin-1"), np.uint8).astype(np.int64)
     key = (lt << 4) | (pfx.astype(np.int64) << 3) | (np.asarray(in_text, bool).astype(np.int64) << 2) \
         | (np.asarray(in_btf, bool).astype(np.int64) << 1) | np.asarray(evidence, bool).astype(np.int64)
-    uniq, inv = np.unique(key, return_inverse=True)
-    table = np.array([symbol_info(chr(k >> 4), "__pfx_f" if k & 8 else "plain", bool(k & 4),
-                                  bool(k & 2), bool(k & 1)) for k in uniq.tolist()], np.uint8)
-    out = table[inv.reshape(-1)]
+    table = np.zeros(256 << 4, np.uint8)  # key -> st_info, for the keys present (small ints)
+    for k in np.flatnonzero(np.bincount(key, minlength=len(table))).tolist():
+        table[k] = symbol_info(chr(k >> 4), "__pfx_f" if k & 8 else "plain", bool(k & 4),
+                               bool(k & 2), bool(k & 1))
+    out = table[key]
     # a name with a compiler suffix that is no "_"-name of a linker shape: as "f.isra.0"
     shaped = odd & ((shapes.underscore & shapes.under) | ~shapes.suffix)
     memo = odd & ~shaped
     if memo.any():
-        u, inv = np.unique(key[memo], return_inverse=True)
-        out[memo] = np.array([symbol_info(chr(k >> 4), "f.isra.0", bool(k & 4), bool(k & 2),
-                                          bool(k & 1)) for k in u.tolist()], np.uint8)[inv.reshape(-1)]
+        for k in np.flatnonzero(np.bincount(key[memo], minlength=len(table))).tolist():
+            table[k] = symbol_info(chr(k >> 4), "f.isra.0", bool(k & 4), bool(k & 2), bool(k & 1))
+        out[memo] = table[key[memo]]
     if shaped.any():
         own = np.asarray(own_record, bool) if own_record is not None else np.zeros(n, bool)
         sk = (key << 4) | (own.astype(np.int64) << 3) | (shapes.suffix.astype(np.int64) << 2) \
@@ -171,9 +172,8 @@ def _at_line_start(alternatives: str, first: str = "") -> "re.Pattern[str]":
     return re.compile("\0" + first + "(?:" + body + ")", re.M)
 
 
+_PREFIX_LINE = re.compile("\0(?:" + "|".join(map(re.escape, FUNCTION_PREFIXES)) + ")")
 # every alternative of both starts with "_"
-_FIRST_UNDERSCORE = re.compile("\0_")
-_DOT = re.compile(r"\.")
 _LINKER_LINE = _at_line_start(LINKER_SCRIPT.pattern, "(?=_)")
 _UNDERSCORE_LINE = _at_line_start(_UNDERSCORE.pattern, "(?=_)")
 
@@ -188,9 +188,10 @@ class NameShapes:
         self.text = "\0" + "\n\0".join(names) + "\n"
         lens = np.fromiter(map(len, names), np.int64, len(names))
         self.starts = np.concatenate([[0], np.cumsum(lens + 2)[:-1]]).astype(np.int64)
-        self.pfx = np.fromiter((x.startswith(FUNCTION_PREFIXES) for x in names), bool, len(names))
-        self.underscore = self._at(self._find(_FIRST_UNDERSCORE, self.text))
-        self.dot = self._at(self._find(_DOT, self.text))
+        self.pfx = self._at(self._find(_PREFIX_LINE, self.text))  # x.startswith(FUNCTION_PREFIXES)
+        tb = np.frombuffer(self.text.encode("latin-1"), np.uint8)
+        self.underscore = tb[self.starts + 1] == 0x5F  # the name starts with "_"
+        self.dot = self._at(np.flatnonzero(tb == 0x2E))  # a "." in the name
         self.suffix = self._at(self._find(_SUFFIX, self.text))  # COMPILER_SUFFIX: the same
         # the linker-symbol shapes all start with "_": looked for among those names only
         self.linker = np.zeros(len(names), bool)
@@ -213,7 +214,7 @@ class NameShapes:
 
     @staticmethod
     def _find(pattern: "re.Pattern[str]", text: str) -> np.ndarray:
-        return np.fromiter((m.start() for m in pattern.finditer(text)), np.int64)
+        return np.array([m.start() for m in pattern.finditer(text)], np.int64)
 
     def _at(self, pos: np.ndarray) -> np.ndarray:
         """Per name: is one of the text positions ``pos`` on its line?"""
