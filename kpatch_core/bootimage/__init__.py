@@ -269,6 +269,8 @@ def _boot_elf(path: str, config_path: str | None, system_map: str | None) -> Boo
         if arch is None:
             _check_elf_input(path, payload)
         syms = smap if smap is not None else _kallsyms(path, payload, arch, found)
+        if found is not None and syms.names is found.names:
+            syms = attrs.evolve(syms, shapes=early.shapes)
         layout = elf_payload_layout(payload) if arch is None else raw_payload_layout(arch, payload, syms)
         if smap is not None:
             _check_same_build(path, smap_path, smap, payload, layout, banner)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from ..errors import InputError
 from .bzimage import bzimage_compressed
 from .decompress import decompress_chunks
 from .kallsyms import _DIGITS, KallsymsTable, _token_table, find_kallsyms
+from .symbol_types import NameShapes
 from .synth_elf import ElfFile
 
 PT_LOAD = 1
@@ -54,6 +55,7 @@ class EarlyKallsyms:
         self._need = -1  # decoded bytes needed for the next try (-1: token table not found)
         self._given_up = False
         self._tries = 0  # failed tries
+        self.shapes: NameShapes | None = None  # of table.names, made while the rest decodes
 
     def feed(self, data: "bytes | bytearray") -> None:
         """Look at the bytes decoded so far (``data``, which grows between calls; no view of
@@ -164,6 +166,8 @@ def unpack_bzimage(path: str, data: bytes, out: str, want_kallsyms: bool
                 written += 1
             if want_kallsyms:
                 early.feed(grown)
+                if early.table is not None and early.shapes is None and not stream.complete:
+                    early.shapes = NameShapes(early.table.names)  # (symbol types need them later)
         if whole is None:
             payload = bytes(grown)  # (one copy: the readers after this take bytes)
             del grown

@@ -121,7 +121,8 @@ def own_records(addrs: np.ndarray, mcount: np.ndarray) -> np.ndarray:
 
 def symbol_infos(letters: str, names: list[str], in_text: "list[bool] | np.ndarray",
                  in_btf: "list[bool] | np.ndarray", evidence: "list[bool] | np.ndarray",
-                 own_record: "np.ndarray | None" = None) -> np.ndarray:
+                 own_record: "np.ndarray | None" = None,
+                 shapes: "NameShapes | None" = None) -> np.ndarray:
     """:func:`symbol_info` for every symbol (uint8 st_info). A plain identifier or a name with a
     function prefix takes the answer of its (letter, kind, evidence) class, computed once per
     class; the others (compiler suffixes, linker symbols: they start with "_" or hold a ".")
@@ -131,7 +132,8 @@ def symbol_infos(letters: str, names: list[str], in_text: "list[bool] | np.ndarr
     n = len(names)
     if not n:
         return np.zeros(0, np.uint8)
-    shapes = NameShapes(names)
+    if shapes is None or shapes.names is not names:  # (made beforehand from these very names)
+        shapes = NameShapes(names)
     pfx, odd = shapes.pfx, (shapes.underscore | shapes.dot) & ~shapes.pfx
     lt = np.frombuffer(letters.encode("latin-1"), np.uint8).astype(np.int64)
     key = (lt << 4) | (pfx.astype(np.int64) << 3) | (np.asarray(in_text, bool).astype(np.int64) << 2) \
@@ -185,6 +187,7 @@ class NameShapes:
     never cross it) and its matches are mapped to lines."""
 
     def __init__(self, names: list[str]) -> None:
+        self.names = names
         self.text = "\0" + "\n\0".join(names) + "\n"
         lens = np.fromiter(map(len, names), np.int64, len(names))
         self.starts = np.concatenate([[0], np.cumsum(lens + 2)[:-1]]).astype(np.int64)

@@ -14,7 +14,7 @@ import tempfile
 import attrs
 import numpy as np
 
-from .symbol_types import STB_LOCAL, symbol_infos
+from .symbol_types import STB_LOCAL, NameShapes, symbol_infos
 
 SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOTE, SHT_NOBITS = 1, 2, 3, 4, 7, 8
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
@@ -48,6 +48,7 @@ class Symbols:
     types: str
     names: list[str]
     source: str  # "System.map FILE", "kallsyms", ...
+    shapes: NameShapes | None = attrs.field(default=None, eq=False)  # of these names, made early
 
 
 @attrs.frozen
@@ -157,7 +158,7 @@ def _tables(layout: Layout, payload_size: int, syms: Symbols, func_names: frozen
     traced = entry_evidence if entry_evidence is not None else np.zeros(len(addrs), bool)
     info = symbol_infos(syms.types, syms.names, is_exec,
                         np.fromiter(map(func_names.__contains__, syms.names), bool, len(syms.names)),
-                        traced, own_record)
+                        traced, own_record, syms.shapes)
     o = np.argsort((info >> 4) != STB_LOCAL, kind="stable")
     ordered = [syms.names[i] for i in o.tolist()]
     strtab = ("\0" + "\0".join(ordered) + "\0").encode("latin-1")
