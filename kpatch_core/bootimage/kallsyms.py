@@ -51,11 +51,11 @@ class KallsymsTable:
     num_syms_at: int = -1  # where kallsyms_num_syms is in the payload
 
 
-def _u32(data: bytes, at: int, e: str) -> int:
+def _u32(data: "bytes | bytearray", at: int, e: str) -> int:
     return int.from_bytes(data[at:at + 4], "little" if e == "<" else "big")
 
 
-def _token_table(data: bytes, e: str, start: int = 0) -> tuple[int, list[bytes], int]:
+def _token_table(data: "bytes | bytearray", e: str, start: int = 0) -> tuple[int, list[bytes], int]:
     """(start of kallsyms_token_table, the 256 tokens, start of kallsyms_token_index): the
     first at or after ``start``."""
     pos = start
@@ -82,14 +82,14 @@ def _token_table(data: bytes, e: str, start: int = 0) -> tuple[int, list[bytes],
                     continue
                 if start + int(idx[255]) >= ix:
                     continue
-                raw = data[start:ix]
+                raw = bytes(data[start:ix])
                 toks = [raw[int(o):raw.find(b"\0", int(o))] for o in idx]
                 if toks[48] == b"0" and toks[57] == b"9":
                     return start, toks, ix
     # unreachable
 
 
-def _names_end(data: bytes, at: int, n: int) -> tuple[np.ndarray, int]:
+def _names_end(data: "bytes | bytearray", at: int, n: int) -> tuple[np.ndarray, int]:
     """Offsets of the token runs of the ``n`` names starting at ``at`` (start, length), parsed
     like kallsyms_expand_symbol; returns (array of [start, len] rows, end offset)."""
     out = np.empty((n, 2), np.int64)
@@ -108,7 +108,7 @@ def _names_end(data: bytes, at: int, n: int) -> tuple[np.ndarray, int]:
     return out, p
 
 
-def _first_types_ok(data: bytes, at: int, toks: list[bytes], count: int) -> bool:
+def _first_types_ok(data: "bytes | bytearray", at: int, toks: list[bytes], count: int) -> bool:
     p = at
     for _ in range(count):
         if p >= len(data):
@@ -126,7 +126,7 @@ def _first_types_ok(data: bytes, at: int, toks: list[bytes], count: int) -> bool
     return True
 
 
-def _expand(data: bytes, runs: np.ndarray, toks: list[bytes]) -> tuple[str, list[str]]:
+def _expand(data: "bytes | bytearray", runs: np.ndarray, toks: list[bytes]) -> tuple[str, list[str]]:
     """Expand every name (kallsyms_expand_symbol for all at once): (type letters, names). The
     token bytes of all names (their length bytes dropped) are decoded by one charmap decode
     whose table maps each token number to its characters; the names are cut from that text by
@@ -142,7 +142,8 @@ def _expand(data: bytes, runs: np.ndarray, toks: list[bytes]) -> tuple[str, list
     keep[starts[lens > 127] - lo - 2] = False
     t = region[keep]
     del region  # (no view of ``data`` outlives the call: the stream appends to it)
-    text = codecs.charmap_decode(t.tobytes(), "strict", {i: x.decode("latin-1") for i, x in enumerate(toks)})[0]
+    chars = {i: x.decode("latin-1") for i, x in enumerate(toks)}  # token number -> its text
+    text = codecs.charmap_decode(t.tobytes(), "strict", chars)[0]
     tl = np.array([len(x) for x in toks], np.int64)[t]
     per_name = np.add.reduceat(tl, np.concatenate([[0], np.cumsum(lens)[:-1]]))
     b = np.concatenate([[0], np.cumsum(per_name)]).tolist()
@@ -151,7 +152,7 @@ def _expand(data: bytes, runs: np.ndarray, toks: list[bytes]) -> tuple[str, list
     return types, names
 
 
-def _addresses(data: bytes, at: int, n: int, base: int, e: str,
+def _addresses(data: "bytes | bytearray", at: int, n: int, base: int, e: str,
                absolute_percpu: bool | None) -> np.ndarray | None:
     """kallsyms_sym_address for every symbol; None when the values are not sorted."""
     off = np.frombuffer(data[at:at + 4 * n], e + "i4").astype(np.int64)
@@ -178,7 +179,7 @@ def _distinct_sorted(a: np.ndarray) -> int:
     return int(len(a) > 0) + int(np.count_nonzero(a[1:] != a[:-1]))
 
 
-def _place_relative(data: bytes, at: int, n: int, e: str, place: int) -> np.ndarray | None:
+def _place_relative(data: "bytes | bytearray", at: int, n: int, e: str, place: int) -> np.ndarray | None:
     """Addresses of the newest layout: ``place`` (the address of kallsyms_offsets) + 4*i +
     offsets[i]; None when not sorted."""
     off = np.frombuffer(data[at:at + 4 * n], e + "i4").astype(np.int64)
@@ -191,7 +192,7 @@ def _place_relative(data: bytes, at: int, n: int, e: str, place: int) -> np.ndar
     return None
 
 
-def _markers_count(data: bytes, tt: int, e: str) -> int:
+def _markers_count(data: "bytes | bytearray", tt: int, e: str) -> int:
     """How many u32 words end right below the token table as an increasing run from 0 (the
     newest layout's kallsyms_markers), or 0."""
     for pad in (0, 4):
@@ -204,7 +205,7 @@ def _markers_count(data: bytes, tt: int, e: str) -> int:
     return 0
 
 
-def _candidates(data: bytes, tt: int, e: str) -> list[tuple[int, int, int]]:
+def _candidates(data: "bytes | bytearray", tt: int, e: str) -> list[tuple[int, int, int]]:
     """(position of kallsyms_num_syms, its value, where kallsyms_names starts), nearest the token
     table first: the .long with 4 bytes of padding (up to 7.x), then the one names follow at
     once with the count the markers before the token table allow (the newest layout)."""
@@ -221,7 +222,7 @@ def _candidates(data: bytes, tt: int, e: str) -> list[tuple[int, int, int]]:
     return out
 
 
-def find_kallsyms(data: bytes, e: str, absolute_percpu: bool | None = None,
+def find_kallsyms(data: "bytes | bytearray", e: str, absolute_percpu: bool | None = None,
                   vaddr_of: "Callable[[int], int | None] | None" = None,
                   start: int = 0) -> KallsymsTable:
     """Locate and decode the kallsyms tables in ``data`` (an uncompressed kernel payload);

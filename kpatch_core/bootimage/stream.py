@@ -107,7 +107,7 @@ class EarlyKallsyms:
         else:
             self._need = need
 
-    def _vaddr_of(self, data: bytes, e: str) -> Callable[[int], int | None]:
+    def _vaddr_of(self, data: "bytes | bytearray", e: str) -> Callable[[int], int | None]:
         """Payload offset -> address by the PT_LOAD program headers (none with address 0, the
         x86 percpu segment, as the section map skips address-0 sections); answers recorded."""
         phoff, = struct.unpack_from(e + "Q", data, 32)
