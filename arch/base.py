@@ -314,6 +314,14 @@ class BulkClassifier:
         blacklist is decided per function; default None: asked per address."""
         return None
 
+    def uniform_inputs(self) -> "tuple[int, int, np.ndarray] | None":
+        """What :meth:`classify` reads of an address besides the per-image facts: (bytes read
+        before it, bytes read from it, sorted addresses where an address table it consults
+        changes membership).  With it the full analysis classifies one instruction of a run of
+        equal instructions for the run (kpatch_core.rules.uniform_representatives); default
+        None: every instruction is classified."""
+        return None
+
 
 class SlotSupport:
     """Out-of-line execution of one architecture: the slot ``arch_prepare_kprobe`` fills, the

@@ -68,7 +68,9 @@ class Runs:
     def find(code: np.ndarray, minimum: int) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends) of the runs of one byte value at least ``minimum`` long.  A run that
         long covers a whole aligned block of ``minimum // 2`` bytes: uniform blocks are found
-        with one pass over the buffer, then each candidate is widened byte-exactly."""
+        with one pass over the buffer, consecutive uniform blocks of one value are joined, and
+        each such group is widened byte-exactly into the blocks beside it (which are not
+        uniform of that value, so the run ends inside them)."""
         blk = max(minimum // 2, 1)
         n = len(code)
         if n < minimum:
@@ -76,29 +78,27 @@ class Runs:
         m = n // blk
         grid = code[:m * blk].reshape(m, blk)
         uniform = np.flatnonzero((grid == grid[:, :1]).all(axis=1))
+        if not len(uniform):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        vals = grid[uniform, 0]
+        new = np.ones(len(uniform), bool)
+        new[1:] = (uniform[1:] != uniform[:-1] + 1) | (vals[1:] != vals[:-1])
+        heads = np.flatnonzero(new)
+        tails = np.append(heads[1:], len(uniform)) - 1
         starts: list[int] = []
         ends: list[int] = []
-        for b in uniform.tolist():
-            lo = b * blk
-            if ends and lo < ends[-1]:
-                continue  # inside the run already found
-            v = code[lo]
-            s = lo
-            while s > 0:  # widen left, one block-sized window at a time
-                w = code[max(0, s - blk):s]
+        for b0, b1, v in zip(uniform[heads].tolist(), uniform[tails].tolist(),
+                             vals[heads].tolist()):
+            s = b0 * blk
+            if s > 0:  # the block before is not all v: the run starts inside it
+                w = code[s - blk:s]
                 d = np.flatnonzero(w != v)
-                if len(d):
-                    s = s - len(w) + int(d[-1]) + 1
-                    break
-                s -= len(w)
-            e = lo + blk
-            while e < n:
+                s = s - blk + int(d[-1]) + 1 if len(d) else s - blk
+            e = (b1 + 1) * blk
+            if e < n:  # the next block (or the short tail of the buffer)
                 w = code[e:e + blk]
                 d = np.flatnonzero(w != v)
-                if len(d):
-                    e += int(d[0])
-                    break
-                e += len(w)
+                e = e + int(d[0]) if len(d) else e + len(w)
             if e - s >= minimum:
                 starts.append(s)
                 ends.append(e)

@@ -78,9 +78,13 @@ def fill_instructions(code: np.ndarray, starts: np.ndarray, lens: np.ndarray,
 
 
 def trailing_fill(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.ndarray,
-                  offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
+                  offs: np.ndarray, lens: np.ndarray, stretches: np.ndarray | None = None
+                  ) -> np.ndarray:
     """Per symbol: how many of its last instructions are fill (all of them for a symbol that
-    has no real instruction), from the runtime bytes the verdicts were computed on."""
+    has no real instruction), from the runtime bytes the verdicts were computed on.
+    ``stretches`` (``[j0, j1)`` rows of instructions that repeat one byte value: the analysis'
+    padding runs, kpatch_core.uniform) near a symbol's end are judged by their first
+    instruction once their bytes are checked to be that one value."""
     nsym = len(counts)
     out = np.zeros(nsym, np.int64)
     backend = image.backend
@@ -96,7 +100,10 @@ def trailing_fill(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.nd
     # the trailing run, read backwards from each symbol's end in blocks that double (most
     # symbols end in a few padding bytes; a padding symbol is read once, in ~20 blocks): an
     # instruction is looked at only when every one after it in its symbol is fill
-    active = np.flatnonzero(counts > 0)
+    if stretches is not None and len(stretches):
+        _stretch_fill(code, valid, sym_base, ends, offs, lens, stretches, encodings,
+                      backend.insn_align, out)
+    active = np.flatnonzero((counts > 0) & (out < counts))
     width = TRAIL_BLOCK
     while len(active):
         w = np.minimum(width, counts[active] - out[active])
@@ -117,6 +124,34 @@ def trailing_fill(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.nd
 
 
 TRAIL_BLOCK = 8  # instructions read per symbol in trailing_fill's first round
+STRETCH_TAIL = 64  # most instructions after a stretch to its symbol's end (_stretch_fill)
+
+
+def _stretch_fill(code: np.ndarray, valid: np.ndarray, sym_base: np.ndarray, ends: np.ndarray,
+                  offs: np.ndarray, lens: np.ndarray, stretches: np.ndarray,
+                  encodings: tuple[bytes, ...], align: int, out: np.ndarray) -> None:
+    """Where a stretch of instructions repeating one byte value, and every instruction after it
+    to its symbol's end, are fill, that symbol's trailing fill starts at the stretch (``out``,
+    in place): its instructions' bytes are all that value (checked here), so each is fill
+    exactly when the first is."""
+    j0, j1 = stretches[:, 0].astype(np.int64), stretches[:, 1].astype(np.int64)
+    sym = np.searchsorted(ends, j0, side="right")  # the symbol whose instructions hold j0
+    ok = (sym < len(ends)) & (j1 <= ends[np.minimum(sym, len(ends) - 1)])
+    ok &= ends[np.minimum(sym, len(ends) - 1)] - j1 <= STRETCH_TAIL
+    for q in np.flatnonzero(ok).tolist():
+        f, a, b = int(sym[q]), int(j0[q]), int(j1[q])
+        e = int(ends[f])
+        idx = np.concatenate(([a], np.arange(b, e, dtype=np.int64)))
+        starts = sym_base[f] + offs[idx].astype(np.int64)
+        is_fill = fill_instructions(code, starts, lens[idx], encodings, align)
+        is_fill &= valid[np.minimum(starts, len(valid) - 1)]
+        lo_b = int(starts[0])
+        hi_b = int(sym_base[f] + int(offs[b - 1]) + int(lens[b - 1]))
+        span = code[lo_b:hi_b]
+        if not (is_fill.all() and len(span) == hi_b - lo_b and bool((span == span[0]).all())
+                and bool(valid[lo_b:hi_b].all())):
+            continue
+        out[f] = max(int(out[f]), e - a)
 
 
 def _text_bytes(image: Image, base: int, end: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Callable
 import attrs
 import numpy as np
 
-from kpatch_arch.base import Backend, PrepareContext
+from kpatch_arch.base import Backend, BulkClassifier, PrepareContext
 
+from . import uniform
 from .analysis import TextSymbols
 from .bulk import member
 from .decode import LinearDecoder, Runs, decode_function
@@ -40,6 +41,8 @@ class Chunk:
     fail: np.ndarray  # int64 per function: offset where decoding stopped, -1 none
     seconds: float = 0.0
     func_facts: dict[str, np.ndarray] = attrs.Factory(dict)  # function_checks of the range
+    # (k, 2) int64: stretches [j0, j1) of equal instructions sharing j0's outcome (uniform.py)
+    stretches: np.ndarray = attrs.Factory(lambda: np.zeros((0, 2), np.int64))
 
 
 STATE: dict = {}
@@ -59,6 +62,9 @@ def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False,
     STATE["optimized"] = optimized
     STATE["classifier"] = image.backend.bulk_classifier(image)
     STATE["func_facts"] = function_checks(image, syms) if func_facts else None
+    # where the rules' per-address inputs change (kpatch_core.uniform); not with [OPTIMIZED]
+    STATE["uniform_inputs"] = None if optimized else \
+        uniform.change_points(image, STATE["classifier"])
     if len(syms):  # fill the backend's per-image caches (patch sites) once, before forking
         a0 = int(syms.addrs[0])
         image.backend.runtime_bytes(image, a0, a0 + 16)
@@ -171,7 +177,6 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     syms: TextSymbols = STATE["syms"]
     clf = STATE["classifier"]
     backend = image.backend
-    tables = image.tables
     cfg = image.config
     if hi <= lo:
         z = np.zeros(0, np.int64)
@@ -180,10 +185,12 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     runs_of = section_runs(image, syms.addrs[lo:hi])
     if len(runs_of) > 1:  # one byte buffer per section (image.read stops at a section's end)
         got = [register_kprobes(lo + a, lo + b) for a, b in runs_of]
+        first = np.cumsum([0] + [len(c.offs) for c in got])  # each part's first instruction
         return Chunk(np.concatenate([c.offs for c in got]), np.concatenate([c.lens for c in got]),
                      np.concatenate([c.codes for c in got]), np.concatenate([c.counts for c in got]),
                      np.concatenate([c.fail for c in got]), time.perf_counter() - t0,
-                     concat_checks([c.func_facts for c in got]))
+                     concat_checks([c.func_facts for c in got]),
+                     np.concatenate([c.stretches + f for c, f in zip(got, first.tolist())]))
     ff = range_checks(image, syms, lo, hi)  # indexed by function - lo
     A = int(syms.addrs[lo])
     B = int(syms.addrs[hi - 1] + syms.sizes[hi - 1])
@@ -284,15 +291,70 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     lfidx = fidx - lo  # index into ff
     fstart = syms.addrs[fidx]
     addrs = fstart + offs.astype(np.uint64)
+    # 2. _kprobe_addr + arch_adjust_kprobe_addr (every address: a move is never shared)
+    aa = clf.adjust(fstart, offs, addrs)  # a new array where an address moves, else addrs
+    # runs of equal instructions (padding): one classified per stretch (kpatch_core.uniform)
+    stretches = [] if runs is None or STATE.get("optimized") else uniform.shared_stretches(
+        (runs.starts, runs.ends, runs.period), A, lens, lfidx, addrs, aa,
+        ff["bl_uniform"], step, STATE.get("uniform_inputs"))
+    codes = None
+    if stretches:
+        keep = np.ones(len(addrs), bool)
+        for j0, j1 in stretches:
+            keep[j0 + 1:j1] = False
+        sub = np.flatnonzero(keep)
+        got, slow_sub = _outcomes(image, clf, code, A, lo, ff, offs[sub], lens[sub],
+                                  fidx[sub], addrs[sub], aa[sub], step)
+        codes = np.empty(len(addrs), np.uint16)
+        codes[sub] = got
+        heads = np.array([j0 for j0, _ in stretches], np.int64)
+        if not np.isin(heads, sub[slow_sub]).any():  # a per-address prepare answer: not shared
+            for j0, j1 in stretches:
+                codes[j0 + 1:j1] = codes[j0]
+        else:
+            codes, stretches = None, []
+    if codes is None:
+        codes, _ = _outcomes(image, clf, code, A, lo, ff, offs, lens, fidx, addrs, aa, step)
+    # 5. [OPTIMIZED] (opt-in): the classifier's bulk form when it has one (addresses it cannot
+    # judge go the per-address way, where can_optimize decodes the whole function per address)
+    if STATE.get("optimized") and cfg.enabled("OPTPROBES") and backend.have_optprobes and \
+            type(backend).optimizable is not Backend.optimizable:
+        cand = np.nonzero((codes < REFUSED_BASE) & (codes != ok_code(Method.FTRACE)))[0]
+        per_address = cand
+        if len(cand):
+            f_end = syms.addrs[lo:hi] + syms.sizes[lo:hi].astype(np.uint64)
+            opt, slow_opt = clf.optimized(code_np, A, addrs, lens, fidx - lo, syms.addrs[lo:hi],
+                                          f_end, cand, aa)
+            codes[cand[opt]] |= OPTIMIZED
+            per_address = cand[slow_opt]
+        for j in per_address.tolist():
+            a = int(aa[j])
+            owner = image.kallsyms.containing(a)
+            if owner and backend.optimizable(PrepareContext(image, a, owner)):
+                codes[j] |= OPTIMIZED
+    return Chunk(offs.astype(np.uint32), np.minimum(lens, 255).astype(np.uint8), codes, counts,
+                 fail, time.perf_counter() - t0, ff,
+                 np.array(stretches, np.int64).reshape(-1, 2))
+
+
+def _outcomes(image: "Image", clf: BulkClassifier, code: bytes, A: int, lo: int,
+              ff: dict[str, np.ndarray], offs: np.ndarray, lens: np.ndarray, fidx: np.ndarray,
+              addrs: np.ndarray, aa: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stages 1, 3 and 4 of ``register_kprobe`` for the instructions at sorted ``addrs``
+    (adjusted: ``aa``; function ``fidx``, facts ``ff`` of the range from function ``lo``;
+    ``code``: the runtime bytes from ``A``): (outcome codes, the indexes the per-address
+    ``prepare`` answered)."""
+    backend = image.backend
+    tables = image.tables
+    cfg = image.config
+    syms: TextSymbols = STATE["syms"]
+    lfidx = fidx - lo  # index into ff
     n = len(addrs)
     codes = np.zeros(n, np.uint16)
 
     # 1. within_notrace_func (trace_kprobe, before registration)
     if not cfg.enabled("KPROBE_EVENTS_ON_NOTRACE"):
         codes[ff["notrace"][lfidx]] = refused_code(Reason.NOTRACE)
-    # 2. _kprobe_addr + arch_adjust_kprobe_addr
-    aa = clf.adjust(fstart, offs, addrs)  # a new array where an address moves, else addrs
-    todo = codes == UNSET
     # 3. check_kprobe_address_safe: the generic check table, in the kernel's order
     is_ftrace = member(tables.ftrace_sites, aa)
     check_kprobe_address_safe_vec(AddressArrays(image, aa, lfidx, ff, is_ftrace), codes, UNSET)
@@ -326,22 +388,4 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
             codes[j] = outcome_code(clf.prepare_at(a, func))  # a known boundary: no walk
         else:
             codes[j] = outcome_code(backend.prepare(PrepareContext(image, a, func)))
-    # 5. [OPTIMIZED] (opt-in): the classifier's bulk form when it has one (addresses it cannot
-    # judge go the per-address way, where can_optimize decodes the whole function per address)
-    if STATE.get("optimized") and cfg.enabled("OPTPROBES") and backend.have_optprobes and \
-            type(backend).optimizable is not Backend.optimizable:
-        cand = np.nonzero((codes < REFUSED_BASE) & (codes != ok_code(Method.FTRACE)))[0]
-        per_address = cand
-        if len(cand):
-            f_end = syms.addrs[lo:hi] + syms.sizes[lo:hi].astype(np.uint64)
-            opt, slow_opt = clf.optimized(code_np, A, addrs, lens, fidx - lo, syms.addrs[lo:hi],
-                                          f_end, cand, aa)
-            codes[cand[opt]] |= OPTIMIZED
-            per_address = cand[slow_opt]
-        for j in per_address.tolist():
-            a = int(aa[j])
-            owner = image.kallsyms.containing(a)
-            if owner and backend.optimizable(PrepareContext(image, a, owner)):
-                codes[j] |= OPTIMIZED
-    return Chunk(offs.astype(np.uint32), np.minimum(lens, 255).astype(np.uint8), codes, counts,
-                 fail, time.perf_counter() - t0, ff)
+    return codes, slow

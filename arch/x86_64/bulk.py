@@ -153,6 +153,14 @@ class X86BulkClassifier(BulkClassifier):
         return out
 
 
+    def uniform_inputs(self) -> tuple[int, int, np.ndarray]:
+        """What :meth:`classify` reads of an address: ``opcode_fields`` reads from it at most
+        MAX_INSN_SIZE + 2 bytes (prefixes, REX, 2 opcode bytes, ModRM) and whether those fit the
+        buffer; ``can_boost`` whether it has an exception-table entry (membership changes at
+        each entry and the byte after it).  Everything else is a per-image fact."""
+        ex = np.asarray(self.extable, np.uint64)
+        return 0, 2 * MAX_INSN_SIZE, np.unique(np.concatenate((ex, ex + np.uint64(1))))
+
     def optimized(self, code: np.ndarray, base: int, addrs: np.ndarray, lens: np.ndarray,
                   func: np.ndarray, fstart: np.ndarray, fend: np.ndarray, cand: np.ndarray,
                   aa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
