@@ -187,6 +187,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-boot-"))
     env = dict(os.environ, KPATCH_CACHE="off", KPATCH_BOOT_CACHE=str(tmp / "boot-cache"),
                PYTHONPATH=str(ROOT))
+    # an installed package has its bytecode (pip compiles it): the same here, for both sides
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "kpatch_core", "arch"], cwd=ROOT,
+                   env=env, check=False, capture_output=True)
     print(f"{'kernel':13s} {'what':6s} {'from vmlinux':14s} {'from /boot':14s} {'equal':6s} detail")
     try:
         for name in names:

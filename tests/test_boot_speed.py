@@ -242,3 +242,61 @@ def test_start_leaves_an_image_whose_synthetic_elf_is_cached(tmp_path: Path) -> 
     other.write_bytes((BOOT_X86 / "vmlinuz-gzip").read_bytes())
     assert boot_decode.start(str(other))
     boot_decode.discard(str(other))
+
+
+def _forked(fmt: str, comp: bytes, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """boot_decode's forked decoder of ``comp`` (fork is allowed: no other thread pretended)."""
+    monkeypatch.setattr(boot_decode.threading, "active_count", lambda: 1)
+    got = boot_decode._fork_decoder(fmt, comp, "img")
+    assert got is not None, "os.fork is there on Linux"
+    return got
+
+
+@pytest.mark.parametrize("fmt", boot_decode.PIECEWISE)
+def test_forked_decoder_gives_the_one_shot_payload_or_error(fmt: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded in a child process (the CLI's early start): the same bytes, the same error."""
+    monkeypatch.setattr(boot_decode, "ZSTD_INPUT", 256)
+    monkeypatch.setattr(boot_decode, "CHUNK", 700)  # many frames through the pipe
+    comp = _compressed(fmt)
+    bad = bytearray(comp)
+    bad[len(bad) // 2:len(bad) // 2 + 16] = bytes(16)
+    for data in (comp, comp[:len(comp) // 2], bytes(bad)):
+        one = _outcome(lambda: decompress(data, "img"))
+        source, _stop = _forked(fmt, data, monkeypatch)
+        assert _outcome(lambda: b"".join(source)) == one
+
+
+def _child_sends_one_frame_then(then: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forked child (it runs this process's code as patched here) sends its first frame,
+    then calls ``then``."""
+    real, sent = boot_decode._send, []
+
+    def send(fd: int, kind: bytes, body: bytes) -> None:
+        if sent:
+            then()
+        sent.append(kind)
+        real(fd, kind, body)
+    monkeypatch.setattr(boot_decode, "_send", send)
+
+
+def test_forked_decoder_child_dies_midway_the_rest_decoded_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(boot_decode, "CHUNK", 1000)
+    _child_sends_one_frame_then(lambda: os._exit(3), monkeypatch)  # as a crash would
+    comp = _compressed("xz")
+    source, _stop = _forked("xz", comp, monkeypatch)
+    got = list(source)
+    assert b"".join(got) == decompress(comp, "img") and len(got) > 2
+
+
+def test_forked_decoder_stopped_decodes_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    monkeypatch.setattr(boot_decode, "CHUNK", 1000)
+    _child_sends_one_frame_then(lambda: time.sleep(60), monkeypatch)
+    comp = _compressed("xz")
+    source, stop = _forked("xz", comp, monkeypatch)
+    first = next(source)
+    stop()  # the result is not wanted: the child is killed, nothing decoded in this process
+    monkeypatch.setattr(boot_decode, "pieces", lambda *a, **k: pytest.fail("decoded here"))
+    t0 = time.monotonic()
+    assert list(source) == [] and len(first) == 1000 and time.monotonic() - t0 < 30
