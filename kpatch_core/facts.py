@@ -137,7 +137,7 @@ def text_areas(image: "Image") -> list[tuple[int, int, str]]:
     ``__kvm_nvhe_abort_guest_exit_start``, inside ``.hyp.text``: issue 17)."""
     out = []
     st = image.symtab
-    shown = image.kallsyms._name_index()
+    shown = image.kallsyms._ends()[0]  # every kallsyms name (no per-name index lists)
     seen = set()
     pat = re.compile(r"^__(\w+?)_start$")
     for n in st.names:
@@ -308,6 +308,9 @@ def function_facts(image: "Image", static: StaticFacts, ff: dict) -> None:
                                "detail": detail}
 
 
+ENTRY_SCAN = 8  # instructions from a symbol's start entry_facts looks at for SYM + shift
+
+
 def entry_facts(image: "Image", syms: TextSymbols, static: StaticFacts, lo: np.ndarray,
                 counts: np.ndarray, offs: np.ndarray, codes: np.ndarray, fail: np.ndarray
                 ) -> list[dict]:
@@ -347,12 +350,23 @@ def entry_facts(image: "Image", syms: TextSymbols, static: StaticFacts, lo: np.n
     at0[has] = offs[lo[has]] == 0
     sel = has & at0 & (static.lookup_shift == 0)
     entry_code[sel] = codes[lo[sel]].astype(np.int64) & ~OPTIMIZED
-    for i in np.flatnonzero(has & (static.lookup_shift != 0)).tolist():
-        c0, n0, rel = int(lo[i]), int(counts[i]), int(static.lookup_shift[i])
-        if rel < 0:  # SYM is another alias's address (duplicate names): not this symbol's
-            continue
-        k = int(np.searchsorted(offs[c0:c0 + n0], np.uint32(rel)))
-        if k < n0 and int(offs[c0 + k]) == rel:
+    # SYM + shift (a negative shift: SYM is another alias's address, not this symbol's): the
+    # first instructions of all such symbols at once (offsets ascend within a symbol), the
+    # few whose shift lies further in one by one
+    moved = np.flatnonzero(has & (static.lookup_shift > 0))
+    rel = static.lookup_shift[moved].astype(np.int64)
+    pending = np.ones(len(moved), bool)
+    for k in range(ENTRY_SCAN):
+        inb = pending & (k < counts[moved])
+        pos = np.where(inb, lo[moved] + k, 0)
+        o = offs[pos].astype(np.int64) if len(offs) else np.zeros(len(moved), np.int64)
+        hit = inb & (o == rel)
+        entry_code[moved[hit]] = codes[pos[hit]].astype(np.int64) & ~OPTIMIZED
+        pending &= inb & (o < rel)  # not found yet, and the shift is further in
+    for i in moved[pending].tolist():
+        c0, n0, r = int(lo[i]), int(counts[i]), int(static.lookup_shift[i])
+        k = int(np.searchsorted(offs[c0:c0 + n0], np.uint32(r)))
+        if k < n0 and int(offs[c0 + k]) == r:
             entry_code[i] = int(codes[c0 + k]) & ~OPTIMIZED
     fail_l = fail.tolist()
     with paused_gc():

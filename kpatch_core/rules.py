@@ -54,8 +54,10 @@ def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False,
     ``func_facts`` False leaves :func:`function_checks` to each range's worker (returned in its
     :class:`Chunk`), so the workers start sooner and share that work."""
     t = image.tables
+    # the name tables the workers read (lookup, count of unique names); the per-name index
+    # lists are left to the facts, which run in this process (kpatch_core.facts)
     _ = (t.ftrace_sites, t._blacklist_arrays, t.jump_labels, t.static_call_sites, t.bug_sites,
-         t.extable, image.config, image.kallsyms._name_index(), image.kallsyms._ends())
+         t.extable, image.config, image.kallsyms._ends())
     STATE.clear()
     STATE["image"] = image
     STATE["syms"] = syms
