@@ -33,7 +33,7 @@ from .bzimage import bzimage_payload, is_bzimage
 from .code_refs import ImageView, code_refs_for, recover_tables, relocated_pointers
 from .decompress import decompress, detect
 from .kallsyms import KallsymsTable, find_kallsyms
-from .layout import RAW_ARCHES, elf_payload_layout, raw_payload_layout, read_at
+from .layout import RAW_ARCHES, Payload, elf_payload_layout, raw_payload_layout, read_at
 from .riscv_image import EM_RISCV, is_riscv_image
 from .s390_image import EM_S390, is_s390_image, s390_payload, s390_vmlinux_info
 from .stream import unpack_bzimage
@@ -175,7 +175,7 @@ def _bz_payload_at(data: bytes) -> int:
     return ((data[0x1F1] or 4) + 1) * 512 + off
 
 
-def _check_elf_input(path: str, data: bytes) -> None:
+def _check_elf_input(path: str, data: Payload) -> None:
     """Refuse an ELF that is not a kernel: a module (ET_REL) or a user-space program."""
     e = "<" if data[5] == 1 else ">"
     (e_type,) = struct.unpack_from(e + "H", data, 16)
@@ -292,7 +292,7 @@ def _boot_elf(path: str, config_path: str | None, system_map: str | None) -> Boo
     return BootElf(out, kind, syms.source, config_path, smap_path if smap else None)
 
 
-def _kallsyms(path: str, payload: bytes, arch: str | None,
+def _kallsyms(path: str, payload: Payload, arch: str | None,
               found: KallsymsTable | None = None) -> Symbols:
     """Symbols from the kallsyms tables of ``payload`` (``found``: already read, stream.py)."""
     e = ">" if arch == "s390x" or (arch is None and payload[5] == 2) else "<"
@@ -322,7 +322,7 @@ PASS_MAP = ("pass the System.map of this build with --system-map FILE (Debian: i
             "linux-image-<version>-dbg) or the debug vmlinux")
 
 
-def _text_only(path: str, payload: bytes, arch: str | None, k: KallsymsTable) -> Symbols:
+def _text_only(path: str, payload: Payload, arch: str | None, k: KallsymsTable) -> Symbols:
     """Symbols of a text-only kallsyms, with the table bounds recovered from the code that
     loads them (:mod:`.code_refs`) and ``kallsyms_num_syms`` (config inference reads it)."""
     refs = code_refs_for(arch) if arch is not None else None
@@ -373,7 +373,7 @@ def _text_only(path: str, payload: bytes, arch: str | None, k: KallsymsTable) ->
                    [names[i] for i in order.tolist()], "kallsyms (tables from code references)")
 
 
-def _image_view(arch: str, layout: Layout, payload: bytes, absolute: tuple[int, ...] = ()) -> ImageView:
+def _image_view(arch: str, layout: Layout, payload: Payload, absolute: tuple[int, ...] = ()) -> ImageView:
     """Reads by address of a raw image, its pointer words relocated by its own boot relocations
     (R_*_RELATIVE; ``absolute``: the S + A types against a .dynsym symbol too)."""
     def read(addr: int, n: int) -> bytes | None:
@@ -403,7 +403,7 @@ def _image_view(arch: str, layout: Layout, payload: bytes, absolute: tuple[int, 
                      layout.little_endian, (layout.entry, layout.entry + len(payload)))
 
 
-def _vaddr_of(payload: bytes, arch: str | None) -> "Callable[[int], int | None] | None":
+def _vaddr_of(payload: Payload, arch: str | None) -> "Callable[[int], int | None] | None":
     """Payload offset -> address: the sections of an ELF payload; a raw arm64 Image's offsets
     as they are (its link base is found after, :func:`_arm64_link_base`)."""
     if arch == "arm64":
@@ -421,7 +421,7 @@ def _vaddr_of(payload: bytes, arch: str | None) -> "Callable[[int], int | None] 
     return at
 
 
-def _arm64_link_base(payload: bytes, k: KallsymsTable) -> int:
+def _arm64_link_base(payload: Payload, k: KallsymsTable) -> int:
     """The link address of a raw arm64 Image (offset 0 = ``_text``) from its own boot
     relocations: arm64 links with --no-apply-dynamic-relocs, so every R_AARCH64_RELATIVE place
     (``r_offset`` = link base + offset) holds zero in the image; of the SEGMENT_ALIGN (64 KiB)
@@ -470,7 +470,7 @@ def _base_from_pointers(w: np.ndarray, k: KallsymsTable) -> int:
     return int(vals[top[0]])
 
 
-def _btf_functions(layout: Layout, payload: bytes) -> frozenset[str]:
+def _btf_functions(layout: Layout, payload: Payload) -> frozenset[str]:
     """Names in the string section of the image's .BTF (:func:`btf_string_names`)."""
     s = next((s for s in layout.sections if s.name == ".BTF" and s.src >= 0), None)
     if s is None:
@@ -478,7 +478,7 @@ def _btf_functions(layout: Layout, payload: bytes) -> frozenset[str]:
     return btf_string_names(memoryview(payload)[s.src:s.src + s.size])
 
 
-def _mcount(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:
+def _mcount(layout: Layout, payload: Payload, syms: Symbols) -> np.ndarray:
     """The raw ``__mcount_loc`` records, read between their linker symbols."""
     v = {n: int(a) for a, n in zip(syms.addrs.tolist(), syms.names)
          if n in ("__start_mcount_loc", "__stop_mcount_loc")}
@@ -490,7 +490,7 @@ def _mcount(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:
     return np.frombuffer(raw[:len(raw) // 8 * 8], e + "u8").astype(np.uint64)
 
 
-def _entry_words(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:
+def _entry_words(layout: Layout, payload: Payload, syms: Symbols) -> np.ndarray:
     """Per symbol: does it start with one of the machine's function-entry instructions?"""
     words = FUNCTION_ENTRY_WORDS.get(layout.machine)
     out = np.zeros(len(syms.addrs), bool)
@@ -511,7 +511,7 @@ def _entry_words(layout: Layout, payload: bytes, syms: Symbols) -> np.ndarray:
     return out
 
 
-def _check_same_build(path: str, smap_path: str, syms: Symbols, payload: bytes, layout: object,
+def _check_same_build(path: str, smap_path: str, syms: Symbols, payload: Payload, layout: object,
                       banner: str | None) -> None:
     """A System.map of another build puts ``linux_banner`` where this image has other bytes
     (init/version.c: the banner names the build: release, compiler, build number, date)."""

@@ -21,7 +21,7 @@ def is_arm64_image(data: bytes) -> bool:
     return len(data) > 64 and data[0x38:0x3C] == ARM64_MAGIC
 
 
-def arm64_little_endian(data: bytes) -> bool:
+def arm64_little_endian(data: "bytes | bytearray") -> bool:
     """Bit 0 of ``flags``: 0 little-endian kernel, 1 big-endian."""
     (flags,) = struct.unpack_from("<Q", data, 24)
     return not flags & 1
@@ -33,7 +33,7 @@ def arm64_image_size(data: bytes) -> int:
     return int(size)
 
 
-def arm64_text_from_branch(data: bytes, entry_addr: int) -> int | None:
+def arm64_text_from_branch(data: "bytes | bytearray", entry_addr: int) -> int | None:
     """The address of ``_text`` given the address of ``primary_entry``: head.S puts
     ``b primary_entry`` at offset 4 (code1; offset 0 when the EFI stub's "MZ" is absent)."""
     for at in (4, 0):

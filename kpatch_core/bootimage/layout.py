@@ -53,9 +53,32 @@ NAMED = ((".BTF", "__start_BTF", "__stop_BTF", SHT_PROGBITS, SHF_ALLOC),
          (".init.text", "_sinittext", "_einittext", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR))
 
 
-def elf_payload_layout(payload: bytes) -> Layout:
+Payload = bytes | bytearray  # a decoded payload (a bzImage's: the buffer it was decoded into)
+
+
+class _View:
+    """A file-like view of a payload for pyelftools, which seeks and reads headers
+    (``io.BytesIO`` would copy a bytearray whole)."""
+
+    def __init__(self, data: Payload) -> None:
+        self._d, self._pos = memoryview(data), 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else len(self._d) + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        out = bytes(self._d[self._pos:len(self._d) if n < 0 else self._pos + n])
+        self._pos += len(out)
+        return out
+
+
+def elf_payload_layout(payload: Payload) -> Layout:
     """The payload's own sections (a stripped vmlinux: x86 bzImage payload, ppc64le)."""
-    elf = ELFFile(io.BytesIO(payload))
+    elf = ELFFile(io.BytesIO(payload) if isinstance(payload, bytes) else _View(payload))  # type: ignore[arg-type]
     secs = []
     for s in elf.iter_sections():
         if not s.name or s["sh_type"] in ("SHT_SYMTAB", "SHT_STRTAB"):
@@ -86,7 +109,7 @@ def _sym(syms: Symbols) -> dict[str, int]:
     return out
 
 
-def _find_rela(payload: bytes, base: int, rtype: int, little: bool) -> tuple[int, int] | None:
+def _find_rela(payload: Payload, base: int, rtype: int, little: bool) -> tuple[int, int] | None:
     """The longest run of Elf64_Rela entries of type ``rtype`` whose places lie in the image:
     the boot-time relocation table when no linker symbol marks it (text-only kallsyms)."""
     e = "<" if little else ">"
@@ -111,14 +134,14 @@ def _find_rela(payload: bytes, base: int, rtype: int, little: bool) -> tuple[int
     return lo * 8, (hi_i + 3) * 8
 
 
-def _find_build_id(payload: bytes, little: bool) -> tuple[int, int] | None:
+def _find_build_id(payload: Payload, little: bool) -> tuple[int, int] | None:
     e = "<" if little else ">"
     pat = struct.pack(e + "III", 4, 20, 3) + b"GNU\0"
     i = payload.find(pat)
     return (i, 36) if i >= 0 else None
 
 
-def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
+def raw_payload_layout(arch: str, payload: Payload, syms: Symbols) -> Layout:
     """Sections for a raw image (offset 0 = ``_text``) cut at the linker symbols known."""
     machine, little, rtype, rela_syms, first = RAW_ARCHES[arch]
     v = _sym(syms)
@@ -189,7 +212,7 @@ def raw_payload_layout(arch: str, payload: bytes, syms: Symbols) -> Layout:
     return Layout(machine, little, tuple(secs), 2, 0, base)
 
 
-def _text_end(payload: bytes, base: int, etext: int, syms: Symbols) -> int:
+def _text_end(payload: Payload, base: int, etext: int, syms: Symbols) -> int:
     """Where the text section ends: ``_etext``, less the whole zero pages before it that no
     symbol starts in (arm64 aligns ``_etext`` to SEGMENT_ALIGN after .text; vmlinux has no
     section over that padding, so the engine must not decode it as code)."""
@@ -203,7 +226,7 @@ def _text_end(payload: bytes, base: int, etext: int, syms: Symbols) -> int:
     return end
 
 
-def _got_end(payload: bytes, base: int, end: int, rela: tuple[int, int] | None, rtype: int,
+def _got_end(payload: Payload, base: int, end: int, rela: tuple[int, int] | None, rtype: int,
              little: bool, last_symbol: int | None = None) -> int:
     """``end`` less the zeros after a ``.got`` that closes .text: arm64's vmlinux.lds.S puts
     ``*(.got)`` last in .text and ``.got.plt`` (0 or 0x18 bytes of zeros) after it, outside
@@ -237,7 +260,7 @@ def _gap(name: str, lo: int, hi: int, base: int, flags: int) -> OutSection:
     return OutSection(name, lo, hi - lo, SHT_PROGBITS, flags, src=lo - base, align=4096)
 
 
-def read_at(layout: Layout, payload: bytes, addr: int, n: int) -> bytes:
+def read_at(layout: Layout, payload: Payload, addr: int, n: int) -> bytes:
     """``n`` payload bytes at link address ``addr`` (b'' when no section holds it)."""
     for s in layout.sections:
         if s.type != SHT_NOBITS and s.flags & SHF_ALLOC and s.addr <= addr < s.addr + s.size and s.src >= 0:

@@ -23,6 +23,7 @@ from ..errors import InputError
 from .bzimage import bzimage_compressed
 from .decompress import decompress_chunks
 from .kallsyms import _DIGITS, KallsymsTable, _token_table, find_kallsyms
+from .layout import Payload
 from .symbol_types import NameShapes
 from .synth_elf import ElfFile
 
@@ -135,7 +136,7 @@ class EarlyKallsyms:
 
 
 def unpack_bzimage(path: str, data: bytes, out: str, want_kallsyms: bool
-                   ) -> tuple[str, bytes, ElfFile, KallsymsTable | None, EarlyKallsyms]:
+                   ) -> tuple[str, Payload, ElfFile, KallsymsTable | None, EarlyKallsyms]:
     """Decode the payload of bzImage ``data`` in a thread while writing it into the synthetic
     ELF ``out`` (unfinished: the caller adds the symbols, :meth:`.synth_elf.ElfFile.finish`,
     or aborts) and, with ``want_kallsyms``, recovering kallsyms from the decoded part:
@@ -169,8 +170,7 @@ def unpack_bzimage(path: str, data: bytes, out: str, want_kallsyms: bool
                 if early.table is not None and early.shapes is None and not stream.complete:
                     early.shapes = NameShapes(early.table.names)  # (symbol types need them later)
         if whole is None:
-            payload = bytes(grown)  # (one copy: the readers after this take bytes)
-            del grown
+            payload: Payload = grown  # (no copy: the readers after this take a bytearray too)
         else:
             payload = whole
             if want_kallsyms:

@@ -96,7 +96,7 @@ class ElfFile:
         self._f.seek(_BLOB_AT)
         self.payload_size = 0
 
-    def write_payload(self, piece: bytes | memoryview) -> None:
+    def write_payload(self, piece: bytes | bytearray | memoryview) -> None:
         """Append ``piece`` to the payload (file offset ``_BLOB_AT`` onwards)."""
         self._f.write(piece)
         self.payload_size += len(piece)
