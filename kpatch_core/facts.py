@@ -8,6 +8,7 @@ import contextlib
 import functools
 import gc
 import re
+from collections import Counter
 from typing import TYPE_CHECKING, Iterator
 
 import attrs
@@ -241,7 +242,7 @@ def static_facts(image: "Image", syms: TextSymbols, ff: dict | None,
     areas = symbol_areas(image, addrs)
     subs = subsystems(names, areas, syms.types)
     prefix = backend.syscall_prefix_for(image.features)
-    name_index = image.kallsyms._name_index()
+    name_count = Counter(image.kallsyms.names)  # kallsyms entries per name (C-speed count)
     addr_l = addrs.tolist()
     shifts = np.zeros(n, np.int64)
     many_lookup = getattr(classifier, "lookup_shifts", None)  # kprobe_lookup_name, vectorised
@@ -254,12 +255,12 @@ def static_facts(image: "Image", syms: TextSymbols, ff: dict | None,
     adj, flag = entry_addresses(image, addrs, shifts, classifier)
     entry_shift = (adj - addrs).astype(np.int64).tolist()
     lookup_l = shifts.tolist()
-    same = [len(name_index.get(name, ())) for name in names]
+    same = [name_count.get(name, 0) for name in names]
     tnames = [TYPE_NAMES[t] for t in syms.types.tolist()]
     plen = len(prefix) if prefix else 0
     with paused_gc():
         out = _fact_dicts(names, addr_l, syms, tnames, areas, subs, same, lookup_l, entry_shift,
-                          prefix or "", plen, name_index)
+                          prefix or "", plen, name_count)
     static = StaticFacts(out, adj, flag, shifts)
     if ff is not None:
         function_facts(image, static, ff)
@@ -268,7 +269,7 @@ def static_facts(image: "Image", syms: TextSymbols, ff: dict | None,
 
 def _fact_dicts(names: list[str], addr_l: list[int], syms: TextSymbols, tnames: list[str],
                 areas: list[str], subs: list[str], same: list[int], lookup_l: list[int],
-                entry_shift: list[int], prefix: str, plen: int, name_index: dict
+                entry_shift: list[int], prefix: str, plen: int, name_count: Counter[str]
                 ) -> list[dict]:
     """The static facts dicts, in the JSON field order (``notrace``, ``blacklist``,
     ``ftrace_sites`` hold their places for :func:`function_facts`)."""
@@ -283,7 +284,7 @@ def _fact_dicts(names: list[str], addr_l: list[int], syms: TextSymbols, tnames: 
     for i, name in enumerate(names):
         if "." in name:
             b = base_name(name)
-            out[i]["clone"] = {"kind": clone_kind(name), "base": b, "base_exists": b in name_index}
+            out[i]["clone"] = {"kind": clone_kind(name), "base": b, "base_exists": b in name_count}
     return out
 
 

@@ -86,6 +86,8 @@ def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None
     chunks: list[Chunk] = []
     if jobs > 1 and len(parts) > 1:
         import multiprocessing as mp
+
+        import numpy.ma  # noqa: F401  (np.unique imports it on first use: once, not per worker)
         ctx = mp.get_context("fork")
         # small ranges handed out as workers free up, so no worker idles at the end
         done: dict[int, Chunk] = {}
