@@ -22,6 +22,7 @@ import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from .buffer_stream import BufferStream
 from .errors import InputError
 from .inputs import check_regular
 from .registry import backend_for
@@ -148,7 +149,7 @@ class Image:
         if self.data[4] != 2:
             raise InputError(f"{path}: 32-bit ELF; only 64-bit kernels are supported")
         self.little_endian = self.data[5] == 1
-        self._stream = _MmapStream(self.data)
+        self._stream = BufferStream(self.data)
         try:
             self.elf = ELFFile(cast("IO[bytes]", self._stream))
             self.e_type_dyn = self.elf.header["e_type"] == "ET_DYN"
@@ -391,24 +392,3 @@ class Image:
 
 _SHT = {"SHT_NULL": 0, "SHT_PROGBITS": 1, "SHT_SYMTAB": 2, "SHT_STRTAB": 3, "SHT_RELA": 4,
         "SHT_NOBITS": 8, "SHT_NOTE": 7, "SHT_REL": 9}
-
-
-class _MmapStream:
-    """A file-like view of an mmap for pyelftools (it seeks and reads small headers)."""
-
-    def __init__(self, data: mmap.mmap) -> None:
-        self._d = data
-        self._pos = 0
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else len(self._d) + pos)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._d) if n < 0 else self._pos + n
-        out = self._d[self._pos:end]
-        self._pos += len(out)
-        return out

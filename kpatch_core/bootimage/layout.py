@@ -15,6 +15,7 @@ import attrs
 import numpy as np
 from elftools.elf.elffile import ELFFile
 
+from ..buffer_stream import BufferStream
 from ..errors import InputError
 from .arm64_image import EM_AARCH64, arm64_text_from_branch
 from .riscv_image import EM_RISCV
@@ -56,29 +57,9 @@ NAMED = ((".BTF", "__start_BTF", "__stop_BTF", SHT_PROGBITS, SHF_ALLOC),
 Payload = bytes | bytearray  # a decoded payload (a bzImage's: the buffer it was decoded into)
 
 
-class _View:
-    """A file-like view of a payload for pyelftools, which seeks and reads headers
-    (``io.BytesIO`` would copy a bytearray whole)."""
-
-    def __init__(self, data: Payload) -> None:
-        self._d, self._pos = memoryview(data), 0
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else len(self._d) + pos)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        out = bytes(self._d[self._pos:len(self._d) if n < 0 else self._pos + n])
-        self._pos += len(out)
-        return out
-
-
 def elf_payload_layout(payload: Payload) -> Layout:
     """The payload's own sections (a stripped vmlinux: x86 bzImage payload, ppc64le)."""
-    elf = ELFFile(io.BytesIO(payload) if isinstance(payload, bytes) else _View(payload))  # type: ignore[arg-type]
+    elf = ELFFile(io.BytesIO(payload) if isinstance(payload, bytes) else BufferStream(payload))  # type: ignore[arg-type]
     secs = []
     for s in elf.iter_sections():
         if not s.name or s["sh_type"] in ("SHT_SYMTAB", "SHT_STRTAB"):
