@@ -64,9 +64,6 @@ def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False,
     STATE["optimized"] = optimized
     STATE["classifier"] = image.backend.bulk_classifier(image)
     STATE["func_facts"] = function_checks(image, syms) if func_facts else None
-    # where the rules' per-address inputs change (kpatch_core.uniform); not with [OPTIMIZED]
-    STATE["uniform_inputs"] = None if optimized else \
-        uniform.change_points(image, STATE["classifier"])
     if len(syms):  # fill the backend's per-image caches (patch sites) once, before forking
         a0 = int(syms.addrs[0])
         image.backend.runtime_bytes(image, a0, a0 + 16)
@@ -296,19 +293,23 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     # 2. _kprobe_addr + arch_adjust_kprobe_addr (every address: a move is never shared)
     aa = clf.adjust(fstart, offs, addrs)  # a new array where an address moves, else addrs
     # runs of equal instructions (padding): one classified per stretch (kpatch_core.uniform)
-    stretches = [] if runs is None or STATE.get("optimized") else uniform.shared_stretches(
-        (runs.starts, runs.ends, runs.period), A, lens, lfidx, addrs, aa,
-        ff["bl_uniform"], step, STATE.get("uniform_inputs"))
+    stretches: list[tuple[int, int]] = []
+    if runs is not None and len(runs.starts) and not STATE.get("optimized"):
+        if "uniform_inputs" not in STATE:  # where the rules' per-address inputs change
+            STATE["uniform_inputs"] = uniform.change_points(image, clf)
+        stretches = uniform.shared_stretches((runs.starts, runs.ends, runs.period), A, lens,
+                                             lfidx, addrs, aa, ff["bl_uniform"], step,
+                                             STATE["uniform_inputs"])
     codes = None
     if stretches:
         keep = np.ones(len(addrs), bool)
         for j0, j1 in stretches:
             keep[j0 + 1:j1] = False
         sub = np.flatnonzero(keep)
-        got, slow_sub = _outcomes(image, clf, code, A, lo, ff, offs[sub], lens[sub],
-                                  fidx[sub], addrs[sub], aa[sub], step)
+        sub_codes, slow_sub = _outcomes(image, clf, code, A, lo, ff, offs[sub], lens[sub],
+                                        fidx[sub], addrs[sub], aa[sub], step)
         codes = np.empty(len(addrs), np.uint16)
-        codes[sub] = got
+        codes[sub] = sub_codes
         heads = np.array([j0 for j0, _ in stretches], np.int64)
         if not np.isin(heads, sub[slow_sub]).any():  # a per-address prepare answer: not shared
             for j0, j1 in stretches:

@@ -47,7 +47,7 @@ MIN_SHARED = 1024  # fewer shared instructions in a range than this: no shortcut
 
 def change_points(image: "Image", clf: "BulkClassifier") -> tuple[int, int, np.ndarray] | None:
     """(bytes read before an address, bytes read from it, sorted addresses where a per-address
-    input of the rule pipeline changes), or None when one is not known."""
+    input of the rule pipeline changes, repeats allowed), or None when one is not known."""
     if tuple(c.kernel_function for c in GENERIC_CHECKS) != COVERED_CHECKS:
         return None
     got = clf.uniform_inputs()
@@ -64,7 +64,7 @@ def change_points(image: "Image", clf: "BulkClassifier") -> tuple[int, int, np.n
     # rule: per function (only functions whose blacklist answer is uniform take part)
     parts = [fs, fs + one, np.array([t.stext, t.etext], np.uint64), js, je, sc,
              sc + np.uint64(5), bug, bug + one, points]
-    return int(before), int(after), np.unique(np.concatenate(
+    return int(before), int(after), np.sort(np.concatenate(
         [np.asarray(p, np.uint64) for p in parts]))
 
 
