@@ -144,3 +144,33 @@ def test_real_kernel_same_arrays_with_and_without_the_shortcut(name: str, monkey
     for col in ("offs", "lens", "codes", "counts"):
         assert np.array_equal(getattr(a, col), getattr(b, col)), col
     assert np.array_equal(a.column("fill"), b.column("fill"))
+
+
+x86_bytes = st.lists(st.one_of(st.binary(min_size=1, max_size=40),
+                               st.tuples(st.sampled_from([0x90, 0xCC]), st.integers(250, 700))),
+                     min_size=1, max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(x86_bytes, st.integers(0, 300))
+def test_linear_decode_same_with_and_without_the_padding_run_steps(parts, cut: int) -> None:
+    """decode_function steps long int3/nop runs without capstone (decode.Runs): the same
+    boundaries as decoding them, whatever bytes come before a run (an immediate running into
+    it), wherever the decoded range ends (inside or at the edge of a run)."""
+    import ctypes
+
+    import capstone
+
+    from kpatch_core.decode import LinearDecoder, decode_function
+    raw = b"".join(p if isinstance(p, bytes) else bytes([p[0]]) * p[1] for p in parts)
+    size = max(1, len(raw) - cut)
+    buf = ctypes.create_string_buffer(raw + bytes(32), len(raw) + 32)
+    dec = LinearDecoder(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    code = np.frombuffer(raw, np.uint8)
+    runs = Runs(code, dec)
+
+    def walk(with_runs: bool) -> tuple[list[int], list[int], int | None]:
+        o, s, f = decode_function(dec, ctypes.addressof(buf), 0, size, len(raw), 0x1000,
+                                  lambda p: None, 1, None, runs if with_runs else None)
+        return o.tolist(), s.tolist(), f
+    assert walk(True) == walk(False)
