@@ -294,6 +294,12 @@ def main() -> int:
         _child(sys.argv[2:])
         return 0
     args = ap.parse_args()
+    # an installed package has its bytecode (pip compiles it): every run below starts as it would
+    # (an inherited PYTHONDONTWRITEBYTECODE compiled every module on every start-up)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "kpatch_core", "arch"],
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                   check=False, capture_output=True)
     results, failed = [], False
     for name, path in _kernels(args.kernel):
         if not os.path.isfile(path):
