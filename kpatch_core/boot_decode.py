@@ -1,11 +1,14 @@
-"""Decode a bzImage's payload in a thread of its own from the moment the command line is
-parsed, before the engine's modules (numpy, pyelftools...) are imported.
+"""Decode a bzImage's payload from the moment the command line is parsed, before the engine's
+modules (numpy, pyelftools...) are imported.
 
-The decoders of xz, lzma, bzip2, gzip (stdlib) and zstd (``zstandard``) release the GIL while
-they decode, so a cold ``check`` of a bzImage decodes on the second core while the first imports
-what the check needs. This module imports nothing but the standard library (the decoders when
-they are needed), so that it can start the decoding first (:func:`start`, called by the CLI); :mod:`kpatch_core.bootimage` takes the stream over
-(:func:`take`) or stops it when the synthetic ELF is cached already (:func:`discard`).
+The decoding runs in a forked child process that sends the pieces through a pipe, read by a
+thread of this process (:class:`PayloadStream`): a decoder thread here would wait for the GIL
+after every piece while the command imports (an xz payload took three times as long); where
+fork is not safe (another thread already runs) the decoders, which release the GIL, run in a
+thread instead. This module imports nothing but the standard library (the decoders when they
+are needed), so that it can start first (:func:`start`, called by the CLI);
+:mod:`kpatch_core.bootimage` takes the stream over (:func:`take`) or stops it when the
+synthetic ELF is cached already (:func:`discard`).
 
 The bzImage header is arch/x86/boot/header.S (Documentation/arch/x86/boot.rst): ``setup_sects``
 at 0x1f1, ``HdrS`` at 0x202, the protocol version at 0x206 and, from protocol 2.08,
