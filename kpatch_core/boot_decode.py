@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import signal
 import stat
 import struct
 import threading
@@ -259,7 +260,7 @@ def _fork_decoder(fmt: str, comp: bytes, what: str
         return None
     try:  # a larger pipe: the child decodes on while this process is busy elsewhere
         import fcntl
-        fcntl.fcntl(wfd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        fcntl.fcntl(wfd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)  # (Linux's number)
     except (OSError, ImportError):
         pass
     try:
@@ -288,7 +289,7 @@ def _fork_decoder(fmt: str, comp: bytes, what: str
         state["stopped"] = True
         if not state["reaped"]:
             try:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
     return _received(rfd, pid, fmt, comp, what, state), stop
