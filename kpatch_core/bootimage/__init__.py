@@ -480,14 +480,23 @@ def _btf_functions(layout: Layout, payload: Payload) -> frozenset[str]:
 
 def _mcount(layout: Layout, payload: Payload, syms: Symbols) -> np.ndarray:
     """The raw ``__mcount_loc`` records, read between their linker symbols."""
-    v = {n: int(a) for a, n in zip(syms.addrs.tolist(), syms.names)
-         if n in ("__start_mcount_loc", "__stop_mcount_loc")}
+    v = {n: int(syms.addrs[i]) for n in ("__start_mcount_loc", "__stop_mcount_loc")
+         if (i := _last_index(syms.names, n)) >= 0}
     if len(v) != 2 or v["__stop_mcount_loc"] <= v["__start_mcount_loc"]:
         return np.zeros(0, np.uint64)
     n = v["__stop_mcount_loc"] - v["__start_mcount_loc"]
     raw = read_at(layout, payload, v["__start_mcount_loc"], n)
     e = "<" if layout.little_endian else ">"
     return np.frombuffer(raw[:len(raw) // 8 * 8], e + "u8").astype(np.uint64)
+
+
+def _last_index(names: list[str], name: str) -> int:
+    """Index of the last ``name`` in ``names`` (a C-speed search, not a Python loop over all
+    the symbols), -1 when absent."""
+    try:
+        return len(names) - 1 - names[::-1].index(name)
+    except ValueError:
+        return -1
 
 
 def _entry_words(layout: Layout, payload: Payload, syms: Symbols) -> np.ndarray:

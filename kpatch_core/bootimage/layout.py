@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+from typing import IO, cast
 
 import attrs
 import numpy as np
@@ -59,7 +60,8 @@ Payload = bytes | bytearray  # a decoded payload (a bzImage's: the buffer it was
 
 def elf_payload_layout(payload: Payload) -> Layout:
     """The payload's own sections (a stripped vmlinux: x86 bzImage payload, ppc64le)."""
-    elf = ELFFile(io.BytesIO(payload) if isinstance(payload, bytes) else BufferStream(payload))  # type: ignore[arg-type]
+    elf = ELFFile(io.BytesIO(payload) if isinstance(payload, bytes)
+                  else cast("IO[bytes]", BufferStream(payload)))  # (BytesIO would copy it)
     secs = []
     for s in elf.iter_sections():
         if not s.name or s["sh_type"] in ("SHT_SYMTAB", "SHT_STRTAB"):

@@ -58,7 +58,7 @@ class EarlyKallsyms:
         self._tries = 0  # failed tries
         self.shapes: NameShapes | None = None  # of table.names, made while the rest decodes
 
-    def feed(self, data: "bytes | bytearray") -> None:
+    def feed(self, data: Payload) -> None:
         """Look at the bytes decoded so far (``data``, which grows between calls; no view of
         it is kept)."""
         if self.table is not None or self._given_up:
@@ -83,7 +83,7 @@ class EarlyKallsyms:
                 self._scanned = at + 1
                 lo = max(0, at - _TOKEN_SPAN)
                 try:
-                    self._table_at = lo + _token_table(bytes(data[lo:at + _TOKEN_SPAN]),
+                    self._table_at = lo + _token_table(data[lo:at + _TOKEN_SPAN],
                                                        "<" if data[5] == 1 else ">")[0]
                 except (InputError, ValueError, IndexError):
                     continue  # not a token table: the next run
@@ -108,7 +108,7 @@ class EarlyKallsyms:
         else:
             self._need = need
 
-    def _vaddr_of(self, data: "bytes | bytearray", e: str) -> Callable[[int], int | None]:
+    def _vaddr_of(self, data: Payload, e: str) -> Callable[[int], int | None]:
         """Payload offset -> address by the PT_LOAD program headers (none with address 0, the
         x86 percpu segment, as the section map skips address-0 sections); answers recorded."""
         phoff, = struct.unpack_from(e + "Q", data, 32)

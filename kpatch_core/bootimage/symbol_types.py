@@ -174,7 +174,7 @@ def _at_line_start(alternatives: str, first: str = "") -> "re.Pattern[str]":
     return re.compile("\0" + first + "(?:" + body + ")", re.M)
 
 
-_PREFIX_LINE = re.compile("\0(?:" + "|".join(map(re.escape, FUNCTION_PREFIXES)) + ")")
+_PREFIX_LINE = _at_line_start("|".join("^" + re.escape(p) for p in FUNCTION_PREFIXES))
 # every alternative of both starts with "_"
 _LINKER_LINE = _at_line_start(LINKER_SCRIPT.pattern, "(?=_)")
 _UNDERSCORE_LINE = _at_line_start(_UNDERSCORE.pattern, "(?=_)")
