@@ -48,7 +48,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable
 
-from . import fill, pool, rules
+from . import fill, heap, pool, rules
 from .analysis import ANALYZER_VERSION, TYPE_NAMES, Analysis, TextSymbols, iter_insns
 from .bulk import classify_inputs, fixed_width_walk, mark_ranges
 from .decode import LinearDecoder, Runs, decode_function
@@ -81,6 +81,7 @@ def analyze(image: "Image", jobs: int | None = None,
     use (``Analysis.facts``), with the area and fill columns the summary reads computed now.
     """
     t0 = time.perf_counter()
+    heap.keep_freed_memory()  # range arrays reused from the heap, not faulted in again
     timing: dict[str, float] = {}
     with paused_gc():  # symbol tables: 100,000s of lists and dicts (resumed before the fork)
         untyped = TextSymbols.build(image, types=False)  # the types while the workers decode
