@@ -9,6 +9,7 @@ import functools
 import gc
 import re
 from collections import Counter
+from itertools import compress, repeat
 from typing import TYPE_CHECKING, Iterator
 
 import attrs
@@ -138,19 +139,20 @@ def text_areas(image: "Image") -> list[tuple[int, int, str]]:
     ``__kvm_nvhe_abort_guest_exit_start``, inside ``.hyp.text``: issue 17)."""
     out = []
     st = image.symtab
-    shown = image.kallsyms._ends()[0]  # every kallsyms name (no per-name index lists)
+    ks = image.kallsyms
     seen = set()
     pat = re.compile(r"^__(\w+?)_start$")
-    for n in st.names:
-        if not n.endswith("_start") or not n.startswith("__"):
-            continue
+    starts = [n for n in compress(st.names, map(str.endswith, st.names, repeat("_start")))
+              if n.startswith("__")]
+    ks.prefetch([*starts, *(n[:-len("_start")] + "_end" for n in starts)])  # what kallsyms shows
+    for n in starts:
         m = pat.match(n)
         if not m or n in seen:
             continue
         seen.add(n)
         stem = m.group(1)
         end_name = n[:-len("_start")] + "_end"
-        if n not in shown or end_name not in shown:
+        if ks.lookup(n) is None or ks.lookup(end_name) is None:
             continue
         s, e = st.value(n), st.value(end_name)
         if s is None or e is None or not (e > s) or not image.tables.is_core_text(s):

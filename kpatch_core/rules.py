@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import time
+from itertools import compress, repeat
 from typing import TYPE_CHECKING, Callable
 
 import attrs
@@ -54,10 +55,13 @@ def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False,
     ``func_facts`` False leaves :func:`function_checks` to each range's worker (returned in its
     :class:`Chunk`), so the workers start sooner and share that work."""
     t = image.tables
-    # the name tables the workers read (lookup, count of unique names); the per-name index
-    # lists are left to the facts, which run in this process (kpatch_core.facts)
     _ = (t.ftrace_sites, t._blacklist_arrays, t.jump_labels, t.static_call_sites, t.bug_sites,
-         t.extable, image.config, image.kallsyms._ends())
+         t.extable, image.config)
+    # the names the workers look up (function_checks: the clones' base names), found in one
+    # pass; the whole-table name dicts are left to the facts, which run in this process
+    names = syms.names
+    image.kallsyms.prefetch({base_name(s) for s in compress(names, map(str.__contains__, names,
+                                                                        repeat(".")))})
     STATE.clear()
     STATE["image"] = image
     STATE["syms"] = syms
@@ -70,24 +74,31 @@ def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False,
 
 
 def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
-    """Per-function rule outcomes that hold for every address of the function (numpy)."""
+    """Per-function rule outcomes that hold for every address of the function (numpy; the
+    compiler clones' base names looked up once per name, the blacklist asked per address only
+    where a listed range or an area may hold the function's start)."""
     t = image.tables
     n = len(syms)
     fs = t.ftrace_sites
-    lo = np.searchsorted(fs, syms.addrs)
-    hi = np.searchsorted(fs, syms.addrs + np.maximum(syms.sizes, np.uint64(1)))
-    nrec = (hi - lo).astype(np.int64)
+    fa, fe = syms.addrs, syms.addrs + np.maximum(syms.sizes, np.uint64(1))
+    nrec = (np.searchsorted(fs, fe) - np.searchsorted(fs, fa)).astype(np.int64)
     notrace = nrec == 0
+    names = syms.names
+    dotted = np.fromiter(map(str.__contains__, names, repeat(".")), bool, n)
+    bases: dict[str, int | None] = {}  # base name -> kprobe_lookup_name's address
+
+    def lookup(b: str) -> int | None:
+        if b not in bases:
+            bases[b] = image.backend.lookup_name(image, b)
+        return bases[b]
     # within_notrace_func: a clone without a record defers to its base function
-    for i in np.nonzero(notrace)[0].tolist():
-        name = syms.names[i]
-        if "." in name:
-            base = image.backend.lookup_name(image, base_name(name))
-            if base:
-                s = image.kallsyms.containing(base)
-                notrace[i] = s is not None and not t.has_ftrace_record(s.addr, s.size)
-                if s is None:
-                    notrace[i] = False
+    nd = np.flatnonzero(notrace & dotted)
+    if len(nd):
+        ba = [lookup(base_name(names[i])) for i in nd.tolist()]
+        has = np.array([bool(a) for a in ba], bool)  # `if base:` (0 and None alike)
+        start, size, found = _containing(image, np.array([a or 0 for a in ba], np.uint64))
+        rec = np.searchsorted(fs, start + np.maximum(size, np.uint64(1))) > np.searchsorted(fs, start)
+        notrace[nd] = np.where(has, found & ~rec, True)
     # blacklist: one answer per function when no blacklist range starts or ends inside it
     bl_code = np.zeros(n, np.uint16)
     bl_uniform = np.ones(n, bool)
@@ -98,7 +109,6 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
     # functions that straddle a range edge need the per-address answer
     clf = STATE.get("classifier")
     arch_ranges = clf.arch_blacklist_ranges() if arch_hook and clf is not None else None
-    fa, fe = syms.addrs, syms.addrs + np.maximum(syms.sizes, np.uint64(1))
     i_lo = np.searchsorted(starts, fa, side="right")
     i_hi = np.searchsorted(starts, fe, side="left")
     inner = i_hi > i_lo  # a range starts strictly inside
@@ -106,7 +116,6 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
     cand |= inner
     if kt:
         cand |= (fa < np.uint64(kt[1])) & (fe > np.uint64(kt[0]))
-    dotted = np.array(["." in s for s in syms.names], bool)
     cand |= dotted
     straddle = np.zeros(n, bool)
     if arch_ranges is not None:
@@ -117,7 +126,9 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
     elif arch_hook:
         cand[:] = True
     bl_detail = np.full(n, None, object)  # the blacklist_hit detail (report facts reuse it)
-    for i in np.nonzero(cand)[0].tolist():
+    # _within_blacklist_direct can answer at the start only where it may (else None)
+    direct = _maybe_direct(image, fa, kt, arch_hook, arch_ranges)
+    for i in np.flatnonzero(cand & direct).tolist():
         a, e = int(fa[i]), int(fe[i])
         hit = t.blacklist_hit(a)
         uniform = not inner[i]
@@ -136,9 +147,72 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
         if hit is not None:
             bl_code[i] = refused_code(hit[0])
             bl_detail[i] = hit[1]
-    cfi = np.array([s.startswith(("__cfi_", "__pfx_")) for s in syms.names], bool)
+    # the rest: blacklist_hit is None, or the suffix rule (a clone of a blacklisted base name)
+    rest = np.flatnonzero(cand & ~direct)
+    if len(rest):
+        uni = ~inner[rest]
+        if kt:
+            k0, k1 = np.uint64(kt[0]), np.uint64(kt[1])
+            ra, re_a = fa[rest], fe[rest]
+            uni &= ~((ra < k1) & (re_a > k0) & ~((k0 <= ra) & (re_a <= k1)))
+        if arch_hook:
+            uni &= ~straddle[rest]  # (arch_ranges is known here: else every start is direct)
+        bl_uniform[rest] = uni
+        ks = image.kallsyms
+        _, _, found = _containing(image, fa[rest])
+        j = np.searchsorted(ks.uaddrs, fa[rest], side="right").astype(np.int64) - 1
+        first = ks.ufirst[np.maximum(j, 0)].tolist()
+        clones = [(i, base_name(ks.names[f])) for i, f, ok in
+                  zip(rest.tolist(), first, found.tolist()) if ok and "." in ks.names[f]]
+        ub = list(dict.fromkeys(b for _, b in clones))  # unique base names, in order
+        addrs = [lookup(b) for b in ub]
+        known = [k for k, a in enumerate(addrs) if a is not None]
+        via: dict[str, str] = {}
+        if known:
+            ba = np.array([addrs[k] for k in known], np.uint64)
+            maybe = _maybe_direct(image, ba, kt, arch_hook, arch_ranges)
+            for k in np.flatnonzero(maybe).tolist():
+                hit = t._within_blacklist_direct(int(ba[k]))
+                if hit is not None:
+                    via[ub[known[k]]] = hit[1]
+        for i, b in clones:
+            if b in via:
+                bl_code[i] = refused_code(Reason.BLACKLIST_SUFFIX)
+                bl_detail[i] = f"{b}: {via[b]}"
+    cfi = np.fromiter(map(str.startswith, names, repeat(("__cfi_", "__pfx_"))), bool, n)
     return {"nrec": nrec, "notrace": notrace, "bl_code": bl_code, "bl_uniform": bl_uniform,
             "bl_detail": bl_detail, "cfi": cfi}
+
+
+def _containing(image: "Image", addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``kallsyms.containing`` of many addresses: (start, size, found) per address."""
+    ks = image.kallsyms
+    if not len(ks.uaddrs):
+        z = np.zeros(len(addrs), np.uint64)
+        return z, z, np.zeros(len(addrs), bool)
+    j = np.searchsorted(ks.uaddrs, addrs, side="right").astype(np.int64) - 1
+    jj = np.maximum(j, 0)
+    start, size = ks.uaddrs[jj], ks.usizes[jj]
+    return start, size, (j >= 0) & ((size != 0) | (start == addrs))
+
+
+def _maybe_direct(image: "Image", addrs: np.ndarray, kt: tuple[int, int] | None, arch_hook: bool,
+                  arch_ranges: list[tuple[int, int]] | None) -> np.ndarray:
+    """Per address: ``KernelTables._within_blacklist_direct`` may answer (in .kprobes.text, in
+    an arch area, or under a blacklist entry's running end); False means it answers None."""
+    t = image.tables
+    starts, _, maxend = t._blacklist_arrays
+    out = np.zeros(len(addrs), bool)
+    if len(starts):
+        i = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
+        out |= (i >= 0) & (maxend[np.maximum(i, 0)] > addrs)
+    if kt:
+        out |= (addrs >= np.uint64(kt[0])) & (addrs < np.uint64(kt[1]))
+    if arch_hook and arch_ranges is None:
+        out[:] = True
+    for rs, re_ in arch_ranges or ():
+        out |= (addrs >= np.uint64(rs)) & (addrs < np.uint64(re_))
+    return out
 
 
 def range_checks(image: "Image", syms: TextSymbols, lo: int, hi: int) -> dict[str, np.ndarray]:

@@ -13,7 +13,8 @@ sort order (aliases: non-weak first, linker-provided last, fewer leading undersc
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Iterator
+from itertools import compress
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import attrs
 import numpy as np
@@ -242,6 +243,7 @@ class Kallsyms:
         self.usizes = usizes
         self._by_name: dict[str, list[int]] | None = None
         self._first_last: tuple[dict[str, int], dict[str, int]] | None = None
+        self._first_of: dict[str, int] = {}  # first index of names asked for before (-1: none)
 
     @classmethod
     def build(cls, st: SymbolTable, text_ranges: tuple[tuple[int, int], ...] | None = None,
@@ -324,8 +326,27 @@ class Kallsyms:
             return [i]
         return self._name_index()[name]
 
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Find the first index of each of ``names`` in one C-speed pass over the table, so that
+        :meth:`lookup` answers them without the whole-table name dicts (:meth:`_ends`: 0.05-0.1 s
+        on a 6.12+ x86_64 kernel), e.g. before the full analysis forks its workers."""
+        if self._first_last is not None:
+            return
+        want = set(names).difference(self._first_of)
+        if not want:
+            return
+        first = self._first_of
+        for i in compress(range(len(self.names)), map(want.__contains__, self.names)):
+            first.setdefault(self.names[i], i)
+        for n in want.difference(first):
+            first[n] = -1
+
     def lookup(self, name: str) -> int | None:
         """``kallsyms_lookup_name``: the address of the first symbol called ``name``."""
+        if self._first_last is None:
+            j = self._first_of.get(name)
+            if j is not None:
+                return None if j < 0 else int(self.addrs[j])
         i = self._ends()[0].get(name)
         return None if i is None else int(self.addrs[i])
 

@@ -1,0 +1,213 @@
+"""The fast paths of the full analysis's serial and per-symbol work (issue 15) give exactly what
+the plain paths give: ``function_checks`` (clone base names looked up once, the blacklist asked
+per address only where it may answer) against the per-function walk through
+``KernelTables.blacklist_hit``; ``Kallsyms.prefetch`` lookups against the whole-table name
+dicts; ``text_areas`` against the walk over every symbol name."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kpatch_arch.base import Backend
+from kpatch_core import rules
+from kpatch_core.analysis import TextSymbols
+from kpatch_core.facts import text_areas
+from kpatch_core.image import Image
+from kpatch_core.symbols import Kallsyms, base_name
+from kpatch_core.verdict import Reason
+
+from conftest import real_vmlinux
+
+TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
+IMAGES = ["x86_64/vmlinux", "x86_64/vmlinux-6.12", "arm64/vmlinux-6.12", "riscv64/vmlinux-6.12",
+          "s390x/vmlinux", "ppc64le/vmlinux", "ppc64le/vmlinux-6.12"]
+REAL = ["x86_64-6.12", "ppc64le-6.12", "s390x"]
+
+
+def plain_function_checks(image: Image, syms: TextSymbols) -> dict[str, np.ndarray]:
+    """``function_checks`` as a walk over every function (the code before issue 15's session 8):
+    notrace deferral and ``blacklist_hit`` asked per function."""
+    t = image.tables
+    n = len(syms)
+    fs = t.ftrace_sites
+    lo = np.searchsorted(fs, syms.addrs)
+    hi = np.searchsorted(fs, syms.addrs + np.maximum(syms.sizes, np.uint64(1)))
+    nrec = (hi - lo).astype(np.int64)
+    notrace = nrec == 0
+    for i in np.nonzero(notrace)[0].tolist():
+        name = syms.names[i]
+        if "." in name:
+            base = image.backend.lookup_name(image, base_name(name))
+            if base:
+                s = image.kallsyms.containing(base)
+                notrace[i] = s is not None and not t.has_ftrace_record(s.addr, s.size)
+                if s is None:
+                    notrace[i] = False
+    bl_code = np.zeros(n, np.uint16)
+    bl_uniform = np.ones(n, bool)
+    starts, ends, maxend = t._blacklist_arrays
+    kt = t._range("__kprobes_text_start", "__kprobes_text_end")
+    arch_hook = type(image.backend).within_arch_blacklist is not Backend.within_arch_blacklist
+    clf = rules.STATE.get("classifier")
+    arch_ranges = clf.arch_blacklist_ranges() if arch_hook and clf is not None else None
+    fa, fe = syms.addrs, syms.addrs + np.maximum(syms.sizes, np.uint64(1))
+    i_lo = np.searchsorted(starts, fa, side="right")
+    i_hi = np.searchsorted(starts, fe, side="left")
+    inner = i_hi > i_lo
+    straddle = np.zeros(n, bool)
+    for rs, re_ in arch_ranges or ():
+        touch = (fa < np.uint64(re_)) & (fe > np.uint64(rs))
+        straddle |= touch & ((fa < np.uint64(rs)) | (fe > np.uint64(re_)))
+    bl_detail = np.full(n, None, object)
+    for i in range(n):  # every function, candidate or not
+        a, e = int(fa[i]), int(fe[i])
+        hit = t.blacklist_hit(a)
+        uniform = not inner[i]
+        if kt and (a < kt[1] and e > kt[0]) and not (kt[0] <= a and e <= kt[1]):
+            uniform = False
+        if uniform and hit is not None and hit[0] != Reason.BLACKLIST_SUFFIX:
+            ent = t._in_list(a)
+            if hit[0] == Reason.BLACKLIST_NOKPROBE or (ent is not None and "(" in hit[1]):
+                uniform = ent is not None and ent.end >= e
+        if uniform and hit is None and len(starts):
+            j = int(i_lo[i]) - 1
+            uniform = j < 0 or int(maxend[j]) <= a
+        if arch_hook and (arch_ranges is None or straddle[i]):
+            uniform = False
+        bl_uniform[i] = uniform
+        if hit is not None:
+            bl_code[i] = rules.refused_code(hit[0])
+            bl_detail[i] = hit[1]
+    cfi = np.array([s.startswith(("__cfi_", "__pfx_")) for s in syms.names], bool)
+    return {"nrec": nrec, "notrace": notrace, "bl_code": bl_code, "bl_uniform": bl_uniform,
+            "bl_detail": bl_detail, "cfi": cfi}
+
+
+def _check_equal(image: Image, syms: TextSymbols, plain: dict[str, np.ndarray]) -> None:
+    fast = rules.function_checks(image, syms)
+    assert set(fast) == set(plain)
+    for k in plain:
+        assert fast[k].tolist() == plain[k].tolist(), k
+
+
+def _prepared(image: Image) -> TextSymbols:
+    syms = TextSymbols.build(image, types=False)
+    rules.prepare_state(image, syms, func_facts=False)
+    return syms
+
+
+@pytest.mark.parametrize("rel", IMAGES)
+def test_function_checks_equal_the_per_function_walk(rel):
+    image = Image.open(str(TESTDATA / rel))
+    syms = _prepared(image)
+    try:
+        _check_equal(image, syms, plain_function_checks(image, syms))
+    finally:
+        rules.STATE.clear()
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("arch", REAL)
+def test_function_checks_equal_the_per_function_walk_on_a_real_kernel(arch):
+    image = Image.open(str(real_vmlinux(arch)))
+    syms = _prepared(image)
+    try:
+        plain = plain_function_checks(image, syms)
+        _check_equal(image, syms, plain)
+        # per range, as the workers ask (a range's clones looked up in that range alone)
+        n = len(syms)
+        for lo, hi in [(0, n // 3), (n // 3, n // 3 + 7), (n - 500, n)]:
+            sub = TextSymbols(syms.addrs[lo:hi], syms.sizes[lo:hi], syms.names[lo:hi],
+                              syms.types[lo:hi])
+            fast = rules.function_checks(image, sub)
+            for k in plain:
+                assert fast[k].tolist() == plain[k][lo:hi].tolist(), (k, lo, hi)
+        # the case the fast path exists for: clones of blacklisted functions were found
+        assert (plain["bl_code"] == rules.refused_code(Reason.BLACKLIST_SUFFIX)).any() \
+            or arch == "s390x"
+    finally:
+        rules.STATE.clear()
+
+
+def _fresh_kallsyms(image: Image) -> Kallsyms:
+    k = image.kallsyms
+    return Kallsyms(k.addrs, k.names, k.sym_index, k.symtab)
+
+
+@pytest.mark.parametrize("rel", ["x86_64/vmlinux-6.12", "arm64/vmlinux-6.12"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_prefetched_lookups_equal_the_name_dicts(rel, data):
+    image = Image.open(str(TESTDATA / rel))
+    names = image.kallsyms.names
+    picked = data.draw(st.lists(st.one_of(st.sampled_from(names), st.text(max_size=12),
+                                          st.sampled_from(names).map(lambda s: s + ".isra.0")),
+                                max_size=20))
+    fast = _fresh_kallsyms(image)
+    fast.prefetch(picked[: len(picked) // 2])
+    fast.prefetch(picked)  # a second prefetch adds to the first
+    plain = _fresh_kallsyms(image)
+    plain._ends()
+    for n in picked:
+        assert fast._first_last is None  # answered without the whole-table dicts
+        assert fast.lookup(n) == plain.lookup(n), n
+    for n in names[:50] + ["no_such_symbol_here"]:  # names not prefetched: the dicts are built
+        assert fast.lookup(n) == plain.lookup(n), n
+
+
+def test_prefetch_keeps_the_first_of_duplicate_names():
+    image = Image.open(str(TESTDATA / "x86_64/vmlinux"))
+    k = image.kallsyms
+    dup = next(n for n in k.names if k.count(n) > 1)
+    fast = _fresh_kallsyms(image)
+    fast.prefetch([dup])
+    assert fast.lookup(dup) == k.addresses_of(dup)[0] == k.lookup(dup)
+
+
+def plain_text_areas(image: Image) -> list[tuple[int, int, str]]:
+    """``text_areas`` as a walk over every symbol name, membership in the whole-table dict."""
+    out = []
+    st_ = image.symtab
+    shown = image.kallsyms._ends()[0]
+    seen = set()
+    pat = re.compile(r"^__(\w+?)_start$")
+    for n in st_.names:
+        if not n.endswith("_start") or not n.startswith("__"):
+            continue
+        m = pat.match(n)
+        if not m or n in seen:
+            continue
+        seen.add(n)
+        stem = m.group(1)
+        end_name = n[:-len("_start")] + "_end"
+        if n not in shown or end_name not in shown:
+            continue
+        s, e = st_.value(n), st_.value(end_name)
+        if s is None or e is None or not (e > s) or not image.tables.is_core_text(s):
+            continue
+        i, j = st_.index(n), st_.index(end_name)
+        if i is None or j is None or int(st_.info[i]) & 0xF != 0 or int(st_.info[j]) & 0xF != 0:
+            continue
+        label = "." + stem.replace("_text", "") + ".text" if n.endswith("_text_start") else "." + stem
+        out.append((s, e, label))
+    out.sort()
+    return out
+
+
+@pytest.mark.parametrize("rel", IMAGES)
+def test_text_areas_equal_the_walk_over_every_name(rel):
+    fast = text_areas(Image.open(str(TESTDATA / rel)))
+    assert fast == plain_text_areas(Image.open(str(TESTDATA / rel)))
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("arch", ["x86_64-6.12", "arm64"])
+def test_text_areas_equal_the_walk_on_a_real_kernel(arch):
+    path = str(real_vmlinux(arch))
+    fast = text_areas(Image.open(path))
+    assert fast and fast == plain_text_areas(Image.open(path))
