@@ -178,11 +178,7 @@ class Analysis:
         counts = np.asarray(self.counts, np.int64)
         fill = self._fill()
         n = np.maximum(counts - np.minimum(fill, counts), 0)  # a symbol's fill is its tail
-        lo = np.asarray(self.lo, np.int64)
-        ok_before = np.zeros(len(self.codes) + 1, np.int32)  # accepted instructions before each
-        np.cumsum(self.ok_mask(), dtype=np.int32, out=ok_before[1:])
-        ok = (ok_before[lo + n] - ok_before[lo]).astype(np.int64)
-        return n, ok
+        return n, segment_sums(self.ok_mask(), np.asarray(self.lo, np.int64), n)
 
     def entry_codes(self) -> np.ndarray:
         """Per symbol: the outcome code of a probe on its first address (0 when none)."""
@@ -247,8 +243,10 @@ class Analysis:
         n, ok = self.per_symbol()
         ec = self.entry_codes()
         eok = ((ec & np.uint16(0x7FFF)) < REFUSED_BASE) & (ec != 0)
-        ids: dict[str, int] = {}  # group of each symbol, numbered in order of first appearance
-        gid = np.array([ids.setdefault(v, len(ids)) for v in self.column(field)], np.int64)
+        col = self.column(field)
+        # group of each symbol, numbered in order of first appearance (C-speed dict and map)
+        ids = {v: g for g, v in enumerate(dict.fromkeys(col))}
+        gid = np.fromiter(map(ids.__getitem__, col), np.int64, len(col))
         func = np.asarray(self.syms.types) == 1
         cols = [np.bincount(gid, weights=w, minlength=len(ids)).astype(np.int64).tolist()
                 for w in (None, n, ok, func, func & eok)]
@@ -257,18 +255,36 @@ class Analysis:
         return sorted(rows, key=lambda r: -r["insns"])
 
 
-COUNT_BLOCK = 1 << 20  # instructions per block of _split_counts (cache-sized temporaries)
+COUNT_BLOCK = 1 << 18  # instructions per block of _split_counts (cache-sized temporaries)
 
 
 def _split_counts(codes: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How many instructions have each outcome code (65,536 counts) where ``mask`` holds and
-    where it does not: one ``bincount`` of (mask, code) per block of instructions."""
+    where it does not: one ``bincount`` of (mask, code) per block of instructions (keys made
+    in the index type ``bincount`` counts in, so it makes no copy of its own)."""
     both = np.zeros(2 << 16, np.int64)
     for a in range(0, len(codes), COUNT_BLOCK):
-        key = codes[a:a + COUNT_BLOCK].astype(np.int32)
-        key[mask[a:a + COUNT_BLOCK]] += 1 << 16
+        key = codes[a:a + COUNT_BLOCK].astype(np.intp)
+        key |= mask[a:a + COUNT_BLOCK].view(np.uint8).astype(np.intp) << 16
         both += np.bincount(key, minlength=2 << 16)
     return both[1 << 16:], both[:1 << 16]
+
+
+def segment_sums(mask: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per segment ``[starts[i], starts[i] + lengths[i])`` of ``mask`` (segments in order, not
+    overlapping), how many of its elements hold: one ``add.reduceat`` over the segment bounds
+    (no running count over every element)."""
+    out = np.zeros(len(starts), np.int64)
+    seg = np.flatnonzero(lengths > 0)
+    if not len(seg):
+        return out
+    bounds = np.empty(2 * len(seg), np.int64)
+    bounds[0::2] = starts[seg]
+    bounds[1::2] = starts[seg] + lengths[seg]
+    if bounds[-1] >= len(mask):  # the last segment ends the array: reduceat runs to its end
+        bounds = bounds[:-1]
+    out[seg] = np.add.reduceat(mask, bounds, dtype=np.int64)[0::2]
+    return out
 
 
 def iter_insns(analysis: Analysis, i: int, image: "Image | None" = None) -> Iterator[dict]:

@@ -2,7 +2,8 @@
 the plain paths give: ``function_checks`` (clone base names looked up once, the blacklist asked
 per address only where it may answer) against the per-function walk through
 ``KernelTables.blacklist_hit``; ``Kallsyms.prefetch`` lookups against the whole-table name
-dicts; ``text_areas`` against the walk over every symbol name."""
+dicts; ``text_areas`` against the walk over every symbol name; the summary's per-symbol counts
+(``segment_sums``) against a running count, its per-code counts against counting each code."""
 from __future__ import annotations
 
 import re
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from kpatch_arch.base import Backend
 from kpatch_core import rules
-from kpatch_core.analysis import TextSymbols
+from kpatch_core.analysis import TextSymbols, segment_sums
 from kpatch_core.facts import text_areas
 from kpatch_core.image import Image
 from kpatch_core.symbols import Kallsyms, base_name
@@ -211,3 +212,42 @@ def test_text_areas_equal_the_walk_on_a_real_kernel(arch):
     path = str(real_vmlinux(arch))
     fast = text_areas(Image.open(path))
     assert fast and fast == plain_text_areas(Image.open(path))
+
+
+@st.composite
+def _segments(draw):
+    """A flat mask cut into consecutive symbols, each a real run then a fill tail."""
+    counts = draw(st.lists(st.integers(0, 9), min_size=0, max_size=40))
+    fill = [draw(st.integers(0, c)) for c in counts]
+    mask = draw(st.lists(st.booleans(), min_size=sum(counts), max_size=sum(counts)))
+    return np.array(mask, bool), np.array(counts, np.int64), np.array(fill, np.int64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_segments())
+def test_segment_sums_equal_the_running_count(seg):
+    mask, counts, fill = seg
+    lo = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if len(counts) else counts
+    n = counts - fill
+    before = np.zeros(len(mask) + 1, np.int64)  # the plain path: a running count over all
+    np.cumsum(mask, out=before[1:])
+    assert segment_sums(mask, lo, n).tolist() == (before[lo + n] - before[lo]).tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 7, 300, 0x7FFF, 0x8001, 0xFFFF]), st.booleans()),
+                max_size=3000),
+       st.sampled_from([1, 3, 64, 1 << 18]))
+def test_split_counts_equal_a_count_per_code(pairs, block):
+    import kpatch_core.analysis as an
+    codes = np.array([c for c, _ in pairs], np.uint16)
+    mask = np.array([m for _, m in pairs], bool)
+    saved, an.COUNT_BLOCK = an.COUNT_BLOCK, block
+    try:
+        inside, outside = an._split_counts(codes, mask)
+    finally:
+        an.COUNT_BLOCK = saved
+    for c in set(codes.tolist()):
+        assert inside[c] == int(((codes == c) & mask).sum())
+        assert outside[c] == int(((codes == c) & ~mask).sum())
+    assert inside.sum() == mask.sum() and outside.sum() == (~mask).sum()
