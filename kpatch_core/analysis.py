@@ -41,7 +41,7 @@ class TextSymbols:
             last = int(ks.uaddrs[idx[-1]])
             if sizes[-1] == 0 or last + int(sizes[-1]) > t.etext:
                 sizes[-1] = np.uint64(max(t.etext - last, 0))
-        names = [ks.names[int(ks.ufirst[j])] for j in idx.tolist()]
+        names = list(map(ks.names.__getitem__, ks.ufirst[idx].tolist()))
         out = cls(ks.uaddrs[idx].copy(), sizes, names, np.zeros(len(idx), np.uint8))
         return out.typed(image) if types else out
 

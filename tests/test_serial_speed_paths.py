@@ -251,3 +251,33 @@ def test_split_counts_equal_a_count_per_code(pairs, block):
         assert inside[c] == int(((codes == c) & mask).sum())
         assert outside[c] == int(((codes == c) & ~mask).sum())
     assert inside.sum() == mask.sum() and outside.sum() == (~mask).sum()
+
+
+@pytest.mark.parametrize("rel", ["x86_64/vmlinux-6.12", "s390x/vmlinux", "ppc64le/vmlinux"])
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_symbol_values_found_by_their_keys_equal_the_name_dict(rel, data):
+    image = Image.open(str(TESTDATA / rel))
+    names = image.symtab.names
+    undefined = [n for n, x in zip(names, image.symtab.shndx.tolist()) if x == 0]
+    picked = data.draw(st.lists(st.one_of(st.sampled_from(names), st.sampled_from(undefined),
+                                          st.text(max_size=10), st.just("")), max_size=30))
+    fast = Image.open(str(TESTDATA / rel)).symtab
+    plain = Image.open(str(TESTDATA / rel)).symtab
+    plain._dict()  # the whole-table dict from the start
+    for n in picked:
+        assert fast.value(n) == plain.value(n) and fast.index(n) == plain.index(n), n
+    assert fast._first is None or len(set(picked)) > fast.SEARCHES
+
+
+@pytest.mark.realkernel
+def test_symbol_values_found_by_their_keys_on_a_real_kernel():
+    path = str(real_vmlinux("x86_64-6.12"))
+    fast, plain = Image.open(path).symtab, Image.open(path).symtab
+    first = plain._dict()
+    sample = plain.names[::997] + ["_stext", "_etext", "__start_mcount_loc", "no_such_name"]
+    for n in sample[: fast.SEARCHES]:
+        assert fast.index(n) == first.get(n), n
+    assert fast._first is None  # answered without the dict
+    for n in sample[fast.SEARCHES:]:  # past the searches: the dict
+        assert fast.index(n) == first.get(n), n
