@@ -9,7 +9,6 @@ import functools
 import gc
 import re
 from collections import Counter
-from itertools import compress, repeat
 from typing import TYPE_CHECKING, Iterator
 
 import attrs
@@ -139,26 +138,46 @@ def text_areas(image: "Image") -> list[tuple[int, int, str]]:
     ``__kvm_nvhe_abort_guest_exit_start``, inside ``.hyp.text``: issue 17)."""
     out = []
     st = image.symtab
-    ks = image.kallsyms
-    seen = set()
+    names, shndx = st.names, st.shndx
+    shown = np.zeros(len(names), bool)  # the symbol is a kallsyms entry
+    shown[image.kallsyms.sym_index] = True
+
+    def named(idx: list[int], prefix: str) -> tuple[dict[str, int], set[str]]:
+        """Of the names at ``idx`` with ``prefix``: the first defined symbol of each
+        (SymbolTable.index) and the names kallsyms shows."""
+        first: dict[str, int] = {}
+        seen: set[str] = set()
+        for i in idx:
+            n = names[i]
+            if not n.startswith(prefix):
+                continue
+            if shndx[i] != 0 and n not in first:  # SHN_UNDEF
+                first[n] = i
+            if shown[i]:
+                seen.add(n)
+        return first, seen
+    starts = st.ending_with("_start")  # one comparison of the names' last bytes
+    start_first, start_shown = named(starts, "__")
+    end_first, end_shown = named(st.ending_with("_end"), "__")
     pat = re.compile(r"^__(\w+?)_start$")
-    starts = [n for n in compress(st.names, map(str.endswith, st.names, repeat("_start")))
-              if n.startswith("__")]
-    ks.prefetch([*starts, *(n[:-len("_start")] + "_end" for n in starts)])  # what kallsyms shows
-    for n in starts:
-        m = pat.match(n)
-        if not m or n in seen:
+    for n in dict.fromkeys(names[i] for i in starts):
+        if not n.startswith("__"):
             continue
-        seen.add(n)
+        m = pat.match(n)
+        if not m:
+            continue
         stem = m.group(1)
         end_name = n[:-len("_start")] + "_end"
-        if ks.lookup(n) is None or ks.lookup(end_name) is None:
+        if n not in start_shown or end_name not in end_shown:
             continue
-        s, e = st.value(n), st.value(end_name)
-        if s is None or e is None or not (e > s) or not image.tables.is_core_text(s):
+        i, j = start_first.get(n), end_first.get(end_name)
+        if i is None or j is None:
             continue
-        i, j = st.index(n), st.index(end_name)  # linker symbols are NOTYPE, functions are not
-        if i is None or j is None or int(st.info[i]) & 0xF != 0 or int(st.info[j]) & 0xF != 0:
+        s, e = int(st.values[i]), int(st.values[j])
+        if not (e > s) or not image.tables.is_core_text(s):
+            continue
+        # linker symbols are NOTYPE, functions are not
+        if int(st.info[i]) & 0xF != 0 or int(st.info[j]) & 0xF != 0:
             continue
         label = "." + stem.replace("_text", "") + ".text" if n.endswith("_text_start") else "." + stem
         out.append((s, e, label))

@@ -13,7 +13,7 @@ sort order (aliases: non-weak first, linker-provided last, fewer leading undersc
 from __future__ import annotations
 
 import re
-from itertools import compress
+from itertools import compress, repeat
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import attrs
@@ -50,21 +50,21 @@ def kallsyms_keeps(name: str) -> bool:
 
 
 def _names_and_keep(strs: bytes, offs: np.ndarray
-                    ) -> tuple[list[str], np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]:
+                    ) -> tuple[list[str], np.ndarray, "tuple[np.ndarray, np.ndarray, np.ndarray] | None"]:
     """The names at string-table offsets ``offs``, per name :func:`kallsyms_keeps` -- computed
     on the raw bytes with numpy (no Python call per symbol) -- and, for an ASCII table, each
-    name's (first eight bytes as an integer, length): :meth:`SymbolTable.value`'s search keys."""
+    name's (first eight bytes, last eight bytes, length): :class:`SymbolTable`'s search keys."""
     buf = np.frombuffer(strs, np.uint8)
     nul = np.flatnonzero(buf == 0)
     if not len(nul) or int(nul[-1]) != len(buf) - 1:
         nul = np.append(nul, len(buf))
     offs = np.minimum(offs, len(buf))
     ends = nul[np.minimum(np.searchsorted(nul, offs), len(nul) - 1)]
-    keep, head, lens = _keep_mask_words(buf, offs, ends)
+    keep, head, tail, lens = _keep_mask_words(buf, offs, ends)
     if strs.isascii():
         text = strs.decode("ascii")
         names = [text[a:b] for a, b in zip(offs.tolist(), ends.tolist())]
-        return names, keep, (head, np.maximum(lens, 0))
+        return names, keep, (head, tail, np.maximum(lens, 0))
     names = [strs[a:b].decode("utf-8", "replace") for a, b in zip(offs.tolist(), ends.tolist())]
     return names, keep, None
 
@@ -77,12 +77,13 @@ def _keep_mask(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndar
 
 
 def _keep_mask_words(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_keep_mask`, with each name's first eight bytes (as a little-endian integer; bytes
-    past the name's end included) and its length."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_keep_mask`, with each name's first and last eight bytes (as little-endian
+    integers; bytes past the name's ends included) and its length."""
     n = len(starts)
     if not n:
-        return np.zeros(0, bool), np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        z = np.zeros(0, np.uint64)
+        return np.zeros(0, bool), z, z, np.zeros(0, np.int64)
     pad = np.concatenate([np.zeros(8, np.uint8), buf, np.zeros(32, np.uint8)])
     lens = ends - starts
     # the little-endian word at every byte offset of pad (an unaligned view, no copy): each
@@ -124,7 +125,7 @@ def _keep_mask_words(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
         if occ:
             o = np.array(occ, np.int64)
             drop |= np.searchsorted(o, ends - len(inf), side="right") > np.searchsorted(o, starts)
-    return ~drop, head, lens
+    return ~drop, head, tail, lens
 
 
 def kallsyms_keep_mask(names: list[str]) -> np.ndarray:
@@ -152,9 +153,9 @@ class SymbolTable:
         self.names = names
         self._first: dict[str, int] | None = None
         self._kept: np.ndarray | None = None
-        # before the whole-table dict: (first eight bytes, length) of each name, and the
+        # before the whole-table dict: (first, last eight bytes, length) of each name, and the
         # answers found with them (SymbolTable.value)
-        self._keys: tuple[np.ndarray, np.ndarray] | None = None
+        self._keys: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._found: dict[str, int | None] = {}
 
     @classmethod
@@ -213,7 +214,7 @@ class SymbolTable:
         if not name.isascii():  # an ASCII table has no such name
             return None
         assert self._keys is not None
-        head, lens = self._keys
+        head, _, lens = self._keys
         b = name.encode("ascii")
         k = min(len(b), 8)
         same = np.flatnonzero(lens == len(b))
@@ -224,6 +225,18 @@ class SymbolTable:
             if self.names[i] == name and self.shndx[i] != SHN_UNDEF:
                 return i
         return None
+
+    def ending_with(self, suffix: str) -> list[int]:
+        """Indexes of the symbols whose name ends with ``suffix`` (at most eight characters),
+        in table order: one comparison of the names' last bytes when the table is ASCII."""
+        if self._keys is None or len(suffix) > 8 or not suffix.isascii():
+            return list(compress(range(len(self.names)),
+                                 map(str.endswith, self.names, repeat(suffix))))
+        _, tail, lens = self._keys
+        k = len(suffix)
+        mask = np.uint64(((1 << (8 * k)) - 1) << (8 * (8 - k)))
+        want = np.uint64(int.from_bytes(suffix.encode("ascii").rjust(8, b"\0"), "little"))
+        return np.flatnonzero((lens >= k) & ((tail & mask) == want)).tolist()
 
     def _dict(self) -> dict[str, int]:
         """Name -> index of the first defined symbol of that name, every name (built once)."""

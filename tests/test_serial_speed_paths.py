@@ -281,3 +281,13 @@ def test_symbol_values_found_by_their_keys_on_a_real_kernel():
     assert fast._first is None  # answered without the dict
     for n in sample[fast.SEARCHES:]:  # past the searches: the dict
         assert fast.index(n) == first.get(n), n
+
+
+@pytest.mark.parametrize("rel", ["x86_64/vmlinux-6.12", "riscv64/vmlinux-6.12"])
+@settings(max_examples=40, deadline=None)
+@given(suffix=st.one_of(st.sampled_from(["_start", "_end", "t", "_text_end", "xx_yy_zz"]),
+                        st.text(st.sampled_from("_abcdestx0.9"), min_size=1, max_size=9)))
+def test_names_ending_with_a_suffix_equal_str_endswith(rel, suffix):
+    stab = Image.open(str(TESTDATA / rel)).symtab
+    assert stab._keys is not None  # an ASCII table: the fast path runs
+    assert stab.ending_with(suffix) == [i for i, n in enumerate(stab.names) if n.endswith(suffix)]

@@ -234,27 +234,38 @@ class X86_64Backend(Backend):
         raw = image.read(start, end - start)
         a = np.frombuffer(raw[: len(raw) - len(raw) % ALT_INSTR.itemsize], dtype=ALT_INSTR)
         nops = {image.symtab.value(n) for n in ("nop_func", "_paravirt_nop")} - {None}
+        k8 = _k8_nops(image)
         final: dict[int, bytes] = {}
-        for i in range(len(a)):
-            at = start + ALT_INSTR.itemsize * i
-            site, length = at + int(a["instr"][i]), int(a["instrlen"][i])
+        # the entries whose site may start `call *disp32(%rip)` (ff 15), read all at once: the
+        # first word of each site (0 also where it cannot be read whole: then asked below)
+        at = np.uint64(start) + np.arange(len(a), dtype=np.uint64) * np.uint64(ALT_INSTR.itemsize)
+        with np.errstate(over="ignore"):
+            sites = at + a["instr"].astype(np.int64).astype(np.uint64)
+        word = image.read_u32_at(sites)
+        maybe = (a["instrlen"] >= 6) & (((word & 0xFFFF) == 0x15FF) | (word == 0))
+        slots: dict[int, int] = {}  # pv_ops slot -> its link-time (native) function
+        for i in np.flatnonzero(maybe).tolist():
+            at_i = start + ALT_INSTR.itemsize * i
+            site, length = at_i + int(a["instr"][i]), int(a["instrlen"][i])
             orig = image.read(site, 6)
             if orig[:2] != b"\xff\x15" or length < 6:  # not a pv-op call site
                 continue
             flags = int(a["ft_flags"][i]) >> 16
             if flags & ALT_FLAG_DIRECT_CALL:
                 slot = site + 6 + int.from_bytes(orig[2:6], "little", signed=True)
-                target = int.from_bytes(image.read(slot, 8), "little")
+                if slot not in slots:
+                    slots[slot] = int.from_bytes(image.read(slot, 8), "little")
+                target = slots[slot]
                 code = b"" if target in nops or not target else \
                     b"\xe8" + ((target - site - 5) & 0xFFFFFFFF).to_bytes(4, "little")
             elif flags & ALT_FLAG_NOT:
                 rlen = int(a["replacementlen"][i])
-                code = image.read(at + 4 + int(a["repl"][i]), rlen)
+                code = image.read(at_i + 4 + int(a["repl"][i]), rlen)
                 if rlen > length or code[:1] in (b"\xe8", b"\xe9"):
                     continue  # relative branches would need fixing up: leave the site as is
             else:
                 continue
-            final[site] = code + add_nops(length - len(code), _k8_nops(image))
+            final[site] = code + add_nops(length - len(code), k8)
         sites = sorted(final)
         return np.array(sites, dtype=np.uint64), [final[x] for x in sites]
 
@@ -490,6 +501,7 @@ RETHUNK_MITIGATIONS = (("retbleed", "untrained return thunk"), ("retbleed", "Stu
                        ("indirect_target_selection", "return thunk"))
 
 
+@functools.cache
 def add_nops(n: int, k8: bool = False) -> bytes:
     """``add_nops``: the longest x86_nops[] (``k8``: k8_nops[], ideal_nops on a K8-class CPU
     before 5.15) first, until ``n`` bytes are filled."""

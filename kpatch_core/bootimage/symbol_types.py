@@ -256,7 +256,7 @@ def evidence_types(image: "Image", lo: int, hi: int) -> np.ndarray:
     words = FUNCTION_ENTRY_WORDS.get(machine)
     if words:
         evidence |= np.isin(image.read_u32_at(addrs), np.array(words, np.uint32))
-    in_btf = np.fromiter((n in btf for n in names), bool, len(names))
+    in_btf = np.fromiter(map(btf.__contains__, names), bool, len(names))
     info = symbol_infos("t" * len(names), names, np.ones(len(names), bool), in_btf, evidence,
                         own_records(addrs, mcount[mcount != 0]))
     out = info & np.uint8(0xF)
