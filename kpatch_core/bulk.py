@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from .image import Image
 
 __all__ = ["OPTIMIZED", "REFUSED_BASE", "SLOW", "ok_code", "outcome_code", "refused_code",
-           "mark_ranges", "member", "classify_inputs", "fixed_width_walk"]
+           "mark_ranges", "member", "range_hits", "member_hits", "spans_hits", "classify_inputs",
+           "fixed_width_walk"]
 
 
 def mark_ranges(aa: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -35,6 +36,59 @@ def mark_ranges(aa: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndar
     np.add.at(d, lo[keep], 1)
     np.add.at(d, hi[keep], -1)
     return np.cumsum(d[:n], dtype=np.int32) > 0
+
+
+def range_hits(aa: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+               in_order: bool | None = None) -> np.ndarray:
+    """The indexes (ascending) of the elements of ``aa`` inside any ``[starts[i], ends[i])``
+    (``starts`` sorted): :func:`mark_ranges` as indexes, in O(k log n + hits) for a sorted
+    ``aa`` (only the ranges that reach ``aa``'s span are searched).  ``in_order``: whether
+    ``aa`` is sorted, when the caller knows."""
+    n = len(aa)
+    if not len(starts) or not n:
+        return np.zeros(0, np.int64)
+    if in_order is None:
+        in_order = n < 2 or not bool((aa[1:] < aa[:-1]).any())
+    if not in_order:  # an arch adjustment broke the order
+        return np.flatnonzero(mark_ranges(aa, starts, ends))
+    # ranges starting after the last address cannot hold one; ends need not be sorted
+    k = int(np.searchsorted(starts, aa[-1], side="right"))
+    lo = np.searchsorted(aa, starts[:k], side="left")
+    hi = np.searchsorted(aa, ends[:k], side="left")
+    cnt = hi - lo
+    keep = cnt > 0
+    lo, cnt = lo[keep], cnt[keep]
+    if not len(lo):
+        return np.zeros(0, np.int64)
+    first = np.cumsum(cnt) - cnt
+    idx = np.repeat(lo - first, cnt) + np.arange(int(first[-1] + cnt[-1]), dtype=np.int64)
+    if len(idx) > 1 and bool((idx[1:] <= idx[:-1]).any()):  # overlapping ranges
+        idx = np.unique(idx)
+    return idx
+
+
+def member_hits(sorted_arr: np.ndarray, aa: np.ndarray, in_order: bool | None = None
+                ) -> np.ndarray:
+    """The indexes (ascending) of the elements of ``aa`` equal to some element of
+    ``sorted_arr``: :func:`member` as indexes."""
+    if not len(sorted_arr) or not len(aa):
+        return np.zeros(0, np.int64)
+    return range_hits(aa, sorted_arr, sorted_arr + np.uint64(1), in_order)
+
+
+def spans_hits(group: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The indexes (ascending) of the elements of the ascending ``group`` (each element's
+    group number, e.g. its function) whose group is in ``chosen`` (ascending, unique)."""
+    if not len(chosen) or not len(group):
+        return np.zeros(0, np.int64)
+    lo = np.searchsorted(group, chosen, side="left")
+    cnt = np.searchsorted(group, chosen, side="right") - lo
+    keep = cnt > 0
+    lo, cnt = lo[keep], cnt[keep]
+    if not len(lo):
+        return np.zeros(0, np.int64)
+    first = np.cumsum(cnt) - cnt
+    return np.repeat(lo - first, cnt) + np.arange(int(first[-1] + cnt[-1]), dtype=np.int64)
 
 
 def member(sorted_arr: np.ndarray, aa: np.ndarray) -> np.ndarray:

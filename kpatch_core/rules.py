@@ -22,7 +22,7 @@ from kpatch_arch.base import Backend, BulkClassifier, PrepareContext
 
 from . import uniform
 from .analysis import TextSymbols
-from .bulk import member
+from .bulk import member_hits
 from .decode import LinearDecoder, Runs, decode_function
 from .outcome import OPTIMIZED, REFUSED_BASE, SLOW, UNSET, ok_code, outcome_code, refused_code
 from .safety import AddressArrays, check_kprobe_address_safe_vec
@@ -433,10 +433,11 @@ def _outcomes(image: "Image", clf: BulkClassifier, code: bytes, A: int, lo: int,
     if not cfg.enabled("KPROBE_EVENTS_ON_NOTRACE"):
         codes[ff["notrace"][lfidx]] = refused_code(Reason.NOTRACE)
     # 3. check_kprobe_address_safe: the generic check table, in the kernel's order
-    is_ftrace = member(tables.ftrace_sites, aa)
-    check_kprobe_address_safe_vec(AddressArrays(image, aa, lfidx, ff, is_ftrace), codes, UNSET)
-    todo = codes == UNSET
-    codes[todo & is_ftrace] = ok_code(Method.FTRACE)
+    in_order = n < 2 or not bool((aa[1:] < aa[:-1]).any())
+    ftrace = member_hits(tables.ftrace_sites, aa, in_order)
+    check_kprobe_address_safe_vec(AddressArrays(image, aa, lfidx, ff, ftrace, in_order), codes,
+                                  UNSET)
+    codes[ftrace[codes[ftrace] == UNSET]] = ok_code(Method.FTRACE)
     todo = codes == UNSET
     if step > 1:
         codes[todo & ((aa % np.uint64(step)) != 0)] = refused_code(backend.misaligned_reason)
@@ -444,14 +445,18 @@ def _outcomes(image: "Image", clf: BulkClassifier, code: bytes, A: int, lo: int,
     # 4. arch_prepare_kprobe: table lookup, the rest through backend.prepare
     sel = np.nonzero(todo)[0]
     if len(sel):
-        rel_aa = (aa[sel] - np.uint64(A)).astype(np.int64)
+        aa_sel = aa[sel]
+        rel_aa = (aa_sel - np.uint64(A)).astype(np.int64)
         # the length of the instruction at the (possibly adjusted) address, -1 when unknown
-        sel_lens = lens[sel].copy()
-        moved = np.nonzero(aa[sel] != addrs[sel])[0]
-        if len(moved):
-            k = np.minimum(np.searchsorted(addrs, aa[sel][moved]), max(n - 1, 0))
-            sel_lens[moved] = np.where(addrs[k] == aa[sel][moved], lens[k], -1)
-        sub = clf.classify(np.frombuffer(code, np.uint8), A, aa[sel], rel_aa, sel_lens)
+        sel_lens = lens[sel]
+        if aa is not addrs:  # some addresses moved (arch_adjust_kprobe_addr)
+            moved_all = np.flatnonzero(aa != addrs)
+            at = np.minimum(np.searchsorted(sel, moved_all), len(sel) - 1)
+            moved = at[sel[at] == moved_all]
+            if len(moved):
+                k = np.minimum(np.searchsorted(addrs, aa_sel[moved]), max(n - 1, 0))
+                sel_lens[moved] = np.where(addrs[k] == aa_sel[moved], lens[k], -1)
+        sub = clf.classify(np.frombuffer(code, np.uint8), A, aa_sel, rel_aa, sel_lens)
         codes[sel] = sub
     slow = np.nonzero((codes == UNSET) | (codes == SLOW))[0]
     for j in slow.tolist():

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import attrs
 import numpy as np
 
-from .bulk import mark_ranges, member
+from .bulk import member_hits, range_hits, spans_hits
 from .outcome import refused_code
 from .verdict import Reason
 
@@ -27,33 +27,37 @@ if TYPE_CHECKING:
 @attrs.frozen
 class AddressArrays:
     """What a vectorised check looks at: the (adjusted) addresses ``aa`` of a range, sorted, the
-    index of each one's function (``fidx``) and the per-function rule outcomes
-    (kpatch_core.rules.function_checks); ``is_ftrace``: each address is an ftrace site."""
+    index of each one's function (``fidx``, ascending) and the per-function rule outcomes
+    (kpatch_core.rules.function_checks); ``ftrace``: the indexes of the addresses that are
+    ftrace sites; ``in_order``: ``aa`` is sorted (an arch adjustment may break the order)."""
 
     image: "Image"
     aa: np.ndarray
     fidx: np.ndarray
     func_facts: dict[str, np.ndarray]
-    is_ftrace: np.ndarray
+    ftrace: np.ndarray
+    in_order: bool | None = None
 
 
 Scalar = Callable[["Image", int], "tuple[Reason, str] | None"]
-Vector = Callable[[AddressArrays, np.ndarray], np.ndarray]
+# (addresses, outcome codes so far, the code of "no answer yet") -> (indexes refused, ascending;
+# their codes: one per index or one for all)
+Hits = tuple[np.ndarray, "np.ndarray | int"]
+Vector = Callable[[AddressArrays, np.ndarray, int], Hits]
 
 
 @attrs.frozen
 class GenericCheck:
     """One generic rule: the kernel function it mirrors, its per-address form (a refusal as
-    (reason, detail), or None) and its vectorised form (outcome codes, 0 where it passes;
-    only addresses in ``todo`` need an answer)."""
+    (reason, detail), or None) and its vectorised form (the indexes it refuses and their
+    codes; only addresses whose code is still unset need an answer)."""
 
     kernel_function: str
     check: Scalar
     vector: Vector
 
 
-def _codes(n: int) -> np.ndarray:
-    return np.zeros(n, np.uint16)
+NO_HITS: Hits = (np.zeros(0, np.int64), 0)
 
 
 # --- check_ftrace_location: an ftrace site needs KPROBES_ON_FTRACE ---------------------------------
@@ -63,11 +67,10 @@ def _ftrace(image: "Image", addr: int) -> tuple[Reason, str] | None:
     return None
 
 
-def _ftrace_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
-    out = _codes(len(v.aa))
+def _ftrace_v(v: AddressArrays, codes: np.ndarray, unset: int) -> Hits:
     if not v.image.config.enabled("KPROBES_ON_FTRACE"):
-        out[v.is_ftrace] = refused_code(Reason.FTRACE_SITE)
-    return out
+        return v.ftrace, refused_code(Reason.FTRACE_SITE)
+    return NO_HITS
 
 
 # --- core_kernel_text (after boot: init text is gone) ----------------------------------------------
@@ -75,11 +78,12 @@ def _text(image: "Image", addr: int) -> tuple[Reason, str] | None:
     return None if image.tables.is_core_text(addr) else (Reason.NOT_TEXT, hex(addr))
 
 
-def _text_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+def _text_v(v: AddressArrays, codes: np.ndarray, unset: int) -> Hits:
     t = v.image.tables
-    out = _codes(len(v.aa))
-    out[(v.aa < np.uint64(t.stext)) | (v.aa >= np.uint64(t.etext))] = refused_code(Reason.NOT_TEXT)
-    return out
+    lo, hi = np.uint64(t.stext), np.uint64(t.etext)
+    if not len(v.aa) or (v.aa.min() >= lo and v.aa.max() < hi):
+        return NO_HITS
+    return np.flatnonzero((v.aa < lo) | (v.aa >= hi)), refused_code(Reason.NOT_TEXT)
 
 
 # --- within_kprobe_blacklist -------------------------------------------------------------------------
@@ -88,17 +92,31 @@ def _blacklist(image: "Image", addr: int) -> tuple[Reason, str] | None:
     return (hit[0], hit[1]) if hit else None
 
 
-def _blacklist_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+def _blacklist_v(v: AddressArrays, codes: np.ndarray, unset: int) -> Hits:
     """Per function where the answer is uniform over it (function_checks), else per address."""
-    bl_code = v.func_facts["bl_code"][v.fidx]
-    uniform = v.func_facts["bl_uniform"][v.fidx]
-    out = np.where(uniform, bl_code, 0).astype(np.uint16)
-    tables = v.image.tables
-    for j in np.nonzero(todo & ~uniform)[0].tolist():
-        h = tables.blacklist_hit(int(v.aa[j]))
-        if h is not None:
-            out[j] = refused_code(h[0])
-    return out
+    bl_code, uniform = v.func_facts["bl_code"], v.func_facts["bl_uniform"]
+    f0 = int(v.fidx[0]) if len(v.fidx) else 0
+    f1 = int(v.fidx[-1]) + 1 if len(v.fidx) else 0
+    whole = f0 + np.flatnonzero(uniform[f0:f1] & (bl_code[f0:f1] != 0))
+    each = f0 + np.flatnonzero(~uniform[f0:f1])
+    idx = spans_hits(v.fidx, whole)
+    out = bl_code[v.fidx[idx]]
+    if len(each):
+        tables = v.image.tables
+        cand = spans_hits(v.fidx, each)
+        cand = cand[codes[cand] == unset]
+        more, got = [], []
+        for j in cand.tolist():
+            h = tables.blacklist_hit(int(v.aa[j]))
+            if h is not None:
+                more.append(j)
+                got.append(refused_code(h[0]))
+        if more:
+            idx = np.concatenate((idx, np.array(more, np.int64)))
+            out = np.concatenate((out, np.array(got, np.uint16)))
+            order = np.argsort(idx, kind="stable")
+            idx, out = idx[order], out[order]
+    return idx, out
 
 
 # --- jump_label_text_reserved -----------------------------------------------------------------------
@@ -107,20 +125,19 @@ def _jump_label(image: "Image", addr: int) -> tuple[Reason, str] | None:
     return None if site is None else (Reason.JUMP_LABEL, f"site {site:#x}")
 
 
-def jump_label_text_reserved(starts: np.ndarray, ends: np.ndarray, aa: np.ndarray) -> np.ndarray:
-    """Vectorised ``jump_label_text_reserved`` (KernelTables.jump_label_hit) for sorted ``aa``.
-    The kernel scans back while ``start + 8 > addr``; a site is at most 8 bytes long, so that
-    is "some site contains addr"."""
+def jump_label_text_reserved(starts: np.ndarray, ends: np.ndarray, aa: np.ndarray,
+                             in_order: bool | None = None) -> np.ndarray:
+    """Vectorised ``jump_label_text_reserved`` (KernelTables.jump_label_hit) for sorted ``aa``:
+    the indexes of the reserved addresses.  The kernel scans back while ``start + 8 > addr``;
+    a site is at most 8 bytes long, so that is "some site contains addr"."""
     if len(starts) and int((ends - starts).max()) > 8:
         raise RuntimeError("jump label site longer than 8 bytes: the range form does not apply")
-    return mark_ranges(aa, starts, ends)
+    return range_hits(aa, starts, ends, in_order)
 
 
-def _jump_label_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+def _jump_label_v(v: AddressArrays, codes: np.ndarray, unset: int) -> Hits:
     js, je = v.image.tables.jump_labels
-    out = _codes(len(v.aa))
-    out[jump_label_text_reserved(js, je, v.aa)] = refused_code(Reason.JUMP_LABEL)
-    return out
+    return jump_label_text_reserved(js, je, v.aa, v.in_order), refused_code(Reason.JUMP_LABEL)
 
 
 # --- static_call_text_reserved: site <= addr < site + 5 ---------------------------------------------
@@ -129,12 +146,9 @@ def _static_call(image: "Image", addr: int) -> tuple[Reason, str] | None:
     return None if site is None else (Reason.STATIC_CALL, f"site {site:#x}")
 
 
-def _static_call_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
+def _static_call_v(v: AddressArrays, codes: np.ndarray, unset: int) -> Hits:
     sc = v.image.tables.static_call_sites
-    out = _codes(len(v.aa))
-    if len(sc):
-        out[mark_ranges(v.aa, sc, sc + np.uint64(5))] = refused_code(Reason.STATIC_CALL)
-    return out
+    return range_hits(v.aa, sc, sc + np.uint64(5), v.in_order), refused_code(Reason.STATIC_CALL)
 
 
 # --- find_bug ----------------------------------------------------------------------------------------
@@ -142,10 +156,8 @@ def _bug(image: "Image", addr: int) -> tuple[Reason, str] | None:
     return (Reason.BUG_SITE, hex(addr)) if image.tables.is_bug_site(addr) else None
 
 
-def _bug_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
-    out = _codes(len(v.aa))
-    out[member(v.image.tables.bug_sites, v.aa)] = refused_code(Reason.BUG_SITE)
-    return out
+def _bug_v(v: AddressArrays, codes: np.ndarray, unset: int) -> Hits:
+    return member_hits(v.image.tables.bug_sites, v.aa, v.in_order), refused_code(Reason.BUG_SITE)
 
 
 # --- is_cfi_preamble_symbol: __cfi_/__pfx_ symbols ----------------------------------------------------
@@ -157,10 +169,12 @@ def _cfi(image: "Image", addr: int) -> tuple[Reason, str] | None:
     return (Reason.CFI_PREAMBLE, sym.name) if sym and sym.name.startswith(CFI_PREFIXES) else None
 
 
-def _cfi_v(v: AddressArrays, todo: np.ndarray) -> np.ndarray:
-    out = _codes(len(v.aa))
-    out[v.func_facts["cfi"][v.fidx]] = refused_code(Reason.CFI_PREAMBLE)
-    return out
+def _cfi_v(v: AddressArrays, codes: np.ndarray, unset: int) -> Hits:
+    if not len(v.fidx):
+        return NO_HITS
+    f0, f1 = int(v.fidx[0]), int(v.fidx[-1]) + 1
+    cfi = f0 + np.flatnonzero(v.func_facts["cfi"][f0:f1])
+    return spans_hits(v.fidx, cfi), refused_code(Reason.CFI_PREAMBLE)
 
 
 GENERIC_CHECKS: tuple[GenericCheck, ...] = (
@@ -186,9 +200,9 @@ def check_kprobe_address_safe(image: "Image", addr: int) -> tuple[Reason, str] |
 def check_kprobe_address_safe_vec(v: AddressArrays, codes: np.ndarray, unset: int = 0) -> None:
     """Every generic check over ``v.aa`` in order, writing the first refusal of each address
     still ``unset`` in ``codes`` (in place)."""
-    todo = codes == unset
     for c in GENERIC_CHECKS:
-        got = c.vector(v, todo)
-        m = todo & (got != 0)
-        codes[m] = got[m]
-        todo = codes == unset
+        idx, got = c.vector(v, codes, unset)
+        if not len(idx):
+            continue
+        free = codes[idx] == unset
+        codes[idx[free]] = got[free] if isinstance(got, np.ndarray) else got

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kpatch_arch.base import BulkClassifier
-from kpatch_core.bulk import SLOW, mark_ranges, ok_code, refused_code
+from kpatch_core.bulk import SLOW, member_hits, ok_code, refused_code
 from kpatch_core.verdict import Method, Reason
 
 from .insn import ENDBR, INT3, JMP32_INSN_SIZE, MAX_INSN_SIZE
 from .opcode_fields import (EMULATED_1, EMULATION_REFUSED_1, EXCEPTION_1, EXCEPTION_0F, group_tables,
-                            boostable_opcode, opcode_fields)
+                            boostable_bytes, opcode_fields)
 
 if TYPE_CHECKING:
     from kpatch_core.image import Image
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .backend import X86_64Backend
 
 
+_ROW_SLOW = 255  # _opcode_table's row for "prepare decides"
 _ENDBR_WORDS = np.array([int.from_bytes(e, "little") for e in ENDBR], np.uint32)
 
 
@@ -45,6 +46,9 @@ class X86BulkClassifier(BulkClassifier):
         self.ibt = image.config.enabled("X86_KERNEL_IBT")
         self.extable = image.tables.extable
         self.is_group, self.group_regs = group_tables(self.features.has("X86_CAN_BOOST_GROUP_REGS"))
+        self._table: np.ndarray | None = None  # _opcode_table
+        self._refused = self._method = np.zeros(0, np.uint16)
+        self._boostable = np.zeros(0, bool)
 
     def fallback_length(self, code: bytes) -> int:
         """Length where capstone gives up (CAPSTONE_GAPS); 0 stops the walk like ``can_probe``."""
@@ -123,11 +127,61 @@ class X86BulkClassifier(BulkClassifier):
         if n == 0:
             return out
         f = opcode_fields(code, rel, lens)
-        slow, b, b1, two, one, reg, mod = f.slow, f.b, f.b1, f.two, f.one, f.reg, f.mod
-        slow = slow | (one & (b == 0xFF) & (reg >= 2) & (reg <= 5))  # call/jmp through ModRM
+        # the opcode's row of the decision table: one-byte opcode b or 0F b1, then ModRM.mod/reg
+        key = np.where(f.two, f.b1.astype(np.int32) + 256, f.b) * 32 + (f.modrm >> 3)
+        table = self._opcode_table()
+        row = table[key]
+        slow = f.slow | (row == _ROW_SLOW)
+        refused = self._refused[row]
+        # can_boost: the opcode's answer, then the prefixes 2e/67, the exception table, PREEMPTION
+        # and the room for the jump back (MAX_INSN_SIZE - len >= JMP32_INSN_SIZE)
+        use_boost = self._boostable[row] & ~(f.one & f.has_2e67)
+        if self.preemption:
+            use_boost[:] = False
+        else:
+            use_boost &= MAX_INSN_SIZE - lens >= JMP32_INSN_SIZE
+            if len(self.extable):  # search the (small) table into the addresses
+                use_boost[member_hits(self.extable, addrs)] = False
+        method = np.where(use_boost, ok_code(Method.BOOST), self._method[row])
+        res = np.where(refused != 0, refused, method).astype(np.uint16)
         fast = ~slow
+        out[fast] = res[fast]
+        return out
+
+    def _opcode_table(self) -> np.ndarray:
+        """Per key (one-byte opcode b, or 256 + the byte after 0F; times 32; plus ModRM >> 3):
+        a row of ``_refused``, ``_method`` and ``_boostable`` (:data:`_ROW_SLOW`: ``prepare``
+        decides), built once from :meth:`_decide` over every key."""
+        if self._table is None:
+            keys = np.arange(512 * 32)
+            op, mr = keys // 32, keys % 32
+            two = op >= 256
+            byte = (op % 256).astype(np.uint8)
+            reg, mod = (mr & 7).astype(np.uint8), (mr >> 3).astype(np.uint8)
+            refused, method, boost, slow = self._decide(~two, two, byte, byte, reg, mod)
+            cols = np.stack([refused.astype(np.int64), method.astype(np.int64),
+                             boost.astype(np.int64)], axis=1)
+            uniq, row = np.unique(cols, axis=0, return_inverse=True)
+            if len(uniq) >= _ROW_SLOW:
+                raise RuntimeError("x86 opcode table: too many distinct decisions")
+            self._refused = np.zeros(_ROW_SLOW + 1, np.uint16)
+            self._method = np.zeros(_ROW_SLOW + 1, np.uint16)
+            self._boostable = np.zeros(_ROW_SLOW + 1, bool)
+            self._refused[:len(uniq)] = uniq[:, 0]
+            self._method[:len(uniq)] = uniq[:, 1]
+            self._boostable[:len(uniq)] = uniq[:, 2] != 0
+            self._table = np.where(slow, _ROW_SLOW, row.reshape(-1)).astype(np.uint8)
+        return self._table
+
+    def _decide(self, one: np.ndarray, two: np.ndarray, b: np.ndarray, b1: np.ndarray,
+                reg: np.ndarray, mod: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``prepare``'s answer from the opcode alone (b: the one-byte opcode, b1: the byte
+        after 0F; ModRM reg/mod): (refusal code or 0, method code, can_boost from the opcode,
+        slow: ``prepare`` decides)."""
+        slow = one & (b == 0xFF) & (reg >= 2) & (reg <= 5)  # call/jmp through ModRM
         # prepare(): exception insns (can_probe), int3, exception-masking moves
-        refused = np.zeros(n, np.uint16)
+        refused = np.zeros(len(b), np.uint16)
         if self.features.has("X86_CAN_PROBE_EXCEPTION_INSN"):
             exc = (one & EXCEPTION_1[b]) | (two & EXCEPTION_0F[b1])
             refused = np.where(exc & (refused == 0), refused_code(Reason.EXCEPTION_INSN), refused)
@@ -140,18 +194,11 @@ class X86BulkClassifier(BulkClassifier):
         refused = np.where(emul_ref & (refused == 0), refused_code(Reason.EMULATE_UNSUPPORTED),
                            refused)
         emulated = (one & EMULATED_1[b]) | (two & ((b1 & 0xF0) == 0x80))
-        # can_boost
-        has_ex = np.zeros(n, bool)
-        if len(self.extable):  # search the (small) table into the addresses
-            has_ex = mark_ranges(addrs, self.extable, self.extable + np.uint64(1))
-        boostable = ~has_ex & boostable_opcode(f, self.is_group, self.group_regs)
-        use_boost = boostable & (not self.preemption) & (MAX_INSN_SIZE - lens >= JMP32_INSN_SIZE)
-        method = np.where(use_boost, ok_code(Method.BOOST),
-                          np.where(emulated, ok_code(Method.EMULATE), ok_code(Method.SINGLESTEP)))
-        res = np.where(refused != 0, refused, method).astype(np.uint16)
-        out[fast] = res[fast]
-        return out
-
+        method = np.where(emulated, ok_code(Method.EMULATE), ok_code(Method.SINGLESTEP))
+        # can_boost from the opcode (without the 2e/67 prefixes: the caller's)
+        boost = boostable_bytes(two, b, b1, reg, np.zeros(len(b), bool), self.is_group,
+                                self.group_regs)
+        return refused, method, boost, slow
 
     def uniform_inputs(self) -> tuple[int, int, np.ndarray]:
         """What :meth:`classify` reads of an address: ``opcode_fields`` reads from it at most

@@ -99,6 +99,14 @@ def opcode_fields(code: np.ndarray, rel: np.ndarray, lens: np.ndarray) -> Opcode
 
 def boostable_opcode(f: OpcodeFields, is_group: np.ndarray, group_regs: np.ndarray) -> np.ndarray:
     """``can_boost`` from the opcode alone (the exception-table test is the caller's)."""
-    boost1 = ~f.has_2e67 & ~NOT_BOOSTABLE_1[f.b] & np.where(
-        is_group[f.b], (group_regs[f.b] >> f.reg) & 1 == 1, True)
-    return np.where(f.two, BOOSTABLE_0F[f.b1], boost1)
+    return boostable_bytes(f.two, f.b, f.b1, f.reg, f.has_2e67, is_group, group_regs)
+
+
+def boostable_bytes(two: np.ndarray, b: np.ndarray, b1: np.ndarray, reg: np.ndarray,
+                    has_2e67: np.ndarray | bool, is_group: np.ndarray, group_regs: np.ndarray
+                    ) -> np.ndarray:
+    """:func:`boostable_opcode` from the fields themselves (``two``: a 0F opcode, ``b1`` the
+    byte after it; ``b`` the one-byte opcode; ``has_2e67``: a 2e or 67 prefix)."""
+    boost1 = ~has_2e67 & ~NOT_BOOSTABLE_1[b] & np.where(
+        is_group[b], (group_regs[b] >> reg) & 1 == 1, True)
+    return np.where(two, BOOSTABLE_0F[b1], boost1)

@@ -1,0 +1,83 @@
+"""The sparse forms of the full analysis' range tests (kpatch_core.bulk ``range_hits``,
+``member_hits``, ``spans_hits``) against brute force, and the x86 classifier's opcode decision
+table against the formulas it is built from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kpatch_core.bulk import mark_ranges, member, member_hits, range_hits, spans_hits
+from kpatch_core.image import Image
+from kpatch_core.outcome import ok_code
+from kpatch_core.verdict import Method
+
+X86 = Path(__file__).resolve().parent.parent / "testdata" / "x86_64" / "vmlinux"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 400), max_size=120), st.lists(st.tuples(st.integers(0, 400),
+                                                                       st.integers(0, 12)),
+                                                             max_size=40),
+       st.booleans())
+def test_range_hits_is_mark_ranges_as_indexes(xs, ranges, shuffle):
+    aa = np.array(sorted(xs), np.uint64)
+    if shuffle:
+        aa = aa[np.random.default_rng(len(xs)).permutation(len(aa))]
+    rs = sorted(ranges)
+    starts = np.array([s for s, _ in rs], np.uint64)
+    ends = np.array([s + n for s, n in rs], np.uint64)
+    want = np.flatnonzero(mark_ranges(aa, starts, ends)) if len(starts) else np.zeros(0, np.int64)
+    brute = [i for i, x in enumerate(aa.tolist()) if any(s <= x < e for s, e in
+                                                        zip(starts.tolist(), ends.tolist()))]
+    assert want.tolist() == brute
+    assert range_hits(aa, starts, ends).tolist() == brute
+    sorted_now = len(aa) < 2 or not bool((aa[1:] < aa[:-1]).any())
+    assert range_hits(aa, starts, ends, sorted_now).tolist() == brute
+    sites = np.unique(starts)
+    assert member_hits(sites, aa).tolist() == np.flatnonzero(member(sites, aa)).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 30), max_size=80), st.sets(st.integers(0, 35), max_size=12))
+def test_spans_hits_selects_whole_groups(groups, chosen):
+    group = np.array(sorted(groups), np.int64)
+    pick = np.array(sorted(chosen), np.int64)
+    want = [i for i, g in enumerate(group.tolist()) if g in chosen]
+    assert spans_hits(group, pick).tolist() == want
+
+
+def _formula_classify(clf, code, addrs, rel, lens):
+    """The x86 bulk classification computed from ``_decide`` for each instruction directly
+    (no table): what the opcode table must reproduce."""
+    from kpatch_arch.x86_64.insn import JMP32_INSN_SIZE, MAX_INSN_SIZE
+    from kpatch_arch.x86_64.opcode_fields import opcode_fields
+    from kpatch_core.bulk import SLOW
+    f = opcode_fields(code, rel, lens)
+    refused, method, boost, slow = clf._decide(f.one, f.two, f.b, f.b1, f.reg, f.mod)
+    has_ex = mark_ranges(addrs, clf.extable, clf.extable + np.uint64(1)) if len(clf.extable) \
+        else np.zeros(len(addrs), bool)
+    use = boost & ~(f.one & f.has_2e67) & ~has_ex & (not clf.preemption) & \
+        (MAX_INSN_SIZE - lens >= JMP32_INSN_SIZE)
+    method = np.where(use, ok_code(Method.BOOST), method)
+    res = np.where(refused != 0, refused, method).astype(np.uint16)
+    return np.where(f.slow | slow, SLOW, res).astype(np.uint16)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=64, max_size=600), st.integers(0, 2**32 - 1), st.booleans())
+def test_x86_opcode_table_matches_its_formulas(blob, seed, preempt):
+    image = Image.open(str(X86))
+    clf = image.backend.bulk_classifier(image)
+    clf.preemption = preempt
+    rng = np.random.default_rng(seed)
+    code = np.frombuffer(blob + bytes(32), np.uint8)
+    n = max(len(blob) // 3, 1)
+    rel = np.sort(rng.choice(len(blob), size=min(n, len(blob)), replace=False)).astype(np.int64)
+    lens = rng.integers(-1, 16, len(rel)).astype(np.int64)
+    base = int(image.tables.stext)
+    addrs = np.uint64(base) + rel.astype(np.uint64)
+    assert clf.classify(code, base, addrs, rel, lens).tolist() == \
+        _formula_classify(clf, code, addrs, rel, lens).tolist()
