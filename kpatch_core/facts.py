@@ -390,38 +390,47 @@ def entry_facts(image: "Image", syms: TextSymbols, static: StaticFacts, lo: np.n
         k = int(np.searchsorted(offs[c0:c0 + n0], np.uint32(r)))
         if k < n0 and int(offs[c0 + k]) == r:
             entry_code[i] = int(codes[c0 + k]) & ~OPTIMIZED
-    fail_l = fail.tolist()
+    # the kretprobe code where it follows from the entry's (the common case, vectorised):
+    # not on the entry, notrace (kept as is), the kretprobe blacklist, else the entry's
+    flags = np.asarray(static.entry_flag, bool)
+    kret_code = entry_code.copy()
+    if kret_bl:
+        in_kret_bl = np.fromiter(map(kret_bl.__contains__, syms.names), bool, len(syms.names))
+        kret_code[in_kret_bl & ((entry_code != notrace_code) | on_notrace)] = kret_bl_code
+    kret_code[~flags] = not_entry_code
+    unique = np.fromiter((d["same_name"] for d in static.facts), np.int64, len(static.facts)) <= 1
+    special = (entry_code < 0) | (~unique & unique_rule)  # answered below, one by one
+    where_l = list(map(hex, static.entry_addr.tolist()))
+    fail = np.asarray(fail, np.int64)
+    undecodable: list[str | None] = [None] * len(fail)
+    for i in np.flatnonzero(fail >= 0).tolist():
+        undecodable[i] = hex(int(syms.addrs[i]) + int(fail[i]))
+    templates = {c: outcome(c, None) for c in  # outcome code -> its dict but the address
+                 set(entry_code[~special].tolist()) | set(kret_code[~special].tolist())}
     with paused_gc():
-        for i, (d, ec, adj, flag, a, fl) in enumerate(zip(
-                static.facts, entry_code.tolist(), static.entry_addr.tolist(),
-                static.entry_flag.tolist(), syms.addrs.tolist(), fail_l)):
-            name = d["name"]
-            if d["same_name"] > 1 and unique_rule:
+        for d, ec, kc, sp, flag, where, und in zip(
+                static.facts, entry_code.tolist(), kret_code.tolist(), special.tolist(),
+                flags.tolist(), where_l, undecodable):
+            if not sp:
+                entry = templates[ec].copy()
+                entry["address"] = where
+                d["entry"] = entry
+                kret = templates[kc].copy()
+                kret["address"] = where
+                d["kretprobe"] = kret
+            elif d["same_name"] > 1 and unique_rule:
                 # validate_probe_symbol / number_of_same_symbols (6.1: the retprobe check comes first)
                 # (without it, 5.10.223: SYM is kallsyms_lookup_name's first match, each alias is
                 # answered for its own address)
                 entry = outcome(non_unique_code, None)
-                if not validate_first and not flag:
-                    kret = outcome(not_entry_code, None)
-                else:
-                    kret = dict(entry)
-            elif ec < 0:  # entry not on a decoded boundary: ask the pipeline
-                entry = _verdict_dict(check(image, Target(name, "p", symbol=name)))
-                kret = _verdict_dict(check(image, Target(name, "r", symbol=name)))
-            else:
-                where = hex(adj)
-                entry = outcome(ec, where)
-                if not flag:
-                    kret = outcome(not_entry_code, where)
-                elif ec == notrace_code and not on_notrace:
-                    kret = dict(entry)
-                elif name in kret_bl:
-                    kret = outcome(kret_bl_code, where)
-                else:
-                    kret = dict(entry)
-            d["entry"] = entry
-            d["kretprobe"] = kret
-            d["undecodable_at"] = hex(a + fl) if fl >= 0 else None
+                d["entry"] = entry
+                d["kretprobe"] = outcome(not_entry_code, None) if not validate_first and not flag \
+                    else dict(entry)
+            else:  # entry not on a decoded boundary: ask the pipeline
+                name = d["name"]
+                d["entry"] = _verdict_dict(check(image, Target(name, "p", symbol=name)))
+                d["kretprobe"] = _verdict_dict(check(image, Target(name, "r", symbol=name)))
+            d["undecodable_at"] = und
     return static.facts
 
 

@@ -291,3 +291,67 @@ def test_names_ending_with_a_suffix_equal_str_endswith(rel, suffix):
     stab = Image.open(str(TESTDATA / rel)).symtab
     assert stab._keys is not None  # an ASCII table: the fast path runs
     assert stab.ending_with(suffix) == [i for i, n in enumerate(stab.names) if n.endswith(suffix)]
+
+
+def plain_entry_facts(image: Image, a, static) -> list[dict]:
+    """``entry_facts``'s per-symbol answers as one branch per symbol (the code before issue 15's
+    session 8), on copies of the static facts."""
+    import copy
+
+    from kpatch_core.facts import _verdict_dict
+    from kpatch_core.outcome import OPTIMIZED, decode_code, refused_code
+    from kpatch_core.probe import check
+    from kpatch_core.target import Target
+    out = copy.deepcopy(static.facts)
+    kret_bl = set(image.backend.kretprobe_blacklist)
+    on_notrace = image.config.enabled("KPROBE_EVENTS_ON_NOTRACE")
+    f = image.features
+    non_unique_code = refused_code(Reason.NON_UNIQUE_SYMBOL, "EINVAL" if
+                                   f.has("EVENTS_NONUNIQUE_EINVAL") else "EADDRNOTAVAIL")
+
+    def outcome(c: int, addr: str | None) -> dict:
+        o = decode_code(c)
+        return {"address": addr, "ok": o.ok, "method": o.method.value if o.method else None,
+                "reason": o.reason.value if o.reason else None, "errno": o.errno}
+    for i, d in enumerate(out):
+        o, _, c = a.insns(i)
+        shift = int(static.lookup_shift[i])
+        k = np.flatnonzero(o == shift) if len(o) else []
+        ec = int(c[k[0]]) & ~OPTIMIZED if len(k) else -1
+        adj, flag, name = int(static.entry_addr[i]), bool(static.entry_flag[i]), d["name"]
+        if d["same_name"] > 1 and f.has("EVENTS_UNIQUE_SYMBOL"):
+            entry = outcome(non_unique_code, None)
+            kret = outcome(refused_code(Reason.RETPROBE_NOT_ENTRY), None) \
+                if not f.has("EVENTS_VALIDATE_SYMBOL_FIRST") and not flag else dict(entry)
+        elif ec < 0:
+            entry = _verdict_dict(check(image, Target(name, "p", symbol=name)))
+            kret = _verdict_dict(check(image, Target(name, "r", symbol=name)))
+        else:
+            entry = outcome(ec, hex(adj))
+            if not flag:
+                kret = outcome(refused_code(Reason.RETPROBE_NOT_ENTRY), hex(adj))
+            elif ec == refused_code(Reason.NOTRACE) and not on_notrace:
+                kret = dict(entry)
+            elif name in kret_bl:
+                kret = outcome(refused_code(Reason.KRETPROBE_BLACKLIST), hex(adj))
+            else:
+                kret = dict(entry)
+        d["entry"], d["kretprobe"] = entry, kret
+    return out
+
+
+@pytest.mark.parametrize("rel", IMAGES)
+def test_entry_facts_equal_one_branch_per_symbol(rel):
+    from kpatch_core import analyze as A
+    from kpatch_core.facts import entry_facts, static_facts
+    image = Image.open(str(TESTDATA / rel))
+    a = A.analyze(image, jobs=1)
+    clf = image.backend.bulk_classifier(image)
+    static = static_facts(image, a.syms, None, clf)
+    plain = plain_entry_facts(image, a, static)
+    fail = np.full(len(a), -1, np.int64)
+    fast = entry_facts(image, a.syms, static, a.lo, a.counts, a.offs, a.codes, fail)
+    assert [(d["entry"], d["kretprobe"]) for d in fast] == \
+        [(d["entry"], d["kretprobe"]) for d in plain]
+    assert all(d["undecodable_at"] is None for d in fast)
+    assert [list(d) for d in fast] == [list(d) + ["undecodable_at"] for d in plain]
