@@ -121,6 +121,16 @@ def apply_fixups(o: np.ndarray, s: np.ndarray, ks: np.ndarray, news: np.ndarray
     decode from a common boundary is the same stream).  Returns the batch with the fixups
     applied up to the first one whose stream does not meet the batch's, and that one as
     (index in the returned batch, length), or None."""
+    if len(ks):
+        fast = _apply_fixups_disjoint(o, s, ks, news)
+        if fast is not None:
+            return fast
+    return _apply_fixups_loop(o, s, ks, news)
+
+
+def _apply_fixups_loop(o: np.ndarray, s: np.ndarray, ks: np.ndarray, news: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """:func:`apply_fixups` one fixup at a time (fixed-up instructions may nest)."""
     keep = np.ones(len(o), bool)
     s = s.copy()
     ol = o.tolist()
@@ -140,6 +150,36 @@ def apply_fixups(o: np.ndarray, s: np.ndarray, ks: np.ndarray, news: np.ndarray
         covered = p
     if keep.all():
         return o, s, cut
+    if cut is not None:
+        cut = (int(np.count_nonzero(keep[:cut[0]])), cut[1])
+    return o[keep], s[keep], cut
+
+
+def _apply_fixups_disjoint(o: np.ndarray, s: np.ndarray, ks: np.ndarray, news: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None] | None:
+    """:func:`apply_fixups` at once when no fixed-up instruction starts inside another one
+    (None otherwise: the caller's loop decides)."""
+    at = o[ks]
+    ends = at + news
+    if len(ks) > 1 and bool((at[1:] < ends[:-1]).any()):
+        return None
+    j = np.searchsorted(o, ends)
+    meet = j < len(o)
+    meet[meet] = o[j[meet]] == ends[meet]
+    bad = np.flatnonzero(~meet)
+    cut = None
+    if len(bad):
+        q = int(bad[0])
+        cut = (int(ks[q]), int(news[q]))
+        ks, news, j = ks[:q], news[:q], j[:q]
+    s = s.copy()
+    s[ks] = news
+    drop = j - ks - 1  # instructions inside each fixed-up one
+    if not int(drop.sum()):
+        return o, s, cut
+    keep = np.ones(len(o), bool)
+    first = np.cumsum(drop) - drop
+    keep[np.repeat(ks + 1 - first, drop) + np.arange(int(drop.sum()))] = False
     if cut is not None:
         cut = (int(np.count_nonzero(keep[:cut[0]])), cut[1])
     return o[keep], s[keep], cut

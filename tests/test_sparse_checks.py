@@ -81,3 +81,46 @@ def test_x86_opcode_table_matches_its_formulas(blob, seed, preempt):
     addrs = np.uint64(base) + rel.astype(np.uint64)
     assert clf.classify(code, base, addrs, rel, lens).tolist() == \
         _formula_classify(clf, code, addrs, rel, lens).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=60),
+       st.lists(st.tuples(st.integers(0, 59), st.integers(1, 12)), max_size=8))
+def test_fixups_at_once_equal_one_at_a_time(sizes, fixes):
+    from kpatch_core.decode import _apply_fixups_loop, apply_fixups
+    s = np.array(sizes, np.int64)
+    o = np.cumsum(s) - s
+    fx = sorted({k: n for k, n in fixes if k < len(s)}.items())
+    ks = np.array([k for k, _ in fx], np.int64)
+    news = np.array([n for _, n in fx], np.int64)
+    got = apply_fixups(o, s, ks, news)
+    want = _apply_fixups_loop(o, s, ks, news)
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+    assert got[2] == want[2]
+
+
+def _ud1_reference(clf, code, offs, sizes):
+    """length_fixups' candidates by their definition: instructions whose last two bytes are
+    ``0f b9`` (every instruction looked at)."""
+    end = offs + sizes
+    n = len(code)
+    return [int(k) for k in np.flatnonzero((end >= 2) & (end <= n) & (code[np.clip(end - 2, 0, n - 1)]
+                                                                      == 0x0F)
+                                           & (code[np.clip(end - 1, 0, n - 1)] == 0xB9))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"\x0f\xb9", b"\x0f", b"\xb9", b"\x90", b"\x48\x89\xe5",
+                                 b"\x0f\xb9\x40\x00", b"\xcc"]), min_size=1, max_size=80),
+       st.integers(0, 2**32 - 1))
+def test_ud1_candidates_are_the_instructions_ending_in_0f_b9(pieces, seed):
+    from kpatch_arch.x86_64 import bulk as xb
+    clf = xb.X86BulkClassifier.__new__(xb.X86BulkClassifier)
+    code = np.frombuffer(b"".join(pieces), np.uint8)
+    rng = np.random.default_rng(seed)
+    cuts = np.unique(rng.integers(0, len(code) + 1, size=max(len(code) // 2, 2)))
+    offs = cuts[:-1].astype(np.int64)
+    sizes = np.diff(cuts).astype(np.int64)
+    for lo, hi in ((0, len(offs)), (len(offs) // 3, len(offs))):  # batches of one buffer
+        o, s = offs[lo:hi], sizes[lo:hi]
+        assert clf._ud1_candidates(code, o, s).tolist() == _ud1_reference(clf, code, o, s)

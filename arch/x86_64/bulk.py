@@ -38,6 +38,13 @@ class X86BulkClassifier(BulkClassifier):
     backend: "X86_64Backend"
     """Vectorised ``arch_prepare_kprobe`` for one x86_64 image."""
 
+    # per-instance caches (class defaults: built on first use)
+    _table: np.ndarray | None = None  # _opcode_table, and its rows
+    _refused = _method = np.zeros(0, np.uint16)
+    _boostable = np.zeros(0, bool)
+    _ud1_code: np.ndarray | None = None  # length_fixups' buffer, and where 0f b9 stands in it
+    _ud1_at = np.zeros(0, np.int64)
+
     def __init__(self, backend: "X86_64Backend", image: "Image") -> None:
         self.backend = backend
         self.image = image
@@ -46,9 +53,6 @@ class X86BulkClassifier(BulkClassifier):
         self.ibt = image.config.enabled("X86_KERNEL_IBT")
         self.extable = image.tables.extable
         self.is_group, self.group_regs = group_tables(self.features.has("X86_CAN_BOOST_GROUP_REGS"))
-        self._table: np.ndarray | None = None  # _opcode_table
-        self._refused = self._method = np.zeros(0, np.uint16)
-        self._boostable = np.zeros(0, bool)
 
     def fallback_length(self, code: bytes) -> int:
         """Length where capstone gives up (CAPSTONE_GAPS); 0 stops the walk like ``can_probe``."""
@@ -66,14 +70,12 @@ class X86BulkClassifier(BulkClassifier):
         """Every instruction whose kernel length differs from capstone's, ascending: (indexes,
         kernel lengths).  A bare ``0f b9`` (capstone's UD1 without ModRM) is measured here with
         ``_ud1_size``'s arithmetic on the ModRM/SIB bytes; prefixed ones by the backend."""
-        end = offs + sizes
         n = len(code)
-        cand = np.flatnonzero((end >= 2) & (end <= n) & (code[np.clip(end - 2, 0, n - 1)] == 0x0F)
-                              & (code[np.clip(end - 1, 0, n - 1)] == 0xB9))
+        cand = self._ud1_candidates(code, offs, sizes)
         if not len(cand):
             return cand, cand
-        bare = (sizes[cand] == 2) & (end[cand] < n)
-        e = end[cand]
+        e = offs[cand] + sizes[cand]
+        bare = (sizes[cand] == 2) & (e < n)
         modrm = code[np.minimum(e, n - 1)].astype(np.int64)
         sib = code[np.minimum(e + 1, n - 1)].astype(np.int64)
         mod, rm = modrm >> 6, modrm & 7
@@ -87,6 +89,33 @@ class X86BulkClassifier(BulkClassifier):
             new[q] = self.backend.insn_length(code[o:o + 2 * MAX_INSN_SIZE].tobytes())
         diff = (new != 0) & (new != sizes[cand])
         return cand[diff], new[diff]
+
+    def _ud1_candidates(self, code: np.ndarray, offs: np.ndarray, sizes: np.ndarray
+                        ) -> np.ndarray:
+        """The instructions (ascending indexes) whose last two bytes are ``0f b9``: found from
+        where that pair stands in ``code`` (searched once per buffer), not by looking at every
+        instruction."""
+        n = len(code)
+        if self._ud1_code is not code:  # where ``0f b9`` stands in this buffer (held: one id)
+            self._ud1_code = code
+            self._ud1_at = np.flatnonzero((code[:-1] == 0x0F) & (code[1:] == 0xB9)) \
+                if n > 1 else np.zeros(0, np.int64)
+        none = np.zeros(0, np.int64)
+        if not len(offs):
+            return none
+        # the instruction before the next start ends with the pair, or the last one does
+        last_end = int(offs[-1] + sizes[-1])
+        at = self._ud1_at
+        at = at[np.searchsorted(at, int(offs[0]) - 1):np.searchsorted(at, last_end - 2, side="right")]
+        if not len(at):
+            return none
+        k = np.searchsorted(offs, at + 2)
+        inner = k < len(offs)
+        hit = np.zeros(len(at), bool)
+        hit[inner] = offs[k[inner]] == at[inner] + 2
+        tail = [len(offs) - 1] if int(at[-1]) + 2 == last_end else []
+        cand = np.concatenate((k[hit] - 1, np.array(tail, np.int64))).astype(np.int64)
+        return cand[cand >= 0]
 
     def prepare_at(self, addr: int, func: "KSym") -> "Execution | Refusal":
         """``prepare`` for an address known to be an instruction boundary: x86's prepare uses
