@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import os
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
@@ -118,29 +119,47 @@ def json_lines(a: "Analysis", image_key: bool = False, batch: int = 2048,
         refused_txt = _joined_pairs(n, rows[~on], cols[~on], cnt[~on], label)
     else:
         methods_txt, refused_txt = _merged_pairs(n, rows, cols, cnt, label, is_ok)
-    lines: list[str] = []
-    for i in range(n):
-        head = fast(facts[s_lo + i])
-        m = methods_txt[i]
-        r = refused_txt[i]
-        opt = "null" if optimized is None else str(optimized[i])
-        tail = (f'"insns":{insns[i]},"probeable":{probeable[i]},"methods":{{{m}}},'
-                f'"refused":{{{r}}},"optimized":{opt}}}\n')
-        body = head[1:-1]
-        lines.append(prefix + body + ("," if body else "") + tail)
-        if len(lines) >= batch:
-            yield "".join(lines)
-            lines = []
-    if lines:
-        yield "".join(lines)
+    head, bodies = _bodies(facts[s_lo:s_hi], fast)
+    head = prefix + head
+    opts = ["null"] * n if optimized is None else [str(x) for x in optimized]
+    tails = [f',"insns":{k},"probeable":{p},"methods":{{{m}}},"refused":{{{r}}},"optimized":{o}}}\n'
+             for k, p, m, r, o in zip(insns, probeable, methods_txt, refused_txt, opts)]
+    for b0 in range(0, n, batch):  # one copy per batch: the pieces joined flat
+        yield "".join(chain.from_iterable(zip(repeat(head), bodies[b0:b0 + batch],
+                                              tails[b0:b0 + batch])))
+
+
+def _bodies(facts: list[dict], fast: Callable[[object], str]) -> tuple[str, list[str]]:
+    """Each facts object's JSON text without its braces, as (a text common to all of them,
+    what follows it in each).  One orjson call encodes them all when its text is printable
+    ASCII (then it is ``json.dumps``'s), split at each object's first key (``},{"name":``
+    cannot stand inside a JSON string: its quote would be escaped); else, or when the split
+    does not give one piece per object, one object at a time."""
+    try:
+        import orjson
+        blob = orjson.dumps(facts)
+    except (ImportError, TypeError):  # orjson.JSONEncodeError is a TypeError
+        blob = b""
+    key = '"name":'
+    if blob.startswith(b'[{"name":') and blob.isascii() and b"\x7f" not in blob:
+        parts = blob.decode("ascii").split('},{"name":')
+        if len(parts) == len(facts):
+            parts[0] = parts[0][len('[{"name":'):]
+            parts[-1] = parts[-1][:-2]
+            return key, parts
+    bodies = [fast(f)[1:-1] for f in facts]
+    if all(b.startswith(key) for b in bodies):
+        return key, [b[len(key):] for b in bodies]
+    return "", bodies
 
 
 def _joined_pairs(n: int, rows: np.ndarray, cols: np.ndarray, cnt: np.ndarray,
                   label: list[str]) -> list[str]:
     """Per row: its ``"LABEL":COUNT`` pairs (row-major order) joined by commas."""
-    txt = [label[c] + ":" + str(k) for c, k in zip(cols.tolist(), cnt.tolist())]
+    keys = [lab + ":" for lab in label]
+    txt = list(map(str.__add__, map(keys.__getitem__, cols.tolist()), map(str, cnt.tolist())))
     b = np.searchsorted(rows, np.arange(n + 1)).tolist()
-    return [",".join(txt[b[i]:b[i + 1]]) for i in range(n)]
+    return [",".join(txt[i:j]) if j - i != 1 else txt[i] for i, j in zip(b[:-1], b[1:])]
 
 
 def _merged_pairs(n: int, rows: np.ndarray, cols: np.ndarray, cnt: np.ndarray, label: list[str],

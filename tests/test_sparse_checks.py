@@ -124,3 +124,21 @@ def test_ud1_candidates_are_the_instructions_ending_in_0f_b9(pieces, seed):
     for lo, hi in ((0, len(offs)), (len(offs) // 3, len(offs))):  # batches of one buffer
         o, s = offs[lo:hi], sizes[lo:hi]
         assert clf._ud1_candidates(code, o, s).tolist() == _ud1_reference(clf, code, o, s)
+
+
+_names = st.lists(st.sampled_from(list('ab{},:"\\\x7f\u00e9 ') + ['},{"name":']),
+                  max_size=6).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"name": _names, "size": st.integers(0, 2**70),
+                                       "clone": st.none() | st.fixed_dictionaries(
+                                           {"kind": _names, "base": _names})}), max_size=12))
+def test_json_bodies_split_from_one_encoding_equal_json_dumps(facts):
+    import json
+
+    from kpatch_core.json_lines import _bodies, fast_encoder
+    head, bodies = _bodies(facts, fast_encoder())
+    assert len(bodies) == len(facts)
+    for f, b in zip(facts, bodies):
+        assert "{" + head + b + "}" == json.dumps(f, separators=(",", ":"))
