@@ -355,3 +355,32 @@ def test_entry_facts_equal_one_branch_per_symbol(rel):
         [(d["entry"], d["kretprobe"]) for d in plain]
     assert all(d["undecodable_at"] is None for d in fast)
     assert [list(d) for d in fast] == [list(d) + ["undecodable_at"] for d in plain]
+
+
+_FRAGMENTS = ["$", ".L", "__crc_", "__kstrtab_", "__efistub_", "__kvm_nvhe_", "__kvm_nvhe_$",
+              "__pi_", "__kcfi_typeid_", "__AArch64ADRPThunk_", "_from_arm", "_from_thumb",
+              "_veneer", ".long_branch.", ".plt_branch.", "_branch.", "L0", "_SDA_BASE_",
+              "kallsyms_names", "kallsyms_offsets", "kallsyms_num_syms", "foo", "x", "_", ".",
+              "é", "\x7f"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_FRAGMENTS), max_size=4).map("".join), max_size=60))
+def test_vectorised_kallsyms_filter_equals_kallsyms_keeps(names):
+    from kpatch_core.symbols import kallsyms_keep_mask, kallsyms_keeps
+    assert kallsyms_keep_mask(names).tolist() == [kallsyms_keeps(n) for n in names]
+
+
+@pytest.mark.parametrize("rel", IMAGES)
+def test_symtab_filter_equals_kallsyms_keeps(rel):
+    from kpatch_core.symbols import kallsyms_keeps
+    stab = Image.open(str(TESTDATA / rel)).symtab
+    assert stab.kallsyms_kept().tolist() == [kallsyms_keeps(n) for n in stab.names]
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("arch", ["x86_64-6.12", "arm64-6.12", "ppc64le-6.12"])
+def test_symtab_filter_equals_kallsyms_keeps_on_a_real_kernel(arch):
+    from kpatch_core.symbols import kallsyms_keeps
+    stab = Image.open(str(real_vmlinux(arch))).symtab
+    assert stab.kallsyms_kept().tolist() == [kallsyms_keeps(n) for n in stab.names]
