@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+import attrs
 import numpy as np
 
 from .analysis import TextSymbols
@@ -19,10 +20,62 @@ def indexed_worker(arg: tuple[int, tuple[int, int]]) -> tuple[int, Chunk]:
 
 def filled_worker(arg: tuple[int, tuple[int, int]]) -> tuple[int, Chunk, np.ndarray]:
     """A range through :func:`register_kprobes`, with its symbols' trailing fill counted
-    (kpatch_core.fill) in the same worker."""
+    (kpatch_core.fill) in the same worker; its per-instruction arrays go back through the
+    shared :class:`ResultArea` when there is one (the message stays small)."""
     idx, (lo, hi) = arg
     ch = register_kprobes(lo, hi)
-    return idx, ch, chunk_fill(lo, hi, ch)
+    fill = chunk_fill(lo, hi, ch)
+    area = _AREA[0] if _AREA else None
+    if area is not None:
+        ch = area.put(idx, ch)
+    return idx, ch, fill
+
+
+class ResultArea:
+    """Anonymous shared memory (mapped before the fork) where each worker writes its range's
+    per-instruction arrays (offsets u32, lengths u8, codes u16) in the range's own slot, so a
+    worker never waits for the parent to read megabytes through a pipe (on a 2-core machine
+    the parent is often not running: each pipe-buffer-full of a result waited for it).  A
+    range has at most one instruction per byte plus one stop entry per symbol: its slot holds
+    that many; a range that would not fit is sent the usual way."""
+
+    def __init__(self, syms: TextSymbols, parts: list[tuple[int, int]]) -> None:
+        import mmap
+        sizes = [_range_bytes(syms, p) + (p[1] - p[0]) for p in parts]
+        self.slot = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        total = int(self.slot[-1]) + 1
+        total += total & 1  # the u16 view starts on an even offset
+        self.total = total
+        self._mm = mmap.mmap(-1, 7 * total)
+        self.offs = np.frombuffer(self._mm, np.uint32, total, 0)
+        self.lens = np.frombuffer(self._mm, np.uint8, total, 4 * total)
+        self.codes = np.frombuffer(self._mm, np.uint16, total, 5 * total)
+
+    def put(self, idx: int, ch: Chunk) -> Chunk:
+        """(worker) ``ch``'s arrays written to slot ``idx``: the chunk without them, with their
+        length in ``in_area`` (``ch`` itself when they do not fit)."""
+        a, b = int(self.slot[idx]), int(self.slot[idx + 1])
+        n = len(ch.offs)
+        if n > b - a:
+            return ch
+        self.offs[a:a + n] = ch.offs
+        self.lens[a:a + n] = ch.lens
+        self.codes[a:a + n] = ch.codes
+        empty = np.zeros(0, np.uint8)
+        return attrs.evolve(ch, offs=empty.astype(np.uint32), lens=empty,
+                            codes=empty.astype(np.uint16), in_area=n)
+
+    def take(self, idx: int, ch: Chunk) -> Chunk:
+        """(parent) ``ch`` with its arrays as views of slot ``idx`` (when it was put there)."""
+        if ch.in_area < 0:
+            return ch
+        a = int(self.slot[idx])
+        n = ch.in_area
+        return attrs.evolve(ch, offs=self.offs[a:a + n], lens=self.lens[a:a + n],
+                            codes=self.codes[a:a + n], in_area=-1)
+
+
+_AREA: list[ResultArea] = []  # the shared result area of the running pool (forked workers)
 
 
 def chunk_fill(lo: int, hi: int, ch: Chunk) -> np.ndarray:
@@ -92,20 +145,25 @@ def run(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None
         # small ranges handed out as workers free up, so no worker idles at the end
         done: dict[int, Chunk] = {}
         done_fill: dict[int, np.ndarray] = {}
-        with ctx.Pool(jobs) as pool:
-            worker: Callable[[tuple[int, tuple[int, int]]], tuple[Any, ...]] = \
-                indexed_worker if fills is None else filled_worker
-            # largest ranges first (a range cannot cut a symbol: the padding symbols at the end
-            # of text make one range several times the others), so none is left for last
-            order = sorted(enumerate(parts), key=lambda ip: -_range_bytes(syms, ip[1]))
-            it = pool.imap_unordered(worker, order, chunksize=1)
-            extra = meanwhile()
-            for k, got in enumerate(it):
-                done[got[0]] = got[1]
-                if fills is not None:
-                    done_fill[got[0]] = got[2]
-                if progress:
-                    progress(k + 1, len(parts))
+        area = ResultArea(syms, parts) if fills is not None else None
+        _AREA[:] = [area] if area is not None else []
+        try:
+            with ctx.Pool(jobs) as pool:
+                worker: Callable[[tuple[int, tuple[int, int]]], tuple[Any, ...]] = \
+                    indexed_worker if fills is None else filled_worker
+                # largest ranges first (a range cannot cut a symbol: the padding symbols at the
+                # end of text make one range several times the others), so none is left for last
+                order = sorted(enumerate(parts), key=lambda ip: -_range_bytes(syms, ip[1]))
+                it = pool.imap_unordered(worker, order, chunksize=1)
+                extra = meanwhile()
+                for k, got in enumerate(it):
+                    done[got[0]] = area.take(got[0], got[1]) if area is not None else got[1]
+                    if fills is not None:
+                        done_fill[got[0]] = got[2]
+                    if progress:
+                        progress(k + 1, len(parts))
+        finally:
+            _AREA.clear()
         chunks = [done[i] for i in range(len(parts))]
         if fills is not None:
             fills.extend(done_fill[i] for i in range(len(parts)))

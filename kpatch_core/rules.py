@@ -44,6 +44,8 @@ class Chunk:
     func_facts: dict[str, np.ndarray] = attrs.Factory(dict)  # function_checks of the range
     # (k, 2) int64: stretches [j0, j1) of equal instructions sharing j0's outcome (uniform.py)
     stretches: np.ndarray = attrs.Factory(lambda: np.zeros((0, 2), np.int64))
+    # instructions left in the pool's shared result area (kpatch_core.pool.ResultArea), or -1
+    in_area: int = -1
 
 
 STATE: dict = {}
