@@ -26,6 +26,21 @@ if TYPE_CHECKING:
 __all__ = ["annotate", "fill_instructions", "fill_mask", "trailing_fill"]
 
 
+_WORDS: list = []  # (the buffer _words was last asked for, held so its id stays its own; words)
+
+
+def _words(code: np.ndarray) -> np.ndarray:
+    """The 8 bytes from each offset of ``code`` as one little-endian integer (zeros past its
+    end); kept for the buffer last asked about (trailing_fill asks for one buffer many times)."""
+    if _WORDS and _WORDS[0] is code:
+        return _WORDS[1]
+    pad = np.zeros(len(code) + 8, np.uint8)
+    pad[:len(code)] = code
+    word = np.ndarray((len(code),), "<u8", pad.data, 0, (1,))  # 8 bytes from each offset
+    _WORDS[:] = [code, word]
+    return word
+
+
 def fill_instructions(code: np.ndarray, starts: np.ndarray, lens: np.ndarray,
                       encodings: tuple[bytes, ...], align: int = 1) -> np.ndarray:
     """Per instruction: its bytes (``code[starts:starts+lens]``) are one of ``encodings``.
@@ -48,9 +63,7 @@ def fill_instructions(code: np.ndarray, starts: np.ndarray, lens: np.ndarray,
         order = np.argsort(np.array(keys, np.uint64))
         vals = np.array(keys, np.uint64)[order]
         vlen = np.array([len(e) for e in short], np.int64)[order]
-        pad = np.zeros(len(code) + 8, np.uint8)
-        pad[:len(code)] = code
-        word = np.ndarray((len(code),), "<u8", pad.data, 0, (1,))  # 8 bytes from each offset
+        word = _words(code)
         masks = np.array([0, *((1 << (8 * k)) - 1 for k in range(1, 9))], np.uint64)
         sel = np.flatnonzero((ln <= 8) & (starts + ln <= len(code)))
         key = word[starts[sel]] & masks[ln[sel]]
@@ -78,13 +91,15 @@ def fill_instructions(code: np.ndarray, starts: np.ndarray, lens: np.ndarray,
 
 
 def trailing_fill(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.ndarray,
-                  offs: np.ndarray, lens: np.ndarray, stretches: np.ndarray | None = None
-                  ) -> np.ndarray:
+                  offs: np.ndarray, lens: np.ndarray, stretches: np.ndarray | None = None,
+                  text: tuple[int, bytes] | None = None) -> np.ndarray:
     """Per symbol: how many of its last instructions are fill (all of them for a symbol that
     has no real instruction), from the runtime bytes the verdicts were computed on.
     ``stretches`` (``[j0, j1)`` rows of instructions that repeat one byte value: the analysis'
     padding runs, kpatch_core.uniform) near a symbol's end are judged by their first
-    instruction once their bytes are checked to be that one value."""
+    instruction once their bytes are checked to be that one value.  ``text``: (address, the
+    runtime bytes from there) already read by the caller, used when they cover the symbols
+    (all file bytes: one section)."""
     nsym = len(counts)
     out = np.zeros(nsym, np.int64)
     backend = image.backend
@@ -93,7 +108,11 @@ def trailing_fill(image: Image, syms: TextSymbols, lo: np.ndarray, counts: np.nd
         return out
     base = int(syms.addrs.min())
     end = int((syms.addrs + syms.sizes).max()) + 16
-    code, valid = _text_bytes(image, base, end)
+    if text is not None and text[0] == base and len(text[1]) >= end - base:
+        code = np.frombuffer(text[1], np.uint8, end - base)
+        valid = np.ones(end - base, bool)
+    else:
+        code, valid = _text_bytes(image, base, end)
     sym_base = (syms.addrs - np.uint64(base)).astype(np.int64)
     counts = np.asarray(counts, np.int64)
     ends = np.asarray(lo, np.int64) + counts  # one past each symbol's last instruction

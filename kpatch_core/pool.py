@@ -86,7 +86,8 @@ def chunk_fill(lo: int, hi: int, ch: Chunk) -> np.ndarray:
     sub = TextSymbols(syms.addrs[lo:hi], syms.sizes[lo:hi], syms.names[lo:hi], syms.types[lo:hi])
     first = np.concatenate(([0], np.cumsum(ch.counts)[:-1])).astype(np.int64) \
         if len(ch.counts) else ch.counts
-    return trailing_fill(STATE["image"], sub, first, ch.counts, ch.offs, ch.lens, ch.stretches)
+    return trailing_fill(STATE["image"], sub, first, ch.counts, ch.offs, ch.lens, ch.stretches,
+                         STATE.get("range_bytes"))
 
 
 def run_filled(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int], None] | None,

@@ -270,6 +270,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     A = int(syms.addrs[lo])
     B = int(syms.addrs[hi - 1] + syms.sizes[hi - 1])
     code = backend.runtime_bytes(image, A, B + 32)
+    STATE["range_bytes"] = (A, code)  # the range's trailing fill reads them (pool.chunk_fill)
     avail_total = len(code)
     cbuf = ctypes.create_string_buffer(code, avail_total)
     base_ptr = ctypes.addressof(cbuf)
