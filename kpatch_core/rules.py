@@ -162,19 +162,19 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
         bl_uniform[rest] = uni
         ks = image.kallsyms
         _, _, found = _containing(image, fa[rest])
-        j = np.searchsorted(ks.uaddrs, fa[rest], side="right").astype(np.int64) - 1
-        first = ks.ufirst[np.maximum(j, 0)].tolist()
+        at = np.searchsorted(ks.uaddrs, fa[rest], side="right").astype(np.int64) - 1
+        first = ks.ufirst[np.maximum(at, 0)].tolist()
         clones = [(i, base_name(ks.names[f])) for i, f, ok in
                   zip(rest.tolist(), first, found.tolist()) if ok and "." in ks.names[f]]
         ub = list(dict.fromkeys(b for _, b in clones))  # unique base names, in order
-        addrs = [lookup(b) for b in ub]
-        known = [k for k, a in enumerate(addrs) if a is not None]
+        base_at = [lookup(b) for b in ub]
+        known = [k for k, x in enumerate(base_at) if x is not None]
         via: dict[str, str] = {}
         if known:
-            ba = np.array([addrs[k] for k in known], np.uint64)
-            maybe = _maybe_direct(image, ba, kt, arch_hook, arch_ranges)
+            kaddrs = np.array([base_at[k] for k in known], np.uint64)
+            maybe = _maybe_direct(image, kaddrs, kt, arch_hook, arch_ranges)
             for k in np.flatnonzero(maybe).tolist():
-                hit = t._within_blacklist_direct(int(ba[k]))
+                hit = t._within_blacklist_direct(int(kaddrs[k]))
                 if hit is not None:
                     via[ub[known[k]]] = hit[1]
         for i, b in clones:

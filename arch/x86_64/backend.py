@@ -240,8 +240,8 @@ class X86_64Backend(Backend):
         # first word of each site (0 also where it cannot be read whole: then asked below)
         at = np.uint64(start) + np.arange(len(a), dtype=np.uint64) * np.uint64(ALT_INSTR.itemsize)
         with np.errstate(over="ignore"):
-            sites = at + a["instr"].astype(np.int64).astype(np.uint64)
-        word = image.read_u32_at(sites)
+            at_site = at + a["instr"].astype(np.int64).astype(np.uint64)
+        word = image.read_u32_at(at_site)
         maybe = (a["instrlen"] >= 6) & (((word & 0xFFFF) == 0x15FF) | (word == 0))
         slots: dict[int, int] = {}  # pv_ops slot -> its link-time (native) function
         for i in np.flatnonzero(maybe).tolist():
