@@ -69,6 +69,8 @@ def _child(argv: list[str]) -> None:
     print(json.dumps({"rc": rc, "peak_rss_mb": max(_vm_hwm_kb(), kids.ru_maxrss) / 1024.0,
                       "cpu_self": me.ru_utime + me.ru_stime,
                       "cpu_workers": kids.ru_utime + kids.ru_stime}))
+    from kpatch_core.cli import end_process
+    end_process(0)  # as the console script ends (kpatch_core.cli.entry)
 
 
 def _run_cli(argv: list[str], env: dict, stdout_to: str = os.devnull) -> dict:

@@ -125,5 +125,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def end_process(rc: int) -> NoReturn:
+    """End the process with ``rc`` once its output is out: the streams flushed and the atexit
+    handlers run (temporary directories), then ``os._exit``, without the interpreter's teardown
+    (which frees a full analysis' million objects one by one: about 0.07 s)."""
+    import atexit
+    import os
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader went away: what is left has nowhere to go
+        rc = rc or 0
+    atexit._run_exitfuncs()
+    os._exit(rc)
+
+
+def entry() -> NoReturn:
+    """The ``kpatch-analyze`` console script (and ``python -m kpatch_core.cli``):
+    :func:`main`, then :func:`end_process`."""
+    end_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
