@@ -9,7 +9,7 @@ reads.  The core never names an architecture: a new backend only registers an en
 from __future__ import annotations
 
 import functools
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
 from .errors import InputError
@@ -21,6 +21,23 @@ GROUP = "kpatch_core.backends"
 
 
 _broken: dict[str, str] = {}
+_loaded: dict[tuple[str, str], "Backend"] = {}  # (entry-point name, target) -> its instance
+
+
+def _load(ep: EntryPoint) -> "Backend | None":
+    """The instance of entry point ``ep``'s backend (made once), None when it fails to load."""
+    key = (ep.name, ep.value)
+    if key not in _loaded:
+        try:
+            _loaded[key] = ep.load()()
+        except Exception as e:  # a third-party plug-in may fail in any way
+            _broken[ep.name] = f"{type(e).__name__}: {e}"
+            return None
+    return _loaded[key]
+
+
+def _registered() -> list[EntryPoint]:
+    return sorted(entry_points(group=GROUP), key=lambda e: e.name)
 
 
 @functools.cache
@@ -30,13 +47,7 @@ def backends() -> tuple["Backend", ...]:
     A backend that fails to import is skipped (and named in the error if its image is opened),
     so one broken plug-in does not take the others down.
     """
-    out = []
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-        try:
-            out.append(ep.load()())
-        except Exception as e:  # a third-party plug-in may fail in any way
-            _broken[ep.name] = f"{type(e).__name__}: {e}"
-    return tuple(out)
+    return tuple(b for ep in _registered() if (b := _load(ep)) is not None)
 
 
 def broken_backends() -> dict[str, str]:
@@ -57,7 +68,13 @@ def backend_named(name: str) -> "Backend":
 
 
 def backend_for(machine: str, little_endian: bool, path: str = "image") -> "Backend":
-    """The backend that reads ELF ``machine`` (pyelftools name, e.g. ``EM_AARCH64``)."""
+    """The backend that reads ELF ``machine`` (pyelftools name, e.g. ``EM_AARCH64``): the
+    first in entry-point name order, the backends after it not loaded (opening an image loads
+    its own backend package, not all five)."""
+    for ep in _registered() if backends.cache_info().currsize == 0 else ():
+        b = _load(ep)
+        if b is not None and b.elf_machine == machine and b.little_endian == little_endian:
+            return b
     for b in backends():
         if b.elf_machine == machine and b.little_endian == little_endian:
             return b

@@ -384,3 +384,21 @@ def test_symtab_filter_equals_kallsyms_keeps_on_a_real_kernel(arch):
     from kpatch_core.symbols import kallsyms_keeps
     stab = Image.open(str(real_vmlinux(arch))).symtab
     assert stab.kallsyms_kept().tolist() == [kallsyms_keeps(n) for n in stab.names]
+
+
+def test_opening_an_image_loads_only_the_backends_up_to_its_own():
+    import subprocess
+    import sys
+    from kpatch_core import registry
+    first = registry.backends()[0]  # first in entry-point name order
+    prog = ("import sys; from kpatch_core.registry import backend_for, backends; "
+            f"b = backend_for({first.elf_machine!r}, {first.little_endian!r}); "
+            "loaded = sorted(m for m in sys.modules if m.startswith('kpatch_arch.') "
+            "and m.count('.') == 1); "
+            "print(b.name, ','.join(loaded), b is backends()[0], len(backends()))")
+    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[0] == first.name
+    own = f"kpatch_arch.{type(first).__module__.split('.')[1]}"
+    assert set(out[1].split(",")) == {own, "kpatch_arch.base"}  # no other backend package
+    assert out[2] == "True" and int(out[3]) == len(registry.backends())  # one instance each
