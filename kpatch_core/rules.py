@@ -42,7 +42,8 @@ class Chunk:
     fail: np.ndarray  # int64 per function: offset where decoding stopped, -1 none
     seconds: float = 0.0
     func_facts: dict[str, np.ndarray] = attrs.Factory(dict)  # function_checks of the range
-    # (k, 2) int64: stretches [j0, j1) of equal instructions sharing j0's outcome (uniform.py)
+    # (k, 2) int64: stretches [j0, j1) of equal instructions, each of one byte value
+    # (uniform.py; the trailing fill reads them, fill.py)
     stretches: np.ndarray = attrs.Factory(lambda: np.zeros((0, 2), np.int64))
     # instructions left in the pool's shared result area (kpatch_core.pool.ResultArea), or -1
     in_area: int = -1
@@ -363,38 +364,24 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
         i = j_end
     offs = np.concatenate(all_offs) if all_offs else np.zeros(0, np.int64)
     lens = np.concatenate(all_lens) if all_lens else np.zeros(0, np.int64)
-    fidx = np.repeat(np.arange(lo, hi), counts)
-    lfidx = fidx - lo  # index into ff
-    fstart = syms.addrs[fidx]
-    addrs = fstart + offs.astype(np.uint64)
-    # 2. _kprobe_addr + arch_adjust_kprobe_addr (every address: a move is never shared)
-    aa = clf.adjust(fstart, offs, addrs)  # a new array where an address moves, else addrs
-    # runs of equal instructions (padding): one classified per stretch (kpatch_core.uniform)
+    # the rule pipeline over slices of the range's instructions (cache-sized temporaries: a
+    # padding symbol of a megabyte is a million instructions), each slice cut where no
+    # arch_adjust_kprobe_addr move can cross it; one slice for [OPTIMIZED] (whole functions)
+    optimized = bool(STATE.get("optimized"))
+    bounds = [0, len(offs)] if optimized else _slices(counts, len(offs))
+    code_parts: list[np.ndarray] = []
     stretches: list[tuple[int, int]] = []
-    if runs is not None and len(runs.starts) and not STATE.get("optimized"):
-        if "uniform_inputs" not in STATE:  # where the rules' per-address inputs change
-            STATE["uniform_inputs"] = uniform.change_points(image, clf)
-        stretches = uniform.shared_stretches((runs.starts, runs.ends, runs.period), A, lens,
-                                             lfidx, addrs, aa, ff["bl_uniform"], step,
-                                             STATE["uniform_inputs"])
-    codes = None
-    if stretches:
-        keep = np.ones(len(addrs), bool)
-        for j0, j1 in stretches:
-            keep[j0 + 1:j1] = False
-        sub = np.flatnonzero(keep)
-        sub_codes, slow_sub = _outcomes(image, clf, code, A, lo, ff, offs[sub], lens[sub],
-                                        fidx[sub], addrs[sub], aa[sub], step)
-        codes = np.empty(len(addrs), np.uint16)
-        codes[sub] = sub_codes
-        heads = np.array([j0 for j0, _ in stretches], np.int64)
-        if not np.isin(heads, sub[slow_sub]).any():  # a per-address prepare answer: not shared
-            for j0, j1 in stretches:
-                codes[j0 + 1:j1] = codes[j0]
-        else:
-            codes, stretches = None, []
-    if codes is None:
-        codes, _ = _outcomes(image, clf, code, A, lo, ff, offs, lens, fidx, addrs, aa, step)
+    fidx = addrs = aa = np.zeros(0, np.int64)
+    for j0, j1 in zip(bounds[:-1], bounds[1:]):
+        c, st, (fidx, addrs, aa) = _rules_pass(image, clf, code, A, lo, ff, counts, offs, lens,
+                                               j0, j1, runs, step)
+        code_parts.append(c)
+        for x, y in st:  # a stretch a slice cut in two is one again (its trailing fill: fill.py)
+            if stretches and stretches[-1][1] == j0 + x == j0:
+                stretches[-1] = (stretches[-1][0], j0 + y)
+            else:
+                stretches.append((j0 + x, j0 + y))
+    codes = np.concatenate(code_parts) if len(code_parts) != 1 else code_parts[0]
     # 5. [OPTIMIZED] (opt-in): the classifier's bulk form when it has one (addresses it cannot
     # judge go the per-address way, where can_optimize decodes the whole function per address)
     if STATE.get("optimized") and cfg.enabled("OPTPROBES") and backend.have_optprobes and \
@@ -415,6 +402,84 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     return Chunk(offs.astype(np.uint32), np.minimum(lens, 255).astype(np.uint8), codes, counts,
                  fail, time.perf_counter() - t0, ff,
                  np.array(stretches, np.int64).reshape(-1, 2))
+
+
+SLICE = 1 << 18  # instructions per pass of the rule pipeline (register_kprobes)
+SLICE_GUARD = 16  # a cut inside a function keeps this many of its first instructions whole
+
+
+def _slices(counts: np.ndarray, n: int) -> list[int]:
+    """Bounds of the rule pipeline's slices of ``n`` instructions (``counts`` per function):
+    about :data:`SLICE` each, cut at a function's start, or inside a function longer than a
+    slice past its first :data:`SLICE_GUARD` instructions (an address adjustment moves an
+    entry at most a few bytes, into the same slice)."""
+    bounds = [0]
+    if n <= SLICE:
+        return [0, n]
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    while n - bounds[-1] > SLICE:
+        t = bounds[-1] + SLICE
+        f = int(np.searchsorted(ends, t, side="right"))  # the function holding instruction t
+        s0 = int(starts[f])
+        if t - s0 < SLICE_GUARD:
+            t = s0 if s0 > bounds[-1] else s0 + SLICE_GUARD
+        bounds.append(t)
+    bounds.append(n)
+    return bounds
+
+
+def _rules_pass(image: "Image", clf: BulkClassifier, code: bytes, A: int, lo: int,
+                ff: dict[str, np.ndarray], counts: np.ndarray, offs_all: np.ndarray,
+                lens_all: np.ndarray, j0: int, j1: int, runs: "Runs | None", step: int
+                ) -> tuple[np.ndarray, list[tuple[int, int]],
+                           tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Stages 2-4 of ``register_kprobe`` for the range's instructions ``[j0, j1)`` (functions
+    from ``lo``, ``counts`` instructions each): (outcome codes, stretches sharing an outcome
+    (kpatch_core.uniform; slice indexes), (function index, address, adjusted address) of each
+    instruction)."""
+    syms: TextSymbols = STATE["syms"]
+    ends = np.cumsum(counts)
+    f0 = int(np.searchsorted(ends, j0, side="right"))
+    f1 = int(np.searchsorted(ends, j1 - 1, side="right")) + 1 if j1 > j0 else f0
+    cnt = counts[f0:f1].copy()
+    if len(cnt):
+        cnt[0] -= j0 - int(ends[f0] - counts[f0])
+        cnt[-1] -= int(ends[f1 - 1]) - j1
+    offs, lens = offs_all[j0:j1], lens_all[j0:j1]
+    fidx = np.repeat(np.arange(lo + f0, lo + f1), cnt)
+    lfidx = fidx - lo  # index into ff
+    fstart = syms.addrs[fidx]
+    addrs = fstart + offs.astype(np.uint64)
+    # 2. _kprobe_addr + arch_adjust_kprobe_addr (every address: a move is never shared)
+    aa = clf.adjust(fstart, offs, addrs)  # a new array where an address moves, else addrs
+    # runs of equal instructions (padding): one classified per stretch (kpatch_core.uniform)
+    stretches: list[tuple[int, int]] = []
+    if runs is not None and len(runs.starts) and not STATE.get("optimized"):
+        if "uniform_inputs" not in STATE:  # where the rules' per-address inputs change
+            STATE["uniform_inputs"] = uniform.change_points(image, clf)
+        stretches = uniform.shared_stretches((runs.starts, runs.ends, runs.period), A, lens,
+                                             lfidx, addrs, aa, ff["bl_uniform"], step,
+                                             STATE["uniform_inputs"])
+    codes = None
+    if stretches:
+        keep = np.ones(len(addrs), bool)
+        for a, b in stretches:
+            keep[a + 1:b] = False
+        sub = np.flatnonzero(keep)
+        sub_codes, slow_sub = _outcomes(image, clf, code, A, lo, ff, offs[sub], lens[sub],
+                                        fidx[sub], addrs[sub], aa[sub], step)
+        codes = np.empty(len(addrs), np.uint16)
+        codes[sub] = sub_codes
+        heads = np.array([a for a, _ in stretches], np.int64)
+        if not np.isin(heads, sub[slow_sub]).any():  # a per-address prepare answer: not shared
+            for a, b in stretches:
+                codes[a + 1:b] = codes[a]
+        else:
+            codes, stretches = None, []
+    if codes is None:
+        codes, _ = _outcomes(image, clf, code, A, lo, ff, offs, lens, fidx, addrs, aa, step)
+    return codes, stretches, (fidx, addrs, aa)
 
 
 def _outcomes(image: "Image", clf: BulkClassifier, code: bytes, A: int, lo: int,

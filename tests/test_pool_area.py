@@ -49,3 +49,30 @@ def test_two_workers_equal_one_through_the_area():
     for k in ("offs", "lens", "codes", "counts"):
         assert np.array_equal(getattr(one, k), getattr(two, k))
     assert not pool._AREA  # released after the pool
+
+
+def test_rule_slices_cut_where_no_move_crosses():
+    from kpatch_core import rules
+    counts = np.array([5, 0, 700, 3, 40, 2000, 1], np.int64)
+    n = int(counts.sum())
+    old = rules.SLICE
+    try:
+        rules.SLICE = 64
+        b = rules._slices(counts, n)
+    finally:
+        rules.SLICE = old
+    assert b[0] == 0 and b[-1] == n and all(x < y for x, y in zip(b, b[1:]))
+    starts = np.cumsum(counts) - counts
+    for cut in b[1:-1]:
+        f = int(np.searchsorted(np.cumsum(counts), cut, side="right"))
+        assert cut == starts[f] or cut - starts[f] >= rules.SLICE_GUARD
+
+
+def test_sliced_rule_pipeline_equals_one_pass(monkeypatch):
+    from kpatch_core import rules
+    whole = A.analyze(Image.open(str(X86)), jobs=1)
+    monkeypatch.setattr(rules, "SLICE", 40)
+    sliced = A.analyze(Image.open(str(X86)), jobs=1)
+    for k in ("offs", "lens", "codes", "counts"):
+        assert np.array_equal(getattr(whole, k), getattr(sliced, k))
+    assert whole.facts == sliced.facts  # the trailing fill (stretches rejoined) included
