@@ -184,6 +184,13 @@ class Backend:
         """Bytes a ``__jump_table`` site reserves (``JUMP_LABEL_NOP_SIZE``)."""
         return 4
 
+    def jump_label_sizes(self, image: "Image", codes: np.ndarray) -> np.ndarray:
+        """:meth:`jump_label_size` of every site in ``codes`` (uint64): one call per site unless
+        a backend answers them all at once."""
+        import numpy
+        return numpy.array([self.jump_label_size(image, int(c)) for c in codes.tolist()],
+                           numpy.uint64)
+
     def bpf_poke_nop_feature(self, image: "Image", addr: int) -> int | None:
         """The CPU feature bit with which boot patching (apply_alternatives) leaves at ``addr``
         the NOP ``bpf_arch_text_poke`` expects, so an entry without an ftrace location can be

@@ -276,8 +276,7 @@ class KernelTables:
             return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
         code = relative_table(self.image, r[0], r[1], 16)
         code = code[(code >= self.stext) & (code < self.etext)]
-        sizes = np.array([self.image.backend.jump_label_size(self.image, int(c)) for c in code.tolist()],
-                         dtype=np.uint64)
+        sizes = np.asarray(self.image.backend.jump_label_sizes(self.image, code), np.uint64)
         return code, code + sizes
 
     def jump_label_hit(self, addr: int) -> int | None:

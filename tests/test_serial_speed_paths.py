@@ -402,3 +402,26 @@ def test_opening_an_image_loads_only_the_backends_up_to_its_own():
     own = f"kpatch_arch.{type(first).__module__.split('.')[1]}"
     assert set(out[1].split(",")) == {own, "kpatch_arch.base"}  # no other backend package
     assert out[2] == "True" and int(out[3]) == len(registry.backends())  # one instance each
+
+
+@pytest.mark.parametrize("rel", IMAGES)
+def test_jump_label_sizes_equal_one_call_per_site(rel):
+    image = Image.open(str(TESTDATA / rel))
+    sites = image.tables.jump_labels[0]
+    # every site of the table, and addresses where the word cannot be read whole
+    probe = np.concatenate([sites, np.array([image.tables.etext - 1, image.tables.etext - 3,
+                                             image.tables.stext], np.uint64)])
+    b = image.backend
+    assert b.jump_label_sizes(image, probe).tolist() == \
+        [b.jump_label_size(image, int(c)) for c in probe.tolist()]
+
+
+@pytest.mark.realkernel
+def test_jump_label_sizes_equal_one_call_per_site_on_a_real_kernel():
+    image = Image.open(str(real_vmlinux("x86_64-6.12")))
+    sites = image.tables.jump_labels[0]
+    assert len(sites) > 1000
+    b = image.backend
+    assert b.jump_label_sizes(image, sites).tolist() == \
+        [b.jump_label_size(image, int(c)) for c in sites.tolist()]
+    assert set(b.jump_label_sizes(image, sites).tolist()) == {2, 5}

@@ -148,6 +148,16 @@ class X86_64Backend(Backend):
         b = image.read(code, 2)
         return 2 if b[:1] == b"\xeb" or b == b"\x66\x90" else 5
 
+    def jump_label_sizes(self, image: "Image", codes: np.ndarray) -> np.ndarray:
+        # jump_label_size of every site: its first word read with the others (a site whose
+        # four bytes are not all in one section, read as 0, is asked alone)
+        codes = np.asarray(codes, np.uint64)
+        w = image.read_u32_at(codes)
+        out = np.where(((w & 0xFF) == 0xEB) | ((w & 0xFFFF) == 0x9066), 2, 5).astype(np.uint64)
+        for i in np.flatnonzero(w == 0).tolist():
+            out[i] = self.jump_label_size(image, int(codes[i]))
+        return out
+
     @per_image
     def _alternatives(self, image: "Image") -> tuple[np.ndarray, np.ndarray]:
         """``.altinstructions`` sorted by site: the sites and their entries (ALT_INSTR rows)."""
