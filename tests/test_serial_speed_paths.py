@@ -425,3 +425,50 @@ def test_jump_label_sizes_equal_one_call_per_site_on_a_real_kernel():
     assert b.jump_label_sizes(image, sites).tolist() == \
         [b.jump_label_size(image, int(c)) for c in sites.tolist()]
     assert set(b.jump_label_sizes(image, sites).tolist()) == {2, 5}
+
+
+def plain_evidence_types(image: Image, lo: int, hi: int) -> np.ndarray:
+    """``evidence_types`` with every name looked up in the set of every BTF string and the
+    ``__mcount_loc`` records sorted by each reader (the code before issue 15's session 8)."""
+    from kpatch_core.bootimage.symbol_types import (FUNCTION_ENTRY_WORDS, btf_string_names,
+                                                    near_mcount, own_records, symbol_infos)
+    ks = image.kallsyms
+    names = ks.names[lo:hi]
+    addrs = np.asarray(ks.addrs[lo:hi], np.uint64)
+    s = image.section(".BTF")
+    btf = btf_string_names(image.data[s.offset:s.offset + s.size]) if s is not None else frozenset()
+    mcount = image.tables.mcount_records
+    evidence = near_mcount(addrs, mcount[mcount != 0]) if len(mcount) else np.zeros(len(addrs), bool)
+    machine = int.from_bytes(image.data[18:20], "little" if image.little_endian else "big")
+    words = FUNCTION_ENTRY_WORDS.get(machine)
+    if words:
+        evidence |= np.isin(image.read_u32_at(addrs), np.array(words, np.uint32))
+    in_btf = np.array([n in btf for n in names], bool)
+    info = symbol_infos("t" * len(names), names, np.ones(len(names), bool), in_btf, evidence,
+                        own_records(addrs, mcount[mcount != 0]))
+    return info & np.uint8(0xF)
+
+
+def _text_span(image: Image) -> tuple[int, int]:
+    ks, t = image.kallsyms, image.tables
+    lo, hi = np.searchsorted(ks.addrs, np.array([t.stext, t.etext], np.uint64), side="left")
+    return int(lo), int(hi)
+
+
+@pytest.mark.parametrize("rel", IMAGES)
+def test_evidence_types_equal_every_name_looked_up(rel):
+    from kpatch_core.bootimage.symbol_types import evidence_types
+    image = Image.open(str(TESTDATA / rel))
+    lo, hi = _text_span(image)
+    assert evidence_types(image, lo, hi).tolist() == plain_evidence_types(image, lo, hi).tolist()
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("arch", ["x86_64-6.12", "arm64-6.12"])
+def test_evidence_types_equal_every_name_looked_up_on_a_real_kernel(arch):
+    from kpatch_core.bootimage.symbol_types import evidence_types
+    image = Image.open(str(real_vmlinux(arch)))
+    lo, hi = _text_span(image)
+    fast = evidence_types(image, lo, hi)
+    assert fast.tolist() == plain_evidence_types(image, lo, hi).tolist()
+    assert len(set(fast.tolist())) > 1

@@ -80,11 +80,17 @@ def symbol_info(letter: str, name: str, in_text: bool, in_btf: bool, entry_evide
     return (bind << 4) | typ
 
 
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique(a)`` as uint64, without sorting again what is sorted and unique already."""
+    a = np.asarray(a, np.uint64)
+    return a if len(a) < 2 or bool((a[1:] > a[:-1]).all()) else np.unique(a)
+
+
 def near_mcount(addrs: np.ndarray, mcount: np.ndarray) -> np.ndarray:
     """Per address: is there an ``__mcount_loc`` record in its MCOUNT_WINDOW?"""
     if not len(mcount):
         return np.zeros(len(addrs), bool)
-    rec = np.unique(np.asarray(mcount, np.uint64))
+    rec = _sorted_unique(mcount)
     with np.errstate(over="ignore"):
         lo = np.asarray(addrs, np.uint64) - np.uint64(-MCOUNT_WINDOW[0])
     i = np.searchsorted(rec, lo, side="left")
@@ -108,7 +114,7 @@ def own_records(addrs: np.ndarray, mcount: np.ndarray) -> np.ndarray:
     addrs = np.asarray(addrs, np.uint64)
     if not len(mcount) or not len(addrs):
         return np.zeros(len(addrs), bool)
-    rec = np.unique(np.asarray(mcount, np.uint64))
+    rec = _sorted_unique(mcount)
     i = np.minimum(np.searchsorted(rec, addrs, side="left"), len(rec) - 1)
     hit = rec[i] == addrs
     sole = np.ones(len(addrs), bool)
@@ -239,6 +245,17 @@ def btf_string_names(raw: bytes | memoryview) -> frozenset[str]:
     return frozenset(strs.split("\0")) - {""}
 
 
+def btf_names_among(raw: bytes | memoryview, names: list[str]) -> set[str]:
+    """Those of ``names`` that are strings of the ``.BTF`` blob ``raw`` (:func:`btf_string_names`
+    without a set of every BTF string: the strings are only looked up in the set of ``names``)."""
+    if len(raw) < 24:
+        return set()
+    e = "<" if bytes(raw[:2]) == b"\x9f\xeb" else ">"
+    _magic, _ver, _flags, hdr_len, _toff, _tlen, str_off, str_len = struct.unpack_from(e + "HBBIIIII", raw, 0)
+    strs = bytes(raw[hdr_len + str_off:hdr_len + str_off + str_len]).decode("latin-1")
+    return set(names).intersection(strs.split("\0")) - {""}
+
+
 def evidence_types(image: "Image", lo: int, hi: int) -> np.ndarray:
     """ELF type (STT_FUNC or STT_NOTYPE) by :func:`symbol_info`'s evidence for the kallsyms
     entries ``[lo, hi)`` of ``image``, all of them text: from the names, the ``.BTF`` strings, the
@@ -249,15 +266,23 @@ def evidence_types(image: "Image", lo: int, hi: int) -> np.ndarray:
     names = ks.names[lo:hi]
     addrs = np.asarray(ks.addrs[lo:hi], np.uint64)
     s = image.section(".BTF")
-    btf = btf_string_names(image.data[s.offset:s.offset + s.size]) if s is not None else frozenset()
-    mcount = image.tables.mcount_records
-    evidence = near_mcount(addrs, mcount[mcount != 0]) if len(mcount) else np.zeros(len(addrs), bool)
+    mcount = _sorted_unique(image.tables.mcount_records)  # (sorted once for both uses)
+    mcount = mcount[mcount != 0]
+    evidence = near_mcount(addrs, mcount) if len(mcount) else np.zeros(len(addrs), bool)
     machine = int.from_bytes(image.data[18:20], "little" if image.little_endian else "big")
     words = FUNCTION_ENTRY_WORDS.get(machine)
     if words:
         evidence |= np.isin(image.read_u32_at(addrs), np.array(words, np.uint32))
-    in_btf = np.fromiter(map(btf.__contains__, names), bool, len(names))
+    shapes = NameShapes(names)
+    # a BTF name decides only a text name without a function prefix or a compiler suffix that
+    # starts with "_" (linker shapes) or has no entry evidence (symbol_info): looked up for those
+    need = np.flatnonzero(~shapes.pfx & ~shapes.suffix & (shapes.underscore | ~evidence))
+    in_btf = np.zeros(len(names), bool)
+    if s is not None and len(need):
+        asked = [names[i] for i in need.tolist()]
+        found = btf_names_among(image.data[s.offset:s.offset + s.size], asked)
+        in_btf[need] = np.fromiter(map(found.__contains__, asked), bool, len(asked))
     info = symbol_infos("t" * len(names), names, np.ones(len(names), bool), in_btf, evidence,
-                        own_records(addrs, mcount[mcount != 0]))
+                        own_records(addrs, mcount), shapes)
     out = info & np.uint8(0xF)
     return out
