@@ -11,13 +11,24 @@ import numpy as np
 MIN_WINDOW = 512  # smallest decode window (bytes) after a length fixup
 
 
+# bytes the quiet decoder is checked on: common x86 code, prefixes, VEX, invalid encodings and
+# pseudo-random bytes (any arch decodes something from them)
+CALIBRATION = bytes.fromhex(
+    "f30f1efa554889e54883ec20488b4508c745fc00000000e8000000000f1f440000c3cc"
+    "66900f0b0fb9400066662e0f1f8400000000004c8d1d00000000ff2425000000006548"
+    "8b04250000000f05c4e27bf7c0c4e2f9f7c1f3480fb8c0f00fb10a2e3e26643665f2f3"
+    "0f01fe0f01ca0f01cb62f17c48100090909090cccccccc48b8efcdab8967452301c3") + \
+    np.random.default_rng(15).integers(0, 256, 384, dtype=np.uint8).tobytes()
+
+
 class LinearDecoder:
     """Instruction sizes of a byte range, decoded linearly by capstone's ``cs_disasm`` (no details,
     no Python object per instruction: the sizes are read from the returned ``cs_insn`` array)."""
 
     WINDOW = 1 << 16
 
-    def __init__(self, arch: int, mode: int, big_endian: bool = False) -> None:
+    def __init__(self, arch: int, mode: int, big_endian: bool = False, quiet: bool = False
+                 ) -> None:
         import capstone
         from capstone import _cs, _cs_insn
         self._capstone = capstone
@@ -26,6 +37,39 @@ class LinearDecoder:
         self._insn = ctypes.POINTER(_cs_insn)()
         self._stride = ctypes.sizeof(_cs_insn)
         self._size_off = _cs_insn.size.offset
+        self.quiet = quiet and self._silence_printer(arch, mode, big_endian)
+
+    def _silence_printer(self, arch: int, mode: int, big_endian: bool) -> bool:
+        """Switch off the text printer of this handle (the sizes need no text; formatting is
+        about 45% of capstone's time on x86): capstone 5 keeps it in the handle's
+        ``struct cs_struct`` right after ``arch`` and ``mode`` (cs_priv.h); it becomes libc's
+        ``abs``, a C function that reads no memory.  Done only when the handle starts with the
+        expected arch and mode, and kept only when the sizes of :data:`CALIBRATION` decoded
+        from every offset equal a printing handle's; else the handle stays as it was."""
+        capstone = self._capstone
+        if capstone.cs_version()[0] != 5:
+            return False
+        try:
+            noop = ctypes.cast(ctypes.CDLL(None).abs, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            return False
+        h = int(self.cs.csh.value)
+        cs_mode = mode | (capstone.CS_MODE_BIG_ENDIAN if big_endian else 0)
+        if ctypes.c_int.from_address(h).value != arch or \
+                ctypes.c_int.from_address(h + 4).value != cs_mode:
+            return False
+        slot = ctypes.c_void_p.from_address(h + 8)  # Printer_t printer, pointer-aligned
+        kept = slot.value
+        slot.value = noop
+        ref = LinearDecoder(arch, mode, big_endian)
+        buf = ctypes.create_string_buffer(CALIBRATION, len(CALIBRATION))
+        base = ctypes.addressof(buf)
+        for off in range(0, len(CALIBRATION) - 16, 5):
+            n = len(CALIBRATION) - off
+            if not np.array_equal(self.sizes(base + off, n, off), ref.sizes(base + off, n, off)):
+                slot.value = kept
+                return False
+        return True
 
     def sizes(self, ptr: int, n: int, addr: int) -> np.ndarray:
         """Sizes of the instructions decoded from ``ptr`` (``n`` bytes, at virtual ``addr``) up to

@@ -282,7 +282,8 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     walked = clf.walk(code_np, starts_rel, ends_rel)  # the arch's own boundary walk, vectorised
     dec = STATE.get("decoder")
     if dec is None and backend.capstone_arch and walked is None:
-        dec = LinearDecoder(backend.capstone_arch, backend.capstone_mode, not backend.little_endian)
+        dec = LinearDecoder(backend.capstone_arch, backend.capstone_mode, not backend.little_endian,
+                            quiet=True)
         STATE["decoder"] = dec
     runs = Runs(code_np[:B - A], dec) if dec is not None else None
 

@@ -142,3 +142,35 @@ def test_json_bodies_split_from_one_encoding_equal_json_dumps(facts):
     assert len(bodies) == len(facts)
     for f, b in zip(facts, bodies):
         assert "{" + head + b + "}" == json.dumps(f, separators=(",", ":"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=400), st.integers(0, 50))
+def test_quiet_decoder_sizes_equal_the_printing_decoder(blob, start):
+    """The decoder with capstone's printer switched off (LinearDecoder quiet) answers the same
+    sizes as the printing one, on any bytes, from any offset."""
+    import ctypes
+
+    import capstone
+
+    from kpatch_core.decode import LinearDecoder
+    quiet = LinearDecoder(capstone.CS_ARCH_X86, capstone.CS_MODE_64, quiet=True)
+    plain = LinearDecoder(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    assert quiet.quiet and not plain.quiet
+    buf = ctypes.create_string_buffer(blob, len(blob))
+    off = min(start, len(blob) - 1)
+    p = ctypes.addressof(buf) + off
+    n = len(blob) - off
+    assert quiet.sizes(p, n, 0x1000).tolist() == plain.sizes(p, n, 0x1000).tolist()
+
+
+def test_quiet_decoder_keeps_printing_when_the_handle_is_not_as_expected():
+    import capstone
+
+    from kpatch_core import decode
+    d = decode.LinearDecoder(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    # the handle does not start with the arch asked about: left alone
+    assert not d._silence_printer(capstone.CS_ARCH_ARM64, capstone.CS_MODE_64, False)
+    assert list(d.cs.disasm_lite(b"\x48\x89\xe5", 0))[0][2] == "mov"  # still prints
+    q = decode.LinearDecoder(capstone.CS_ARCH_X86, capstone.CS_MODE_64, quiet=True)
+    assert q.quiet and list(q.cs.disasm_lite(b"\x48\x89\xe5", 0))[0][2] == ""  # no text
