@@ -76,3 +76,31 @@ def test_sliced_rule_pipeline_equals_one_pass(monkeypatch):
     for k in ("offs", "lens", "codes", "counts"):
         assert np.array_equal(getattr(whole, k), getattr(sliced, k))
     assert whole.facts == sliced.facts  # the trailing fill (stretches rejoined) included
+
+
+def test_json_lines_forked_into_files_are_the_same_bytes(tmp_path, monkeypatch):
+    import os
+
+    from kpatch_core import json_lines as J
+    a = A.analyze(Image.open(str(X86)), jobs=1)
+    want = "".join(J.json_lines(a))
+    for jobs in (2, 3):
+        path = tmp_path / f"out{jobs}.jsonl"
+        with open(path, "w") as out:
+            out.write("head\n")  # buffered text before: written first
+            J.write_json_lines(a, out, jobs=jobs, min_forked=0)
+            out.write("tail\n")
+        assert path.read_text() == "head\n" + want + "tail\n"
+    # a child that fails leaves its block to the parent
+    parent = os.getpid()
+    real = J.json_lines
+
+    def failing(*args, **kw):
+        if os.getpid() != parent:
+            raise RuntimeError("child fails")
+        return real(*args, **kw)
+    monkeypatch.setattr(J, "json_lines", failing)
+    path = tmp_path / "fallback.jsonl"
+    with open(path, "w") as out:
+        J.write_json_lines(a, out, jobs=2, min_forked=0)
+    assert path.read_text() == want
