@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from itertools import compress, repeat
+from itertools import repeat
 from typing import TYPE_CHECKING, Callable
 
 import attrs
@@ -63,23 +63,26 @@ def prepare_state(image: "Image", syms: TextSymbols, optimized: bool = False,
     # the names the workers look up (function_checks: the clones' base names), found in one
     # pass; the whole-table name dicts are left to the facts, which run in this process
     names = syms.names
-    image.kallsyms.prefetch({base_name(s) for s in compress(names, map(str.__contains__, names,
-                                                                        repeat(".")))})
+    dotted = np.fromiter(map(str.__contains__, names, repeat(".")), bool, len(names))
+    image.kallsyms.prefetch({names[i].partition(".")[0] for i in np.flatnonzero(dotted).tolist()})
     STATE.clear()
+    STATE["dotted"] = dotted  # per symbol: a "." in its name (the workers' function_checks)
     STATE["image"] = image
     STATE["syms"] = syms
     STATE["optimized"] = optimized
     STATE["classifier"] = image.backend.bulk_classifier(image)
-    STATE["func_facts"] = function_checks(image, syms) if func_facts else None
+    STATE["func_facts"] = function_checks(image, syms, dotted) if func_facts else None
     if len(syms):  # fill the backend's per-image caches (patch sites) once, before forking
         a0 = int(syms.addrs[0])
         image.backend.runtime_bytes(image, a0, a0 + 16)
 
 
-def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
+def function_checks(image: "Image", syms: TextSymbols,
+                    dotted: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-function rule outcomes that hold for every address of the function (numpy; the
     compiler clones' base names looked up once per name, the blacklist asked per address only
-    where a listed range or an area may hold the function's start)."""
+    where a listed range or an area may hold the function's start); ``dotted``: per function,
+    a "." in its name, when known."""
     t = image.tables
     n = len(syms)
     fs = t.ftrace_sites
@@ -87,7 +90,8 @@ def function_checks(image: "Image", syms: TextSymbols) -> dict[str, np.ndarray]:
     nrec = (np.searchsorted(fs, fe) - np.searchsorted(fs, fa)).astype(np.int64)
     notrace = nrec == 0
     names = syms.names
-    dotted = np.fromiter(map(str.__contains__, names, repeat(".")), bool, n)
+    if dotted is None:
+        dotted = np.fromiter(map(str.__contains__, names, repeat(".")), bool, n)
     bases: dict[str, int | None] = {}  # base name -> kprobe_lookup_name's address
 
     def lookup(b: str) -> int | None:
@@ -224,7 +228,9 @@ def range_checks(image: "Image", syms: TextSymbols, lo: int, hi: int) -> dict[st
     if shared is not None:
         return {k: v[lo:hi] for k, v in shared.items()}
     sub = TextSymbols(syms.addrs[lo:hi], syms.sizes[lo:hi], syms.names[lo:hi], syms.types[lo:hi])
-    return function_checks(image, sub)
+    dotted = STATE.get("dotted")
+    return function_checks(image, sub, dotted[lo:hi] if dotted is not None and
+                           STATE.get("syms") is syms else None)
 
 
 def concat_checks(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
