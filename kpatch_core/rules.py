@@ -26,7 +26,7 @@ from .bulk import member_hits
 from .decode import LinearDecoder, Runs, decode_function
 from .outcome import OPTIMIZED, REFUSED_BASE, SLOW, UNSET, ok_code, outcome_code, refused_code
 from .safety import AddressArrays, check_kprobe_address_safe_vec
-from .symbols import KSym, base_name
+from .symbols import KSym
 from .verdict import Method, Reason
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def function_checks(image: "Image", syms: TextSymbols,
     # within_notrace_func: a clone without a record defers to its base function
     nd = np.flatnonzero(notrace & dotted)
     if len(nd):
-        ba = [lookup(base_name(names[i])) for i in nd.tolist()]
+        ba = [lookup(names[i].partition(".")[0]) for i in nd.tolist()]  # base_name
         has = np.array([bool(a) for a in ba], bool)  # `if base:` (0 and None alike)
         start, size, found = _containing(image, np.array([a or 0 for a in ba], np.uint64))
         rec = np.searchsorted(fs, start + np.maximum(size, np.uint64(1))) > np.searchsorted(fs, start)
@@ -169,7 +169,7 @@ def function_checks(image: "Image", syms: TextSymbols,
         _, _, found = _containing(image, fa[rest])
         at = np.searchsorted(ks.uaddrs, fa[rest], side="right").astype(np.int64) - 1
         first = ks.ufirst[np.maximum(at, 0)].tolist()
-        clones = [(i, base_name(ks.names[f])) for i, f, ok in
+        clones = [(i, ks.names[f].partition(".")[0]) for i, f, ok in  # base_name
                   zip(rest.tolist(), first, found.tolist()) if ok and "." in ks.names[f]]
         ub = list(dict.fromkeys(b for _, b in clones))  # unique base names, in order
         base_at = [lookup(b) for b in ub]
