@@ -17,6 +17,7 @@ def byte_table(values) -> np.ndarray:
 
 
 LEGACY = byte_table(LEGACY_PREFIXES)
+VEX_EVEX = byte_table((0xC4, 0xC5, 0x62))  # in 64-bit mode always VEX / EVEX (insn_get_prefixes)
 EMULATED_1 = byte_table(EMULATED)
 EMULATION_REFUSED_1 = byte_table(EMULATION_REFUSED)
 EXCEPTION_1 = byte_table(EXCEPTION_OPCODES_1)
@@ -69,29 +70,32 @@ def opcode_fields(code: np.ndarray, rel: np.ndarray, lens: np.ndarray) -> Opcode
     p = rel.copy()
     has_2e67 = np.zeros(len(rel), bool)
     has_66 = np.zeros(len(rel), bool)
-    act = np.nonzero(LEGACY[code[p]])[0]  # only instructions with prefixes loop
+    b = code[p]
+    prefixed = np.flatnonzero(LEGACY[b])  # only instructions with prefixes loop
+    act = prefixed
     for _ in range(MAX_INSN_SIZE):
         if not len(act):
             break
         pa = p[act]
         act = act[pa - rel[act] < MAX_INSN_SIZE - 4]
         pa = p[act]
-        b = code[pa]
-        has_2e67[act] |= (b == 0x2E) | (b == 0x67)
-        has_66[act] |= b == 0x66
+        bb = code[pa]
+        has_2e67[act] |= (bb == 0x2E) | (bb == 0x67)
+        has_66[act] |= bb == 0x66
         p[act] = pa + 1
         act = act[LEGACY[code[pa + 1]]]
-    slow |= LEGACY[code[p]]  # prefix run too long for the table path
-    b = code[p]
-    rex = (b & 0xF0) == 0x40
-    p = p + rex
-    b = code[p]
-    slow |= (b == 0xC4) | (b == 0xC5) | (b == 0x62)  # VEX / EVEX
+    if len(prefixed):  # where the prefixes moved the opcode: its byte again
+        b[prefixed] = code[p[prefixed]]
+        slow[prefixed] |= LEGACY[b[prefixed]]  # prefix run too long for the table path
+    rex = np.flatnonzero((b & 0xF0) == 0x40)
+    p[rex] += 1
+    b[rex] = code[p[rex]]
+    slow |= VEX_EVEX[b]  # VEX / EVEX
     two = b == 0x0F
     b1 = code[p + 1]
     slow |= two & ((b1 == 0x38) | (b1 == 0x3A))  # 3-byte opcodes
     slow |= two & (b1 == 0x0B) & (p == rel)  # ud2, Xen/KVM emulate prefix
-    op_end = np.where(two, p + 2, p + 1)
+    op_end = p + 1 + two
     modrm = code[np.minimum(op_end, limit)]
     return OpcodeFields(slow, p, op_end, b, b1, two, ~two, modrm, (modrm >> 3) & 7, modrm >> 6,
                         has_2e67, has_66)
