@@ -344,14 +344,19 @@ class Kallsyms:
         # aliases (equal addresses): scripts/kallsyms.c compare_symbols -- non-weak first, then not
         # linker-provided, then fewer leading '_', then nm -n order (by name)
         same = np.nonzero(addrs_sorted[1:] == addrs_sorted[:-1])[0]
-        if len(same):
-            weak = bind[idx_arr] == STB_WEAK
-            runs = np.split(same, np.nonzero(np.diff(same) != 1)[0] + 1)
-            for run in runs:
-                lo, hi = int(run[0]), int(run[-1]) + 2
-                order[lo:hi] = sorted(order[lo:hi].tolist(), key=lambda i: (
-                    bool(weak[i]), _is_linker_provided(names[i]),
-                    len(names[i]) - len(names[i].lstrip("_")), names[i].encode()))
+        if len(same):  # every alias group sorted at once: one lexsort of the members' keys
+            member = np.zeros(len(order), bool)
+            member[same] = True
+            member[same + 1] = True
+            pos = np.flatnonzero(member)  # sorted positions of the aliases, group by group
+            group = np.cumsum(np.concatenate(([0], addrs_sorted[pos[1:]] != addrs_sorted[pos[:-1]])))
+            sym = order[pos]
+            mnames = [names[i] for i in sym.tolist()]
+            keys = (np.array([n.encode() for n in mnames], dtype=bytes),  # nm -n: by name
+                    np.array([len(n) - len(n.lstrip("_")) for n in mnames], np.int64),
+                    np.array([_is_linker_provided(n) for n in mnames], bool),
+                    bind[idx_arr[sym]] == STB_WEAK, group)
+            order[pos] = sym[np.lexsort(keys)]  # (stable: equal keys keep their order)
         return cls(addrs[order], [names[i] for i in order.tolist()], idx_arr[order], st)
 
     def __len__(self) -> int:

@@ -472,3 +472,52 @@ def test_evidence_types_equal_every_name_looked_up_on_a_real_kernel(arch):
     fast = evidence_types(image, lo, hi)
     assert fast.tolist() == plain_evidence_types(image, lo, hi).tolist()
     assert len(set(fast.tolist())) > 1
+
+
+def plain_alias_order(st_, text_ranges=None):
+    """Kallsyms.build's order with each alias group sorted by Python (the code before issue
+    15's session 8): (weak, linker-provided, leading underscores, name bytes), stable."""
+    from kpatch_core.symbols import (SHN_ABS, SHN_UNDEF, STB_LOCAL, STB_WEAK, STT_FILE,
+                                     STT_SECTION, _is_linker_provided)
+    typ, bind = st_.info & 0xF, st_.info >> 4
+    keep = (st_.shndx != SHN_UNDEF) & (typ != STT_SECTION) & (typ != STT_FILE)
+    keep &= ~((st_.shndx == SHN_ABS) & (bind == STB_LOCAL))
+    keep &= st_.kallsyms_kept()
+    idx = np.nonzero(keep)[0].tolist()
+    names = [st_.names[i] for i in idx]
+    idx_arr = np.array(idx, dtype=np.int64)
+    addrs = st_.values[idx_arr]
+    order_l = np.argsort(addrs, kind="stable").tolist()
+    weak = bind[idx_arr] == STB_WEAK
+    groups: dict[int, list[int]] = {}
+    for p, i in enumerate(order_l):
+        groups.setdefault(int(addrs[i]), []).append(p)
+    for ps in groups.values():
+        if len(ps) > 1:
+            g = sorted((order_l[p] for p in ps), key=lambda i: (
+                bool(weak[i]), _is_linker_provided(names[i]),
+                len(names[i]) - len(names[i].lstrip("_")), names[i].encode()))
+            for p, i in zip(ps, g):
+                order_l[p] = i
+    return [names[i] for i in order_l], idx_arr[order_l].tolist()
+
+
+_ALIAS_NAMES = st.lists(st.sampled_from(["_", "__", "start_", "stop_", "end_", "foo", "bar", "x",
+                                         "_start", "_end", ".isra.0", "é"]),
+                        min_size=1, max_size=4).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_ALIAS_NAMES, st.integers(0, 5), st.sampled_from([0, 1, 2])),
+                min_size=1, max_size=40))
+def test_alias_groups_sorted_at_once_equal_python_sorts(rows):
+    from kpatch_core.symbols import STT_FUNC, SymbolTable
+    n = len(rows) + 1  # index 0: the undefined null symbol, as in every ELF
+    names = [""] + [r[0] for r in rows]
+    values = np.array([0] + [0x1000 + 16 * r[1] for r in rows], np.uint64)
+    info = np.array([0] + [(r[2] << 4) | STT_FUNC for r in rows], np.uint8)
+    shndx = np.array([0] + [1] * len(rows), np.uint16)
+    stab = SymbolTable(values, np.zeros(n, np.uint64), info, np.zeros(n, np.uint8), shndx, names)
+    ks = Kallsyms.build(stab)
+    plain_names, plain_idx = plain_alias_order(stab)
+    assert ks.names == plain_names and ks.sym_index.tolist() == plain_idx
