@@ -101,7 +101,7 @@ def run_filled(syms: TextSymbols, jobs: int | None, progress: Callable[[int, int
     return chunks, extra, fill
 
 
-PARTS_PER_JOB = 8  # ranges handed out per worker process
+PARTS_PER_JOB = 16  # ranges handed out per worker process (smaller last ranges: the workers end together)
 MIN_PARTS = 16  # ranges at least (cache-sized arrays; see run)
 
 
