@@ -273,17 +273,25 @@ def _split_counts(codes: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
 def segment_sums(mask: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Per segment ``[starts[i], starts[i] + lengths[i])`` of ``mask`` (segments in order, not
     overlapping), how many of its elements hold: one ``add.reduceat`` over the segment bounds
-    (no running count over every element)."""
+    per block of about :data:`COUNT_BLOCK` elements (no running count over every element, and
+    no int64 copy of the whole mask, which a fresh process pays for in page faults)."""
     out = np.zeros(len(starts), np.int64)
     seg = np.flatnonzero(lengths > 0)
     if not len(seg):
         return out
-    bounds = np.empty(2 * len(seg), np.int64)
-    bounds[0::2] = starts[seg]
-    bounds[1::2] = starts[seg] + lengths[seg]
-    if bounds[-1] >= len(mask):  # the last segment ends the array: reduceat runs to its end
-        bounds = bounds[:-1]
-    out[seg] = np.add.reduceat(mask, bounds, dtype=np.int64)[0::2]
+    s = np.asarray(starts, np.int64)[seg]
+    e = s + np.asarray(lengths, np.int64)[seg]
+    cuts = np.searchsorted(s, np.arange(int(s[0]), int(e[-1]), COUNT_BLOCK)[1:])
+    blocks = [0, *sorted({int(c) for c in cuts.tolist() if 0 < c < len(seg)}), len(seg)]
+    m8 = mask.view(np.uint8)
+    for a, b in zip(blocks[:-1], blocks[1:]):
+        lo, hi = int(s[a]), int(e[b - 1])
+        bounds = np.empty(2 * (b - a), np.int64)
+        bounds[0::2] = s[a:b] - lo
+        bounds[1::2] = e[a:b] - lo
+        if bounds[-1] >= hi - lo:  # the last segment ends the block: reduceat runs to its end
+            bounds = bounds[:-1]
+        out[seg[a:b]] = np.add.reduceat(m8[lo:hi], bounds, dtype=np.int64)[0::2]
     return out
 
 

@@ -224,14 +224,20 @@ def _segments(draw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(_segments())
-def test_segment_sums_equal_the_running_count(seg):
+@given(_segments(), st.sampled_from([1, 2, 5, 16, 1 << 18]))
+def test_segment_sums_equal_the_running_count(seg, block):
+    import kpatch_core.analysis as an
     mask, counts, fill = seg
     lo = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if len(counts) else counts
     n = counts - fill
     before = np.zeros(len(mask) + 1, np.int64)  # the plain path: a running count over all
     np.cumsum(mask, out=before[1:])
-    assert segment_sums(mask, lo, n).tolist() == (before[lo + n] - before[lo]).tolist()
+    saved, an.COUNT_BLOCK = an.COUNT_BLOCK, block  # several blocks of segments, or one
+    try:
+        got = segment_sums(mask, lo, n)
+    finally:
+        an.COUNT_BLOCK = saved
+    assert got.tolist() == (before[lo + n] - before[lo]).tolist()
 
 
 @settings(max_examples=100, deadline=None)
