@@ -380,10 +380,10 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
     stretches: list[tuple[int, int]] = []
     fidx = addrs = aa = np.zeros(0, np.int64)
     for j0, j1 in zip(bounds[:-1], bounds[1:]):
-        c, st, (fidx, addrs, aa) = _rules_pass(image, clf, code, A, lo, ff, counts, offs, lens,
-                                               j0, j1, runs, step)
+        c, shared, (fidx, addrs, aa) = _rules_pass(image, clf, code, A, lo, ff, counts, offs,
+                                                   lens, j0, j1, runs, step)
         code_parts.append(c)
-        for x, y in st:  # a stretch a slice cut in two is one again (its trailing fill: fill.py)
+        for x, y in shared:  # a stretch a slice cut in two is one again (its trailing fill: fill.py)
             if stretches and stretches[-1][1] == j0 + x == j0:
                 stretches[-1] = (stretches[-1][0], j0 + y)
             else:
