@@ -31,6 +31,7 @@ from .verdict import Method, Reason
 
 if TYPE_CHECKING:
     from .image import Image
+    from .tables import KernelTables
 
 
 @attrs.define
@@ -137,19 +138,8 @@ def function_checks(image: "Image", syms: TextSymbols,
     direct = _maybe_direct(image, fa, kt, arch_hook, arch_ranges)
     for i in np.flatnonzero(cand & direct).tolist():
         a, e = int(fa[i]), int(fe[i])
-        hit = t.blacklist_hit(a)
-        uniform = not inner[i]
-        if kt and (a < kt[1] and e > kt[0]) and not (kt[0] <= a and e <= kt[1]):
-            uniform = False
-        if uniform and hit is not None and hit[0] != Reason.BLACKLIST_SUFFIX:
-            ent = t._in_list(a)
-            if hit[0] == Reason.BLACKLIST_NOKPROBE or (ent is not None and "(" in hit[1]):
-                uniform = ent is not None and ent.end >= e
-        if uniform and hit is None and len(starts):
-            j = int(i_lo[i]) - 1
-            uniform = j < 0 or int(maxend[j]) <= a
-        if arch_hook and (arch_ranges is None or straddle[i]):
-            uniform = False
+        uniform, hit = blacklist_answer(t, a, e, bool(inner[i]), kt, int(i_lo[i]) - 1, maxend,
+                                        arch_hook and (arch_ranges is None or bool(straddle[i])))
         bl_uniform[i] = uniform
         if hit is not None:
             bl_code[i] = refused_code(hit[0])
@@ -220,6 +210,29 @@ def _maybe_direct(image: "Image", addrs: np.ndarray, kt: tuple[int, int] | None,
     for rs, re_ in arch_ranges or ():
         out |= (addrs >= np.uint64(rs)) & (addrs < np.uint64(re_))
     return out
+
+
+def blacklist_answer(t: "KernelTables", a: int, e: int, inner: bool, kt: tuple[int, int] | None,
+                     j: int, maxend: np.ndarray, arch_split: bool
+                     ) -> tuple[bool, tuple[Reason, str] | None]:
+    """One function ``[a, e)``'s blacklist answer for :func:`function_checks`: (the same for
+    every address of it, ``blacklist_hit`` at its start).  ``inner``: a blacklist range starts
+    strictly inside it; ``kt``: ``.kprobes.text``; ``j``: the last range starting at or before
+    ``a`` (-1: none; ``maxend``: the running maximum of range ends); ``arch_split``: an arch
+    blacklist area may cover part of it."""
+    hit = t.blacklist_hit(a)
+    uniform = not inner
+    if kt and (a < kt[1] and e > kt[0]) and not (kt[0] <= a and e <= kt[1]):
+        uniform = False
+    if uniform and hit is not None and hit[0] != Reason.BLACKLIST_SUFFIX:
+        ent = t._in_list(a)
+        if hit[0] == Reason.BLACKLIST_NOKPROBE or (ent is not None and "(" in hit[1]):
+            uniform = ent is not None and ent.end >= e
+    if uniform and hit is None and len(maxend):
+        uniform = j < 0 or int(maxend[j]) <= a
+    if arch_split:
+        uniform = False
+    return uniform, hit
 
 
 def range_checks(image: "Image", syms: TextSymbols, lo: int, hi: int) -> dict[str, np.ndarray]:

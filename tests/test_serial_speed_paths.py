@@ -67,19 +67,9 @@ def plain_function_checks(image: Image, syms: TextSymbols) -> dict[str, np.ndarr
     bl_detail = np.full(n, None, object)
     for i in range(n):  # every function, candidate or not
         a, e = int(fa[i]), int(fe[i])
-        hit = t.blacklist_hit(a)
-        uniform = not inner[i]
-        if kt and (a < kt[1] and e > kt[0]) and not (kt[0] <= a and e <= kt[1]):
-            uniform = False
-        if uniform and hit is not None and hit[0] != Reason.BLACKLIST_SUFFIX:
-            ent = t._in_list(a)
-            if hit[0] == Reason.BLACKLIST_NOKPROBE or (ent is not None and "(" in hit[1]):
-                uniform = ent is not None and ent.end >= e
-        if uniform and hit is None and len(starts):
-            j = int(i_lo[i]) - 1
-            uniform = j < 0 or int(maxend[j]) <= a
-        if arch_hook and (arch_ranges is None or straddle[i]):
-            uniform = False
+        uniform, hit = rules.blacklist_answer(t, a, e, bool(inner[i]), kt, int(i_lo[i]) - 1,
+                                              maxend, arch_hook and (arch_ranges is None
+                                                                     or bool(straddle[i])))
         bl_uniform[i] = uniform
         if hit is not None:
             bl_code[i] = rules.refused_code(hit[0])
