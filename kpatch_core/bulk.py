@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from .image import Image
 
 __all__ = ["OPTIMIZED", "REFUSED_BASE", "SLOW", "ok_code", "outcome_code", "refused_code",
-           "mark_ranges", "member", "range_hits", "member_hits", "spans_hits", "classify_inputs",
+           "mark_ranges", "member", "range_hits", "member_hits", "spans_hits", "span_indexes",
+           "classify_inputs",
            "fixed_width_walk"]
 
 
@@ -55,13 +56,7 @@ def range_hits(aa: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     k = int(np.searchsorted(starts, aa[-1], side="right"))
     lo = np.searchsorted(aa, starts[:k], side="left")
     hi = np.searchsorted(aa, ends[:k], side="left")
-    cnt = hi - lo
-    keep = cnt > 0
-    lo, cnt = lo[keep], cnt[keep]
-    if not len(lo):
-        return np.zeros(0, np.int64)
-    first = np.cumsum(cnt) - cnt
-    idx = np.repeat(lo - first, cnt) + np.arange(int(first[-1] + cnt[-1]), dtype=np.int64)
+    idx = span_indexes(lo, hi - lo)
     if len(idx) > 1 and bool((idx[1:] <= idx[:-1]).any()):  # overlapping ranges
         idx = np.unique(idx)
     return idx
@@ -82,13 +77,18 @@ def spans_hits(group: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     if not len(chosen) or not len(group):
         return np.zeros(0, np.int64)
     lo = np.searchsorted(group, chosen, side="left")
-    cnt = np.searchsorted(group, chosen, side="right") - lo
-    keep = cnt > 0
-    lo, cnt = lo[keep], cnt[keep]
-    if not len(lo):
+    return span_indexes(lo, np.searchsorted(group, chosen, side="right") - lo)
+
+
+def span_indexes(lo: np.ndarray, cnt: np.ndarray) -> np.ndarray:
+    """``lo[k], lo[k] + 1, ... lo[k] + cnt[k] - 1`` for every k, one after the other (a count
+    of 0 or less adds nothing), as int64."""
+    cnt = np.maximum(np.asarray(cnt, np.int64), 0)
+    total = int(cnt.sum())
+    if not total:
         return np.zeros(0, np.int64)
     first = np.cumsum(cnt) - cnt
-    return np.repeat(lo - first, cnt) + np.arange(int(first[-1] + cnt[-1]), dtype=np.int64)
+    return np.repeat(np.asarray(lo, np.int64) - first, cnt) + np.arange(total, dtype=np.int64)
 
 
 def member(sorted_arr: np.ndarray, aa: np.ndarray) -> np.ndarray:

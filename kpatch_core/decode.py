@@ -8,6 +8,8 @@ from typing import Callable
 
 import numpy as np
 
+from .bulk import span_indexes
+
 MIN_WINDOW = 512  # smallest decode window (bytes) after a length fixup
 
 
@@ -222,8 +224,7 @@ def _apply_fixups_disjoint(o: np.ndarray, s: np.ndarray, ks: np.ndarray, news: n
     if not int(drop.sum()):
         return o, s, cut
     keep = np.ones(len(o), bool)
-    first = np.cumsum(drop) - drop
-    keep[np.repeat(ks + 1 - first, drop) + np.arange(int(drop.sum()))] = False
+    keep[span_indexes(ks + 1, drop)] = False
     if cut is not None:
         cut = (int(np.count_nonzero(keep[:cut[0]])), cut[1])
     return o[keep], s[keep], cut

@@ -22,7 +22,7 @@ from kpatch_arch.base import Backend, BulkClassifier, PrepareContext
 
 from . import uniform
 from .analysis import TextSymbols
-from .bulk import member_hits
+from .bulk import member_hits, span_indexes
 from .decode import LinearDecoder, Runs, decode_function
 from .outcome import OPTIMIZED, REFUSED_BASE, SLOW, UNSET, ok_code, outcome_code, refused_code
 from .safety import AddressArrays, check_kprobe_address_safe_vec
@@ -363,8 +363,7 @@ def register_kprobes(lo: int, hi: int) -> Chunk:
         b_idx = np.searchsorted(S, ends_rel[i:j_end])
         if F is None:  # no decode failure: every function's slice of the stream at once
             cnt = np.maximum(b_idx - a_idx, 0)
-            first = np.cumsum(cnt) - cnt
-            take = np.repeat(a_idx - first, cnt) + np.arange(int(cnt.sum()), dtype=np.int64)
+            take = span_indexes(a_idx, cnt)
             all_offs.append(S[take] - np.repeat(starts_rel[i:j_end], cnt))
             all_lens.append(ln[take])
             counts[i:j_end] = cnt
