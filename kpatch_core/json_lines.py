@@ -182,48 +182,17 @@ def _merged_pairs(n: int, rows: np.ndarray, cols: np.ndarray, cnt: np.ndarray, l
     return ms, rs
 
 
-_SHARED: list = []  # (analysis, image_key) for the forked formatters
-
-
-def _format_block(block: tuple[int, int]) -> str:
-    a, image_key = _SHARED[0]
-    return "".join(json_lines(a, image_key, symbols=block))
-
-
 def write_json_lines(a: "Analysis", out, image_key: bool = False, jobs: int | None = None,
-                     min_parallel: int = 1_000_000, min_forked: int = 20_000) -> None:
-    """Write the JSON Lines of ``a`` to ``out`` (same bytes however they are made).
-
-    With several cores, ``out`` backed by a file descriptor and at least ``min_forked``
-    symbols, forked children format the later blocks of symbols into temporary files while
-    this process formats and writes the first; their files are then copied to ``out`` by the
-    kernel (``os.sendfile``), in order (:func:`_write_forked`).  Else, with at least
-    ``min_parallel`` symbols, a process pool formats the later blocks and sends them back;
-    else this process formats them all."""
+                     min_parallel: int = 20_000) -> None:
+    """Write the JSON Lines of ``a`` to ``out`` (same bytes however they are made): with
+    several cores and at least ``min_parallel`` symbols, by several processes
+    (:func:`_write_forked`), else by this one."""
     jobs = jobs or os.cpu_count() or 1
-    n = len(a)
-    if jobs > 1 and n >= min_forked and _fileno(out) is not None and hasattr(os, "fork"):
+    if jobs > 1 and len(a) >= min_parallel and hasattr(os, "fork"):
         _write_forked(a, out, image_key, jobs)
         return
-    if jobs <= 1 or n < min_parallel:
-        for text in json_lines(a, image_key):
-            out.write(text)
-        return
-    import multiprocessing as mp
-    parts = jobs * 2
-    cuts = [n * k // parts for k in range(parts + 1)]
-    blocks = list(zip(cuts[:-1], cuts[1:]))
-    _SHARED[:] = [(a, image_key)]
-    try:
-        with mp.get_context("fork").Pool(jobs - 1) as pool:
-            own = parts // jobs  # this process formats the first blocks, the pool the rest
-            later = pool.imap(_format_block, blocks[own:])
-            for text in json_lines(a, image_key, symbols=(0, cuts[own])):
-                out.write(text)
-            for text in later:
-                out.write(text)
-    finally:
-        _SHARED.clear()
+    for text in json_lines(a, image_key):
+        out.write(text)
 
 
 def _fileno(out) -> int | None:
@@ -236,8 +205,9 @@ def _fileno(out) -> int | None:
 
 def _write_forked(a: "Analysis", out, image_key: bool, jobs: int) -> None:
     """:func:`write_json_lines` by ``jobs`` processes: block 0 here, block k by a forked child
-    into a temporary file (shared memory where /dev/shm exists), copied to ``out``'s file
-    descriptor after block k - 1.  A child that fails leaves its block to this process."""
+    into a temporary file (shared memory where /dev/shm exists), copied after block k - 1 to
+    ``out``'s file descriptor by the kernel (``os.sendfile``), or read back and written where
+    ``out`` has none (a string buffer).  A child that fails leaves its block to this process."""
     import tempfile
     n = len(a)
     cuts = [n * k // jobs for k in range(jobs + 1)]
@@ -265,10 +235,14 @@ def _write_forked(a: "Analysis", out, image_key: bool, jobs: int) -> None:
         for k, (pid, f) in enumerate(zip(kids, files), start=1):
             _, status = os.waitpid(pid, 0)
             size = os.fstat(f.fileno()).st_size
-            if status != 0 or fd is None:  # the child failed: its block formatted here
+            if status != 0:  # the child failed: its block formatted here
                 for text in json_lines(a, image_key, symbols=(cuts[k], cuts[k + 1])):
                     out.write(text)
                 out.flush()
+                continue
+            if fd is None:
+                f.seek(0)
+                out.write(f.read().decode("utf-8"))
                 continue
             done = 0
             while done < size:

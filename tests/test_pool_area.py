@@ -88,7 +88,7 @@ def test_json_lines_forked_into_files_are_the_same_bytes(tmp_path, monkeypatch):
         path = tmp_path / f"out{jobs}.jsonl"
         with open(path, "w") as out:
             out.write("head\n")  # buffered text before: written first
-            J.write_json_lines(a, out, jobs=jobs, min_forked=0)
+            J.write_json_lines(a, out, jobs=jobs, min_parallel=0)
             out.write("tail\n")
         assert path.read_text() == "head\n" + want + "tail\n"
     # a child that fails leaves its block to the parent
@@ -102,5 +102,5 @@ def test_json_lines_forked_into_files_are_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(J, "json_lines", failing)
     path = tmp_path / "fallback.jsonl"
     with open(path, "w") as out:
-        J.write_json_lines(a, out, jobs=2, min_forked=0)
+        J.write_json_lines(a, out, jobs=2, min_parallel=0)
     assert path.read_text() == want
